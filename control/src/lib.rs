@@ -1,0 +1,10 @@
+//! The `tapsplice` appliance's control side: configuration, start-up, reporting.
+//! The control side never touches packets; it talks to the lcores through the dataplane's
+//! port layer and the counters they publish.
+
+pub mod config;
+pub mod plan;
+pub mod preflight;
+pub mod report;
+#[cfg(feature = "dpdk")]
+pub mod run;

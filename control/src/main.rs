@@ -1,0 +1,98 @@
+//! `tapsplice`: the appliance binary.
+//!
+//! * `tapsplice run --config FILE` — boot the appliance (needs root and DPDK).
+//! * `tapsplice check --config FILE` — validate a rack file; every problem on its own line
+//!   with file, line, column and key.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tapsplice::config;
+#[cfg(feature = "dpdk")]
+use tapsplice::{plan, run};
+
+#[derive(Parser)]
+#[command(name = "tapsplice", version, about = "DPDK appliance that makes TCP services fault-tolerant and scalable")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the appliance described by a rack configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Write the final statistics report as JSON to this file on exit.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Validate a rack configuration file and exit (0 = valid).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config: path } => match config::load(&path) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("{w}");
+                }
+                let roles: Vec<&str> = cfg.node.roles.iter().map(|r| r.as_str()).collect();
+                println!(
+                    "{}: ok (node {}, {} port(s), roles {})",
+                    path.display(),
+                    cfg.node.id,
+                    cfg.port.len(),
+                    roles.join(",")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                eprint!("{errs}");
+                if !errs.to_string().ends_with('\n') {
+                    eprintln!();
+                }
+                ExitCode::from(2)
+            }
+        },
+        #[cfg(not(feature = "dpdk"))]
+        Cmd::Run { .. } => {
+            eprintln!("tapsplice: this build has no DPDK support (built without the `dpdk` feature); rebuild with default features");
+            ExitCode::from(1)
+        }
+        #[cfg(feature = "dpdk")]
+        Cmd::Run { config: path, report_json } => {
+            let cfg = match config::load(&path) {
+                Ok(c) => c,
+                Err(errs) => {
+                    eprint!("{errs}");
+                    if !errs.to_string().ends_with('\n') {
+                        eprintln!();
+                    }
+                    eprintln!("tapsplice: {} is not a valid rack configuration (see `tapsplice check --config {}`)", path.display(), path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let plan = match plan::from_config(&cfg) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("tapsplice: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match run::run(&plan, &run::RunOptions { report_json }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tapsplice: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

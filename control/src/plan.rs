@@ -1,0 +1,137 @@
+//! From a validated rack configuration to what `run` does: EAL arguments, ports, workers
+//! and the role wiring. Pure, so it is unit-tested without DPDK.
+
+use crate::config::{is_pci_address, RackConfig, Role};
+use std::net::Ipv4Addr;
+
+/// Port index as roles see it (position in the configuration's port list).
+pub type PortIndex = u16;
+
+/// Everything `run` needs, derived from the rack configuration.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub node_id: String,
+    pub role: String,
+    pub eal_args: Vec<String>,
+    pub file_prefix: String,
+    pub hugepages: bool,
+    pub memory_mb: u32,
+    /// Worker lcore ids (the main lcore runs the control thread).
+    pub workers: Vec<u32>,
+    pub mbufs: u32,
+    pub mempool_cache: u32,
+    pub data_room: u16,
+    pub burst: u16,
+    pub idle_backoff: bool,
+    pub idle_polls: u32,
+    pub idle_max_sleep_us: u32,
+    pub ports: Vec<PlanPort>,
+    /// Forward role: pairs of port indexes.
+    pub pairs: Vec<(PortIndex, PortIndex)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanPort {
+    pub name: String,
+    pub device: String,
+    /// Whether `device` is a PCI address (else a vdev name).
+    pub is_pci: bool,
+    pub rx_queues: u16,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub promiscuous: bool,
+    pub mtu: u16,
+    /// The appliance's own IPv4 addresses on this port (answered for ARP and ICMP echo).
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// The roles `run` can start in this release; `check` accepts the whole rack schema.
+const RUNNABLE_ROLES: &[Role] = &[Role::Forward];
+
+pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
+    let roles = &cfg.node.roles;
+    if roles.len() != 1 || !RUNNABLE_ROLES.contains(&roles[0]) {
+        let list: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        return Err(format!(
+            "{}: node.roles = {:?}: this release runs exactly one role, `forward`; balance, splice and tap are accepted by `tapsplice check` but not implemented yet",
+            cfg.source, list
+        ));
+    }
+    if !cfg.bond.is_empty() {
+        return Err(format!("{}: [[bond]] is accepted by `tapsplice check` but bonded ports are not implemented yet; remove the bond sections", cfg.source));
+    }
+    let workers = cfg.worker_lcores();
+    if workers.is_empty() {
+        return Err(format!("{}: eal.lcores = {:?} names no worker lcore (the first lcore is the control lcore)", cfg.source, cfg.eal.lcores));
+    }
+    let ports = cfg
+        .port
+        .iter()
+        .map(|p| PlanPort {
+            name: p.name.clone(),
+            device: p.device.clone(),
+            is_pci: is_pci_address(&p.device),
+            rx_queues: p.rx_queues,
+            rx_desc: p.rx_desc,
+            tx_desc: p.tx_desc,
+            promiscuous: p.promiscuous,
+            mtu: p.mtu,
+            ipv4: p.ipv4_addresses(),
+        })
+        .collect();
+    Ok(RunPlan {
+        node_id: cfg.node.id.clone(),
+        role: roles[0].as_str().to_string(),
+        eal_args: cfg.eal_args("tapsplice"),
+        file_prefix: cfg.eal.file_prefix.clone(),
+        hugepages: cfg.eal.hugepages,
+        memory_mb: cfg.eal.memory_mb,
+        workers,
+        mbufs: cfg.mempool.mbufs,
+        mempool_cache: cfg.mempool.cache,
+        data_room: cfg.mempool.data_room,
+        burst: cfg.workers.burst,
+        idle_backoff: cfg.workers.idle_backoff,
+        idle_polls: cfg.workers.idle_polls,
+        idle_max_sleep_us: cfg.workers.idle_max_sleep_us,
+        ports,
+        pairs: cfg.forward_pairs().into_iter().map(|(a, b)| (a as PortIndex, b as PortIndex)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> RackConfig {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/forward.toml");
+        crate::config::load(std::path::Path::new(path)).expect("the forward example is valid")
+    }
+
+    #[test]
+    fn the_forward_example_plans_one_worker_and_one_pair() {
+        let plan = from_config(&example()).unwrap();
+        assert_eq!(plan.role, "forward");
+        assert_eq!(plan.workers, vec![1]);
+        assert_eq!(plan.pairs, vec![(0, 1)]);
+        assert_eq!(plan.ports.len(), 2);
+        assert_eq!(plan.ports[0].ipv4, vec![Ipv4Addr::new(10, 99, 0, 254)]);
+        assert!(!plan.ports[0].is_pci);
+        assert!(plan.eal_args.contains(&"--no-pci".to_string()));
+    }
+
+    #[test]
+    fn roles_not_implemented_yet_are_refused_with_a_reason() {
+        let mut cfg = example();
+        cfg.node.roles = vec![Role::Splice];
+        let e = from_config(&cfg).unwrap_err();
+        assert!(e.contains("not implemented yet"), "{e}");
+    }
+
+    #[test]
+    fn a_config_without_worker_lcores_is_refused() {
+        let mut cfg = example();
+        cfg.eal.lcores = "0".into();
+        assert!(from_config(&cfg).unwrap_err().contains("no worker lcore"));
+    }
+}

@@ -1,0 +1,197 @@
+//! `tapsplice run`: boot DPDK from the rack configuration, start the worker lcores with
+//! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
+
+use crate::plan::RunPlan;
+use crate::preflight;
+use crate::report::{LcoreReport, PortReport, Quantiles, Report};
+use dataplane::port::eal::Eal;
+use dataplane::port::ethdev::{Port, PortSpec};
+use dataplane::port::lcore::{self, new_slot, LoopConfig, RxSource, Slot, Worker};
+use dataplane::port::mempool::Mempool;
+use dataplane::role::forward::Forward;
+use dataplane::role::local::LocalAddrs;
+use dataplane::role::PortIndex;
+use dataplane::stats::new_cycle_histogram;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of the `run` command that are not in the rack file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub report_json: Option<PathBuf>,
+}
+
+/// Distributes every (port, RX queue) over the workers, round-robin.
+pub fn assign_rx_queues(ports: &[(u16, u16)], workers: usize) -> Vec<Vec<(PortIndex, u16)>> {
+    let n = workers.max(1);
+    let mut out = vec![Vec::new(); n];
+    let mut i = 0;
+    for (pidx, &(_, nq)) in ports.iter().enumerate() {
+        for q in 0..nq {
+            out[i % n].push((pidx as PortIndex, q));
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
+    let needs: Vec<preflight::PortNeed<'_>> =
+        plan.ports.iter().map(|p| preflight::PortNeed { name: &p.name, device: &p.device, is_pci: p.is_pci }).collect();
+    preflight::check(&plan.file_prefix, plan.hugepages, plan.memory_mb, &needs)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
+    }
+
+    let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
+    let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
+
+    let tx_queues = plan.workers.len() as u16;
+    let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
+    for p in &plan.ports {
+        let spec = PortSpec {
+            name: p.name.clone(),
+            device: p.device.clone(),
+            rx_queues: p.rx_queues,
+            tx_queues,
+            rx_desc: p.rx_desc,
+            tx_desc: p.tx_desc,
+            promiscuous: p.promiscuous,
+            mtu: p.mtu,
+        };
+        match Port::setup(&spec, &pool) {
+            Ok(port) => {
+                for w in &port.warnings {
+                    eprintln!("tapsplice: warning: {w}");
+                }
+                ports.push(port);
+            }
+            Err(e) => {
+                for p in &ports {
+                    p.shutdown();
+                }
+                return Err(e.to_string());
+            }
+        }
+    }
+
+    let local: Vec<LocalAddrs> =
+        ports.iter().zip(&plan.ports).map(|(port, pp)| LocalAddrs { mac: port.mac, ipv4: pp.ipv4.clone() }).collect();
+    let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
+    let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
+    let mut slots: Vec<Slot> = Vec::new();
+    for (w, &lcore_id) in plan.workers.iter().enumerate() {
+        let slot = new_slot(lcore_id);
+        slots.push(slot.clone());
+        let worker = Worker {
+            lcore: lcore_id,
+            role: Forward::new(&plan.pairs, local.clone()),
+            rx: assignment[w]
+                .iter()
+                .map(|&(port, queue)| RxSource { port, dpdk_port: dpdk_ports[port as usize], queue })
+                .collect(),
+            dpdk_ports: dpdk_ports.clone(),
+            tx_queue: w as u16,
+            cfg: LoopConfig {
+                burst: plan.burst,
+                idle_backoff: plan.idle_backoff,
+                idle_polls: plan.idle_polls,
+                idle_max_sleep_us: plan.idle_max_sleep_us,
+            },
+            stop: stop.clone(),
+            slot,
+            tsc_hz: eal.tsc_hz,
+        };
+        if let Err(e) = worker.launch() {
+            stop.store(true, Ordering::SeqCst);
+            lcore::wait_all();
+            return Err(e.to_string());
+        }
+    }
+
+    let started = Instant::now();
+    for p in &ports {
+        let m = p.mac;
+        let (up, speed) = p.link();
+        eprintln!(
+            "tapsplice: port {} ({}) dpdk id {} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} link {} {} Mbit/s, {} rx queue(s)",
+            p.name, p.device, p.id, m[0], m[1], m[2], m[3], m[4], m[5], if up { "up" } else { "down" }, speed, p.rx_queues
+        );
+    }
+    println!("tapsplice: running");
+    let _ = std::io::stdout().flush();
+
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("tapsplice: stopping");
+    lcore::wait_all();
+
+    let mut hist = new_cycle_histogram();
+    let mut lcores = Vec::new();
+    for slot in &slots {
+        let s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = hist.add(&s.burst_cycles);
+        lcores.push(LcoreReport::from_counters(s.lcore, &s.counters));
+    }
+    let port_reports: Vec<PortReport> = ports
+        .iter()
+        .map(|p| {
+            let s = p.stats();
+            PortReport {
+                name: p.name.clone(),
+                device: p.device.clone(),
+                rx_packets: s.rx_packets,
+                tx_packets: s.tx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_bytes: s.tx_bytes,
+                rx_missed: s.rx_missed,
+                rx_errors: s.rx_errors,
+                tx_errors: s.tx_errors,
+                rx_nombuf: s.rx_nombuf,
+            }
+        })
+        .collect();
+    let burst_cycles = Quantiles::of(&hist);
+    let report = Report {
+        node: plan.node_id.clone(),
+        role: plan.role.clone(),
+        uptime_s: started.elapsed().as_secs_f64(),
+        tsc_hz: eal.tsc_hz,
+        ports: port_reports,
+        lcores,
+        burst_ns: burst_cycles.cycles_to_ns(eal.tsc_hz),
+        burst_cycles,
+    };
+    print!("{}", report.to_text(Some(&hist)));
+    let _ = std::io::stdout().flush();
+    if let Some(path) = &opts.report_json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+    }
+    for p in &ports {
+        p.shutdown();
+    }
+    eal.cleanup();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rx_queues_are_spread_round_robin_over_workers() {
+        let a = assign_rx_queues(&[(0, 2), (1, 2)], 2);
+        assert_eq!(a, vec![vec![(0, 0), (1, 0)], vec![(0, 1), (1, 1)]]);
+        let one = assign_rx_queues(&[(0, 1), (1, 1)], 1);
+        assert_eq!(one, vec![vec![(0, 0), (1, 0)]]);
+    }
+}

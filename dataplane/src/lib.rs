@@ -1,0 +1,16 @@
+//! tapsplice's poll-mode side.
+//!
+//! * [`packet`] — zero-copy typed views over frame bytes, checksums, flow keys. Pure.
+//! * [`role`] — what an lcore does with a frame: the `Role` trait and its implementations
+//!   (forward today; balance, splice and tap beside it). Pure: bytes and a clock in,
+//!   verdicts and bytes out.
+//! * [`stats`] — per-lcore counters, drop reasons and latency histograms.
+//! * [`port`] (feature `dpdk`) — the only code that touches DPDK: EAL, mempools, ports,
+//!   mbufs and the lcore burst loop.
+
+pub mod packet;
+pub mod role;
+pub mod stats;
+
+#[cfg(feature = "dpdk")]
+pub mod port;

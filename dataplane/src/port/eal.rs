@@ -1,0 +1,51 @@
+//! EAL start-up and shut-down.
+
+use super::{dpdk, last_error, load, PortError};
+use std::ffi::CString;
+use std::os::raw::c_char;
+
+/// A running EAL. Dropping it does not clean up (DPDK cannot be re-initialised in a process
+/// anyway); call [`Eal::cleanup`] at the end of an orderly stop.
+pub struct Eal {
+    pub tsc_hz: u64,
+}
+
+impl Eal {
+    /// Loads DPDK and runs `rte_eal_init` with `args` (args[0] is the program name).
+    pub fn init(args: &[String]) -> Result<Eal, PortError> {
+        let lib = load()?;
+        let cargs: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_str()).map_err(|_| PortError::Eal(format!("EAL argument contains NUL: {a:?}"))))
+            .collect::<Result<_, _>>()?;
+        // EAL may permute argv; it gets its own array of pointers that lives until exit.
+        let mut argv: Vec<*mut c_char> = cargs.iter().map(|c| c.as_ptr() as *mut c_char).collect();
+        argv.push(std::ptr::null_mut());
+        // SAFETY: argc/argv describe valid NUL-terminated strings that we leak below, since
+        // EAL keeps pointers into argv for the lifetime of the process.
+        let rc = unsafe { lib.rte_eal_init(cargs.len() as i32, argv.as_mut_ptr()) };
+        std::mem::forget(cargs);
+        std::mem::forget(argv);
+        if rc < 0 {
+            return Err(PortError::Eal(last_error()));
+        }
+        // SAFETY: EAL is initialised.
+        let tsc_hz = unsafe { lib.rte_get_tsc_hz() };
+        Ok(Eal { tsc_hz })
+    }
+
+    /// Releases EAL resources (hugepage files, runtime directory).
+    pub fn cleanup(self) {
+        // SAFETY: called once, after every lcore has returned.
+        unsafe {
+            dpdk().rte_eal_cleanup();
+        }
+    }
+}
+
+/// Reads the TSC (cycles since reset); cheap enough to call per burst.
+#[inline]
+pub fn rdtsc() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { dpdk().ts_rdtsc() }
+}

@@ -1,0 +1,175 @@
+//! Configuring, starting, reading and stopping ports (`rte_ethdev`).
+
+use super::{dpdk, last_error, mempool::Mempool, sys, PortError};
+use std::ffi::CString;
+
+/// What the configuration asks of one port.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    pub name: String,
+    /// DPDK device name: a PCI address or a vdev name such as `net_tap0`.
+    pub device: String,
+    pub rx_queues: u16,
+    /// One TX queue per worker lcore, so lcores never share a TX queue.
+    pub tx_queues: u16,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub promiscuous: bool,
+    pub mtu: u16,
+}
+
+/// A started port.
+#[derive(Clone, Debug)]
+pub struct Port {
+    pub name: String,
+    pub device: String,
+    pub id: u16,
+    pub mac: [u8; 6],
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    /// Problems that did not stop the port (e.g. MTU not settable), for the start-up log.
+    pub warnings: Vec<String>,
+}
+
+/// Hardware/driver counters of a port (`rte_eth_stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Dropped by the NIC because no RX descriptor was free (the lcore was too slow).
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// Every RSS hash type an IP/TCP/UDP NIC may offer (bits 2..=21 of `RTE_ETH_RSS_*`); masked
+/// by what the device supports.
+const RSS_IP_L4: u64 = ((1u64 << 22) - 1) & !0b11;
+
+impl Port {
+    /// Finds the device, configures queues and starts it.
+    pub fn setup(spec: &PortSpec, pool: &Mempool) -> Result<Port, PortError> {
+        let lib = dpdk();
+        let perr = |what: String| PortError::Port { port: spec.name.clone(), what };
+        let cdev = CString::new(spec.device.as_str()).map_err(|_| perr("device name contains NUL".into()))?;
+        let mut id: u16 = 0;
+        // SAFETY: valid C string and out-pointer.
+        if unsafe { lib.rte_eth_dev_get_port_by_name(cdev.as_ptr(), &mut id) } != 0 {
+            return Err(PortError::NoSuchDevice { port: spec.name.clone(), device: spec.device.clone() });
+        }
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        if unsafe { lib.rte_eth_dev_info_get(id, &mut info) } != 0 {
+            return Err(perr(format!("reading device info failed: {}", last_error())));
+        }
+        if spec.rx_queues > info.max_rx_queues || spec.tx_queues > info.max_tx_queues {
+            return Err(perr(format!(
+                "needs {} RX and {} TX queues (one TX queue per worker lcore) but device '{}' offers at most {} RX and {} TX; lower rx_queues or the number of worker lcores",
+                spec.rx_queues, spec.tx_queues, spec.device, info.max_rx_queues, info.max_tx_queues
+            )));
+        }
+        let mut conf = sys::rte_eth_conf::default();
+        if spec.rx_queues > 1 {
+            let hf = RSS_IP_L4 & info.flow_type_rss_offloads;
+            if hf != 0 {
+                conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
+                conf.rx_adv_conf.rss_conf.rss_hf = hf;
+            }
+        }
+        // SAFETY: valid port id and configuration.
+        let rc = unsafe { lib.rte_eth_dev_configure(id, spec.rx_queues, spec.tx_queues, &conf) };
+        if rc != 0 {
+            return Err(perr(format!("configure failed: {}", errno_text(rc))));
+        }
+        let mut warnings = Vec::new();
+        // SAFETY: valid port id.
+        let socket = unsafe { lib.rte_eth_dev_socket_id(id) };
+        let socket = if socket < 0 { 0 } else { socket as u32 };
+        for q in 0..spec.rx_queues {
+            // SAFETY: the pool outlives the port; NULL rxconf = driver defaults.
+            let rc = unsafe { lib.rte_eth_rx_queue_setup(id, q, spec.rx_desc, socket, std::ptr::null(), pool.raw) };
+            if rc != 0 {
+                return Err(perr(format!("RX queue {q} setup failed: {}", errno_text(rc))));
+            }
+        }
+        for q in 0..spec.tx_queues {
+            // SAFETY: NULL txconf = driver defaults.
+            let rc = unsafe { lib.rte_eth_tx_queue_setup(id, q, spec.tx_desc, socket, std::ptr::null()) };
+            if rc != 0 {
+                return Err(perr(format!("TX queue {q} setup failed: {}", errno_text(rc))));
+            }
+        }
+        // SAFETY: valid port id.
+        let rc = unsafe { lib.rte_eth_dev_set_mtu(id, spec.mtu) };
+        if rc != 0 {
+            warnings.push(format!("port '{}': MTU {} not set: {}", spec.name, spec.mtu, errno_text(rc)));
+        }
+        // SAFETY: valid port id.
+        let rc = unsafe { lib.rte_eth_dev_start(id) };
+        if rc != 0 {
+            return Err(perr(format!("start failed: {}", errno_text(rc))));
+        }
+        if spec.promiscuous {
+            // SAFETY: valid, started port.
+            let rc = unsafe { lib.rte_eth_promiscuous_enable(id) };
+            if rc != 0 {
+                warnings.push(format!("port '{}': promiscuous mode not enabled: {}", spec.name, errno_text(rc)));
+            }
+        }
+        let mut mac = sys::rte_ether_addr::default();
+        // SAFETY: valid port id and out-pointer.
+        unsafe { lib.rte_eth_macaddr_get(id, &mut mac) };
+        Ok(Port {
+            name: spec.name.clone(),
+            device: spec.device.clone(),
+            id,
+            mac: mac.addr_bytes,
+            rx_queues: spec.rx_queues,
+            tx_queues: spec.tx_queues,
+            warnings,
+        })
+    }
+
+    pub fn stats(&self) -> PortStats {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: valid port id and out-pointer.
+        unsafe { dpdk().rte_eth_stats_get(self.id, &mut s) };
+        PortStats {
+            rx_packets: s.ipackets,
+            tx_packets: s.opackets,
+            rx_bytes: s.ibytes,
+            tx_bytes: s.obytes,
+            rx_missed: s.imissed,
+            rx_errors: s.ierrors,
+            tx_errors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        }
+    }
+
+    /// Link up/down and speed in Mbit/s, without waiting for autonegotiation.
+    pub fn link(&self) -> (bool, u32) {
+        let mut l = sys::rte_eth_link::default();
+        // SAFETY: valid port id and out-pointer.
+        unsafe { dpdk().rte_eth_link_get_nowait(self.id, &mut l) };
+        (l.link_status() != 0, l.link_speed)
+    }
+
+    /// Stops and closes the port (after every lcore has returned).
+    pub fn shutdown(&self) {
+        // SAFETY: no lcore polls the port any more.
+        unsafe {
+            dpdk().rte_eth_dev_stop(self.id);
+            dpdk().rte_eth_dev_close(self.id);
+        }
+    }
+}
+
+fn errno_text(rc: i32) -> String {
+    let e = rc.unsigned_abs() as i32;
+    // SAFETY: rte_strerror returns a static string for any value.
+    let msg = unsafe { std::ffi::CStr::from_ptr(dpdk().rte_strerror(e)) };
+    format!("{} (errno {e})", msg.to_string_lossy())
+}

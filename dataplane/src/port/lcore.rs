@@ -1,0 +1,242 @@
+//! The worker lcore: a run-to-completion burst loop, generic over the role.
+//!
+//! Per iteration it polls each of its RX queues, hands every frame to the role, batches the
+//! frames per egress port and transmits them on its own TX queue of that port (one TX queue
+//! per worker on every port, so no TX queue is shared). Counters and the per-burst latency
+//! histogram are the lcore's own; a snapshot is published to the control thread about ten
+//! times a second with `try_lock`, so the lcore never waits for the control thread.
+
+use super::{dpdk, eal::rdtsc, sys, PortError};
+use crate::role::{Ctx, PortIndex, Role, Verdict};
+use crate::stats::{new_cycle_histogram, DropReason, LcoreCounters};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Largest burst the loop supports (the configured burst is capped to this).
+pub const MAX_BURST: usize = 512;
+
+/// One RX queue that a worker polls.
+#[derive(Clone, Copy, Debug)]
+pub struct RxSource {
+    /// The port's index in the configuration (what roles see).
+    pub port: PortIndex,
+    /// The DPDK port id.
+    pub dpdk_port: u16,
+    pub queue: u16,
+}
+
+/// Loop tuning from the `[workers]` section.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopConfig {
+    pub burst: u16,
+    /// Sleep progressively after `idle_polls` empty polls (off for production benchmarks).
+    pub idle_backoff: bool,
+    pub idle_polls: u32,
+    pub idle_max_sleep_us: u32,
+}
+
+/// What a worker publishes for the control thread.
+pub struct Published {
+    pub lcore: u32,
+    pub counters: LcoreCounters,
+    /// Per-burst processing time (rx to tx done) in TSC cycles, non-empty bursts only.
+    pub burst_cycles: Histogram<u64>,
+}
+
+pub type Slot = Arc<Mutex<Published>>;
+
+pub fn new_slot(lcore: u32) -> Slot {
+    Arc::new(Mutex::new(Published { lcore, counters: LcoreCounters::default(), burst_cycles: new_cycle_histogram() }))
+}
+
+/// Frames queued for one egress port during a burst.
+struct TxBatch {
+    mbufs: Vec<*mut sys::rte_mbuf>,
+    bytes: Vec<u32>,
+}
+
+/// A worker lcore's whole state. Built by the control side, moved onto the lcore.
+pub struct Worker<R: Role> {
+    pub lcore: u32,
+    pub role: R,
+    pub rx: Vec<RxSource>,
+    /// DPDK port id for each configured port index.
+    pub dpdk_ports: Vec<u16>,
+    /// This worker's TX queue id (the same on every port).
+    pub tx_queue: u16,
+    pub cfg: LoopConfig,
+    pub stop: Arc<AtomicBool>,
+    pub slot: Slot,
+    pub tsc_hz: u64,
+}
+
+// SAFETY: a Worker is built on the main thread and moved whole to its lcore; the raw
+// pointers inside it are created and used only there.
+unsafe impl<R: Role> Send for Worker<R> {}
+
+impl<R: Role + 'static> Worker<R> {
+    /// Starts this worker on its lcore (`rte_eal_remote_launch`).
+    pub fn launch(self) -> Result<(), PortError> {
+        let lcore = self.lcore;
+        launch_on(lcore, Box::new(move || {
+            self.run();
+            0
+        }))
+    }
+
+    /// The burst loop; returns when `stop` is set.
+    pub fn run(mut self) {
+        let lib = dpdk();
+        let burst = (self.cfg.burst as usize).clamp(1, MAX_BURST);
+        let mut rx_buf: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); burst];
+        let mut tx: Vec<TxBatch> = self
+            .dpdk_ports
+            .iter()
+            .map(|_| TxBatch { mbufs: Vec::with_capacity(burst), bytes: Vec::with_capacity(burst) })
+            .collect();
+        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(burst);
+        let mut counters = LcoreCounters::default();
+        let mut hist = new_cycle_histogram();
+        let publish_every = (self.tsc_hz / 10).max(1);
+        let mut next_publish = rdtsc() + publish_every;
+        let mut idle_rounds: u32 = 0;
+        let mut sleep_us: u32 = 0;
+
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut got = false;
+            for src in &self.rx {
+                counters.polls += 1;
+                // SAFETY: rx_buf has room for `burst` pointers; the queue belongs to us.
+                let n = unsafe { lib.ts_rx_burst(src.dpdk_port, src.queue, rx_buf.as_mut_ptr(), burst as u16) } as usize;
+                if n == 0 {
+                    counters.empty_polls += 1;
+                    continue;
+                }
+                got = true;
+                let t0 = rdtsc();
+                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters };
+                for &m in &rx_buf[..n] {
+                    // SAFETY: m is a valid mbuf that rx_burst handed to us.
+                    let (frame, pkt_len) = unsafe {
+                        let mb = &*m;
+                        let data = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+                        (std::slice::from_raw_parts_mut(data, mb.data_len as usize), mb.pkt_len)
+                    };
+                    ctx.counters.rx_packets += 1;
+                    ctx.counters.rx_bytes += pkt_len as u64;
+                    let out = match self.role.handle(src.port, frame, &mut ctx) {
+                        Verdict::Tx(p) => Some(p),
+                        Verdict::Reply => {
+                            ctx.counters.local_replies += 1;
+                            Some(src.port)
+                        }
+                        Verdict::Drop(r) => {
+                            ctx.counters.drops.count(r);
+                            None
+                        }
+                    };
+                    match out.and_then(|p| tx.get_mut(p as usize)) {
+                        Some(batch) => {
+                            batch.mbufs.push(m);
+                            batch.bytes.push(pkt_len);
+                        }
+                        None => {
+                            if out.is_some() {
+                                ctx.counters.drops.count(DropReason::NoRoute);
+                            }
+                            to_free.push(m);
+                        }
+                    }
+                }
+                for (p, batch) in tx.iter_mut().enumerate() {
+                    if batch.mbufs.is_empty() {
+                        continue;
+                    }
+                    let len = batch.mbufs.len();
+                    // SAFETY: the mbufs are ours; tx_burst takes ownership of those it sends.
+                    let sent = unsafe {
+                        lib.ts_tx_burst(self.dpdk_ports[p], self.tx_queue, batch.mbufs.as_mut_ptr(), len as u16)
+                    } as usize;
+                    counters.tx_packets += sent as u64;
+                    counters.tx_bytes += batch.bytes[..sent].iter().map(|b| *b as u64).sum::<u64>();
+                    if sent < len {
+                        for _ in sent..len {
+                            counters.drops.count(DropReason::TxFull);
+                        }
+                        to_free.extend_from_slice(&batch.mbufs[sent..]);
+                    }
+                    batch.mbufs.clear();
+                    batch.bytes.clear();
+                }
+                if !to_free.is_empty() {
+                    // SAFETY: each pointer is an mbuf we own and hand back exactly once.
+                    unsafe { lib.ts_pktmbuf_free_bulk(to_free.as_mut_ptr(), to_free.len() as u32) };
+                    to_free.clear();
+                }
+                hist.saturating_record(rdtsc().saturating_sub(t0).max(1));
+            }
+
+            if got {
+                idle_rounds = 0;
+                sleep_us = 0;
+            } else if self.cfg.idle_backoff {
+                idle_rounds = idle_rounds.saturating_add(1);
+                if idle_rounds > self.cfg.idle_polls {
+                    // Progressive back-off: 1, 2, 4 ... µs up to the configured ceiling.
+                    sleep_us = (sleep_us.saturating_mul(2)).clamp(1, self.cfg.idle_max_sleep_us.max(1));
+                    counters.idle_sleeps += 1;
+                    std::thread::sleep(Duration::from_micros(sleep_us as u64));
+                }
+            }
+
+            let now = rdtsc();
+            if now >= next_publish {
+                next_publish = now + publish_every;
+                if let Ok(mut slot) = self.slot.try_lock() {
+                    publish(&mut slot, &counters, &hist);
+                }
+            }
+        }
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        publish(&mut slot, &counters, &hist);
+    }
+}
+
+fn publish(slot: &mut Published, counters: &LcoreCounters, hist: &Histogram<u64>) {
+    slot.counters = counters.clone();
+    slot.burst_cycles.reset();
+    // Same bounds on both sides, so this cannot fail.
+    let _ = slot.burst_cycles.add(hist);
+}
+
+type LcoreJob = Box<dyn FnOnce() -> i32 + Send>;
+
+unsafe extern "C" fn trampoline(arg: *mut std::os::raw::c_void) -> i32 {
+    // SAFETY: arg is the Box<LcoreJob> leaked by launch_on, consumed exactly once here.
+    let job: Box<LcoreJob> = unsafe { Box::from_raw(arg as *mut LcoreJob) };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+        Ok(rc) => rc,
+        Err(_) => -1,
+    }
+}
+
+/// Runs `job` on worker lcore `lcore`.
+pub fn launch_on(lcore: u32, job: LcoreJob) -> Result<(), PortError> {
+    let arg = Box::into_raw(Box::new(job)) as *mut std::os::raw::c_void;
+    // SAFETY: the trampoline takes ownership of arg.
+    let rc = unsafe { dpdk().rte_eal_remote_launch(Some(trampoline), arg, lcore) };
+    if rc != 0 {
+        // SAFETY: not launched, so we still own arg.
+        drop(unsafe { Box::from_raw(arg as *mut LcoreJob) });
+        return Err(PortError::Eal(format!("cannot launch a worker on lcore {lcore} (rc {rc}); is it listed in eal.lcores and not the main lcore?")));
+    }
+    Ok(())
+}
+
+/// Waits for every worker lcore to return.
+pub fn wait_all() {
+    // SAFETY: EAL is initialised.
+    unsafe { dpdk().rte_eal_mp_wait_lcore() };
+}

@@ -1,0 +1,43 @@
+//! The role interface: what a worker lcore does with each received frame.
+//!
+//! The lcore loop (in `port::lcore`) owns the mbufs; it hands each frame to the role as a
+//! mutable byte slice and acts on the returned [`Verdict`]. A role never sees DPDK, so it is
+//! unit-tested with plain buffers. New roles (balance, splice, tap) are added as new types
+//! implementing [`Role`] beside [`forward::Forward`], and selected at start-up; the loop is
+//! generic over the role, so dispatch costs nothing per packet.
+
+pub mod forward;
+pub mod local;
+
+use crate::stats::{DropReason, LcoreCounters};
+
+/// Index of a port in the appliance's configured port list (not the DPDK port id).
+pub type PortIndex = u16;
+
+/// What to do with a frame after the role has looked at it (and maybe rewritten it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transmit on this port.
+    Tx(PortIndex),
+    /// Transmit back out of the port it came in on (the frame was turned into a reply).
+    Reply,
+    /// Free it and count it under the reason.
+    Drop(DropReason),
+}
+
+/// Per-call context: the clock and the lcore's own counters.
+pub struct Ctx<'a> {
+    /// TSC at the start of the burst.
+    pub now_tsc: u64,
+    pub counters: &'a mut LcoreCounters,
+}
+
+/// A packet-processing role. One instance per worker lcore; never shared between lcores.
+pub trait Role: Send {
+    /// Short name for logs, ctl and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Decide one frame that arrived on `ingress`. The role may rewrite the bytes in place
+    /// (the length stays the same).
+    fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict;
+}

@@ -1,0 +1,148 @@
+//! Per-lcore counters and per-burst latency histograms.
+//!
+//! Each lcore owns one `LcoreStats`; nothing here is shared on the fast path. The control
+//! thread reads snapshots that the lcore publishes (see `port::lcore`) and merges them.
+
+use hdrhistogram::Histogram;
+
+/// Why a frame was dropped. Every drop on the fast path is counted under exactly one reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (or an 802.1Q tag that is cut off).
+    TruncatedEthernet = 0,
+    /// ARP frame shorter than an Ethernet/IPv4 ARP body, or not Ethernet/IPv4 ARP.
+    MalformedArp,
+    /// IPv4 header truncated, IHL < 5, total length inconsistent with the frame.
+    MalformedIpv4,
+    /// IPv4 header checksum wrong.
+    BadIpv4Checksum,
+    /// IPv6 header truncated or payload length inconsistent with the frame.
+    MalformedIpv6,
+    /// TCP header truncated, data offset < 5 or beyond the segment, option overrun.
+    MalformedTcp,
+    /// UDP header truncated or length field inconsistent.
+    MalformedUdp,
+    /// ICMP message truncated.
+    MalformedIcmp,
+    /// An IP fragment where the role cannot handle fragments.
+    Fragment,
+    /// Addressed to the appliance but nothing answers it (e.g. not an echo request).
+    LocalUnhandled,
+    /// The role has no egress for this frame (e.g. port not in a pair).
+    NoRoute,
+    /// The TX queue did not accept the frame (ring full).
+    TxFull,
+    /// No mbuf could be allocated for a generated frame.
+    NoMbuf,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 13;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::TruncatedEthernet,
+        DropReason::MalformedArp,
+        DropReason::MalformedIpv4,
+        DropReason::BadIpv4Checksum,
+        DropReason::MalformedIpv6,
+        DropReason::MalformedTcp,
+        DropReason::MalformedUdp,
+        DropReason::MalformedIcmp,
+        DropReason::Fragment,
+        DropReason::LocalUnhandled,
+        DropReason::NoRoute,
+        DropReason::TxFull,
+        DropReason::NoMbuf,
+    ];
+
+    /// Stable snake_case name used by ctl, metrics and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::TruncatedEthernet => "truncated_ethernet",
+            DropReason::MalformedArp => "malformed_arp",
+            DropReason::MalformedIpv4 => "malformed_ipv4",
+            DropReason::BadIpv4Checksum => "bad_ipv4_checksum",
+            DropReason::MalformedIpv6 => "malformed_ipv6",
+            DropReason::MalformedTcp => "malformed_tcp",
+            DropReason::MalformedUdp => "malformed_udp",
+            DropReason::MalformedIcmp => "malformed_icmp",
+            DropReason::Fragment => "fragment",
+            DropReason::LocalUnhandled => "local_unhandled",
+            DropReason::NoRoute => "no_route",
+            DropReason::TxFull => "tx_full",
+            DropReason::NoMbuf => "no_mbuf",
+        }
+    }
+}
+
+/// Drop counters indexed by `DropReason`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters(pub [u64; DropReason::COUNT]);
+
+impl DropCounters {
+    #[inline]
+    pub fn count(&mut self, reason: DropReason) {
+        self.0[reason as usize] += 1;
+    }
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize]
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+    pub fn merge(&mut self, other: &DropCounters) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += *b;
+        }
+    }
+    /// Non-zero reasons with their counts, in declaration order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(move |r| (*r, self.get(*r))).filter(|(_, n)| *n > 0)
+    }
+}
+
+/// Counters one lcore keeps for itself.
+#[derive(Clone, Debug, Default)]
+pub struct LcoreCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames answered by the appliance itself (ARP replies, ICMP echo replies).
+    pub local_replies: u64,
+    pub polls: u64,
+    pub empty_polls: u64,
+    /// Times the idle back-off slept.
+    pub idle_sleeps: u64,
+    pub drops: DropCounters,
+}
+
+impl LcoreCounters {
+    pub fn merge(&mut self, o: &LcoreCounters) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.local_replies += o.local_replies;
+        self.polls += o.polls;
+        self.empty_polls += o.empty_polls;
+        self.idle_sleeps += o.idle_sleeps;
+        self.drops.merge(&o.drops);
+    }
+}
+
+/// Histogram of per-burst processing time in TSC cycles (1 cycle .. 1 s at 4 GHz).
+pub fn new_cycle_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 4_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// The percentiles every report prints.
+pub const REPORT_QUANTILES: [(f64, &str); 4] = [(0.50, "p50"), (0.90, "p90"), (0.99, "p99"), (0.999, "p99.9")];
+
+/// p50/p90/p99/p99.9/max of a histogram, as (label, value) pairs.
+pub fn summarize(h: &Histogram<u64>) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> =
+        REPORT_QUANTILES.iter().map(|(q, name)| (*name, h.value_at_quantile(*q))).collect();
+    out.push(("max", h.max()));
+    out
+}

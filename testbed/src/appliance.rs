@@ -1,0 +1,502 @@
+//! Starting, placing and stopping appliances: tapsplice itself, or dpdk-testpmd io-forward
+//! on the same ports (the benchmark anchor).
+
+use crate::guard;
+use crate::netns::{self, IfConfig};
+use crate::rackconfig::{self, RackPort};
+use crate::runid::RunId;
+use crate::topology::{Appliance, ApplianceKind, AppliancePort, Topology};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const READY_LINE: &str = "tapsplice: running";
+const TESTPMD_READY: &str = "packet forwarding - ports=";
+
+/// Where the appliance binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub tapsplice: Option<PathBuf>,
+    pub testpmd: String,
+}
+
+/// `--tapsplice PATH`, else $TAPSPLICE_BIN, else `tapsplice` next to this executable.
+pub fn locate_tapsplice(cli: Option<&Path>) -> Result<PathBuf> {
+    let (p, how) = if let Some(p) = cli {
+        (p.to_path_buf(), "--tapsplice")
+    } else if let Some(p) = std::env::var_os("TAPSPLICE_BIN").filter(|v| !v.is_empty()) {
+        (PathBuf::from(p), "TAPSPLICE_BIN")
+    } else {
+        let exe = std::env::current_exe().context("cannot find the testbed executable")?;
+        (exe.parent().unwrap_or(Path::new(".")).join("tapsplice"), "next to the testbed binary")
+    };
+    if !p.is_file() {
+        bail!(
+            "tapsplice binary not found at {} ({}): build it with `cargo build -p tapsplice` in the same profile and target dir, or pass --tapsplice PATH / set TAPSPLICE_BIN",
+            p.display(),
+            how
+        );
+    }
+    Ok(p)
+}
+
+fn find_in_path(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(prog)).find(|p| p.is_file()))
+}
+
+/// The placement of one port for this run.
+#[derive(Debug, Clone)]
+struct Placement {
+    port: RackPort,
+    tap: String,
+    place: AppliancePort,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplianceResult {
+    pub name: String,
+    pub kind: ApplianceKind,
+    pub ready_s: f64,
+    pub exit: String,
+    pub killed_by_fault: bool,
+    pub error: Option<String>,
+    /// tapsplice: its --report-json; testpmd: port counters parsed from its output.
+    pub report: Option<Value>,
+    pub log: String,
+}
+
+pub struct RunningAppliance {
+    pub name: String,
+    pub kind: ApplianceKind,
+    child: Child,
+    pid: i32,
+    stop_timeout: Duration,
+    report_path: PathBuf,
+    log_path: PathBuf,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    ready_s: f64,
+    file_prefix: String,
+    placements: Vec<Placement>,
+    killed_by_fault: bool,
+}
+
+struct Output {
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stdout_lines: Receiver<String>,
+}
+
+fn capture(child: &mut Child, log_path: &Path) -> Result<Output> {
+    let log = Arc::new(Mutex::new(
+        std::fs::File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
+    ));
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let (tx, rx) = mpsc::channel();
+    let spawn = |r: Box<dyn std::io::Read + Send>, tag: &'static str, tx: Option<mpsc::Sender<String>>| {
+        let log = log.clone();
+        let tail = tail.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(r);
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match r.read_until(b'\n', &mut raw) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let line = strip_ansi(&String::from_utf8_lossy(&raw)).trim_end().to_string();
+                if let Ok(mut f) = log.lock() {
+                    let _ = writeln!(f, "{}{}", tag, line);
+                }
+                if let Ok(mut t) = tail.lock() {
+                    t.push_back(line.clone());
+                    if t.len() > 400 {
+                        t.pop_front();
+                    }
+                }
+                if let Some(tx) = &tx {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+    };
+    if let Some(o) = child.stdout.take() {
+        spawn(Box::new(o), "", Some(tx));
+    }
+    if let Some(e) = child.stderr.take() {
+        spawn(Box::new(e), "[stderr] ", None);
+    }
+    Ok(Output { tail, stdout_lines: rx })
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' {
+            if it.peek() == Some(&'[') {
+                it.next();
+                for d in it.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn last_lines(tail: &Mutex<VecDeque<String>>, n: usize) -> String {
+    let t = tail.lock().map(|t| t.clone()).unwrap_or_default();
+    let v: Vec<String> = t.iter().rev().filter(|l| !l.trim().is_empty()).take(n).cloned().collect();
+    v.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// Counts TAP ports over all appliances of a run so every TAP gets a unique name.
+pub struct TapCounter(pub usize);
+
+/// Start one appliance, wait until it runs, and move its TAPs into place.
+pub fn start(
+    topo: &Topology,
+    app: &Appliance,
+    kind: ApplianceKind,
+    run: &RunId,
+    bins: &Binaries,
+    cli_sets: &BTreeMap<String, toml::Value>,
+    taps: &mut TapCounter,
+) -> Result<RunningAppliance> {
+    let what = format!("appliance `{}`", app.name);
+    let base_path = topo.resolve(&app.config).map_err(|e| anyhow!("{}: {}", what, e))?;
+    let base = rackconfig::load(&base_path).map_err(|e| anyhow!("{}: {}", what, e))?;
+    let run_dir = run.run_dir();
+    let file_prefix = run.file_prefix(&app.name);
+    let ctl = run_dir.join(format!("{}.sock", app.name));
+    let mut sets = app.set.clone();
+    if kind == ApplianceKind::Tapsplice {
+        sets.extend(cli_sets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let first = taps.0;
+    let tap_name = |k: usize| run.tap_ifname(first + k);
+    let (cfg, ports) = rackconfig::for_run(
+        &base,
+        &rackconfig::RunSettings { file_prefix: &file_prefix, ctl_socket: &ctl.to_string_lossy(), tap_name: &tap_name, sets: &sets },
+    )
+    .map_err(|e| anyhow!("{}: rack config {}: {}", what, base_path.display(), e))?;
+    taps.0 += ports.iter().filter(|p| p.tap_ifname.is_some()).count();
+
+    // Every TAP port must be placed, every placement must name a TAP port.
+    let mut placements = Vec::new();
+    for p in &app.ports {
+        let rp = ports
+            .iter()
+            .find(|rp| rp.name == p.port)
+            .ok_or_else(|| anyhow!("{}: rack config {} has no [[port]] named `{}`", what, base_path.display(), p.port))?;
+        let tap = rp
+            .tap_ifname
+            .clone()
+            .ok_or_else(|| anyhow!("{}: port `{}` is `{}`, only net_tap ports can be placed", what, p.port, rp.device))?;
+        placements.push(Placement { port: rp.clone(), tap, place: p.clone() });
+    }
+    for rp in &ports {
+        if rp.tap_ifname.is_some() && !app.ports.iter().any(|p| p.port == rp.name) {
+            bail!("{}: TAP port `{}` of the rack config is not placed by the topology (add an [[appliance.port]])", what, rp.name);
+        }
+    }
+
+    let cfg_path = run_dir.join(format!("{}.toml", app.name));
+    let text = toml::to_string(&cfg).map_err(|e| anyhow!("{}: cannot write config: {}", what, e))?;
+    std::fs::write(&cfg_path, text).with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    let report_path = run_dir.join(format!("{}.report.json", app.name));
+    let log_path = run_dir.join(format!("{}.{}.log", app.name, kind.as_str()));
+
+    let mut cmd = match kind {
+        ApplianceKind::Tapsplice => {
+            let bin = bins.tapsplice.clone().ok_or_else(|| anyhow!("{}: no tapsplice binary", what))?;
+            let mut c = Command::new(bin);
+            c.arg("run").arg("--config").arg(&cfg_path).arg("--report-json").arg(&report_path);
+            c
+        }
+        ApplianceKind::Testpmd => {
+            let bin = find_in_path(&bins.testpmd).ok_or_else(|| {
+                anyhow!("{}: `{}` not found: install dpdk (apt-get install dpdk) or pass --testpmd PATH", what, bins.testpmd)
+            })?;
+            let mut c = Command::new(bin);
+            c.args(testpmd_args(&cfg, &ports, &file_prefix).map_err(|e| anyhow!("{}: {}", what, e))?);
+            c
+        }
+    };
+    // Own process group: a terminal Ctrl-C reaches the testbed only, which then stops the
+    // appliance in order (and collects its report).
+    use std::os::unix::process::CommandExt;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    // If the testbed dies without cleaning up (SIGKILL), the appliance gets SIGTERM.
+    // (PDEATHSIG follows the spawning thread: appliances are started from the main thread.)
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    for p in &placements {
+        guard::add_root_iface(&p.tap);
+    }
+    guard::add_dpdk_prefix(&file_prefix);
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("{}: cannot start {}", what, kind.as_str()))?;
+    let pid = child.id() as i32;
+    guard::add_child(pid, &app.name);
+    let out = capture(&mut child, &log_path)?;
+    let mut ra = RunningAppliance {
+        name: app.name.clone(),
+        kind,
+        child,
+        pid,
+        stop_timeout: Duration::from_secs_f64(app.stop_timeout_s),
+        report_path,
+        log_path,
+        tail: out.tail.clone(),
+        ready_s: 0.0,
+        file_prefix,
+        placements,
+        killed_by_fault: false,
+    };
+
+    // Wait for the ready line, then for the TAP interfaces.
+    let ready_timeout = Duration::from_secs_f64(app.ready_timeout_s);
+    let deadline = t0 + ready_timeout;
+    let marker = match kind {
+        ApplianceKind::Tapsplice => READY_LINE,
+        ApplianceKind::Testpmd => TESTPMD_READY,
+    };
+    loop {
+        if crate::guard::interrupted() {
+            bail!("interrupted");
+        }
+        if let Some(st) = ra.child.try_wait()? {
+            std::thread::sleep(Duration::from_millis(50));
+            bail!("{}: {} exited before it was running ({}): {}", what, kind.as_str(), st, last_lines(&ra.tail, 4));
+        }
+        match out.stdout_lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(l) if l.contains(marker) => break,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}: no `{}` line within {:.0} s (log {}): {}",
+                what,
+                marker,
+                ready_timeout.as_secs_f64(),
+                ra.log_path.display(),
+                last_lines(&ra.tail, 4)
+            );
+        }
+    }
+    // Keep draining stdout (the reader thread owns the pipe; the channel just fills).
+    std::thread::spawn(move || for _ in out.stdout_lines {});
+    for p in &ra.placements {
+        while !netns::root_link_exists(&p.tap) {
+            if Instant::now() > deadline {
+                bail!("{}: TAP interface {} of port `{}` did not appear", what, p.tap, p.port.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    ra.ready_s = t0.elapsed().as_secs_f64();
+    for p in &ra.placements {
+        place(run, p).map_err(|e| anyhow!("{}: placing port `{}`: {:#}", what, p.port.name, e))?;
+    }
+    Ok(ra)
+}
+
+fn place(run: &RunId, p: &Placement) -> Result<()> {
+    let pl = &p.place;
+    let (ns, ifname, master) = match (&pl.ns, &pl.bridge) {
+        (Some(ns), _) => (run.netns(ns), pl.ifname.clone().unwrap_or_else(|| pl.port.clone()), None),
+        (None, Some(br)) => (run.fabric_ns(), pl.ifname.clone().unwrap_or_else(|| p.tap.clone()), Some(br.as_str())),
+        (None, None) => bail!("no ns or bridge"),
+    };
+    netns::move_from_root(&p.tap, &ns, &ifname)?;
+    netns::configure(&ns, &ifname, &IfConfig { mtu: pl.mtu, mac: pl.mac.as_deref(), address: pl.address.as_deref(), master })
+}
+
+fn testpmd_args(cfg: &toml::Table, ports: &[RackPort], file_prefix: &str) -> Result<Vec<String>> {
+    use rackconfig::{get_bool, get_int, get_str};
+    let mut a = vec![
+        "-l".to_string(),
+        get_str(cfg, "eal.lcores").unwrap_or("0,1").to_string(),
+        "-m".into(),
+        get_int(cfg, "eal.memory_mb").unwrap_or(256).to_string(),
+    ];
+    if !get_bool(cfg, "eal.hugepages").unwrap_or(false) {
+        a.push("--no-huge".into());
+    }
+    a.push("--no-pci".into());
+    a.push("--file-prefix".into());
+    a.push(file_prefix.into());
+    for p in ports {
+        if !p.device.starts_with("net_") {
+            bail!("testpmd mode supports vdev ports only, port `{}` is `{}`", p.name, p.device);
+        }
+        a.push("--vdev".into());
+        a.push(if p.args.is_empty() { p.device.clone() } else { format!("{},{}", p.device, p.args) });
+    }
+    a.push("--".into());
+    a.push("--forward-mode=io".into());
+    a.push("--stats-period".into());
+    a.push("1".into());
+    a.push(format!("--total-num-mbufs={}", get_int(cfg, "mempool.mbufs").unwrap_or(8191)));
+    if let Some(b) = get_int(cfg, "workers.burst") {
+        a.push(format!("--burst={}", b));
+    }
+    Ok(a)
+}
+
+/// Parse testpmd's final "Forward statistics for port N" blocks.
+fn testpmd_report(lines: &[String], ports: &[String]) -> Option<Value> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let l = &lines[i];
+        if let Some(rest) = l.split("Forward statistics for port").nth(1) {
+            let idx: usize = rest.trim().split_whitespace().next()?.parse().ok()?;
+            let field = |line: &str, key: &str| -> Option<u64> {
+                line.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+            };
+            let rx = lines.get(i + 1)?;
+            let tx = lines.get(i + 2)?;
+            out.push(json!({
+                "name": ports.get(idx).cloned().unwrap_or_else(|| format!("port{}", idx)),
+                "rx_packets": field(rx, "RX-packets:")?,
+                "rx_dropped": field(rx, "RX-dropped:")?,
+                "tx_packets": field(tx, "TX-packets:")?,
+                "tx_dropped": field(tx, "TX-dropped:")?,
+            }));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    if out.is_empty() {
+        None
+    } else {
+        Some(json!({ "ports": out }))
+    }
+}
+
+impl RunningAppliance {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn mark_killed_by_fault(&mut self) {
+        self.killed_by_fault = true;
+    }
+
+    /// SIGINT, wait for the exit (bounded), collect the report.
+    pub fn stop(mut self) -> ApplianceResult {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let mut error = None;
+        let status = match self.child.try_wait() {
+            Ok(Some(st)) => Some(st),
+            _ => {
+                let _ = kill(Pid::from_raw(self.pid), Signal::SIGINT);
+                let deadline = Instant::now() + self.stop_timeout;
+                loop {
+                    match self.child.try_wait() {
+                        Ok(Some(st)) => break Some(st),
+                        Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(None) => {
+                            error = Some(format!("did not exit within {:.0} s of SIGINT; killed", self.stop_timeout.as_secs_f64()));
+                            let _ = self.child.kill();
+                            break self.child.wait().ok();
+                        }
+                        Err(e) => {
+                            error = Some(format!("wait: {}", e));
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        guard::forget_child(self.pid);
+        // Let the output threads drain.
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.file_prefix));
+        let exit = status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
+        let ok_exit = status.map(|s| s.success()).unwrap_or(false);
+        if error.is_none() && !ok_exit && !self.killed_by_fault {
+            error = Some(format!("exited with {}: {}", exit, last_lines(&self.tail, 3)));
+        }
+        let report = match self.kind {
+            ApplianceKind::Tapsplice => match std::fs::read_to_string(&self.report_path) {
+                Ok(t) => match serde_json::from_str::<Value>(&t) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        error.get_or_insert(format!("report {} is not JSON: {}", self.report_path.display(), e));
+                        None
+                    }
+                },
+                Err(_) if self.killed_by_fault => None,
+                Err(e) => {
+                    error.get_or_insert(format!("no report at {}: {}", self.report_path.display(), e));
+                    None
+                }
+            },
+            ApplianceKind::Testpmd => {
+                let lines: Vec<String> = self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+                let names: Vec<String> = self.placements.iter().map(|p| p.port.name.clone()).collect();
+                testpmd_report(&lines, &names)
+            }
+        };
+        ApplianceResult {
+            name: self.name.clone(),
+            kind: self.kind,
+            ready_s: (self.ready_s * 1000.0).round() / 1000.0,
+            exit,
+            killed_by_fault: self.killed_by_fault,
+            error,
+            report,
+            log: self.log_path.display().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_testpmd_stats() {
+        let text = "  ---------------------- Forward statistics for port 0  ----------------------
+  RX-packets: 6              RX-dropped: 0             RX-total: 6
+  TX-packets: 7              TX-dropped: 0             TX-total: 7
+  ----------------------------------------------------------------------------
+  ---------------------- Forward statistics for port 1  ----------------------
+  RX-packets: 7              RX-dropped: 1             RX-total: 7
+  TX-packets: 6              TX-dropped: 0             TX-total: 6";
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let r = testpmd_report(&lines, &["west".into(), "east".into()]).unwrap();
+        assert_eq!(r["ports"][0]["name"], "west");
+        assert_eq!(r["ports"][0]["tx_packets"], 7);
+        assert_eq!(r["ports"][1]["rx_dropped"], 1);
+    }
+
+    #[test]
+    fn strips_ansi() {
+        assert_eq!(strip_ansi("\u{1b}[2J\u{1b}[1;1HPort statistics"), "Port statistics");
+    }
+}

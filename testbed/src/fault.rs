@@ -1,0 +1,136 @@
+//! Fault injection during workloads: kill an appliance's process, take a link down (and
+//! optionally up again), bring a link up.
+
+use crate::runid::RunId;
+use crate::topology::{Fault, FaultKind, Topology};
+use anyhow::{anyhow, Result};
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    let up = s.trim().to_ascii_uppercase();
+    let name = if up.starts_with("SIG") { up } else { format!("SIG{}", up) };
+    name.parse::<Signal>().map_err(|_| anyhow!("unknown signal `{}`", s))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultResult {
+    pub kind: FaultKind,
+    pub target: String,
+    pub at_s: f64,
+    pub done_at_s: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// The interfaces a fault acts on: (host namespace, ifname).
+fn link_targets(topo: &Topology, run: &RunId, f: &Fault) -> Result<Vec<(String, String)>> {
+    if let (Some(ns), Some(ifn)) = (&f.ns, &f.ifname) {
+        return Ok(vec![(run.netns(ns), ifn.clone())]);
+    }
+    let name = f.link.as_deref().unwrap_or("");
+    let l = topo.links.iter().find(|l| l.name.as_deref() == Some(name)).ok_or_else(|| anyhow!("no link `{}`", name))?;
+    let mut v = Vec::new();
+    let li = topo.links.iter().position(|x| std::ptr::eq(x, l)).unwrap_or(0);
+    for (i, ep) in [&l.a, &l.b].into_iter().enumerate() {
+        match &ep.ns {
+            Some(ns) => v.push((run.netns(ns), ep.ifname.clone().unwrap_or_default())),
+            None => v.push((run.fabric_ns(), crate::network::bridge_end_name(ep, li, i))),
+        }
+    }
+    Ok(v)
+}
+
+fn set_links(targets: &[(String, String)], up: bool) -> Result<()> {
+    for (ns, ifn) in targets {
+        crate::netns::set_link(ns, ifn, up)?;
+    }
+    Ok(())
+}
+
+/// Runs the faults of a topology on a thread, relative to `start`.
+pub struct Injector {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<FaultResult>>>,
+}
+
+impl Injector {
+    /// `pids` maps appliance names to their process ids; `killed` records which appliances
+    /// a kill fault hit.
+    pub fn start(topo: &Topology, run: &RunId, pids: BTreeMap<String, i32>, killed: Arc<Mutex<Vec<String>>>) -> Injector {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut plan: Vec<(f64, Fault, Result<Vec<(String, String)>>)> = Vec::new();
+        for f in &topo.faults {
+            let targets = match f.kind {
+                FaultKind::Kill => Ok(Vec::new()),
+                _ => link_targets(topo, run, f),
+            };
+            plan.push((f.at_s, f.clone(), targets.map_err(|e| anyhow!("{}", e))));
+            if let (FaultKind::LinkDown, Some(d)) = (f.kind, f.duration_s) {
+                let mut up = f.clone();
+                up.kind = FaultKind::LinkUp;
+                up.duration_s = None;
+                plan.push((f.at_s + d, up, link_targets(topo, run, f)));
+            }
+        }
+        plan.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        let st = stop.clone();
+        let start = Instant::now();
+        let handle = std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for (at, f, targets) in plan {
+                let target = match f.kind {
+                    FaultKind::Kill => f.appliance.clone().unwrap_or_default(),
+                    _ => f.link.clone().unwrap_or_else(|| format!("{}:{}", f.ns.clone().unwrap_or_default(), f.ifname.clone().unwrap_or_default())),
+                };
+                let when = start + Duration::from_secs_f64(at);
+                while Instant::now() < when {
+                    if st.load(Ordering::Relaxed) || crate::guard::interrupted() {
+                        results.push(FaultResult { kind: f.kind, target: target.clone(), at_s: at, done_at_s: None, error: Some("not reached".into()) });
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5).min(when.saturating_duration_since(Instant::now())));
+                }
+                if Instant::now() < when {
+                    continue;
+                }
+                let r: Result<()> = (|| {
+                    match f.kind {
+                        FaultKind::Kill => {
+                            let name = f.appliance.as_deref().unwrap_or("");
+                            let pid = *pids.get(name).ok_or_else(|| anyhow!("appliance `{}` is not running", name))?;
+                            let sig = parse_signal(f.signal.as_deref().unwrap_or("KILL"))?;
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| anyhow!("kill {}: {}", pid, e))?;
+                            if let Ok(mut k) = killed.lock() {
+                                k.push(name.to_string());
+                            }
+                        }
+                        FaultKind::LinkDown => set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, false)?,
+                        FaultKind::LinkUp => set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, true)?,
+                    }
+                    Ok(())
+                })();
+                let done = start.elapsed().as_secs_f64();
+                eprintln!("testbed: [{:6.2}s] fault {:?} {}: {}", done, f.kind, target, r.as_ref().map(|_| "done".to_string()).unwrap_or_else(|e| format!("{:#}", e)));
+                results.push(FaultResult {
+                    kind: f.kind,
+                    target,
+                    at_s: at,
+                    done_at_s: Some((done * 1000.0).round() / 1000.0),
+                    error: r.err().map(|e| format!("{:#}", e)),
+                });
+            }
+            results
+        });
+        Injector { stop, handle: Some(handle) }
+    }
+
+    pub fn finish(mut self) -> Vec<FaultResult> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+

@@ -1,0 +1,231 @@
+//! testbed: the tapsplice rack simulator. See docs/testbed.md.
+
+mod appliance;
+mod bench;
+mod check;
+mod cleanup;
+mod cmd;
+mod demo;
+mod fault;
+mod guard;
+mod netns;
+mod network;
+mod rackconfig;
+mod report;
+mod run;
+mod runid;
+mod topology;
+mod workload;
+
+use anyhow::{anyhow, Result};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "testbed", about = "tapsplice rack simulator: namespaces, TAP ports, real TCP workloads, faults, benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Bins {
+    /// tapsplice binary (default: $TAPSPLICE_BIN, else `tapsplice` next to this binary)
+    #[arg(long)]
+    tapsplice: Option<PathBuf>,
+    /// dpdk-testpmd binary
+    #[arg(long, default_value = "dpdk-testpmd")]
+    testpmd: String,
+    /// Override a key of every tapsplice rack config, e.g. --set workers.idle_backoff=false
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a topology, run its checks, workloads and faults, report, clean up
+    Run {
+        topology: PathBuf,
+        /// Print the report as one JSON object on the last line of stdout
+        #[arg(long)]
+        json: bool,
+        /// Run every appliance as this kind (tapsplice | testpmd)
+        #[arg(long, value_name = "KIND")]
+        appliance_kind: Option<String>,
+        #[command(flatten)]
+        bins: Bins,
+    },
+    /// Run topologies/forward.toml and show the appliance's and the requests' latency histograms
+    Demo {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        bins: Bins,
+    },
+    /// Bulk TCP goodput through tapsplice versus dpdk-testpmd io-forward on the same TAP topology
+    Bench {
+        /// Topology name (topologies/NAME.toml) or path
+        #[arg(default_value = "forward")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+        /// Reply bytes per request and connection (default 50 MB, or 4 MB with --seconds)
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Time-bounded: keep requesting for this many seconds
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long, default_value_t = 4)]
+        connections: u32,
+        /// Rounds (order alternates each round); medians are reported
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Comma-separated: tapsplice, testpmd, direct (a plain veth, no appliance)
+        #[arg(long, default_value = "tapsplice,testpmd")]
+        modes: String,
+        #[command(flatten)]
+        bins: Bins,
+    },
+    /// Remove leftovers of earlier runs (namespaces, interfaces, DPDK runtime dirs, run dirs)
+    Cleanup {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Find `topologies/NAME.toml`: as a path, under ./testbed/topologies, ./topologies, or
+/// the crate's own topologies directory.
+fn find_topology(name: &str) -> Result<PathBuf> {
+    let p = Path::new(name);
+    if p.is_file() {
+        return Ok(p.to_path_buf());
+    }
+    let file = if name.ends_with(".toml") { name.to_string() } else { format!("{}.toml", name) };
+    let candidates = [
+        PathBuf::from("testbed/topologies").join(&file),
+        PathBuf::from("topologies").join(&file),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies").join(&file),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| anyhow!("topology `{}` not found (looked for {})", name, candidates[0].display()))
+}
+
+fn options(bins: &Bins, kind: Option<topology::ApplianceKind>, topo: &topology::Topology) -> Result<run::Options> {
+    let mut sets = BTreeMap::new();
+    for s in &bins.sets {
+        let (k, v) = rackconfig::parse_set(s)?;
+        sets.insert(k, v);
+    }
+    let needs_tapsplice = (0..topo.appliances.len()).any(|i| kind.unwrap_or(topo.appliances[i].kind) == topology::ApplianceKind::Tapsplice);
+    let tapsplice = if needs_tapsplice { Some(appliance::locate_tapsplice(bins.tapsplice.as_deref())?) } else { None };
+    Ok(run::Options { bins: appliance::Binaries { tapsplice, testpmd: bins.testpmd.clone() }, kind_override: kind, sets })
+}
+
+fn parse_kind(s: &str) -> Result<topology::ApplianceKind> {
+    match s {
+        "tapsplice" => Ok(topology::ApplianceKind::Tapsplice),
+        "testpmd" => Ok(topology::ApplianceKind::Testpmd),
+        o => Err(anyhow!("unknown appliance kind `{}` (tapsplice, testpmd)", o)),
+    }
+}
+
+/// Returns the process exit code: 0 passed, 1 the run failed.
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Run { topology: path, json, appliance_kind, bins } => {
+            let kind = appliance_kind.as_deref().map(parse_kind).transpose()?;
+            let topo = topology::load(&path)?;
+            let opts = options(&bins, kind, &topo)?;
+            run::require_root()?;
+            let rep = run::run_topology(topo, opts)?;
+            if json {
+                rep.print_json();
+            } else {
+                rep.print_human();
+            }
+            Ok(if rep.passed { 0 } else { 1 })
+        }
+        Cmd::Demo { json, bins } => {
+            let topo = topology::load(&find_topology("forward")?)?;
+            let opts = options(&bins, None, &topo)?;
+            run::require_root()?;
+            demo::run(topo, opts, json)
+        }
+        Cmd::Bench { name, json, bytes, seconds, connections, repeat, modes, bins } => {
+            let modes = modes.split(',').filter(|s| !s.trim().is_empty()).map(bench::Mode::parse).collect::<Result<Vec<_>>>()?;
+            if modes.is_empty() {
+                return Err(anyhow!("--modes: give at least one of tapsplice, testpmd, direct"));
+            }
+            if repeat == 0 || repeat > 100 {
+                return Err(anyhow!("--repeat must be 1..100"));
+            }
+            if connections == 0 || connections > 256 {
+                return Err(anyhow!("--connections must be 1..256"));
+            }
+            if let Some(s) = seconds {
+                if !(s > 0.0 && s <= 3600.0) {
+                    return Err(anyhow!("--seconds must be in (0, 3600]"));
+                }
+            }
+            if bytes == Some(0) {
+                return Err(anyhow!("--bytes must be > 0"));
+            }
+            let topo = topology::load(&find_topology(&name)?)?;
+            let kind = if modes.contains(&bench::Mode::Tapsplice) { None } else { Some(topology::ApplianceKind::Testpmd) };
+            let opts = options(&bins, kind, &topo)?;
+            run::require_root()?;
+            let v = bench::run(topo, opts, &bench::BenchOptions { modes, connections, bytes, seconds, repeat })?;
+            if json {
+                bench::print_human_to_stderr(&v);
+                println!("{}", v);
+            } else {
+                bench::print_human(&v);
+            }
+            Ok(if v["passed"].as_bool().unwrap_or(false) { 0 } else { 1 })
+        }
+        Cmd::Cleanup { dry_run } => {
+            run::require_root()?;
+            let done = cleanup::cleanup(dry_run);
+            if done.is_empty() {
+                println!("nothing to clean up");
+            }
+            for l in done {
+                println!("{}", l);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = match &cli.cmd {
+        Cmd::Run { json, .. } | Cmd::Demo { json, .. } | Cmd::Bench { json, .. } => *json,
+        Cmd::Cleanup { .. } => false,
+    };
+    guard::install_signal_handler();
+    let code = match std::panic::catch_unwind(|| real_main(cli)) {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
+            let msg = format!("{:#}", e).replace('\n', " ");
+            eprintln!("testbed: error: {}", msg);
+            if json {
+                println!("{}", serde_json::json!({ "passed": false, "error": msg }));
+            }
+            2
+        }
+        Err(_) => {
+            eprintln!("testbed: internal error (panic); cleaned up");
+            if json {
+                println!("{}", serde_json::json!({ "passed": false, "error": "internal error (panic)" }));
+            }
+            3
+        }
+    };
+    guard::cleanup_all();
+    std::process::exit(code);
+}

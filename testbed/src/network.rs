@@ -1,0 +1,87 @@
+//! Building a topology's network: namespaces, the fabric namespace with its bridges, veth
+//! links, routes. Appliance TAPs are placed by `appliance`.
+
+use crate::cmd::ip_ns;
+use crate::guard;
+use crate::netns::{self, IfConfig};
+use crate::runid::RunId;
+use crate::topology::{Endpoint, Topology};
+use anyhow::{anyhow, Result};
+use std::io::Write;
+
+/// Interface name of a link end that sits on a bridge (in the fabric namespace).
+pub fn bridge_end_name(ep: &Endpoint, link_index: usize, end: usize) -> String {
+    ep.ifname.clone().unwrap_or_else(|| format!("l{}{}", link_index, if end == 0 { 'a' } else { 'b' }))
+}
+
+/// Create every namespace (and the fabric namespace), bridges and links.
+pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
+    let fabric = run.fabric_ns();
+    guard::add_namespace(&fabric);
+    netns::create(&fabric).map_err(|e| anyhow!("fabric namespace: {:#}", e))?;
+    for n in &topo.namespaces {
+        let ns = run.netns(&n.name);
+        guard::add_namespace(&ns);
+        netns::create(&ns).map_err(|e| anyhow!("namespace {}: {:#}", n.name, e))?;
+        if n.forwarding {
+            sysctl(&ns, "net/ipv4/ip_forward", "1")?;
+        }
+    }
+    for b in &topo.bridges {
+        ip_ns(&fabric, &["link", "add", "name", &b.name, "type", "bridge"])
+            .map_err(|e| anyhow!("bridge {}: {:#}", b.name, e))?;
+        ip_ns(&fabric, &["link", "set", "dev", &b.name, "up"])?;
+    }
+    for (li, l) in topo.links.iter().enumerate() {
+        let what = l.name.clone().unwrap_or_else(|| format!("#{}", li + 1));
+        let end = |ep: &Endpoint, i: usize| -> (String, String) {
+            match &ep.ns {
+                Some(ns) => (run.netns(ns), ep.ifname.clone().unwrap_or_default()),
+                None => (fabric.clone(), bridge_end_name(ep, li, i)),
+            }
+        };
+        let (ans, aif) = end(&l.a, 0);
+        let (bns, bif) = end(&l.b, 1);
+        crate::cmd::ip(&["link", "add", &aif, "netns", &ans, "type", "veth", "peer", "name", &bif, "netns", &bns])
+            .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+        for ((ns, ifn), ep) in [((&ans, &aif), &l.a), ((&bns, &bif), &l.b)] {
+            netns::configure(
+                ns,
+                ifn,
+                &IfConfig { mtu: l.mtu, mac: ep.mac.as_deref(), address: ep.address.as_deref(), master: ep.bridge.as_deref() },
+            )
+            .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Add the namespaces' routes (again after appliances restart, since a route disappears
+/// with its interface).
+pub fn routes(topo: &Topology, run: &RunId) -> Result<()> {
+    for n in &topo.namespaces {
+        let ns = run.netns(&n.name);
+        for r in &n.routes {
+            let mut args = vec!["route", "replace"];
+            args.extend(r.split_whitespace());
+            ip_ns(&ns, &args).map_err(|e| anyhow!("namespace {}: route `{}`: {:#}", n.name, r, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Write a sysctl inside a namespace (from a thread that entered it).
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let ns2 = ns.to_string();
+    let path = format!("/proc/sys/{}", key);
+    let value = value.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        netns::enter(&ns2)?;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| anyhow!("{}: {}", path, e))?;
+        f.write_all(value.as_bytes()).map_err(|e| anyhow!("{}: {}", path, e))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow!("sysctl thread panicked"))?
+    .map_err(|e| anyhow!("namespace {}: {:#}", ns, e))
+}
