@@ -36,6 +36,7 @@ const FUNCTIONS: &[&str] = &[
     "rte_eth_stats_get",
     "rte_eth_link_get_nowait",
     "rte_eth_dev_set_mtu",
+    "rte_eth_dev_get_mtu",
     "rte_eth_dev_socket_id",
     "rte_log_set_global_level",
     "ts_.*",

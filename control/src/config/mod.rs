@@ -108,7 +108,9 @@ fn parse_document(text: &str, p: &mut Problems<'_>) -> Option<ImDocument<String>
             .collect::<Vec<_>>()
             .join("; ");
         p.error_at(offset, &key, format!("TOML syntax error: {msg}"));
-        p.broken.insert(key);
+        if !key.is_empty() {
+            p.broken.insert(key);
+        }
         // Recover by blanking the line (keeping every byte offset), unless it is a table
         // header (its keys would land in the wrong table) or there is nothing left to blank.
         let range = p.lines.line_range(line);

@@ -102,8 +102,16 @@ impl Port {
                 return Err(perr(format!("TX queue {q} setup failed: {}", errno_text(rc))));
             }
         }
-        // SAFETY: valid port id.
-        let rc = unsafe { lib.rte_eth_dev_set_mtu(id, spec.mtu) };
+        let mut mtu: u16 = 0;
+        // SAFETY: valid port id and out-pointer. Only a different MTU is set: some drivers
+        // (vhost, ring) cannot set one at all.
+        let rc = unsafe {
+            if lib.rte_eth_dev_get_mtu(id, &mut mtu) == 0 && mtu == spec.mtu {
+                0
+            } else {
+                lib.rte_eth_dev_set_mtu(id, spec.mtu)
+            }
+        };
         if rc != 0 {
             warnings.push(format!("port '{}': MTU {} not set: {}", spec.name, spec.mtu, errno_text(rc)));
         }
