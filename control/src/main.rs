@@ -27,6 +27,9 @@ enum Cmd {
         /// Write the final statistics report as JSON to this file on exit.
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Print a progress line (packet and bit rates, drops) every this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        stats_interval: Option<f64>,
     },
     /// Validate a rack configuration file and exit (0 = valid).
     Check {
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         #[cfg(feature = "dpdk")]
-        Cmd::Run { config: path, report_json } => {
+        Cmd::Run { config: path, report_json, stats_interval } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -86,7 +89,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match run::run(&plan, &run::RunOptions { report_json }) {
+            let stats_interval =
+                stats_interval.filter(|s| *s > 0.0).and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
+            match run::run(&plan, &run::RunOptions { report_json, stats_interval }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tapsplice: {e}");

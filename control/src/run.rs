@@ -11,7 +11,8 @@ use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
 use dataplane::role::PortIndex;
-use dataplane::stats::new_cycle_histogram;
+use dataplane::stats::{new_cycle_histogram, LcoreCounters};
+use hdrhistogram::Histogram;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,36 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub report_json: Option<PathBuf>,
+    /// Print a progress line (rates, drops) this often; `None` = only the final report.
+    pub stats_interval: Option<Duration>,
+}
+
+/// Merges what the workers published: totals, per-lcore reports, and the histogram.
+fn collect(slots: &[Slot]) -> (LcoreCounters, Vec<LcoreReport>, Histogram<u64>) {
+    let mut hist = new_cycle_histogram();
+    let mut total = LcoreCounters::default();
+    let mut lcores = Vec::new();
+    for slot in slots {
+        let s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = hist.add(&s.burst_cycles);
+        total.merge(&s.counters);
+        lcores.push(LcoreReport::from_counters(s.lcore, &s.counters));
+    }
+    (total, lcores, hist)
+}
+
+/// One progress line: packet and bit rates since the previous line, drops so far.
+fn rate_line(prev: &LcoreCounters, now: &LcoreCounters, dt: Duration) -> String {
+    let secs = dt.as_secs_f64().max(1e-3);
+    let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / secs;
+    format!(
+        "rx {:.0} pps {:.1} Mbit/s, tx {:.0} pps {:.1} Mbit/s, drops {}",
+        rate(prev.rx_packets, now.rx_packets),
+        rate(prev.rx_bytes, now.rx_bytes) * 8e-6,
+        rate(prev.tx_packets, now.tx_packets),
+        rate(prev.tx_bytes, now.tx_bytes) * 8e-6,
+        now.drops.total()
+    )
 }
 
 /// Distributes every (port, RX queue) over the workers, round-robin.
@@ -128,19 +159,21 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     println!("tapsplice: running");
     let _ = std::io::stdout().flush();
 
+    let mut last = (Instant::now(), LcoreCounters::default());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(every) = opts.stats_interval {
+            if last.0.elapsed() >= every {
+                let (total, _, _) = collect(&slots);
+                eprintln!("tapsplice: {}", rate_line(&last.1, &total, last.0.elapsed()));
+                last = (Instant::now(), total);
+            }
+        }
     }
     eprintln!("tapsplice: stopping");
     lcore::wait_all();
 
-    let mut hist = new_cycle_histogram();
-    let mut lcores = Vec::new();
-    for slot in &slots {
-        let s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = hist.add(&s.burst_cycles);
-        lcores.push(LcoreReport::from_counters(s.lcore, &s.counters));
-    }
+    let (_, lcores, hist) = collect(&slots);
     let port_reports: Vec<PortReport> = ports
         .iter()
         .map(|p| {

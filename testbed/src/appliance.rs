@@ -34,7 +34,10 @@ pub fn locate_tapsplice(cli: Option<&Path>) -> Result<PathBuf> {
         (PathBuf::from(p), "TAPSPLICE_BIN")
     } else {
         let exe = std::env::current_exe().context("cannot find the testbed executable")?;
-        (exe.parent().unwrap_or(Path::new(".")).join("tapsplice"), "next to the testbed binary")
+        (
+            exe.parent().unwrap_or(Path::new(".")).join("tapsplice"),
+            "next to the testbed binary",
+        )
     };
     if !p.is_file() {
         bail!(
@@ -50,8 +53,11 @@ fn find_in_path(prog: &str) -> Option<PathBuf> {
     if prog.contains('/') {
         return Some(PathBuf::from(prog)).filter(|p| p.is_file());
     }
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(prog)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(prog))
+            .find(|p| p.is_file())
+    })
 }
 
 /// The placement of one port for this run.
@@ -97,45 +103,52 @@ struct Output {
 
 fn capture(child: &mut Child, log_path: &Path) -> Result<Output> {
     let log = Arc::new(Mutex::new(
-        std::fs::File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
+        std::fs::File::create(log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?,
     ));
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let (tx, rx) = mpsc::channel();
-    let spawn = |r: Box<dyn std::io::Read + Send>, tag: &'static str, tx: Option<mpsc::Sender<String>>| {
-        let log = log.clone();
-        let tail = tail.clone();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(r);
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match r.read_until(b'\n', &mut raw) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let line = strip_ansi(&String::from_utf8_lossy(&raw)).trim_end().to_string();
-                if let Ok(mut f) = log.lock() {
-                    let _ = writeln!(f, "{}{}", tag, line);
-                }
-                if let Ok(mut t) = tail.lock() {
-                    t.push_back(line.clone());
-                    if t.len() > 400 {
-                        t.pop_front();
+    let spawn =
+        |r: Box<dyn std::io::Read + Send>, tag: &'static str, tx: Option<mpsc::Sender<String>>| {
+            let log = log.clone();
+            let tail = tail.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(r);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match r.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = strip_ansi(&String::from_utf8_lossy(&raw))
+                        .trim_end()
+                        .to_string();
+                    if let Ok(mut f) = log.lock() {
+                        let _ = writeln!(f, "{}{}", tag, line);
+                    }
+                    if let Ok(mut t) = tail.lock() {
+                        t.push_back(line.clone());
+                        if t.len() > 400 {
+                            t.pop_front();
+                        }
+                    }
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line);
                     }
                 }
-                if let Some(tx) = &tx {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-    };
+            });
+        };
     if let Some(o) = child.stdout.take() {
         spawn(Box::new(o), "", Some(tx));
     }
     if let Some(e) = child.stderr.take() {
         spawn(Box::new(e), "[stderr] ", None);
     }
-    Ok(Output { tail, stdout_lines: rx })
+    Ok(Output {
+        tail,
+        stdout_lines: rx,
+    })
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -160,7 +173,13 @@ fn strip_ansi(s: &str) -> String {
 
 fn last_lines(tail: &Mutex<VecDeque<String>>, n: usize) -> String {
     let t = tail.lock().map(|t| t.clone()).unwrap_or_default();
-    let v: Vec<String> = t.iter().rev().filter(|l| !l.trim().is_empty()).take(n).cloned().collect();
+    let v: Vec<String> = t
+        .iter()
+        .rev()
+        .filter(|l| !l.trim().is_empty())
+        .take(n)
+        .cloned()
+        .collect();
     v.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
@@ -178,7 +197,9 @@ pub fn start(
     taps: &mut TapCounter,
 ) -> Result<RunningAppliance> {
     let what = format!("appliance `{}`", app.name);
-    let base_path = topo.resolve(&app.config).map_err(|e| anyhow!("{}: {}", what, e))?;
+    let base_path = topo
+        .resolve(&app.config)
+        .map_err(|e| anyhow!("{}: {}", what, e))?;
     let base = rackconfig::load(&base_path).map_err(|e| anyhow!("{}: {}", what, e))?;
     let run_dir = run.run_dir();
     let file_prefix = run.file_prefix(&app.name);
@@ -191,7 +212,12 @@ pub fn start(
     let tap_name = |k: usize| run.tap_ifname(first + k);
     let (cfg, ports) = rackconfig::for_run(
         &base,
-        &rackconfig::RunSettings { file_prefix: &file_prefix, ctl_socket: &ctl.to_string_lossy(), tap_name: &tap_name, sets: &sets },
+        &rackconfig::RunSettings {
+            file_prefix: &file_prefix,
+            ctl_socket: &ctl.to_string_lossy(),
+            tap_name: &tap_name,
+            sets: &sets,
+        },
     )
     .map_err(|e| anyhow!("{}: rack config {}: {}", what, base_path.display(), e))?;
     taps.0 += ports.iter().filter(|p| p.tap_ifname.is_some()).count();
@@ -199,15 +225,27 @@ pub fn start(
     // Every TAP port must be placed, every placement must name a TAP port.
     let mut placements = Vec::new();
     for p in &app.ports {
-        let rp = ports
-            .iter()
-            .find(|rp| rp.name == p.port)
-            .ok_or_else(|| anyhow!("{}: rack config {} has no [[port]] named `{}`", what, base_path.display(), p.port))?;
-        let tap = rp
-            .tap_ifname
-            .clone()
-            .ok_or_else(|| anyhow!("{}: port `{}` is `{}`, only net_tap ports can be placed", what, p.port, rp.device))?;
-        placements.push(Placement { port: rp.clone(), tap, place: p.clone() });
+        let rp = ports.iter().find(|rp| rp.name == p.port).ok_or_else(|| {
+            anyhow!(
+                "{}: rack config {} has no [[port]] named `{}`",
+                what,
+                base_path.display(),
+                p.port
+            )
+        })?;
+        let tap = rp.tap_ifname.clone().ok_or_else(|| {
+            anyhow!(
+                "{}: port `{}` is `{}`, only net_tap ports can be placed",
+                what,
+                p.port,
+                rp.device
+            )
+        })?;
+        placements.push(Placement {
+            port: rp.clone(),
+            tap,
+            place: p.clone(),
+        });
     }
     for rp in &ports {
         if rp.tap_ifname.is_some() && !app.ports.iter().any(|p| p.port == rp.name) {
@@ -216,16 +254,25 @@ pub fn start(
     }
 
     let cfg_path = run_dir.join(format!("{}.toml", app.name));
-    let text = toml::to_string(&cfg).map_err(|e| anyhow!("{}: cannot write config: {}", what, e))?;
-    std::fs::write(&cfg_path, text).with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    let text =
+        toml::to_string(&cfg).map_err(|e| anyhow!("{}: cannot write config: {}", what, e))?;
+    std::fs::write(&cfg_path, text)
+        .with_context(|| format!("cannot write {}", cfg_path.display()))?;
     let report_path = run_dir.join(format!("{}.report.json", app.name));
     let log_path = run_dir.join(format!("{}.{}.log", app.name, kind.as_str()));
 
     let mut cmd = match kind {
         ApplianceKind::Tapsplice => {
-            let bin = bins.tapsplice.clone().ok_or_else(|| anyhow!("{}: no tapsplice binary", what))?;
+            let bin = bins
+                .tapsplice
+                .clone()
+                .ok_or_else(|| anyhow!("{}: no tapsplice binary", what))?;
             let mut c = Command::new(bin);
-            c.arg("run").arg("--config").arg(&cfg_path).arg("--report-json").arg(&report_path);
+            c.arg("run")
+                .arg("--config")
+                .arg(&cfg_path)
+                .arg("--report-json")
+                .arg(&report_path);
             c
         }
         ApplianceKind::Testpmd => {
@@ -233,14 +280,19 @@ pub fn start(
                 anyhow!("{}: `{}` not found: install dpdk (apt-get install dpdk) or pass --testpmd PATH", what, bins.testpmd)
             })?;
             let mut c = Command::new(bin);
-            c.args(testpmd_args(&cfg, &ports, &file_prefix).map_err(|e| anyhow!("{}: {}", what, e))?);
+            c.args(
+                testpmd_args(&cfg, &ports, &file_prefix).map_err(|e| anyhow!("{}: {}", what, e))?,
+            );
             c
         }
     };
     // Own process group: a terminal Ctrl-C reaches the testbed only, which then stops the
     // appliance in order (and collects its report).
     use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     // If the testbed dies without cleaning up (SIGKILL), the appliance gets SIGTERM.
     // (PDEATHSIG follows the spawning thread: appliances are started from the main thread.)
     unsafe {
@@ -254,7 +306,9 @@ pub fn start(
     }
     guard::add_dpdk_prefix(&file_prefix);
     let t0 = Instant::now();
-    let mut child = cmd.spawn().with_context(|| format!("{}: cannot start {}", what, kind.as_str()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("{}: cannot start {}", what, kind.as_str()))?;
     let pid = child.id() as i32;
     guard::add_child(pid, &app.name);
     let out = capture(&mut child, &log_path)?;
@@ -286,12 +340,20 @@ pub fn start(
         }
         if let Some(st) = ra.child.try_wait()? {
             std::thread::sleep(Duration::from_millis(50));
-            bail!("{}: {} exited before it was running ({}): {}", what, kind.as_str(), st, last_lines(&ra.tail, 4));
+            bail!(
+                "{}: {} exited before it was running ({}): {}",
+                what,
+                kind.as_str(),
+                st,
+                last_lines(&ra.tail, 4)
+            );
         }
         match out.stdout_lines.recv_timeout(Duration::from_millis(50)) {
             Ok(l) if l.contains(marker) => break,
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(50)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
         }
         if Instant::now() > deadline {
             bail!(
@@ -309,7 +371,12 @@ pub fn start(
     for p in &ra.placements {
         while !netns::root_link_exists(&p.tap) {
             if Instant::now() > deadline {
-                bail!("{}: TAP interface {} of port `{}` did not appear", what, p.tap, p.port.name);
+                bail!(
+                    "{}: TAP interface {} of port `{}` did not appear",
+                    what,
+                    p.tap,
+                    p.port.name
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -324,12 +391,29 @@ pub fn start(
 fn place(run: &RunId, p: &Placement) -> Result<()> {
     let pl = &p.place;
     let (ns, ifname, master) = match (&pl.ns, &pl.bridge) {
-        (Some(ns), _) => (run.netns(ns), pl.ifname.clone().unwrap_or_else(|| pl.port.clone()), None),
-        (None, Some(br)) => (run.fabric_ns(), pl.ifname.clone().unwrap_or_else(|| p.tap.clone()), Some(br.as_str())),
+        (Some(ns), _) => (
+            run.netns(ns),
+            pl.ifname.clone().unwrap_or_else(|| pl.port.clone()),
+            None,
+        ),
+        (None, Some(br)) => (
+            run.fabric_ns(),
+            pl.ifname.clone().unwrap_or_else(|| p.tap.clone()),
+            Some(br.as_str()),
+        ),
         (None, None) => bail!("no ns or bridge"),
     };
     netns::move_from_root(&p.tap, &ns, &ifname)?;
-    netns::configure(&ns, &ifname, &IfConfig { mtu: pl.mtu, mac: pl.mac.as_deref(), address: pl.address.as_deref(), master })
+    netns::configure(
+        &ns,
+        &ifname,
+        &IfConfig {
+            mtu: pl.mtu,
+            mac: pl.mac.as_deref(),
+            address: pl.address.as_deref(),
+            master,
+        },
+    )
 }
 
 fn testpmd_args(cfg: &toml::Table, ports: &[RackPort], file_prefix: &str) -> Result<Vec<String>> {
@@ -348,16 +432,27 @@ fn testpmd_args(cfg: &toml::Table, ports: &[RackPort], file_prefix: &str) -> Res
     a.push(file_prefix.into());
     for p in ports {
         if !p.device.starts_with("net_") {
-            bail!("testpmd mode supports vdev ports only, port `{}` is `{}`", p.name, p.device);
+            bail!(
+                "testpmd mode supports vdev ports only, port `{}` is `{}`",
+                p.name,
+                p.device
+            );
         }
         a.push("--vdev".into());
-        a.push(if p.args.is_empty() { p.device.clone() } else { format!("{},{}", p.device, p.args) });
+        a.push(if p.args.is_empty() {
+            p.device.clone()
+        } else {
+            format!("{},{}", p.device, p.args)
+        });
     }
     a.push("--".into());
     a.push("--forward-mode=io".into());
     a.push("--stats-period".into());
     a.push("1".into());
-    a.push(format!("--total-num-mbufs={}", get_int(cfg, "mempool.mbufs").unwrap_or(8191)));
+    a.push(format!(
+        "--total-num-mbufs={}",
+        get_int(cfg, "mempool.mbufs").unwrap_or(8191)
+    ));
     if let Some(b) = get_int(cfg, "workers.burst") {
         a.push(format!("--burst={}", b));
     }
@@ -371,9 +466,14 @@ fn testpmd_report(lines: &[String], ports: &[String]) -> Option<Value> {
     while i < lines.len() {
         let l = &lines[i];
         if let Some(rest) = l.split("Forward statistics for port").nth(1) {
-            let idx: usize = rest.trim().split_whitespace().next()?.parse().ok()?;
+            let idx: usize = rest.split_whitespace().next()?.parse().ok()?;
             let field = |line: &str, key: &str| -> Option<u64> {
-                line.split(key).nth(1)?.split_whitespace().next()?.parse().ok()
+                line.split(key)
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
             };
             let rx = lines.get(i + 1)?;
             let tx = lines.get(i + 2)?;
@@ -418,9 +518,14 @@ impl RunningAppliance {
                 loop {
                     match self.child.try_wait() {
                         Ok(Some(st)) => break Some(st),
-                        Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
                         Ok(None) => {
-                            error = Some(format!("did not exit within {:.0} s of SIGINT; killed", self.stop_timeout.as_secs_f64()));
+                            error = Some(format!(
+                                "did not exit within {:.0} s of SIGINT; killed",
+                                self.stop_timeout.as_secs_f64()
+                            ));
                             let _ = self.child.kill();
                             break self.child.wait().ok();
                         }
@@ -436,29 +541,51 @@ impl RunningAppliance {
         // Let the output threads drain.
         std::thread::sleep(Duration::from_millis(100));
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.file_prefix));
-        let exit = status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into());
+        let exit = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let ok_exit = status.map(|s| s.success()).unwrap_or(false);
         if error.is_none() && !ok_exit && !self.killed_by_fault {
-            error = Some(format!("exited with {}: {}", exit, last_lines(&self.tail, 3)));
+            error = Some(format!(
+                "exited with {}: {}",
+                exit,
+                last_lines(&self.tail, 3)
+            ));
         }
         let report = match self.kind {
             ApplianceKind::Tapsplice => match std::fs::read_to_string(&self.report_path) {
                 Ok(t) => match serde_json::from_str::<Value>(&t) {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        error.get_or_insert(format!("report {} is not JSON: {}", self.report_path.display(), e));
+                        error.get_or_insert(format!(
+                            "report {} is not JSON: {}",
+                            self.report_path.display(),
+                            e
+                        ));
                         None
                     }
                 },
                 Err(_) if self.killed_by_fault => None,
                 Err(e) => {
-                    error.get_or_insert(format!("no report at {}: {}", self.report_path.display(), e));
+                    error.get_or_insert(format!(
+                        "no report at {}: {}",
+                        self.report_path.display(),
+                        e
+                    ));
                     None
                 }
             },
             ApplianceKind::Testpmd => {
-                let lines: Vec<String> = self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
-                let names: Vec<String> = self.placements.iter().map(|p| p.port.name.clone()).collect();
+                let lines: Vec<String> = self
+                    .tail
+                    .lock()
+                    .map(|t| t.iter().cloned().collect())
+                    .unwrap_or_default();
+                let names: Vec<String> = self
+                    .placements
+                    .iter()
+                    .map(|p| p.port.name.clone())
+                    .collect();
                 testpmd_report(&lines, &names)
             }
         };
@@ -497,6 +624,9 @@ mod tests {
 
     #[test]
     fn strips_ansi() {
-        assert_eq!(strip_ansi("\u{1b}[2J\u{1b}[1;1HPort statistics"), "Port statistics");
+        assert_eq!(
+            strip_ansi("\u{1b}[2J\u{1b}[1;1HPort statistics"),
+            "Port statistics"
+        );
     }
 }

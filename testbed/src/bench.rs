@@ -58,7 +58,11 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 const DIRECT_A: &str = "benchda";
@@ -71,7 +75,12 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
         .find(|w| w.kind == WorkloadKind::Bulk)
         .or_else(|| topo.workloads.first())
         .cloned()
-        .ok_or_else(|| anyhow!("topology {} has no workload to take clients, server and address from", topo.display_name()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "topology {} has no workload to take clients, server and address from",
+                topo.display_name()
+            )
+        })?;
     if topo.appliances.is_empty() && b.modes.iter().any(|m| *m != Mode::Direct) {
         bail!("topology {} has no appliance", topo.display_name());
     }
@@ -80,28 +89,62 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
     topo.checks.clear();
     if b.modes.contains(&Mode::Direct) {
         for n in [DIRECT_A, DIRECT_B] {
-            topo.namespaces.push(Namespace { name: n.into(), routes: vec![], forwarding: false });
+            topo.namespaces.push(Namespace {
+                name: n.into(),
+                routes: vec![],
+                forwarding: false,
+            });
         }
-        let ep = |ns: &str, a: &str| Endpoint { ns: Some(ns.into()), bridge: None, ifname: Some("eth0".into()), address: Some(a.into()), mac: None };
-        topo.links.push(Link { name: Some("benchdirect".into()), a: ep(DIRECT_A, "10.98.0.1/24"), b: ep(DIRECT_B, "10.98.0.2/24"), mtu: None });
+        let ep = |ns: &str, a: &str| Endpoint {
+            ns: Some(ns.into()),
+            bridge: None,
+            ifname: Some("eth0".into()),
+            address: Some(a.into()),
+            mac: None,
+        };
+        topo.links.push(Link {
+            name: Some("benchdirect".into()),
+            a: ep(DIRECT_A, "10.98.0.1/24"),
+            b: ep(DIRECT_B, "10.98.0.2/24"),
+            mtu: None,
+        });
         topo.validate()?;
     }
     let seconds = b.seconds;
-    let reply = b.bytes.unwrap_or(if seconds.is_some() { 4_000_000 } else { 50_000_000 });
+    let reply = b.bytes.unwrap_or(if seconds.is_some() {
+        4_000_000
+    } else {
+        50_000_000
+    });
     let timeout = Duration::from_secs_f64(seconds.map(|s| s + 120.0).unwrap_or(300.0));
     let tb = Testbed::setup(topo, opts)?;
     let per_trial = timeout.as_secs_f64() + 60.0;
-    tb.watchdog(Duration::from_secs_f64(per_trial * (b.modes.len() as f64) * b.repeat as f64 + 60.0));
+    tb.watchdog(Duration::from_secs_f64(
+        per_trial * (b.modes.len() as f64) * b.repeat as f64 + 60.0,
+    ));
     let run = tb.run.clone();
     let spec_for = |mode: Mode| -> Spec {
         let (clients, server, connect) = if mode == Mode::Direct {
-            (vec![run.netns(DIRECT_A)], run.netns(DIRECT_B), SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 98, 0, 2)), template.port))
+            (
+                vec![run.netns(DIRECT_A)],
+                run.netns(DIRECT_B),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 98, 0, 2)), template.port),
+            )
         } else {
-            let ip: IpAddr = template.address.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-            (template.clients.iter().map(|c| run.netns(c)).collect(), run.netns(&template.server), SocketAddr::new(ip, template.port))
+            let ip: IpAddr = template
+                .address
+                .parse()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            (
+                template.clients.iter().map(|c| run.netns(c)).collect(),
+                run.netns(&template.server),
+                SocketAddr::new(ip, template.port),
+            )
         };
         let listen = match (&template.listen, mode) {
-            (Some(l), m) if m != Mode::Direct => SocketAddr::new(l.parse().unwrap_or(connect.ip()), template.port),
+            (Some(l), m) if m != Mode::Direct => {
+                SocketAddr::new(l.parse().unwrap_or(connect.ip()), template.port)
+            }
             _ => connect,
         };
         Spec {
@@ -142,7 +185,11 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
                     (w.pop().ok_or_else(|| anyhow!("no result"))?, None)
                 }
                 Mode::Tapsplice | Mode::Testpmd => {
-                    let kind = if mode == Mode::Tapsplice { ApplianceKind::Tapsplice } else { ApplianceKind::Testpmd };
+                    let kind = if mode == Mode::Tapsplice {
+                        ApplianceKind::Tapsplice
+                    } else {
+                        ApplianceKind::Testpmd
+                    };
                     let mut apps = tb.start_appliances_as(Some(kind))?;
                     let (mut w, _, e) = tb.run_workloads(&[(spec, false)], &mut apps, false);
                     let stopped = tb.stop_appliances(apps);
@@ -152,7 +199,10 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
                     if let Some(err) = stopped.iter().find_map(|a| a.error.clone()) {
                         bail!("{:?}: appliance: {}", mode, err);
                     }
-                    (w.pop().ok_or_else(|| anyhow!("no result"))?, stopped.into_iter().next().and_then(|a| a.report))
+                    (
+                        w.pop().ok_or_else(|| anyhow!("no result"))?,
+                        stopped.into_iter().next().and_then(|a| a.report),
+                    )
                 }
             };
             eprintln!(
@@ -176,7 +226,15 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
             });
         }
     }
-    let med = |m: Mode| median(trials.iter().filter(|t| t.mode == m).map(|t| t.goodput_mbps).collect());
+    let med = |m: Mode| {
+        median(
+            trials
+                .iter()
+                .filter(|t| t.mode == m)
+                .map(|t| t.goodput_mbps)
+                .collect(),
+        )
+    };
     let tp = med(Mode::Tapsplice);
     let pmd = med(Mode::Testpmd);
     let direct = med(Mode::Direct);
@@ -189,7 +247,12 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
         trials
             .iter()
             .filter(|t| t.mode == Mode::Tapsplice)
-            .min_by(|a, b| (a.goodput_mbps - m).abs().partial_cmp(&(b.goodput_mbps - m).abs()).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                (a.goodput_mbps - m)
+                    .abs()
+                    .partial_cmp(&(b.goodput_mbps - m).abs())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
             .and_then(|t| t.appliance_report.clone())
     });
     let passed = trials.iter().all(|t| t.passed) && !crate::guard::interrupted();
@@ -212,8 +275,17 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
 }
 
 pub fn print_human(v: &Value) {
-    let f = |k: &str| v.get(k).and_then(Value::as_f64).map(|x| format!("{:.1} Mbit/s", x)).unwrap_or_else(|| "-".into());
-    println!("bench {} (run {})", v["bench"].as_str().unwrap_or("?"), v["run_id"].as_str().unwrap_or("?"));
+    let f = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_f64)
+            .map(|x| format!("{:.1} Mbit/s", x))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "bench {} (run {})",
+        v["bench"].as_str().unwrap_or("?"),
+        v["run_id"].as_str().unwrap_or("?")
+    );
     if let Some(ts) = v.get("trials").and_then(Value::as_array) {
         for t in ts {
             println!(
@@ -223,7 +295,11 @@ pub fn print_human(v: &Value) {
                 t["goodput_mbps"].as_f64().unwrap_or(0.0),
                 t["bytes_verified"],
                 t["elapsed_s"].as_f64().unwrap_or(0.0),
-                if t["passed"].as_bool().unwrap_or(false) { "ok" } else { "FAILED" }
+                if t["passed"].as_bool().unwrap_or(false) {
+                    "ok"
+                } else {
+                    "FAILED"
+                }
             );
         }
     }
@@ -238,14 +314,28 @@ pub fn print_human(v: &Value) {
     }
     if let Some(bc) = v.get("burst_cycles").filter(|b| !b.is_null()) {
         println!("  tapsplice per-burst processing time:");
-        print!("{}", crate::report::burst_table(bc, v.get("tsc_hz").and_then(Value::as_f64)));
+        print!(
+            "{}",
+            crate::report::burst_table(bc, v.get("tsc_hz").and_then(Value::as_f64))
+        );
     }
-    println!("result: {}", if v["passed"].as_bool().unwrap_or(false) { "PASS" } else { "FAIL" });
+    println!(
+        "result: {}",
+        if v["passed"].as_bool().unwrap_or(false) {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    );
 }
 
 /// With --json the human summary goes to stderr so stdout's last line is the JSON.
 pub fn print_human_to_stderr(v: &Value) {
-    let ratio = v.get("ratio").and_then(Value::as_f64).map(|r| format!("{:.3}", r)).unwrap_or_else(|| "-".into());
+    let ratio = v
+        .get("ratio")
+        .and_then(Value::as_f64)
+        .map(|r| format!("{:.3}", r))
+        .unwrap_or_else(|| "-".into());
     eprintln!(
         "testbed: bench medians: tapsplice {} Mbit/s, testpmd {} Mbit/s, direct {} Mbit/s, ratio {}",
         v["tapsplice_mbps"], v["testpmd_mbps"], v["direct_mbps"], ratio

@@ -29,12 +29,22 @@ pub fn run(c: &Check, ns: &str) -> CheckResult {
         CheckKind::Ping => match ping_in(ns, addr, c.count, timeout) {
             Ok(r) => {
                 let ok = r.len() as u32 == c.count;
-                (ok, format!("{}/{} echo replies", r.len(), c.count), Some(r), None)
+                (
+                    ok,
+                    format!("{}/{} echo replies", r.len(), c.count),
+                    Some(r),
+                    None,
+                )
             }
             Err(e) => (false, format!("{:#}", e), None, None),
         },
         CheckKind::Arp => match arp_in(ns, addr, timeout) {
-            Ok((mac, state)) => (true, format!("{} at {} ({})", addr, mac, state), None, Some(mac)),
+            Ok((mac, state)) => (
+                true,
+                format!("{} at {} ({})", addr, mac, state),
+                None,
+                Some(mac),
+            ),
             Err(e) => (false, format!("{:#}", e), None, None),
         },
     };
@@ -73,7 +83,11 @@ pub fn ping_in(ns: &str, addr: Ipv4Addr, count: u32, timeout: Duration) -> Resul
 fn checksum(b: &[u8]) -> u16 {
     let mut sum = 0u32;
     for c in b.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += w as u32;
     }
     while sum >> 16 != 0 {
@@ -83,13 +97,25 @@ fn checksum(b: &[u8]) -> u16 {
 }
 
 fn ping(addr: Ipv4Addr, count: u32, timeout: Duration) -> Result<Vec<u64>> {
-    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
     if fd < 0 {
-        return Err(anyhow!("raw ICMP socket: {} (needs root)", std::io::Error::last_os_error()));
+        return Err(anyhow!(
+            "raw ICMP socket: {} (needs root)",
+            std::io::Error::last_os_error()
+        ));
     }
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 50_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 50_000,
+    };
     unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
@@ -102,10 +128,15 @@ fn ping(addr: Ipv4Addr, count: u32, timeout: Duration) -> Result<Vec<u64>> {
     let dst = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
         sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from(addr).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
         sin_zero: [0; 8],
     };
-    let id = (std::process::id() as u16) ^ (crate::runid::splitmix(Instant::now().elapsed().as_nanos() as u64 ^ u32::from(addr) as u64) as u16);
+    let id = (std::process::id() as u16)
+        ^ (crate::runid::splitmix(
+            Instant::now().elapsed().as_nanos() as u64 ^ u32::from(addr) as u64,
+        ) as u16);
     let deadline = Instant::now() + timeout;
     let mut rtts = Vec::new();
     for seq in 0..count as u16 {
@@ -137,7 +168,14 @@ fn ping(addr: Ipv4Addr, count: u32, timeout: Duration) -> Result<Vec<u64>> {
         let wait_until = (t0 + Duration::from_millis(1000)).min(deadline);
         let mut buf = [0u8; 1500];
         while Instant::now() < wait_until {
-            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    sock.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
             if n <= 0 {
                 continue;
             }
@@ -184,7 +222,11 @@ pub fn arp_in(ns: &str, addr: Ipv4Addr, timeout: Duration) -> Result<(String, St
             }
         }
         if Instant::now() >= deadline {
-            let st = if out.trim().is_empty() { "no entry".to_string() } else { out.trim().to_string() };
+            let st = if out.trim().is_empty() {
+                "no entry".to_string()
+            } else {
+                out.trim().to_string()
+            };
             return Err(anyhow!("{} did not resolve in {:?}: {}", addr, timeout, st));
         }
         let _ = ping_in(ns, addr, 1, Duration::from_millis(300));

@@ -9,12 +9,20 @@ use std::time::Duration;
 /// Is the run with this id still alive (its liveness file names a live process)?
 fn alive(id: &str) -> bool {
     let f = format!("{}/{}.pid", STATE_DIR, id);
-    match std::fs::read_to_string(&f).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+    match std::fs::read_to_string(&f)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
         Some(pid) if pid as u32 == std::process::id() => true,
         Some(pid) => {
             // A zombie (killed, not yet reaped) is dead for our purpose.
             let zombie = std::fs::read_to_string(format!("/proc/{}/stat", pid))
-                .map(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')).unwrap_or(false))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .map(|r| r.trim_start().starts_with('Z'))
+                        .unwrap_or(false)
+                })
                 .unwrap_or(false);
             !zombie && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
         }
@@ -25,7 +33,11 @@ fn alive(id: &str) -> bool {
 /// The pid holding DPDK's lock on `<runtime dir>/config`, if any.
 fn dpdk_lock_holder(dir: &Path) -> Option<i32> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("config")).ok()?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("config"))
+        .ok()?;
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = libc::F_WRLCK as i16;
     fl.l_whence = libc::SEEK_SET as i16;
@@ -60,12 +72,17 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             }
             let dir = e.path();
             if let Some(pid) = dpdk_lock_holder(&dir) {
-                act(format!("DPDK process {} (file prefix {})", pid, name), &mut || {
-                    crate::guard::stop_pid(pid, Duration::from_secs(5));
-                    Ok(())
-                });
+                act(
+                    format!("DPDK process {} (file prefix {})", pid, name),
+                    &mut || {
+                        crate::guard::stop_pid(pid, Duration::from_secs(5));
+                        Ok(())
+                    },
+                );
             }
-            act(format!("DPDK runtime dir {}", dir.display()), &mut || Ok(std::fs::remove_dir_all(&dir)?));
+            act(format!("DPDK runtime dir {}", dir.display()), &mut || {
+                Ok(std::fs::remove_dir_all(&dir)?)
+            });
         }
     }
     for ns in crate::netns::list() {
@@ -73,7 +90,9 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
         if ns.as_bytes().get(7) != Some(&b'-') || alive(id) {
             continue;
         }
-        act(format!("namespace {}", ns), &mut || crate::netns::delete(&ns));
+        act(format!("namespace {}", ns), &mut || {
+            crate::netns::delete(&ns)
+        });
     }
     if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
         for e in rd.flatten() {
@@ -81,33 +100,47 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             let Some(id) = run_id_of(&name) else { continue };
             // TAP names: id + 1-2 base-36 digits.
             let rest = &name[7..];
-            if rest.is_empty() || rest.len() > 2 || !rest.bytes().all(|c| c.is_ascii_alphanumeric()) || alive(id) {
+            if rest.is_empty()
+                || rest.len() > 2
+                || !rest.bytes().all(|c| c.is_ascii_alphanumeric())
+                || alive(id)
+            {
                 continue;
             }
-            act(format!("interface {}", name), &mut || crate::cmd::ip(&["link", "del", "dev", &name]).map(|_| ()));
+            act(format!("interface {}", name), &mut || {
+                crate::cmd::ip(&["link", "del", "dev", &name]).map(|_| ())
+            });
         }
     }
     if let Ok(rd) = std::fs::read_dir("/tmp") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix("testbed-") else { continue };
+            let Some(rest) = name.strip_prefix("testbed-") else {
+                continue;
+            };
             let Some(id) = run_id_of(rest) else { continue };
             if rest.len() != 7 || alive(id) {
                 continue;
             }
             let p = e.path();
-            act(format!("run directory {}", p.display()), &mut || Ok(std::fs::remove_dir_all(&p)?));
+            act(format!("run directory {}", p.display()), &mut || {
+                Ok(std::fs::remove_dir_all(&p)?)
+            });
         }
     }
     if let Ok(rd) = std::fs::read_dir(STATE_DIR) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".pid").and_then(run_id_of) else { continue };
+            let Some(id) = name.strip_suffix(".pid").and_then(run_id_of) else {
+                continue;
+            };
             if alive(id) {
                 continue;
             }
             let p = e.path();
-            act(format!("liveness file {}", p.display()), &mut || Ok(std::fs::remove_file(&p)?));
+            act(format!("liveness file {}", p.display()), &mut || {
+                Ok(std::fs::remove_file(&p)?)
+            });
         }
     }
     done

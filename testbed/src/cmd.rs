@@ -33,7 +33,11 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<String> {
     let stdout = out.take().and_then(|h| h.join().ok()).unwrap_or_default();
     let stderr = err.take().and_then(|h| h.join().ok()).unwrap_or_default();
     if !status.success() {
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let first = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         bail!("`{}` failed ({}): {}", line, status, first);
     }
     Ok(stdout)

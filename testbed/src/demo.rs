@@ -10,7 +10,8 @@ use serde_json::Value;
 
 pub fn run(mut topo: Topology, opts: Options, json: bool) -> Result<i32> {
     // Only the bulk and echo workloads of the topology (the demo's two runs).
-    topo.workloads.retain(|w| matches!(w.kind, WorkloadKind::Bulk | WorkloadKind::Echo));
+    topo.workloads
+        .retain(|w| matches!(w.kind, WorkloadKind::Bulk | WorkloadKind::Echo));
     let rep = crate::run::run_topology(topo, opts)?;
     if json {
         rep.print_json();
@@ -20,22 +21,33 @@ pub fn run(mut topo: Topology, opts: Options, json: bool) -> Result<i32> {
     println!();
     for a in rep.appliances.values() {
         let Some(r) = &a.report else { continue };
-        println!("appliance {}: per-burst processing time (from its report)", a.name);
+        println!(
+            "appliance {}: per-burst processing time (from its report)",
+            a.name
+        );
         match r.get("burst_cycles") {
-            Some(bc) => print!("{}", burst_table(bc, r.get("tsc_hz").and_then(Value::as_f64))),
+            Some(bc) => print!(
+                "{}",
+                burst_table(bc, r.get("tsc_hz").and_then(Value::as_f64))
+            ),
             None => println!("  (no burst_cycles in the report)"),
         }
         if let Some(lc) = r.get("lcores").and_then(Value::as_array) {
             for l in lc {
                 let drops = l.get("drops").and_then(Value::as_object).map(|d| {
-                    d.iter().map(|(k, v)| format!("{}={}", k, v)).collect::<Vec<_>>().join(" ")
+                    d.iter()
+                        .map(|(k, v)| format!("{}={}", k, v))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 });
                 println!(
                     "  lcore {}: rx {} tx {} drops {}",
                     l.get("lcore").unwrap_or(&Value::Null),
                     l.get("rx_packets").unwrap_or(&Value::Null),
                     l.get("tx_packets").unwrap_or(&Value::Null),
-                    drops.filter(|s| !s.is_empty()).unwrap_or_else(|| "none".into())
+                    drops
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "none".into())
                 );
             }
         }
@@ -44,7 +56,12 @@ pub fn run(mut topo: Topology, opts: Options, json: bool) -> Result<i32> {
     for w in &rep.workloads {
         println!(
             "workload {} ({}): request latency, {} requests (p50 {} µs, p99 {} µs, max {} µs)",
-            w.name, w.kind.as_str(), w.latency_us.count, w.latency_us.p50, w.latency_us.p99, w.latency_us.max
+            w.name,
+            w.kind.as_str(),
+            w.latency_us.count,
+            w.latency_us.p50,
+            w.latency_us.p99,
+            w.latency_us.max
         );
         print!("{}", histogram_table(&w.histogram, "µs"));
         println!();

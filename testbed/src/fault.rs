@@ -13,8 +13,13 @@ use std::time::{Duration, Instant};
 
 pub fn parse_signal(s: &str) -> Result<Signal> {
     let up = s.trim().to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{}", up) };
-    name.parse::<Signal>().map_err(|_| anyhow!("unknown signal `{}`", s))
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{}", up)
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow!("unknown signal `{}`", s))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,14 +32,24 @@ pub struct FaultResult {
 }
 
 /// The interfaces a fault acts on: (host namespace, ifname).
-fn link_targets(topo: &Topology, run: &RunId, f: &Fault) -> Result<Vec<(String, String)>> {
+type Targets = Vec<(String, String)>;
+
+fn link_targets(topo: &Topology, run: &RunId, f: &Fault) -> Result<Targets> {
     if let (Some(ns), Some(ifn)) = (&f.ns, &f.ifname) {
         return Ok(vec![(run.netns(ns), ifn.clone())]);
     }
     let name = f.link.as_deref().unwrap_or("");
-    let l = topo.links.iter().find(|l| l.name.as_deref() == Some(name)).ok_or_else(|| anyhow!("no link `{}`", name))?;
+    let l = topo
+        .links
+        .iter()
+        .find(|l| l.name.as_deref() == Some(name))
+        .ok_or_else(|| anyhow!("no link `{}`", name))?;
     let mut v = Vec::new();
-    let li = topo.links.iter().position(|x| std::ptr::eq(x, l)).unwrap_or(0);
+    let li = topo
+        .links
+        .iter()
+        .position(|x| std::ptr::eq(x, l))
+        .unwrap_or(0);
     for (i, ep) in [&l.a, &l.b].into_iter().enumerate() {
         match &ep.ns {
             Some(ns) => v.push((run.netns(ns), ep.ifname.clone().unwrap_or_default())),
@@ -60,9 +75,14 @@ pub struct Injector {
 impl Injector {
     /// `pids` maps appliance names to their process ids; `killed` records which appliances
     /// a kill fault hit.
-    pub fn start(topo: &Topology, run: &RunId, pids: BTreeMap<String, i32>, killed: Arc<Mutex<Vec<String>>>) -> Injector {
+    pub fn start(
+        topo: &Topology,
+        run: &RunId,
+        pids: BTreeMap<String, i32>,
+        killed: Arc<Mutex<Vec<String>>>,
+    ) -> Injector {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut plan: Vec<(f64, Fault, Result<Vec<(String, String)>>)> = Vec::new();
+        let mut plan: Vec<(f64, Fault, Result<Targets>)> = Vec::new();
         for f in &topo.faults {
             let targets = match f.kind {
                 FaultKind::Kill => Ok(Vec::new()),
@@ -84,15 +104,30 @@ impl Injector {
             for (at, f, targets) in plan {
                 let target = match f.kind {
                     FaultKind::Kill => f.appliance.clone().unwrap_or_default(),
-                    _ => f.link.clone().unwrap_or_else(|| format!("{}:{}", f.ns.clone().unwrap_or_default(), f.ifname.clone().unwrap_or_default())),
+                    _ => f.link.clone().unwrap_or_else(|| {
+                        format!(
+                            "{}:{}",
+                            f.ns.clone().unwrap_or_default(),
+                            f.ifname.clone().unwrap_or_default()
+                        )
+                    }),
                 };
                 let when = start + Duration::from_secs_f64(at);
                 while Instant::now() < when {
                     if st.load(Ordering::Relaxed) || crate::guard::interrupted() {
-                        results.push(FaultResult { kind: f.kind, target: target.clone(), at_s: at, done_at_s: None, error: Some("not reached".into()) });
+                        results.push(FaultResult {
+                            kind: f.kind,
+                            target: target.clone(),
+                            at_s: at,
+                            done_at_s: None,
+                            error: Some("not reached".into()),
+                        });
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(5).min(when.saturating_duration_since(Instant::now())));
+                    std::thread::sleep(
+                        Duration::from_millis(5)
+                            .min(when.saturating_duration_since(Instant::now())),
+                    );
                 }
                 if Instant::now() < when {
                     continue;
@@ -101,20 +136,35 @@ impl Injector {
                     match f.kind {
                         FaultKind::Kill => {
                             let name = f.appliance.as_deref().unwrap_or("");
-                            let pid = *pids.get(name).ok_or_else(|| anyhow!("appliance `{}` is not running", name))?;
+                            let pid = *pids
+                                .get(name)
+                                .ok_or_else(|| anyhow!("appliance `{}` is not running", name))?;
                             let sig = parse_signal(f.signal.as_deref().unwrap_or("KILL"))?;
-                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).map_err(|e| anyhow!("kill {}: {}", pid, e))?;
+                            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+                                .map_err(|e| anyhow!("kill {}: {}", pid, e))?;
                             if let Ok(mut k) = killed.lock() {
                                 k.push(name.to_string());
                             }
                         }
-                        FaultKind::LinkDown => set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, false)?,
-                        FaultKind::LinkUp => set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, true)?,
+                        FaultKind::LinkDown => {
+                            set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, false)?
+                        }
+                        FaultKind::LinkUp => {
+                            set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, true)?
+                        }
                     }
                     Ok(())
                 })();
                 let done = start.elapsed().as_secs_f64();
-                eprintln!("testbed: [{:6.2}s] fault {:?} {}: {}", done, f.kind, target, r.as_ref().map(|_| "done".to_string()).unwrap_or_else(|e| format!("{:#}", e)));
+                eprintln!(
+                    "testbed: [{:6.2}s] fault {:?} {}: {}",
+                    done,
+                    f.kind,
+                    target,
+                    r.as_ref()
+                        .map(|_| "done".to_string())
+                        .unwrap_or_else(|e| format!("{:#}", e))
+                );
                 results.push(FaultResult {
                     kind: f.kind,
                     target,
@@ -125,12 +175,17 @@ impl Injector {
             }
             results
         });
-        Injector { stop, handle: Some(handle) }
+        Injector {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     pub fn finish(mut self) -> Vec<FaultResult> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 }
-

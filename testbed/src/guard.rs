@@ -169,7 +169,8 @@ impl RunGuard {
     /// Register a new run: liveness file and run directory.
     pub fn new(id: RunId) -> anyhow::Result<RunGuard> {
         use anyhow::Context;
-        std::fs::create_dir_all(STATE_DIR).with_context(|| format!("cannot create {}", STATE_DIR))?;
+        std::fs::create_dir_all(STATE_DIR)
+            .with_context(|| format!("cannot create {}", STATE_DIR))?;
         std::fs::write(id.state_file(), format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write {}", id.state_file().display()))?;
         add_state_file(id.state_file());

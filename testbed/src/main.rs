@@ -23,7 +23,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "testbed", about = "tapsplice rack simulator: namespaces, TAP ports, real TCP workloads, faults, benchmarks")]
+#[command(
+    name = "testbed",
+    about = "tapsplice rack simulator: namespaces, TAP ports, real TCP workloads, faults, benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -101,42 +104,78 @@ fn find_topology(name: &str) -> Result<PathBuf> {
     if p.is_file() {
         return Ok(p.to_path_buf());
     }
-    let file = if name.ends_with(".toml") { name.to_string() } else { format!("{}.toml", name) };
+    let file = if name.ends_with(".toml") {
+        name.to_string()
+    } else {
+        format!("{}.toml", name)
+    };
     let candidates = [
         PathBuf::from("testbed/topologies").join(&file),
         PathBuf::from("topologies").join(&file),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("topologies").join(&file),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("topologies")
+            .join(&file),
     ];
     candidates
         .iter()
         .find(|c| c.is_file())
         .cloned()
-        .ok_or_else(|| anyhow!("topology `{}` not found (looked for {})", name, candidates[0].display()))
+        .ok_or_else(|| {
+            anyhow!(
+                "topology `{}` not found (looked for {})",
+                name,
+                candidates[0].display()
+            )
+        })
 }
 
-fn options(bins: &Bins, kind: Option<topology::ApplianceKind>, topo: &topology::Topology) -> Result<run::Options> {
+fn options(
+    bins: &Bins,
+    kind: Option<topology::ApplianceKind>,
+    topo: &topology::Topology,
+) -> Result<run::Options> {
     let mut sets = BTreeMap::new();
     for s in &bins.sets {
         let (k, v) = rackconfig::parse_set(s)?;
         sets.insert(k, v);
     }
-    let needs_tapsplice = (0..topo.appliances.len()).any(|i| kind.unwrap_or(topo.appliances[i].kind) == topology::ApplianceKind::Tapsplice);
-    let tapsplice = if needs_tapsplice { Some(appliance::locate_tapsplice(bins.tapsplice.as_deref())?) } else { None };
-    Ok(run::Options { bins: appliance::Binaries { tapsplice, testpmd: bins.testpmd.clone() }, kind_override: kind, sets })
+    let needs_tapsplice = (0..topo.appliances.len())
+        .any(|i| kind.unwrap_or(topo.appliances[i].kind) == topology::ApplianceKind::Tapsplice);
+    let tapsplice = if needs_tapsplice {
+        Some(appliance::locate_tapsplice(bins.tapsplice.as_deref())?)
+    } else {
+        None
+    };
+    Ok(run::Options {
+        bins: appliance::Binaries {
+            tapsplice,
+            testpmd: bins.testpmd.clone(),
+        },
+        kind_override: kind,
+        sets,
+    })
 }
 
 fn parse_kind(s: &str) -> Result<topology::ApplianceKind> {
     match s {
         "tapsplice" => Ok(topology::ApplianceKind::Tapsplice),
         "testpmd" => Ok(topology::ApplianceKind::Testpmd),
-        o => Err(anyhow!("unknown appliance kind `{}` (tapsplice, testpmd)", o)),
+        o => Err(anyhow!(
+            "unknown appliance kind `{}` (tapsplice, testpmd)",
+            o
+        )),
     }
 }
 
 /// Returns the process exit code: 0 passed, 1 the run failed.
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Run { topology: path, json, appliance_kind, bins } => {
+        Cmd::Run {
+            topology: path,
+            json,
+            appliance_kind,
+            bins,
+        } => {
             let kind = appliance_kind.as_deref().map(parse_kind).transpose()?;
             let topo = topology::load(&path)?;
             let opts = options(&bins, kind, &topo)?;
@@ -155,10 +194,25 @@ fn real_main(cli: Cli) -> Result<i32> {
             run::require_root()?;
             demo::run(topo, opts, json)
         }
-        Cmd::Bench { name, json, bytes, seconds, connections, repeat, modes, bins } => {
-            let modes = modes.split(',').filter(|s| !s.trim().is_empty()).map(bench::Mode::parse).collect::<Result<Vec<_>>>()?;
+        Cmd::Bench {
+            name,
+            json,
+            bytes,
+            seconds,
+            connections,
+            repeat,
+            modes,
+            bins,
+        } => {
+            let modes = modes
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(bench::Mode::parse)
+                .collect::<Result<Vec<_>>>()?;
             if modes.is_empty() {
-                return Err(anyhow!("--modes: give at least one of tapsplice, testpmd, direct"));
+                return Err(anyhow!(
+                    "--modes: give at least one of tapsplice, testpmd, direct"
+                ));
             }
             if repeat == 0 || repeat > 100 {
                 return Err(anyhow!("--repeat must be 1..100"));
@@ -175,17 +229,35 @@ fn real_main(cli: Cli) -> Result<i32> {
                 return Err(anyhow!("--bytes must be > 0"));
             }
             let topo = topology::load(&find_topology(&name)?)?;
-            let kind = if modes.contains(&bench::Mode::Tapsplice) { None } else { Some(topology::ApplianceKind::Testpmd) };
+            let kind = if modes.contains(&bench::Mode::Tapsplice) {
+                None
+            } else {
+                Some(topology::ApplianceKind::Testpmd)
+            };
             let opts = options(&bins, kind, &topo)?;
             run::require_root()?;
-            let v = bench::run(topo, opts, &bench::BenchOptions { modes, connections, bytes, seconds, repeat })?;
+            let v = bench::run(
+                topo,
+                opts,
+                &bench::BenchOptions {
+                    modes,
+                    connections,
+                    bytes,
+                    seconds,
+                    repeat,
+                },
+            )?;
             if json {
                 bench::print_human_to_stderr(&v);
                 println!("{}", v);
             } else {
                 bench::print_human(&v);
             }
-            Ok(if v["passed"].as_bool().unwrap_or(false) { 0 } else { 1 })
+            Ok(if v["passed"].as_bool().unwrap_or(false) {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Cleanup { dry_run } => {
             run::require_root()?;
@@ -221,7 +293,10 @@ fn main() {
         Err(_) => {
             eprintln!("testbed: internal error (panic); cleaned up");
             if json {
-                println!("{}", serde_json::json!({ "passed": false, "error": "internal error (panic)" }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "passed": false, "error": "internal error (panic)" })
+                );
             }
             3
         }

@@ -27,7 +27,11 @@ pub fn delete(ns: &str) -> Result<()> {
 /// All namespaces (names under /run/netns).
 pub fn list() -> Vec<String> {
     std::fs::read_dir("/run/netns")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -86,6 +90,9 @@ pub fn move_from_root(ifname: &str, ns: &str, new_name: &str) -> Result<()> {
 }
 
 pub fn set_link(ns: &str, ifname: &str, up: bool) -> Result<()> {
-    ip_ns(ns, &["link", "set", "dev", ifname, if up { "up" } else { "down" }])?;
+    ip_ns(
+        ns,
+        &["link", "set", "dev", ifname, if up { "up" } else { "down" }],
+    )?;
     Ok(())
 }

@@ -11,7 +11,9 @@ use std::io::Write;
 
 /// Interface name of a link end that sits on a bridge (in the fabric namespace).
 pub fn bridge_end_name(ep: &Endpoint, link_index: usize, end: usize) -> String {
-    ep.ifname.clone().unwrap_or_else(|| format!("l{}{}", link_index, if end == 0 { 'a' } else { 'b' }))
+    ep.ifname
+        .clone()
+        .unwrap_or_else(|| format!("l{}{}", link_index, if end == 0 { 'a' } else { 'b' }))
 }
 
 /// Create every namespace (and the fabric namespace), bridges and links.
@@ -42,13 +44,20 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
         };
         let (ans, aif) = end(&l.a, 0);
         let (bns, bif) = end(&l.b, 1);
-        crate::cmd::ip(&["link", "add", &aif, "netns", &ans, "type", "veth", "peer", "name", &bif, "netns", &bns])
-            .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+        crate::cmd::ip(&[
+            "link", "add", &aif, "netns", &ans, "type", "veth", "peer", "name", &bif, "netns", &bns,
+        ])
+        .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
         for ((ns, ifn), ep) in [((&ans, &aif), &l.a), ((&bns, &bif), &l.b)] {
             netns::configure(
                 ns,
                 ifn,
-                &IfConfig { mtu: l.mtu, mac: ep.mac.as_deref(), address: ep.address.as_deref(), master: ep.bridge.as_deref() },
+                &IfConfig {
+                    mtu: l.mtu,
+                    mac: ep.mac.as_deref(),
+                    address: ep.address.as_deref(),
+                    master: ep.bridge.as_deref(),
+                },
             )
             .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
         }
@@ -64,7 +73,8 @@ pub fn routes(topo: &Topology, run: &RunId) -> Result<()> {
         for r in &n.routes {
             let mut args = vec!["route", "replace"];
             args.extend(r.split_whitespace());
-            ip_ns(&ns, &args).map_err(|e| anyhow!("namespace {}: route `{}`: {:#}", n.name, r, e))?;
+            ip_ns(&ns, &args)
+                .map_err(|e| anyhow!("namespace {}: route `{}`: {:#}", n.name, r, e))?;
         }
     }
     Ok(())
@@ -77,8 +87,12 @@ fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
     let value = value.to_string();
     std::thread::spawn(move || -> Result<()> {
         netns::enter(&ns2)?;
-        let mut f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| anyhow!("{}: {}", path, e))?;
-        f.write_all(value.as_bytes()).map_err(|e| anyhow!("{}: {}", path, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| anyhow!("{}: {}", path, e))?;
+        f.write_all(value.as_bytes())
+            .map_err(|e| anyhow!("{}: {}", path, e))?;
         Ok(())
     })
     .join()

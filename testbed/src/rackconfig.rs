@@ -16,9 +16,15 @@ pub struct RackPort {
 }
 
 pub fn load(path: &std::path::Path) -> Result<Table> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("rack config {}: cannot read: {}", path.display(), e))?;
-    text.parse::<Table>()
-        .map_err(|e| anyhow!("rack config {}: {}", path.display(), e.message().replace('\n', " ")))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow!("rack config {}: cannot read: {}", path.display(), e))?;
+    text.parse::<Table>().map_err(|e| {
+        anyhow!(
+            "rack config {}: {}",
+            path.display(),
+            e.message().replace('\n', " ")
+        )
+    })
 }
 
 pub fn is_tap(device: &str) -> bool {
@@ -39,11 +45,17 @@ pub fn set_kv(args: &str, key: &str, value: &str) -> String {
 
 /// The ports of the config, in order.
 pub fn ports(t: &Table) -> Result<Vec<RackPort>> {
-    let Some(arr) = t.get("port") else { return Ok(Vec::new()) };
-    let arr = arr.as_array().ok_or_else(|| anyhow!("`port` must be an array of tables ([[port]])"))?;
+    let Some(arr) = t.get("port") else {
+        return Ok(Vec::new());
+    };
+    let arr = arr
+        .as_array()
+        .ok_or_else(|| anyhow!("`port` must be an array of tables ([[port]])"))?;
     let mut out = Vec::new();
     for (i, p) in arr.iter().enumerate() {
-        let p = p.as_table().ok_or_else(|| anyhow!("port #{} is not a table", i + 1))?;
+        let p = p
+            .as_table()
+            .ok_or_else(|| anyhow!("port #{} is not a table", i + 1))?;
         let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
         out.push(RackPort {
             name: s("name").ok_or_else(|| anyhow!("port #{} has no `name`", i + 1))?,
@@ -63,8 +75,12 @@ pub fn set_path(t: &mut Table, path: &str, value: Value) -> Result<()> {
     }
     let mut cur = t;
     for k in &keys[..keys.len() - 1] {
-        let entry = cur.entry(k.to_string()).or_insert_with(|| Value::Table(Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| anyhow!("`{}`: `{}` is not a table", path, k))?;
+        let entry = cur
+            .entry(k.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("`{}`: `{}` is not a table", path, k))?;
     }
     cur.insert(keys[keys.len() - 1].to_string(), value);
     Ok(())
@@ -72,7 +88,9 @@ pub fn set_path(t: &mut Table, path: &str, value: Value) -> Result<()> {
 
 /// Parse `KEY=VALUE` from the command line; VALUE is a TOML value, or else a string.
 pub fn parse_set(s: &str) -> Result<(String, Value)> {
-    let (k, v) = s.split_once('=').ok_or_else(|| anyhow!("--set `{}`: expected KEY=VALUE", s))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set `{}`: expected KEY=VALUE", s))?;
     let value = format!("v = {}", v)
         .parse::<Table>()
         .ok()
@@ -96,9 +114,21 @@ pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> 
     for (k, v) in s.sets {
         set_path(&mut t, k, v.clone())?;
     }
-    set_path(&mut t, "eal.file_prefix", Value::String(s.file_prefix.to_string()))?;
-    set_path(&mut t, "ctl.socket", Value::String(s.ctl_socket.to_string()))?;
-    set_path(&mut t, "metrics.listen", Value::String("127.0.0.1:0".into()))?;
+    set_path(
+        &mut t,
+        "eal.file_prefix",
+        Value::String(s.file_prefix.to_string()),
+    )?;
+    set_path(
+        &mut t,
+        "ctl.socket",
+        Value::String(s.ctl_socket.to_string()),
+    )?;
+    set_path(
+        &mut t,
+        "metrics.listen",
+        Value::String("127.0.0.1:0".into()),
+    )?;
     let mut ports = ports(&t)?;
     let mut k = 0;
     if let Some(Value::Array(arr)) = t.get_mut("port") {
@@ -164,7 +194,16 @@ device = "0000:03:00.0"
         let mut sets = BTreeMap::new();
         sets.insert("workers.burst".to_string(), Value::Integer(64));
         let f = |k: usize| format!("t000000{}", k);
-        let (t, ports) = for_run(&base, &RunSettings { file_prefix: "t000000-fw", ctl_socket: "/tmp/x.sock", tap_name: &f, sets: &sets }).unwrap();
+        let (t, ports) = for_run(
+            &base,
+            &RunSettings {
+                file_prefix: "t000000-fw",
+                ctl_socket: "/tmp/x.sock",
+                tap_name: &f,
+                sets: &sets,
+            },
+        )
+        .unwrap();
         assert_eq!(get_str(&t, "eal.file_prefix"), Some("t000000-fw"));
         assert_eq!(get_int(&t, "workers.burst"), Some(64));
         assert_eq!(get_str(&t, "metrics.listen"), Some("127.0.0.1:0"));
@@ -179,7 +218,10 @@ device = "0000:03:00.0"
     fn parse_set_values() {
         assert_eq!(parse_set("a.b=false").unwrap().1, Value::Boolean(false));
         assert_eq!(parse_set("a=32").unwrap().1, Value::Integer(32));
-        assert_eq!(parse_set("a=hello").unwrap().1, Value::String("hello".into()));
+        assert_eq!(
+            parse_set("a=hello").unwrap().1,
+            Value::String("hello".into())
+        );
         assert!(parse_set("nokey").is_err());
     }
 }

@@ -60,15 +60,25 @@ impl RunReport {
                 } else if w.errors > 0 {
                     format!("{} errors", w.errors)
                 } else {
-                    format!("{} of {} bytes verified", w.bytes_verified, w.bytes_expected)
+                    format!(
+                        "{} of {} bytes verified",
+                        w.bytes_verified, w.bytes_expected
+                    )
                 };
-                let first = w.error_samples.first().map(|s| format!(" (first: {})", s)).unwrap_or_default();
+                let first = w
+                    .error_samples
+                    .first()
+                    .map(|s| format!(" (first: {})", s))
+                    .unwrap_or_default();
                 failures.push(format!("workload {}: {}{}", w.name, why, first));
             }
         }
         for c in &checks {
             if !c.passed {
-                failures.push(format!("check {} from {} to {} (expect {}): {}", c.kind, c.ns, c.address, c.expect, c.detail));
+                failures.push(format!(
+                    "check {} from {} to {} (expect {}): {}",
+                    c.kind, c.ns, c.address, c.expect, c.detail
+                ));
             }
         }
         for f in &faults {
@@ -86,7 +96,11 @@ impl RunReport {
         // that ran together overlap, so this is conservative).
         let time: f64 = workloads.iter().map(|w| w.elapsed_s).sum::<f64>().max(1e-6);
         let verified = sum(|w| w.bytes_verified);
-        let appliance = if appliances.len() == 1 { appliances[0].report.clone() } else { None };
+        let appliance = if appliances.len() == 1 {
+            appliances[0].report.clone()
+        } else {
+            None
+        };
         RunReport {
             run_id: run.to_string(),
             topology: topology.to_string(),
@@ -106,13 +120,19 @@ impl RunReport {
             workloads,
             checks,
             faults,
-            appliances: appliances.into_iter().map(|a| (a.name.clone(), a)).collect(),
+            appliances: appliances
+                .into_iter()
+                .map(|a| (a.name.clone(), a))
+                .collect(),
             appliance,
         }
     }
 
     pub fn print_human(&self) {
-        println!("run {} — topology {} — {:.1} s", self.run_id, self.topology, self.elapsed_s);
+        println!(
+            "run {} — topology {} — {:.1} s",
+            self.run_id, self.topology, self.elapsed_s
+        );
         if let Some(d) = &self.description {
             println!("  {}", d);
         }
@@ -160,10 +180,26 @@ impl RunReport {
             );
         }
         for a in self.appliances.values() {
-            println!("  appliance {} ({}): ready in {:.2} s, {}", a.name, a.kind.as_str(), a.ready_s, a.exit);
-            if let Some(ports) = a.report.as_ref().and_then(|r| r.get("ports")).and_then(Value::as_array) {
+            println!(
+                "  appliance {} ({}): ready in {:.2} s, {}",
+                a.name,
+                a.kind.as_str(),
+                a.ready_s,
+                a.exit
+            );
+            if let Some(ports) = a
+                .report
+                .as_ref()
+                .and_then(|r| r.get("ports"))
+                .and_then(Value::as_array)
+            {
                 for p in ports {
-                    let g = |k: &str| p.get(k).and_then(Value::as_u64).map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+                    let g = |k: &str| {
+                        p.get(k)
+                            .and_then(Value::as_u64)
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    };
                     println!(
                         "      port {:8} rx {:>10} tx {:>10} rx_missed {} rx_errors {} tx_errors {}",
                         p.get("name").and_then(Value::as_str).unwrap_or("?"),
@@ -193,7 +229,10 @@ impl RunReport {
     pub fn print_json(&self) {
         match serde_json::to_string(self) {
             Ok(s) => println!("{}", s),
-            Err(e) => println!("{{\"passed\":false,\"error\":\"cannot serialize report: {}\"}}", e),
+            Err(e) => println!(
+                "{{\"passed\":false,\"error\":\"cannot serialize report: {}\"}}",
+                e
+            ),
         }
     }
 }
@@ -216,7 +255,7 @@ fn bar(frac: f64, width: usize) -> String {
 /// A latency histogram in power-of-two buckets with bars.
 pub fn histogram_table(h: &Histogram<u64>, unit: &str) -> String {
     let mut out = String::new();
-    if h.len() == 0 {
+    if h.is_empty() {
         return "  (no samples)\n".into();
     }
     let mut buckets: Vec<(u64, u64, u64)> = Vec::new(); // (lo, hi, count)
@@ -248,7 +287,11 @@ pub fn burst_table(bc: &Value, tsc_hz: Option<f64>) -> String {
     let keys = ["p50", "p90", "p99", "p99.9", "max"];
     let vals: Vec<(String, f64)> = keys
         .iter()
-        .filter_map(|k| bc.get(*k).and_then(Value::as_f64).map(|v| (k.to_string(), v)))
+        .filter_map(|k| {
+            bc.get(*k)
+                .and_then(Value::as_f64)
+                .map(|v| (k.to_string(), v))
+        })
         .collect();
     if vals.is_empty() {
         return "  (no burst_cycles in the appliance report)\n".into();
@@ -258,10 +301,23 @@ pub fn burst_table(bc: &Value, tsc_hz: Option<f64>) -> String {
     }
     let maxv = vals.iter().map(|v| v.1).fold(1.0, f64::max);
     for (k, v) in vals {
-        let us = tsc_hz.filter(|h| *h > 0.0).map(|h| format!("{:9.2} µs", v / h * 1e6)).unwrap_or_default();
+        let us = tsc_hz
+            .filter(|h| *h > 0.0)
+            .map(|h| format!("{:9.2} µs", v / h * 1e6))
+            .unwrap_or_default();
         // log scale bars: max is 40 columns
-        let frac = if v <= 1.0 { 0.0 } else { v.ln() / maxv.ln().max(1.0) };
-        out.push_str(&format!("  {:>6} {:>12.0} cycles {} {}\n", k, v, us, bar(frac, 40)));
+        let frac = if v <= 1.0 {
+            0.0
+        } else {
+            v.ln() / maxv.ln().max(1.0)
+        };
+        out.push_str(&format!(
+            "  {:>6} {:>12.0} cycles {} {}\n",
+            k,
+            v,
+            us,
+            bar(frac, 40)
+        ));
     }
     out
 }

@@ -46,8 +46,19 @@ impl Testbed {
         require_root()?;
         let run = RunId::fresh();
         let guard = RunGuard::new(run.clone())?;
-        eprintln!("testbed: run {} (topology {}), files in {}", run, topo.display_name(), run.run_dir().display());
-        let tb = Testbed { topo, run, opts, _guard: guard, started: Instant::now() };
+        eprintln!(
+            "testbed: run {} (topology {}), files in {}",
+            run,
+            topo.display_name(),
+            run.run_dir().display()
+        );
+        let tb = Testbed {
+            topo,
+            run,
+            opts,
+            _guard: guard,
+            started: Instant::now(),
+        };
         network::build(&tb.topo, &tb.run)?;
         Ok(tb)
     }
@@ -60,13 +71,18 @@ impl Testbed {
             while t0.elapsed() < limit {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            eprintln!("testbed: the run exceeded its time limit of {:.0} s, stopping", limit.as_secs_f64());
+            eprintln!(
+                "testbed: the run exceeded its time limit of {:.0} s, stopping",
+                limit.as_secs_f64()
+            );
             guard::request_stop();
         });
     }
 
     pub fn kind_of(&self, i: usize) -> ApplianceKind {
-        self.opts.kind_override.unwrap_or(self.topo.appliances[i].kind)
+        self.opts
+            .kind_override
+            .unwrap_or(self.topo.appliances[i].kind)
     }
 
     /// Start every appliance (in order), then add the namespaces' routes.
@@ -75,13 +91,24 @@ impl Testbed {
     }
 
     /// As `start_appliances`, running every appliance as `kind` when given.
-    pub fn start_appliances_as(&self, kind: Option<ApplianceKind>) -> Result<Vec<RunningAppliance>> {
+    pub fn start_appliances_as(
+        &self,
+        kind: Option<ApplianceKind>,
+    ) -> Result<Vec<RunningAppliance>> {
         let mut out = Vec::new();
         let mut taps = TapCounter(0);
         for a in self.topo.appliances.iter() {
             let kind = kind.unwrap_or(a.kind);
             eprintln!("testbed: starting appliance {} ({})", a.name, kind.as_str());
-            match appliance::start(&self.topo, a, kind, &self.run, &self.opts.bins, &self.opts.sets, &mut taps) {
+            match appliance::start(
+                &self.topo,
+                a,
+                kind,
+                &self.run,
+                &self.opts.bins,
+                &self.opts.sets,
+                &mut taps,
+            ) {
                 Ok(r) => out.push(r),
                 Err(e) => {
                     // Stop the ones already running before reporting.
@@ -138,7 +165,8 @@ impl Testbed {
         let mut errors = Vec::new();
         let killed = Arc::new(Mutex::new(Vec::new()));
         let injector = if faults && !self.topo.faults.is_empty() {
-            let pids: BTreeMap<String, i32> = apps.iter().map(|a| (a.name.clone(), a.pid())).collect();
+            let pids: BTreeMap<String, i32> =
+                apps.iter().map(|a| (a.name.clone(), a.pid())).collect();
             Some(Injector::start(&self.topo, &self.run, pids, killed.clone()))
         } else {
             None
@@ -218,7 +246,10 @@ impl Testbed {
                 "testbed: appliance {} stopped ({}){}",
                 r.name,
                 r.exit,
-                r.error.as_ref().map(|e| format!(": {}", e)).unwrap_or_default()
+                r.error
+                    .as_ref()
+                    .map(|e| format!(": {}", e))
+                    .unwrap_or_default()
             );
             out.push(r);
         }
@@ -229,7 +260,10 @@ impl Testbed {
         for a in &self.topo.appliances {
             for p in &a.ports {
                 let (ns, ifn) = match (&p.ns, &p.bridge) {
-                    (Some(ns), _) => (self.run.netns(ns), p.ifname.clone().unwrap_or_else(|| p.port.clone())),
+                    (Some(ns), _) => (
+                        self.run.netns(ns),
+                        p.ifname.clone().unwrap_or_else(|| p.port.clone()),
+                    ),
                     _ => continue,
                 };
                 while crate::netns::link_exists(&ns, &ifn) && Instant::now() < deadline {
@@ -273,10 +307,15 @@ pub fn run_topology(topo: Topology, opts: Options) -> Result<RunReport> {
     let tb = Testbed::setup(topo, opts)?;
     tb.watchdog(tb.default_limit());
     let mut apps = tb.start_appliances()?;
-    let kinds: Vec<ApplianceKind> = (0..tb.topo.appliances.len()).map(|i| tb.kind_of(i)).collect();
+    let kinds: Vec<ApplianceKind> = (0..tb.topo.appliances.len())
+        .map(|i| tb.kind_of(i))
+        .collect();
     let checks = tb.run_checks(&kinds);
     let specs: Vec<(Spec, bool)> = match tb.specs() {
-        Ok(s) => s.into_iter().zip(tb.topo.workloads.iter().map(|w| w.with_previous)).collect(),
+        Ok(s) => s
+            .into_iter()
+            .zip(tb.topo.workloads.iter().map(|w| w.with_previous))
+            .collect(),
         Err(e) => {
             let _ = tb.stop_appliances(apps);
             return Err(e);
@@ -287,7 +326,17 @@ pub fn run_topology(topo: Topology, opts: Options) -> Result<RunReport> {
     if guard::interrupted() {
         errors.push("the run was interrupted (signal, or its time limit)".to_string());
     }
-    let report = RunReport::build(&tb.run, &tb.topo.display_name(), tb.topo.description.clone(), checks, workloads, faults, appliances, errors, tb.elapsed());
+    let report = RunReport::build(
+        &tb.run,
+        &tb.topo.display_name(),
+        tb.topo.description.clone(),
+        checks,
+        workloads,
+        faults,
+        appliances,
+        errors,
+        tb.elapsed(),
+    );
     if !report.passed {
         guard::keep_run_dirs();
     }

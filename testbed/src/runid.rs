@@ -106,7 +106,12 @@ pub fn splitmix(x: u64) -> u64 {
 /// If `name` starts with a run id (`t` + 6 hex), return it.
 pub fn run_id_of(name: &str) -> Option<&str> {
     let b = name.as_bytes();
-    if b.len() >= 7 && b[0] == b't' && b[1..7].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+    if b.len() >= 7
+        && b[0] == b't'
+        && b[1..7]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    {
         Some(&name[..7])
     } else {
         None

@@ -275,11 +275,18 @@ pub fn load(path: &Path) -> Result<Topology> {
     let mut t = parse(&text).map_err(|e| anyhow!("topology {}{}", path.display(), e))?;
     t.base_dir = path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."))
         .to_path_buf();
     t.path = path.to_path_buf();
-    t.validate().map_err(|e| anyhow!("topology {}: {}", path.display(), e))?;
+    t.validate()
+        .map_err(|e| anyhow!("topology {}: {}", path.display(), e))?;
     Ok(t)
 }
 
@@ -300,7 +307,10 @@ pub fn parse(text: &str) -> std::result::Result<Topology, String> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| before.len() - i).unwrap_or(before.len() + 1);
+    let col = before
+        .rfind('\n')
+        .map(|i| before.len() - i)
+        .unwrap_or(before.len() + 1);
     (line, col)
 }
 
@@ -309,17 +319,27 @@ pub fn valid_ifname(s: &str) -> bool {
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 24 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    !s.is_empty()
+        && s.len() <= 24
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 pub fn check_cidr(s: &str) -> Result<()> {
-    let (ip, len) = s.split_once('/').ok_or_else(|| anyhow!("address `{}` needs a prefix length, e.g. 10.0.0.1/24", s))?;
-    let ip: IpAddr = ip.parse().map_err(|_| anyhow!("address `{}` is not an IP address", s))?;
-    let len: u8 = len.parse().map_err(|_| anyhow!("address `{}` has a bad prefix length", s))?;
+    let (ip, len) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("address `{}` needs a prefix length, e.g. 10.0.0.1/24", s))?;
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| anyhow!("address `{}` is not an IP address", s))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| anyhow!("address `{}` has a bad prefix length", s))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if len > max {
         bail!("address `{}` has a prefix length above {}", s, max);
@@ -329,7 +349,11 @@ pub fn check_cidr(s: &str) -> Result<()> {
 
 fn check_mac(s: &str) -> Result<()> {
     let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2 || u8::from_str_radix(p, 16).is_err()) {
+    if parts.len() != 6
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || u8::from_str_radix(p, 16).is_err())
+    {
         bail!("mac `{}` is not of the form 02:00:00:00:00:01", s);
     }
     Ok(())
@@ -338,7 +362,10 @@ fn check_mac(s: &str) -> Result<()> {
 impl Topology {
     pub fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "topology".into())
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "topology".into())
         })
     }
 
@@ -359,19 +386,27 @@ impl Topology {
                 return Ok(c);
             }
         }
-        bail!("file {} not found next to the topology file or in any parent directory", p)
+        bail!(
+            "file {} not found next to the topology file or in any parent directory",
+            p
+        )
     }
 
     pub fn workload_name(&self, i: usize) -> String {
         let w = &self.workloads[i];
-        w.name.clone().unwrap_or_else(|| format!("{}{}", w.kind.as_str(), i))
+        w.name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", w.kind.as_str(), i))
     }
 
     pub fn validate(&self) -> Result<()> {
         let mut ns_names = HashSet::new();
         for n in &self.namespaces {
             if !valid_name(&n.name) {
-                bail!("namespace name `{}`: use 1-24 letters, digits, - or _", n.name);
+                bail!(
+                    "namespace name `{}`: use 1-24 letters, digits, - or _",
+                    n.name
+                );
             }
             if n.name == crate::runid::FABRIC {
                 bail!("namespace name `fabric` is reserved for the run's bridge namespace");
@@ -388,7 +423,10 @@ impl Topology {
         let mut br_names = HashSet::new();
         for b in &self.bridges {
             if !valid_ifname(&b.name) {
-                bail!("bridge name `{}`: an interface name of 1-15 letters, digits, - _ .", b.name);
+                bail!(
+                    "bridge name `{}`: an interface name of 1-15 letters, digits, - _ .",
+                    b.name
+                );
             }
             if !br_names.insert(b.name.as_str()) {
                 bail!("bridge `{}` is declared twice", b.name);
@@ -398,7 +436,12 @@ impl Topology {
         let mut ifs: HashSet<(String, String)> = HashSet::new();
         let mut claim = |ns: &str, ifname: &str, what: &str| -> Result<()> {
             if !ifs.insert((ns.to_string(), ifname.to_string())) {
-                bail!("{}: interface `{}` in namespace `{}` is used twice", what, ifname, ns);
+                bail!(
+                    "{}: interface `{}` in namespace `{}` is used twice",
+                    what,
+                    ifname,
+                    ns
+                );
             }
             Ok(())
         };
@@ -406,11 +449,19 @@ impl Topology {
             match (&ep.ns, &ep.bridge) {
                 (Some(ns), None) => {
                     if !ns_names.contains(ns.as_str()) {
-                        bail!("{}: namespace `{}` is not declared in a [[namespace]]", what, ns);
+                        bail!(
+                            "{}: namespace `{}` is not declared in a [[namespace]]",
+                            what,
+                            ns
+                        );
                     }
                     match &ep.ifname {
                         Some(i) if valid_ifname(i) => {}
-                        Some(i) => bail!("{}: ifname `{}` must be 1-15 letters, digits, - _ .", what, i),
+                        Some(i) => bail!(
+                            "{}: ifname `{}` must be 1-15 letters, digits, - _ .",
+                            what,
+                            i
+                        ),
                         None => bail!("{}: an end in a namespace needs `ifname`", what),
                     }
                 }
@@ -434,7 +485,10 @@ impl Topology {
         };
         let mut link_names = HashSet::new();
         for (i, l) in self.links.iter().enumerate() {
-            let what = format!("link {}", l.name.clone().unwrap_or_else(|| format!("#{}", i + 1)));
+            let what = format!(
+                "link {}",
+                l.name.clone().unwrap_or_else(|| format!("#{}", i + 1))
+            );
             if let Some(n) = &l.name {
                 if !link_names.insert(n.as_str()) {
                     bail!("link `{}` is declared twice", n);
@@ -456,14 +510,21 @@ impl Topology {
         let mut app_names = HashSet::new();
         for a in &self.appliances {
             if !valid_name(&a.name) || a.name.len() > 16 {
-                bail!("appliance name `{}`: use 1-16 letters, digits, - or _", a.name);
+                bail!(
+                    "appliance name `{}`: use 1-16 letters, digits, - or _",
+                    a.name
+                );
             }
             if !app_names.insert(a.name.as_str()) {
                 bail!("appliance `{}` is declared twice", a.name);
             }
-            self.resolve(&a.config).map_err(|e| anyhow!("appliance `{}`: config: {}", a.name, e))?;
+            self.resolve(&a.config)
+                .map_err(|e| anyhow!("appliance `{}`: config: {}", a.name, e))?;
             if !(a.ready_timeout_s > 0.0 && a.ready_timeout_s <= 600.0) {
-                bail!("appliance `{}`: ready_timeout_s must be in (0, 600]", a.name);
+                bail!(
+                    "appliance `{}`: ready_timeout_s must be in (0, 600]",
+                    a.name
+                );
             }
             if !(a.stop_timeout_s > 0.0 && a.stop_timeout_s <= 600.0) {
                 bail!("appliance `{}`: stop_timeout_s must be in (0, 600]", a.name);
@@ -492,9 +553,15 @@ impl Topology {
             if !ns_names.contains(c.ns.as_str()) {
                 bail!("{}: namespace `{}` is not declared", what, c.ns);
             }
-            let ip: IpAddr = c.address.parse().map_err(|_| anyhow!("{}: address `{}` is not an IP address", what, c.address))?;
+            let ip: IpAddr = c
+                .address
+                .parse()
+                .map_err(|_| anyhow!("{}: address `{}` is not an IP address", what, c.address))?;
             if !ip.is_ipv4() {
-                bail!("{}: only IPv4 addresses are supported by ping/arp checks", what);
+                bail!(
+                    "{}: only IPv4 addresses are supported by ping/arp checks",
+                    what
+                );
             }
             if c.count == 0 || c.count > 1000 {
                 bail!("{}: count must be 1..1000", what);
@@ -518,9 +585,16 @@ impl Topology {
                     bail!("{}: namespace `{}` is not declared", what, c);
                 }
             }
-            w.address.parse::<IpAddr>().map_err(|_| anyhow!("{}: address `{}` is not an IP address (no prefix length here)", what, w.address))?;
+            w.address.parse::<IpAddr>().map_err(|_| {
+                anyhow!(
+                    "{}: address `{}` is not an IP address (no prefix length here)",
+                    what,
+                    w.address
+                )
+            })?;
             if let Some(l) = &w.listen {
-                l.parse::<IpAddr>().map_err(|_| anyhow!("{}: listen `{}` is not an IP address", what, l))?;
+                l.parse::<IpAddr>()
+                    .map_err(|_| anyhow!("{}: listen `{}` is not an IP address", what, l))?;
             }
             if w.port == 0 {
                 bail!("{}: port must not be 0", what);
@@ -536,14 +610,21 @@ impl Topology {
             }
             if let Some(d) = w.duration_s {
                 if !(d > 0.0 && d < w.timeout_s) {
-                    bail!("{}: duration_s must be > 0 and below timeout_s ({})", what, w.timeout_s);
+                    bail!(
+                        "{}: duration_s must be > 0 and below timeout_s ({})",
+                        what,
+                        w.timeout_s
+                    );
                 }
             }
             if !(w.timeout_s > 0.0 && w.timeout_s <= 3600.0) {
                 bail!("{}: timeout_s must be in (0, 3600]", what);
             }
             if w.kind == WorkloadKind::Echo && w.bytes.is_some() {
-                bail!("{}: echo replies echo the request; set request_bytes, not bytes", what);
+                bail!(
+                    "{}: echo replies echo the request; set request_bytes, not bytes",
+                    what
+                );
             }
             if let Some(b) = w.bytes {
                 if b == 0 || b > (1u64 << 40) {
@@ -561,7 +642,10 @@ impl Topology {
             }
             match f.kind {
                 FaultKind::Kill => {
-                    let a = f.appliance.as_deref().ok_or_else(|| anyhow!("{}: needs `appliance`", what))?;
+                    let a = f
+                        .appliance
+                        .as_deref()
+                        .ok_or_else(|| anyhow!("{}: needs `appliance`", what))?;
                     if !app_names.contains(a) {
                         bail!("{}: appliance `{}` is not declared", what, a);
                     }
@@ -585,7 +669,10 @@ impl Topology {
             }
             if let Some(d) = f.duration_s {
                 if f.kind != FaultKind::LinkDown || !(d > 0.0 && d <= 3600.0) {
-                    bail!("{}: duration_s applies to link_down only and must be in (0, 3600]", what);
+                    bail!(
+                        "{}: duration_s applies to link_down only and must be in (0, 3600]",
+                        what
+                    );
                 }
             }
         }
@@ -637,7 +724,9 @@ duration_s = 0.5
 
     #[test]
     fn typo_gives_line_and_column() {
-        let e = parse("[[namespace]]\nname = \"a\"\nrouts = []\n").err().unwrap();
+        let e = parse("[[namespace]]\nname = \"a\"\nrouts = []\n")
+            .err()
+            .unwrap();
         assert!(e.starts_with(":3:1:"), "{}", e);
         assert!(e.contains("routs"), "{}", e);
         assert!(!e.contains('\n'));
@@ -645,13 +734,24 @@ duration_s = 0.5
 
     #[test]
     fn bad_references_are_named() {
-        let e = topo(&GOOD.replace("server = \"b\"", "server = \"c\"")).unwrap_err().to_string();
+        let e = topo(&GOOD.replace("server = \"b\"", "server = \"c\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("namespace `c`"), "{}", e);
-        let e = topo(&GOOD.replace("10.0.0.1/24", "10.0.0.1")).unwrap_err().to_string();
+        let e = topo(&GOOD.replace("10.0.0.1/24", "10.0.0.1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("prefix length"), "{}", e);
-        let e = topo(&GOOD.replace("ifname = \"eth0\", address = \"10.0.0.2/24\"", "ifname = \"averyveryverylongname\"")).unwrap_err().to_string();
+        let e = topo(&GOOD.replace(
+            "ifname = \"eth0\", address = \"10.0.0.2/24\"",
+            "ifname = \"averyveryverylongname\"",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("1-15"), "{}", e);
-        let e = topo(&GOOD.replace("link = \"ab\"", "link = \"zz\"")).unwrap_err().to_string();
+        let e = topo(&GOOD.replace("link = \"ab\"", "link = \"zz\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("zz"), "{}", e);
     }
 }

@@ -13,7 +13,13 @@ fn forward_through_tapsplice() {
     let bin = tapsplice();
     let topo = topology("forward.toml");
     let out = run(
-        &["run", topo.to_str().unwrap(), "--json", "--tapsplice", bin.to_str().unwrap()],
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--json",
+            "--tapsplice",
+            bin.to_str().unwrap(),
+        ],
         Duration::from_secs(400),
     );
     let v = last_json(&out);
@@ -25,11 +31,26 @@ fn forward_through_tapsplice() {
 
     // The appliance's report: packets both ways on both ports.
     let app = &v["appliance"];
-    let ports = app["ports"].as_array().unwrap_or_else(|| panic!("no ports in the appliance report: {}", app));
+    let ports = app["ports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ports in the appliance report: {}", app));
     for name in ["west", "east"] {
-        let p = ports.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {} in {}", name, app));
-        assert!(p["rx_packets"].as_u64().unwrap_or(0) > 0, "port {}: {}", name, p);
-        assert!(p["tx_packets"].as_u64().unwrap_or(0) > 0, "port {}: {}", name, p);
+        let p = ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {} in {}", name, app));
+        assert!(
+            p["rx_packets"].as_u64().unwrap_or(0) > 0,
+            "port {}: {}",
+            name,
+            p
+        );
+        assert!(
+            p["tx_packets"].as_u64().unwrap_or(0) > 0,
+            "port {}: {}",
+            name,
+            p
+        );
     }
     assert!(app["burst_cycles"].is_object(), "burst_cycles: {}", app);
 
@@ -44,7 +65,14 @@ fn forward_through_tapsplice() {
     };
     let arp = find("arp", "10.99.0.254");
     assert_eq!(arp["passed"], true, "{}", arp);
-    assert!(arp["lladdr"].as_str().map(|m| m.len() == 17).unwrap_or(false), "{}", arp);
+    assert!(
+        arp["lladdr"]
+            .as_str()
+            .map(|m| m.len() == 17)
+            .unwrap_or(false),
+        "{}",
+        arp
+    );
     for addr in ["10.99.0.254", "10.99.0.253", "10.99.0.2"] {
         let c = find("ping", addr);
         assert_eq!(c["passed"], true, "{}", c);

@@ -9,7 +9,16 @@ use std::time::Duration;
 fn forward_through_testpmd() {
     require_root();
     let topo = topology("forward.toml");
-    let out = run(&["run", topo.to_str().unwrap(), "--json", "--appliance-kind", "testpmd"], Duration::from_secs(400));
+    let out = run(
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--json",
+            "--appliance-kind",
+            "testpmd",
+        ],
+        Duration::from_secs(400),
+    );
     assert!(out.status.success(), "{}", dump(&out));
     let v = last_json(&out);
     assert_eq!(v["passed"], true, "{}", v);
@@ -19,10 +28,16 @@ fn forward_through_testpmd() {
     let checks = v["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 1, "{}", v["checks"]);
     assert_eq!(checks[0]["address"], "10.99.0.2");
-    let ports = v["appliance"]["ports"].as_array().expect("testpmd port counters");
+    let ports = v["appliance"]["ports"]
+        .as_array()
+        .expect("testpmd port counters");
     assert_eq!(ports.len(), 2);
     for p in ports {
-        assert!(p["rx_packets"].as_u64().unwrap() > 0 && p["tx_packets"].as_u64().unwrap() > 0, "{}", p);
+        assert!(
+            p["rx_packets"].as_u64().unwrap() > 0 && p["tx_packets"].as_u64().unwrap() > 0,
+            "{}",
+            p
+        );
     }
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
@@ -31,7 +46,17 @@ fn forward_through_testpmd() {
 fn bench_testpmd_vs_direct() {
     require_root();
     let out = run(
-        &["bench", "forward", "--json", "--modes", "testpmd,direct", "--bytes", "5000000", "--connections", "2"],
+        &[
+            "bench",
+            "forward",
+            "--json",
+            "--modes",
+            "testpmd,direct",
+            "--bytes",
+            "5000000",
+            "--connections",
+            "2",
+        ],
         Duration::from_secs(400),
     );
     assert!(out.status.success(), "{}", dump(&out));

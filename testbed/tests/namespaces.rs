@@ -9,13 +9,21 @@ use std::time::Duration;
 fn veth_echo_interactive_bulk_are_byte_exact() {
     require_root();
     let topo = topology("veth.toml");
-    let out = run(&["run", topo.to_str().unwrap(), "--json"], Duration::from_secs(300));
+    let out = run(
+        &["run", topo.to_str().unwrap(), "--json"],
+        Duration::from_secs(300),
+    );
     assert!(out.status.success(), "{}", dump(&out));
     let v = last_json(&out);
     assert_eq!(v["passed"], true, "{}", v);
     assert_workloads_exact(&v);
     let w = v["workloads"].as_array().unwrap();
-    let by = |n: &str| w.iter().find(|x| x["name"] == n).unwrap_or_else(|| panic!("no workload {}", n)).clone();
+    let by = |n: &str| {
+        w.iter()
+            .find(|x| x["name"] == n)
+            .unwrap_or_else(|| panic!("no workload {}", n))
+            .clone()
+    };
     assert_eq!(by("echo")["requests"], 16 * 200);
     assert_eq!(by("echo")["bytes_verified"], 16 * 200 * 150);
     assert_eq!(by("interactive")["requests"], 8 * 100);
@@ -29,7 +37,11 @@ fn veth_echo_interactive_bulk_are_byte_exact() {
     assert!(v["latency_us"]["p99.9"].as_u64().is_some());
     let checks = v["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 2);
-    assert!(checks.iter().all(|c| c["passed"] == true), "{}", v["checks"]);
+    assert!(
+        checks.iter().all(|c| c["passed"] == true),
+        "{}",
+        v["checks"]
+    );
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
 
@@ -37,14 +49,26 @@ fn veth_echo_interactive_bulk_are_byte_exact() {
 fn bridge_concurrent_workloads_and_link_fault() {
     require_root();
     let topo = topology("bridge.toml");
-    let out = run(&["run", topo.to_str().unwrap(), "--json"], Duration::from_secs(300));
+    let out = run(
+        &["run", topo.to_str().unwrap(), "--json"],
+        Duration::from_secs(300),
+    );
     assert!(out.status.success(), "{}", dump(&out));
     let v = last_json(&out);
     assert_eq!(v["passed"], true, "{}", v);
     assert_workloads_exact(&v);
     let faults = v["faults"].as_array().unwrap();
-    assert_eq!(faults.len(), 2, "link_down and its link_up: {}", v["faults"]);
-    assert!(faults.iter().all(|f| f["error"].is_null()), "{}", v["faults"]);
+    assert_eq!(
+        faults.len(),
+        2,
+        "link_down and its link_up: {}",
+        v["faults"]
+    );
+    assert!(
+        faults.iter().all(|f| f["error"].is_null()),
+        "{}",
+        v["faults"]
+    );
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
 
@@ -58,7 +82,6 @@ fn human_report_is_the_default() {
     assert!(s.contains("workload bulk"), "{}", s);
     assert!(s.lines().last().unwrap_or("").contains("PASS"), "{}", s);
 }
-
 
 #[test]
 fn bad_topology_gives_one_clear_line() {
@@ -79,7 +102,10 @@ fn bad_topology_gives_one_clear_line() {
     assert_eq!(err.lines().count(), 1, "{}", err);
     assert!(err.contains(":3:1:") && err.contains("routez"), "{}", err);
 
-    let out = run(&["run", "/nonexistent/topology.toml"], Duration::from_secs(30));
+    let out = run(
+        &["run", "/nonexistent/topology.toml"],
+        Duration::from_secs(30),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
@@ -157,15 +183,27 @@ timeout_s = 120
         .unwrap();
     std::thread::sleep(Duration::from_secs(3));
     let t0 = std::time::Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?} to stop", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?} to stop",
+        t0.elapsed()
+    );
     assert_ne!(out.status.code(), Some(0), "{}", dump(&out));
     let v = last_json(&out);
     let id = v["run_id"].as_str().map(str::to_string).unwrap_or_else(|| {
         // Interrupted before the report: take the id from stderr.
         let e = String::from_utf8_lossy(&out.stderr);
-        e.split("run ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("").to_string()
+        e.split("run ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("")
+            .to_string()
     });
     assert!(id.starts_with('t') && id.len() == 7, "{}", dump(&out));
     assert_cleaned(&id);

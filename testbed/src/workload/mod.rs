@@ -45,17 +45,27 @@ pub struct Spec {
 impl Spec {
     /// `ns` maps a topology namespace name to the host's namespace name.
     pub fn from_topology(name: String, w: &Workload, ns: &dyn Fn(&str) -> String) -> Result<Spec> {
-        let ip: IpAddr = w.address.parse().map_err(|_| anyhow!("bad address {}", w.address))?;
+        let ip: IpAddr = w
+            .address
+            .parse()
+            .map_err(|_| anyhow!("bad address {}", w.address))?;
         let lip: IpAddr = match &w.listen {
             Some(l) => l.parse().map_err(|_| anyhow!("bad listen address {}", l))?,
             None => ip,
         };
         let (def_req, def_bytes) = match w.kind {
             WorkloadKind::Echo => (echo::DEFAULT_REQUESTS, echo::reply_len(w.request_bytes)),
-            WorkloadKind::Interactive => (interactive::DEFAULT_REQUESTS, interactive::DEFAULT_REPLY_BYTES),
+            WorkloadKind::Interactive => (
+                interactive::DEFAULT_REQUESTS,
+                interactive::DEFAULT_REPLY_BYTES,
+            ),
             WorkloadKind::Bulk => (bulk::DEFAULT_REQUESTS, bulk::DEFAULT_REPLY_BYTES),
         };
-        let reply_bytes = if w.kind == WorkloadKind::Echo { def_bytes } else { w.bytes.unwrap_or(def_bytes) };
+        let reply_bytes = if w.kind == WorkloadKind::Echo {
+            def_bytes
+        } else {
+            w.bytes.unwrap_or(def_bytes)
+        };
         let requests = match (w.requests, w.duration_s) {
             (Some(n), _) => n,
             (None, Some(_)) => 0,
@@ -135,7 +145,7 @@ pub struct Latency {
 
 impl Latency {
     pub fn of(h: &Histogram<u64>) -> Latency {
-        if h.len() == 0 {
+        if h.is_empty() {
             return Latency::default();
         }
         Latency {
@@ -188,7 +198,12 @@ pub struct Running {
 /// Start the server (and wait until it listens), then every client connection.
 pub fn start(spec: Spec) -> Result<Running> {
     let deadline = Instant::now() + spec.timeout;
-    let ctx = Arc::new(Ctx { spec, live: Live::default(), stop: AtomicBool::new(false), deadline });
+    let ctx = Arc::new(Ctx {
+        spec,
+        live: Live::default(),
+        stop: AtomicBool::new(false),
+        deadline,
+    });
     let (tx, rx) = mpsc::channel();
     let sctx = ctx.clone();
     let server = std::thread::Builder::new()
@@ -203,7 +218,10 @@ pub fn start(spec: Spec) -> Result<Running> {
         }
         Err(_) => {
             ctx.stop.store(true, Ordering::Relaxed);
-            return Err(anyhow!("workload {}: server did not start listening within 5 s", ctx.spec.name));
+            return Err(anyhow!(
+                "workload {}: server did not start listening within 5 s",
+                ctx.spec.name
+            ));
         }
     }
     let started = Instant::now();
@@ -217,12 +235,18 @@ pub fn start(spec: Spec) -> Result<Running> {
         match h {
             Ok(h) => clients.push(h),
             Err(e) => {
-                ctx.live.error(format!("cannot start client thread {}: {}", i, e));
+                ctx.live
+                    .error(format!("cannot start client thread {}: {}", i, e));
                 break;
             }
         }
     }
-    Ok(Running { ctx, started, server: Some(server), clients })
+    Ok(Running {
+        ctx,
+        started,
+        server: Some(server),
+        clients,
+    })
 }
 
 impl Running {
@@ -259,7 +283,8 @@ impl Running {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if !h.is_finished() {
-                ctx.live.error("a client thread did not stop by the deadline".into());
+                ctx.live
+                    .error("a client thread did not stop by the deadline".into());
                 continue;
             }
             match h.join() {
@@ -282,16 +307,21 @@ impl Running {
                     ctx.live.error("the server thread panicked".into());
                 }
             } else {
-                ctx.live.error("the server did not stop by the deadline".into());
+                ctx.live
+                    .error("the server did not stop by the deadline".into());
             }
         }
         let l = &ctx.live;
-        let elapsed = last_end.duration_since(self.started).as_secs_f64().max(1e-6);
+        let elapsed = last_end
+            .duration_since(self.started)
+            .as_secs_f64()
+            .max(1e-6);
         let verified = l.bytes_verified.load(Ordering::Relaxed);
         let errors = l.errors.load(Ordering::Relaxed);
         let mismatched = l.mismatched_bytes.load(Ordering::Relaxed);
         let expected = l.bytes_expected.load(Ordering::Relaxed);
-        let passed = mismatched == 0 && (spec.allow_errors || (errors == 0 && verified == expected));
+        let passed =
+            mismatched == 0 && (spec.allow_errors || (errors == 0 && verified == expected));
         let samples = l.samples.lock().map(|s| s.clone()).unwrap_or_default();
         WorkloadResult {
             name: spec.name.clone(),
@@ -316,14 +346,26 @@ impl Running {
 }
 
 /// Read into `buf`, waiting through socket timeouts until `deadline`; 0 = EOF.
-pub(crate) fn read_some(s: &mut std::net::TcpStream, buf: &mut [u8], ctx: &Ctx) -> std::io::Result<usize> {
+pub(crate) fn read_some(
+    s: &mut std::net::TcpStream,
+    buf: &mut [u8],
+    ctx: &Ctx,
+) -> std::io::Result<usize> {
     use std::io::{ErrorKind, Read};
     loop {
         match s.read(buf) {
             Ok(n) => return Ok(n),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
                 if Instant::now() >= ctx.deadline {
-                    return Err(std::io::Error::new(ErrorKind::TimedOut, "workload time limit reached"));
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "workload time limit reached",
+                    ));
                 }
                 if ctx.stopping() {
                     return Err(std::io::Error::new(ErrorKind::Interrupted, "stopped"));
@@ -335,15 +377,32 @@ pub(crate) fn read_some(s: &mut std::net::TcpStream, buf: &mut [u8], ctx: &Ctx) 
 }
 
 /// Write all of `buf`, waiting through socket timeouts until `deadline`.
-pub(crate) fn write_all(s: &mut std::net::TcpStream, mut buf: &[u8], ctx: &Ctx) -> std::io::Result<()> {
+pub(crate) fn write_all(
+    s: &mut std::net::TcpStream,
+    mut buf: &[u8],
+    ctx: &Ctx,
+) -> std::io::Result<()> {
     use std::io::{ErrorKind, Write};
     while !buf.is_empty() {
         match s.write(buf) {
-            Ok(0) => return Err(std::io::Error::new(ErrorKind::WriteZero, "connection closed")),
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::WriteZero,
+                    "connection closed",
+                ))
+            }
             Ok(n) => buf = &buf[n..],
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
                 if Instant::now() >= ctx.deadline {
-                    return Err(std::io::Error::new(ErrorKind::TimedOut, "workload time limit reached"));
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "workload time limit reached",
+                    ));
                 }
                 if ctx.stopping() {
                     return Err(std::io::Error::new(ErrorKind::Interrupted, "stopped"));

@@ -19,7 +19,7 @@
 use crate::runid::splitmix;
 
 pub const MAGIC: &[u8; 4] = b"TBRQ";
-const PAD_KEY: u64 = 0x5eed_0f_9ad0_0001;
+const PAD_KEY: u64 = 0x005e_ed0f_9ad0_0001;
 pub const HEADER: usize = 32;
 
 /// Word `k` of stream `seed`.
@@ -83,7 +83,12 @@ impl Request {
         if len as usize != b.len() {
             return Err(format!("request length field {} != {}", len, b.len()));
         }
-        let r = Request { echo: b[4] == 0, seed: u64at(8), reply_len: u64at(16), len };
+        let r = Request {
+            echo: b[4] == 0,
+            seed: u64at(8),
+            reply_len: u64at(16),
+            len,
+        };
         if r.echo && r.reply_len != len as u64 {
             return Err("echo request with a reply length != request length".into());
         }
@@ -130,12 +135,22 @@ mod tests {
 
     #[test]
     fn request_round_trip_and_corruption() {
-        let r = Request { echo: false, seed: 7, reply_len: 10240, len: 150 };
+        let r = Request {
+            echo: false,
+            seed: 7,
+            reply_len: 10240,
+            len: 150,
+        };
         let mut b = r.encode();
         assert_eq!(Request::decode(&b).unwrap(), r);
         b[100] ^= 1;
         assert!(Request::decode(&b).is_err());
-        let e = Request { echo: true, seed: 9, reply_len: 150, len: 150 };
+        let e = Request {
+            echo: true,
+            seed: 9,
+            reply_len: 150,
+            len: 150,
+        };
         assert_eq!(Request::decode(&e.encode()).unwrap(), e);
     }
 }

@@ -16,7 +16,10 @@ pub(crate) fn serve(ctx: Arc<Ctx>, ready: Sender<Result<(), String>>) {
     let listener = match TcpListener::bind(ctx.spec.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot listen on {} in {}: {}", ctx.spec.listen, ctx.spec.server_ns, e)));
+            let _ = ready.send(Err(format!(
+                "cannot listen on {} in {}: {}",
+                ctx.spec.listen, ctx.spec.server_ns, e
+            )));
             return;
         }
     };
@@ -36,10 +39,14 @@ pub(crate) fn serve(ctx: Arc<Ctx>, ready: Sender<Result<(), String>>) {
                     .spawn(move || handle(&hctx, s))
                 {
                     Ok(h) => handlers.push(h),
-                    Err(e) => ctx.live.error(format!("server: cannot start a handler thread: {}", e)),
+                    Err(e) => ctx
+                        .live
+                        .error(format!("server: cannot start a handler thread: {}", e)),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => {
                 ctx.live.error(format!("server: accept: {}", e));
                 std::thread::sleep(Duration::from_millis(50));
@@ -64,8 +71,10 @@ fn handle(ctx: &Ctx, mut s: TcpStream) {
 fn serve_requests(ctx: &Ctx, s: &mut TcpStream) -> Result<(), String> {
     s.set_nonblocking(false).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
     let req_len = ctx.spec.request_bytes as usize;
     let mut req = vec![0u8; req_len];
     let mut out = vec![0u8; 256 * 1024];
@@ -75,7 +84,12 @@ fn serve_requests(ctx: &Ctx, s: &mut TcpStream) -> Result<(), String> {
         while got < req_len {
             match read_some(s, &mut req[got..], ctx) {
                 Ok(0) if got == 0 => return Ok(()),
-                Ok(0) => return Err(format!("connection closed after {} of {} request bytes", got, req_len)),
+                Ok(0) => {
+                    return Err(format!(
+                        "connection closed after {} of {} request bytes",
+                        got, req_len
+                    ))
+                }
                 Ok(n) => got += n,
                 Err(e) if ctx.stopping() => return Err(format!("stopped: {}", e)),
                 Err(e) => return Err(format!("reading request: {}", e)),
@@ -90,14 +104,17 @@ fn serve_requests(ctx: &Ctx, s: &mut TcpStream) -> Result<(), String> {
         };
         if r.echo {
             write_all(s, &req, ctx).map_err(|e| format!("writing echo: {}", e))?;
-            ctx.live.bytes_sent.fetch_add(req_len as u64, Ordering::Relaxed);
+            ctx.live
+                .bytes_sent
+                .fetch_add(req_len as u64, Ordering::Relaxed);
             continue;
         }
         let mut off = 0u64;
         while off < r.reply_len {
             let n = ((r.reply_len - off) as usize).min(out.len());
             fill(r.seed, off, &mut out[..n]);
-            write_all(s, &out[..n], ctx).map_err(|e| format!("writing reply at byte {}: {}", off, e))?;
+            write_all(s, &out[..n], ctx)
+                .map_err(|e| format!("writing reply at byte {}: {}", off, e))?;
             ctx.live.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
             off += n as u64;
         }

@@ -25,7 +25,10 @@ pub fn tapsplice() -> PathBuf {
         assert!(p.is_file(), "TAPSPLICE_BIN={} does not exist", p.display());
         return p;
     }
-    let p = testbed().parent().unwrap_or(Path::new(".")).join("tapsplice");
+    let p = testbed()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("tapsplice");
     assert!(
         p.is_file(),
         "tapsplice binary not found at {}: build it first with `cargo build -p tapsplice` (same profile and CARGO_TARGET_DIR), or set TAPSPLICE_BIN",
@@ -35,7 +38,9 @@ pub fn tapsplice() -> PathBuf {
 }
 
 pub fn topology(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("topologies")
+        .join(name)
 }
 
 /// Run testbed with `args`, bounded by `limit`; returns the output.
@@ -55,7 +60,10 @@ pub fn run(args: &[&str], limit: Duration) -> Output {
         }
         if t0.elapsed() > limit {
             // SIGINT first so that it cleans up.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
             std::thread::sleep(Duration::from_secs(25));
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
@@ -87,25 +95,48 @@ pub fn last_json(out: &Output) -> Value {
 }
 
 pub fn dump(out: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Nothing of run `id` is left: namespaces, run directory, liveness file, DPDK dirs.
 pub fn assert_cleaned(id: &str) {
     let prefix = format!("{}-", id);
     let ns: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(ns.is_empty(), "namespaces left behind: {:?}", ns);
     let dpdk: Vec<String> = std::fs::read_dir("/var/run/dpdk")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(dpdk.is_empty(), "DPDK runtime dirs left behind: {:?}", dpdk);
     let ifs: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(id)).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(id))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(ifs.is_empty(), "interfaces left behind: {:?}", ifs);
-    assert!(!Path::new(&format!("/run/testbed/{}.pid", id)).exists(), "liveness file left behind");
+    assert!(
+        !Path::new(&format!("/run/testbed/{}.pid", id)).exists(),
+        "liveness file left behind"
+    );
 }
 
 /// Every workload verified every byte that was sent, with no error.
@@ -114,19 +145,58 @@ pub fn assert_workloads_exact(v: &Value) {
     assert!(!wls.is_empty());
     for w in wls {
         let name = w["name"].as_str().unwrap_or("?");
-        let u = |k: &str| w[k].as_u64().unwrap_or_else(|| panic!("workload {}: no {}", name, k));
-        assert!(u("bytes_expected") > 0, "workload {}: nothing requested", name);
-        assert_eq!(u("bytes_verified"), u("bytes_expected"), "workload {}: {}", name, w);
-        assert_eq!(u("bytes_verified"), u("bytes_sent"), "workload {}: {}", name, w);
-        assert_eq!(u("bytes_received"), u("bytes_verified"), "workload {}: {}", name, w);
+        let u = |k: &str| {
+            w[k].as_u64()
+                .unwrap_or_else(|| panic!("workload {}: no {}", name, k))
+        };
+        assert!(
+            u("bytes_expected") > 0,
+            "workload {}: nothing requested",
+            name
+        );
+        assert_eq!(
+            u("bytes_verified"),
+            u("bytes_expected"),
+            "workload {}: {}",
+            name,
+            w
+        );
+        assert_eq!(
+            u("bytes_verified"),
+            u("bytes_sent"),
+            "workload {}: {}",
+            name,
+            w
+        );
+        assert_eq!(
+            u("bytes_received"),
+            u("bytes_verified"),
+            "workload {}: {}",
+            name,
+            w
+        );
         assert_eq!(u("errors"), 0, "workload {}: {}", name, w);
         assert_eq!(u("mismatched_bytes"), 0, "workload {}: {}", name, w);
-        assert!(w["goodput_mbps"].as_f64().unwrap_or(0.0) > 0.0, "workload {}: no goodput", name);
+        assert!(
+            w["goodput_mbps"].as_f64().unwrap_or(0.0) > 0.0,
+            "workload {}: no goodput",
+            name
+        );
         let lat = &w["latency_us"];
         for k in ["p50", "p90", "p99", "p99.9", "max"] {
-            assert!(lat[k].as_u64().is_some(), "workload {}: latency_us.{} missing", name, k);
+            assert!(
+                lat[k].as_u64().is_some(),
+                "workload {}: latency_us.{} missing",
+                name,
+                k
+            );
         }
-        assert_eq!(lat["count"].as_u64(), Some(u("requests")), "workload {}", name);
+        assert_eq!(
+            lat["count"].as_u64(),
+            Some(u("requests")),
+            "workload {}",
+            name
+        );
         assert_eq!(w["passed"], true, "workload {}", name);
     }
 }
