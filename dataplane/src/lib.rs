@@ -5,7 +5,7 @@
 //!   (forward today; balance, splice and tap beside it). Pure: bytes and a clock in,
 //!   verdicts and bytes out.
 //! * [`stats`] — per-lcore counters, drop reasons and latency histograms.
-//! * [`port`] (feature `dpdk`) — the only code that touches DPDK: EAL, mempools, ports,
+//! * `port` (feature `dpdk`) — the only code that touches DPDK: EAL, mempools, ports,
 //!   mbufs and the lcore burst loop.
 
 pub mod packet;

@@ -29,6 +29,8 @@ pub enum DropReason {
     Fragment,
     /// Addressed to the appliance but nothing answers it (e.g. not an echo request).
     LocalUnhandled,
+    /// Not IPv4/IPv6 (ARP, other EtherTypes) where the role needs a flow.
+    NotIp,
     /// The role has no egress for this frame (e.g. port not in a pair).
     NoRoute,
     /// The TX queue did not accept the frame (ring full).
@@ -38,7 +40,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::MalformedArp,
@@ -50,6 +52,7 @@ impl DropReason {
         DropReason::MalformedIcmp,
         DropReason::Fragment,
         DropReason::LocalUnhandled,
+        DropReason::NotIp,
         DropReason::NoRoute,
         DropReason::TxFull,
         DropReason::NoMbuf,
@@ -68,6 +71,7 @@ impl DropReason {
             DropReason::MalformedIcmp => "malformed_icmp",
             DropReason::Fragment => "fragment",
             DropReason::LocalUnhandled => "local_unhandled",
+            DropReason::NotIp => "not_ip",
             DropReason::NoRoute => "no_route",
             DropReason::TxFull => "tx_full",
             DropReason::NoMbuf => "no_mbuf",
@@ -145,4 +149,49 @@ pub fn summarize(h: &Histogram<u64>) -> Vec<(&'static str, u64)> {
         REPORT_QUANTILES.iter().map(|(q, name)| (*name, h.value_at_quantile(*q))).collect();
     out.push(("max", h.max()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_listed_once_with_a_distinct_name() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "ALL must be in declaration order");
+        }
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn counters_merge_and_report_nonzero_reasons() {
+        let mut a = LcoreCounters::default();
+        a.drops.count(DropReason::TxFull);
+        a.rx_packets = 3;
+        let mut b = LcoreCounters::default();
+        b.drops.count(DropReason::TxFull);
+        b.drops.count(DropReason::NotIp);
+        b.rx_packets = 4;
+        a.merge(&b);
+        assert_eq!(a.rx_packets, 7);
+        assert_eq!(a.drops.total(), 3);
+        let nz: Vec<_> = a.drops.nonzero().collect();
+        assert_eq!(nz, vec![(DropReason::NotIp, 1), (DropReason::TxFull, 2)]);
+    }
+
+    #[test]
+    fn summary_quantiles_are_ordered() {
+        let mut h = new_cycle_histogram();
+        for v in 1..=10_000u64 {
+            h.record(v).unwrap();
+        }
+        let s = summarize(&h);
+        let vals: Vec<u64> = s.iter().map(|(_, v)| *v).collect();
+        assert!(vals.windows(2).all(|w| w[0] <= w[1]), "{s:?}");
+        assert!((4_900..=5_100).contains(&vals[0]), "p50 {}", vals[0]);
+        assert_eq!(s.last().unwrap().0, "max");
+    }
 }

@@ -71,11 +71,11 @@ fn mix(seed: u64, s: u128, d: u128, tail: u64) -> u64 {
 
 impl FlowKey {
     /// Parse the frame (as [`parse_frame`]) and build its key. Non-IP frames (ARP, other
-    /// EtherTypes) have no flow and give `Err(DropReason::NoRoute)`; malformed frames
+    /// EtherTypes) have no flow and give `Err(DropReason::NotIp)`; malformed frames
     /// give their `parse_frame` drop reason.
     pub fn from_frame(frame: &[u8]) -> Result<FlowKey, DropReason> {
         let p = parse_frame(frame)?;
-        Self::from_parsed(&p, frame).ok_or(DropReason::NoRoute)
+        Self::from_parsed(&p, frame).ok_or(DropReason::NotIp)
     }
 
     /// Build the key from an already classified frame (no re-validation); `None` when the
@@ -208,7 +208,7 @@ mod tests {
     fn non_ip_has_no_flow() {
         assert_eq!(
             FlowKey::from_frame(&arp_request_frame(None)).unwrap_err(),
-            DropReason::NoRoute
+            DropReason::NotIp
         );
         assert_eq!(
             FlowKey::from_frame(&[0u8; 5]).unwrap_err(),

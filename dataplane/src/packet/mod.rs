@@ -349,7 +349,7 @@ fn check_all(data: &[u8]) {
                         assert_eq!((k.src_port, k.dst_port), (0, 0));
                     }
                 }
-                L3::Other => assert_eq!(key, Err(DropReason::NoRoute)),
+                L3::Other => assert_eq!(key, Err(DropReason::NotIp)),
             }
             if let Some(r) = p.payload_range() {
                 assert!(r.start <= r.end && r.end <= data.len(), "{p:?}");
