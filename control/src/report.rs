@@ -19,6 +19,8 @@ pub struct PortReport {
     pub rx_errors: u64,
     pub tx_errors: u64,
     pub rx_nombuf: u64,
+    /// Packets received per RX queue (shows how RSS or the kernel spread the flows).
+    pub rx_queue_packets: Vec<u64>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]

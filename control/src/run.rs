@@ -55,6 +55,18 @@ fn rate_line(prev: &LcoreCounters, now: &LcoreCounters, dt: Duration) -> String 
     )
 }
 
+/// RX and TX queue counts for a port: every worker needs its own TX queue, and net_tap
+/// insists on as many RX as TX queues (the kernel spreads flows over all of them, so every
+/// RX queue configured is also polled).
+pub fn queue_counts(device: &str, rx_queues: u16, workers: u16) -> (u16, u16) {
+    let tx = workers.max(rx_queues).max(1);
+    if device.starts_with("net_tap") {
+        (tx, tx)
+    } else {
+        (rx_queues.max(1), tx)
+    }
+}
+
 /// Distributes every (port, RX queue) over the workers, round-robin.
 pub fn assign_rx_queues(ports: &[(u16, u16)], workers: usize) -> Vec<Vec<(PortIndex, u16)>> {
     let n = workers.max(1);
@@ -84,13 +96,14 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
 
-    let tx_queues = plan.workers.len() as u16;
+    let workers = plan.workers.len() as u16;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
     for p in &plan.ports {
+        let (rx_queues, tx_queues) = queue_counts(&p.device, p.rx_queues, workers);
         let spec = PortSpec {
             name: p.name.clone(),
             device: p.device.clone(),
-            rx_queues: p.rx_queues,
+            rx_queues,
             tx_queues,
             rx_desc: p.rx_desc,
             tx_desc: p.tx_desc,
@@ -189,6 +202,7 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
                 rx_errors: s.rx_errors,
                 tx_errors: s.tx_errors,
                 rx_nombuf: s.rx_nombuf,
+                rx_queue_packets: s.rx_queue_packets,
             }
         })
         .collect();
@@ -219,6 +233,15 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_worker_gets_a_tx_queue_and_tap_ports_get_as_many_rx_queues() {
+        assert_eq!(queue_counts("net_tap0", 1, 1), (1, 1));
+        assert_eq!(queue_counts("net_tap0", 2, 1), (2, 2));
+        assert_eq!(queue_counts("net_tap0", 1, 3), (3, 3));
+        assert_eq!(queue_counts("0000:03:00.0", 1, 3), (1, 3));
+        assert_eq!(queue_counts("net_vhost0", 4, 2), (4, 4));
+    }
 
     #[test]
     fn rx_queues_are_spread_round_robin_over_workers() {

@@ -43,6 +43,9 @@ pub struct PortStats {
     pub rx_errors: u64,
     pub tx_errors: u64,
     pub rx_nombuf: u64,
+    /// Packets received per RX queue (the first 16 queues; drivers that do not count per
+    /// queue report zeros).
+    pub rx_queue_packets: Vec<u64>,
 }
 
 /// Every RSS hash type an IP/TCP/UDP NIC may offer (bits 2..=21 of `RTE_ETH_RSS_*`); masked
@@ -154,6 +157,7 @@ impl Port {
             rx_errors: s.ierrors,
             tx_errors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
+            rx_queue_packets: s.q_ipackets.iter().take(self.rx_queues as usize).copied().collect(),
         }
     }
 

@@ -216,10 +216,16 @@ type LcoreJob = Box<dyn FnOnce() -> i32 + Send>;
 unsafe extern "C" fn trampoline(arg: *mut std::os::raw::c_void) -> i32 {
     // SAFETY: arg is the Box<LcoreJob> leaked by launch_on, consumed exactly once here.
     let job: Box<LcoreJob> = unsafe { Box::from_raw(arg as *mut LcoreJob) };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-        Ok(rc) => rc,
-        Err(_) => -1,
-    }
+    // A panic must not unwind into C; it is reported and the lcore returns -1.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|e| {
+        let msg = e
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        eprintln!("tapsplice: worker lcore {} stopped by an internal error: {msg}", unsafe { dpdk().ts_lcore_id() });
+        -1
+    })
 }
 
 /// Runs `job` on worker lcore `lcore`.
