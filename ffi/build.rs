@@ -37,6 +37,7 @@ const FUNCTIONS: &[&str] = &[
     "rte_eth_link_get_nowait",
     "rte_eth_dev_set_mtu",
     "rte_eth_dev_get_mtu",
+    "rte_eth_dev_adjust_nb_rx_tx_desc",
     "rte_eth_dev_socket_id",
     "rte_log_set_global_level",
     "ts_.*",
@@ -71,10 +72,10 @@ fn main() {
     let so = out.join("libtapsplice_dpdk.so");
     let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
 
-    // pkg-config --libs for the shared build; --as-needed is dropped so that the libraries
-    // the shim references through inline functions (ethdev, mbuf, mempool, eal) stay needed.
-    let libs = Command::new("pkg-config").args(["--libs", "libdpdk"]).output().expect("pkg-config runs");
-    let libs = String::from_utf8(libs.stdout).unwrap();
+    // Only the libraries the shim's inline functions reference; EAL loads the PMDs itself.
+    let libdirs = Command::new("pkg-config").args(["--libs-only-L", "libdpdk"]).output().expect("pkg-config runs");
+    assert!(libdirs.status.success(), "pkg-config --libs-only-L libdpdk failed");
+    let libdirs = String::from_utf8(libdirs.stdout).unwrap();
     let mut cmd = Command::new(&cc);
     cmd.args(["-O2", "-fPIC", "-shared", "-march=corei7", "-DALLOW_EXPERIMENTAL_API"])
         .args(["-include", "rte_config.h"])
@@ -84,7 +85,8 @@ fn main() {
     for inc in &dpdk.include_paths {
         cmd.arg(format!("-I{}", inc.display()));
     }
-    cmd.args(libs.split_whitespace().filter(|a| !a.contains("as-needed")));
+    cmd.args(libdirs.split_whitespace());
+    cmd.args(["-lrte_ethdev", "-lrte_mbuf", "-lrte_mempool", "-lrte_eal"]);
     let status = cmd.status().expect("the C compiler runs");
     assert!(status.success(), "building the DPDK shim failed: {cmd:?}");
 

@@ -69,7 +69,8 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         .iter()
         .map(|p| PlanPort {
             name: p.name.clone(),
-            device: p.device.clone(),
+            // EAL names PCI devices in lower case.
+            device: if is_pci_address(&p.device) { p.device.to_ascii_lowercase() } else { p.device.clone() },
             is_pci: is_pci_address(&p.device),
             rx_queues: p.rx_queues,
             rx_desc: p.rx_desc,

@@ -85,19 +85,51 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     let needs: Vec<preflight::PortNeed<'_>> =
         plan.ports.iter().map(|p| preflight::PortNeed { name: &p.name, device: &p.device, is_pci: p.is_pci }).collect();
     preflight::check(&plan.file_prefix, plan.hugepages, plan.memory_mb, &needs)?;
+    if plan.pairs.is_empty() {
+        eprintln!("tapsplice: warning: [forward] pairs is empty: every frame that is not for the appliance itself is dropped (no_route)");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
+        // The first signal stops cleanly; a second one exits at once, in case a driver
+        // hangs while stopping.
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("tapsplice: second signal, exiting without clean-up");
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
     }
 
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
-    let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
-
-    let workers = plan.workers.len() as u16;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
+    let result = serve(plan, opts, &eal, &stop, &mut ports);
+    // Whatever happened, ports are stopped and EAL's runtime files removed before exit.
+    for p in &ports {
+        p.shutdown();
+    }
+    eal.cleanup();
+    let report = result?;
+    if let Some(path) = &opts.report_json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, json).map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Sets up the pool and ports (pushing every started port into `ports` so the caller can
+/// stop them on any path), runs the workers until `stop`, and returns the final report.
+fn serve(
+    plan: &RunPlan,
+    opts: &RunOptions,
+    eal: &Eal,
+    stop: &Arc<AtomicBool>,
+    ports: &mut Vec<Port>,
+) -> Result<Report, String> {
+    let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
+    let workers = plan.workers.len() as u16;
     for p in &plan.ports {
         let (rx_queues, tx_queues) = queue_counts(&p.device, p.rx_queues, workers);
         let spec = PortSpec {
@@ -110,20 +142,11 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
             promiscuous: p.promiscuous,
             mtu: p.mtu,
         };
-        match Port::setup(&spec, &pool) {
-            Ok(port) => {
-                for w in &port.warnings {
-                    eprintln!("tapsplice: warning: {w}");
-                }
-                ports.push(port);
-            }
-            Err(e) => {
-                for p in &ports {
-                    p.shutdown();
-                }
-                return Err(e.to_string());
-            }
+        let port = Port::setup(&spec, &pool).map_err(|e| e.to_string())?;
+        for w in &port.warnings {
+            eprintln!("tapsplice: warning: {w}");
         }
+        ports.push(port);
     }
 
     let local: Vec<LocalAddrs> =
@@ -161,7 +184,7 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     }
 
     let started = Instant::now();
-    for p in &ports {
+    for p in ports.iter() {
         let m = p.mac;
         let (up, speed) = p.link();
         eprintln!(
@@ -184,7 +207,7 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
         }
     }
     eprintln!("tapsplice: stopping");
-    lcore::wait_all();
+    let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
     let (_, lcores, hist) = collect(&slots);
     let port_reports: Vec<PortReport> = ports
@@ -219,15 +242,10 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     };
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
-    if let Some(path) = &opts.report_json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, json).map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+    if !failed.is_empty() {
+        return Err(format!("worker lcore(s) {failed:?} stopped by an internal error (see above); the report is partial"));
     }
-    for p in &ports {
-        p.shutdown();
-    }
-    eal.cleanup();
-    Ok(())
+    Ok(report)
 }
 
 #[cfg(test)]

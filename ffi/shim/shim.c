@@ -24,6 +24,8 @@ void ts_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned n) { rte_pktmbuf_free
 
 int ts_errno(void) { return rte_errno; }
 
+void ts_set_errno(int e) { rte_errno = e; }
+
 unsigned ts_lcore_id(void) { return rte_lcore_id(); }
 
 uint64_t ts_rdtsc(void) { return rte_rdtsc(); }
@@ -31,7 +33,5 @@ uint64_t ts_rdtsc(void) { return rte_rdtsc(); }
 void ts_pause(void) { rte_pause(); }
 
 void *ts_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, void *); }
-
-unsigned ts_mbuf_struct_size(void) { return (unsigned)sizeof(struct rte_mbuf); }
 
 int ts_eth_dev_is_valid_port(uint16_t port) { return rte_eth_dev_is_valid_port(port); }

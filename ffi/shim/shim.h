@@ -14,13 +14,12 @@ int ts_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsign
 void ts_pktmbuf_free(struct rte_mbuf *m);
 void ts_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned n);
 int ts_errno(void);
+void ts_set_errno(int e);
 unsigned ts_lcore_id(void);
 uint64_t ts_rdtsc(void);
 void ts_pause(void);
 /* rte_pktmbuf_mtod(m, void *) */
 void *ts_mtod(struct rte_mbuf *m);
-/* Size of struct rte_mbuf as compiled, checked against the Rust layout at load. */
-unsigned ts_mbuf_struct_size(void);
 /* rte_eth_dev_is_valid_port */
 int ts_eth_dev_is_valid_port(uint16_t port);
 #endif

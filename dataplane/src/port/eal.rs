@@ -21,13 +21,22 @@ impl Eal {
         // EAL may permute argv; it gets its own array of pointers that lives until exit.
         let mut argv: Vec<*mut c_char> = cargs.iter().map(|c| c.as_ptr() as *mut c_char).collect();
         argv.push(std::ptr::null_mut());
+        // Some EAL failure paths return -1 without setting rte_errno.
+        // SAFETY: plain write of the thread-local errno.
+        unsafe { lib.ts_set_errno(0) };
         // SAFETY: argc/argv describe valid NUL-terminated strings that we leak below, since
         // EAL keeps pointers into argv for the lifetime of the process.
         let rc = unsafe { lib.rte_eal_init(cargs.len() as i32, argv.as_mut_ptr()) };
         std::mem::forget(cargs);
         std::mem::forget(argv);
         if rc < 0 {
-            return Err(PortError::Eal(last_error()));
+            // SAFETY: plain read of the thread-local errno.
+            let detail = if unsafe { lib.ts_errno() } == 0 {
+                "see the EAL: lines above (\"Cannot create lock\" means another process uses the same eal.file_prefix)".to_string()
+            } else {
+                last_error()
+            };
+            return Err(PortError::Eal(detail));
         }
         // SAFETY: EAL is initialised.
         let tsc_hz = unsafe { lib.rte_get_tsc_hz() };

@@ -48,9 +48,14 @@ pub struct PortStats {
     pub rx_queue_packets: Vec<u64>,
 }
 
-/// Every RSS hash type an IP/TCP/UDP NIC may offer (bits 2..=21 of `RTE_ETH_RSS_*`); masked
-/// by what the device supports.
-const RSS_IP_L4: u64 = ((1u64 << 22) - 1) & !0b11;
+/// `RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP` (bindgen cannot evaluate the
+/// `RTE_BIT64` macros); masked by what the device supports.
+const RSS_IP_L4: u64 = {
+    const IP: u64 = (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 13) | (1 << 15);
+    const TCP: u64 = (1 << 4) | (1 << 10) | (1 << 16);
+    const UDP: u64 = (1 << 5) | (1 << 11) | (1 << 17);
+    IP | TCP | UDP
+};
 
 impl Port {
     /// Finds the device, configures queues and starts it.
@@ -74,12 +79,18 @@ impl Port {
                 spec.rx_queues, spec.tx_queues, spec.device, info.max_rx_queues, info.max_tx_queues
             )));
         }
+        let mut early_warnings = Vec::new();
         let mut conf = sys::rte_eth_conf::default();
         if spec.rx_queues > 1 {
             let hf = RSS_IP_L4 & info.flow_type_rss_offloads;
             if hf != 0 {
                 conf.rxmode.mq_mode = sys::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
+            } else {
+                early_warnings.push(format!(
+                    "port '{}': device offers no IP/TCP/UDP RSS; its {} RX queues are filled by the driver's own rule",
+                    spec.name, spec.rx_queues
+                ));
             }
         }
         // SAFETY: valid port id and configuration.
@@ -87,20 +98,33 @@ impl Port {
         if rc != 0 {
             return Err(perr(format!("configure failed: {}", errno_text(rc))));
         }
-        let mut warnings = Vec::new();
+        let mut warnings = early_warnings;
+        let (mut rx_desc, mut tx_desc) = (spec.rx_desc, spec.tx_desc);
+        // SAFETY: valid, configured port and out-pointers. Drivers have their own limits.
+        if unsafe { lib.rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_desc, &mut tx_desc) } == 0
+            && (rx_desc != spec.rx_desc || tx_desc != spec.tx_desc)
+        {
+            warnings.push(format!(
+                "port '{}': the driver adjusted rx_desc {} -> {rx_desc}, tx_desc {} -> {tx_desc}",
+                spec.name, spec.rx_desc, spec.tx_desc
+            ));
+        }
         // SAFETY: valid port id.
         let socket = unsafe { lib.rte_eth_dev_socket_id(id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
         for q in 0..spec.rx_queues {
             // SAFETY: the pool outlives the port; NULL rxconf = driver defaults.
-            let rc = unsafe { lib.rte_eth_rx_queue_setup(id, q, spec.rx_desc, socket, std::ptr::null(), pool.raw) };
+            let rc = unsafe { lib.rte_eth_rx_queue_setup(id, q, rx_desc, socket, std::ptr::null(), pool.raw) };
             if rc != 0 {
-                return Err(perr(format!("RX queue {q} setup failed: {}", errno_text(rc))));
+                return Err(perr(format!(
+                    "RX queue {q} setup failed: {} (each RX queue holds rx_desc mbufs: raise mempool.mbufs or lower rx_desc/rx_queues)",
+                    errno_text(rc)
+                )));
             }
         }
         for q in 0..spec.tx_queues {
             // SAFETY: NULL txconf = driver defaults.
-            let rc = unsafe { lib.rte_eth_tx_queue_setup(id, q, spec.tx_desc, socket, std::ptr::null()) };
+            let rc = unsafe { lib.rte_eth_tx_queue_setup(id, q, tx_desc, socket, std::ptr::null()) };
             if rc != 0 {
                 return Err(perr(format!("TX queue {q} setup failed: {}", errno_text(rc))));
             }

@@ -72,22 +72,34 @@ pub struct Worker<R: Role> {
     pub tsc_hz: u64,
 }
 
-// SAFETY: a Worker is built on the main thread and moved whole to its lcore; the raw
-// pointers inside it are created and used only there.
-unsafe impl<R: Role> Send for Worker<R> {}
-
 impl<R: Role + 'static> Worker<R> {
     /// Starts this worker on its lcore (`rte_eal_remote_launch`).
     pub fn launch(self) -> Result<(), PortError> {
         let lcore = self.lcore;
+        let stop = self.stop.clone();
         launch_on(lcore, Box::new(move || {
-            self.run();
-            0
+            // A panicking worker would leave its queues unpolled: stop the whole appliance
+            // so the failure is visible (the control side reports which lcore failed).
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())) {
+                Ok(()) => 0,
+                Err(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    eprintln!("tapsplice: worker lcore {lcore} stopped by an internal error: {}", panic_text(&*e));
+                    -1
+                }
+            }
         }))
     }
 
     /// The burst loop; returns when `stop` is set.
     pub fn run(mut self) {
+        if self.rx.is_empty() {
+            // More workers than RX queues: nothing to poll, so do not burn a core.
+            while !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return;
+        }
         let lib = dpdk();
         let burst = (self.cfg.burst as usize).clamp(1, MAX_BURST);
         let mut rx_buf: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); burst];
@@ -216,16 +228,8 @@ type LcoreJob = Box<dyn FnOnce() -> i32 + Send>;
 unsafe extern "C" fn trampoline(arg: *mut std::os::raw::c_void) -> i32 {
     // SAFETY: arg is the Box<LcoreJob> leaked by launch_on, consumed exactly once here.
     let job: Box<LcoreJob> = unsafe { Box::from_raw(arg as *mut LcoreJob) };
-    // A panic must not unwind into C; it is reported and the lcore returns -1.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or_else(|e| {
-        let msg = e
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| e.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        eprintln!("tapsplice: worker lcore {} stopped by an internal error: {msg}", unsafe { dpdk().ts_lcore_id() });
-        -1
-    })
+    // A panic must not unwind into C (Worker::launch catches its own; this is the backstop).
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or(-1)
 }
 
 /// Runs `job` on worker lcore `lcore`.
@@ -241,8 +245,18 @@ pub fn launch_on(lcore: u32, job: LcoreJob) -> Result<(), PortError> {
     Ok(())
 }
 
+fn panic_text(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| e.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
 /// Waits for every worker lcore to return.
 pub fn wait_all() {
     // SAFETY: EAL is initialised.
     unsafe { dpdk().rte_eal_mp_wait_lcore() };
+}
+
+/// Waits for one worker lcore and returns its job's return value (0 = clean stop).
+pub fn wait(lcore: u32) -> i32 {
+    // SAFETY: EAL is initialised; waiting on an idle lcore returns at once.
+    unsafe { dpdk().rte_eal_wait_lcore(lcore) }
 }

@@ -62,7 +62,8 @@ impl fmt::Display for PortError {
         match self {
             PortError::DpdkMissing(e) => write!(
                 f,
-                "DPDK libraries could not be loaded ({e}); install them with `apt-get install libdpdk-dev dpdk-dev`"
+                "DPDK libraries could not be loaded ({e}); tapsplice needs the DPDK it was built against \
+                 (Debian 12: `apt-get install libdpdk-dev dpdk-dev`), or rebuild it against the installed DPDK"
             ),
             PortError::Eal(e) => write!(f, "DPDK EAL initialisation failed: {e}"),
             PortError::Mempool(e) => write!(
