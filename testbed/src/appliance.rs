@@ -210,9 +210,13 @@ pub fn start(
     }
     let first = taps.0;
     let tap_name = |k: usize| run.tap_ifname(first + k);
+    let run_id = run.to_string();
+    let run_dir_s = run_dir.to_string_lossy().into_owned();
     let (cfg, ports) = rackconfig::for_run(
         &base,
         &rackconfig::RunSettings {
+            run_id: &run_id,
+            run_dir: &run_dir_s,
             file_prefix: &file_prefix,
             ctl_socket: &ctl.to_string_lossy(),
             tap_name: &tap_name,
@@ -250,6 +254,17 @@ pub fn start(
     for rp in &ports {
         if rp.tap_ifname.is_some() && !app.ports.iter().any(|p| p.port == rp.name) {
             bail!("{}: TAP port `{}` of the rack config is not placed by the topology (add an [[appliance.port]])", what, rp.name);
+        }
+    }
+
+    // vhost-user sockets: inside the run directory they go with it; elsewhere they are
+    // recorded (guard, and /run/testbed/<id>.sockets for `testbed cleanup`).
+    for rp in &ports {
+        if let Some(sock) = &rp.socket {
+            if !Path::new(sock).starts_with(&run_dir) {
+                guard::add_socket(run, Path::new(sock))
+                    .map_err(|e| anyhow!("{}: port `{}`: {:#}", what, rp.name, e))?;
+            }
         }
     }
 

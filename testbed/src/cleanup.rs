@@ -1,6 +1,8 @@
 //! `testbed cleanup`: remove what earlier runs left behind (a run killed with SIGKILL, a
 //! crash). Only names of the testbed's own form (`t` + 6 hex digits) are touched, and never
-//! those of a run whose testbed process is still alive.
+//! those of a run whose testbed process is still alive. vhost-user sockets live in the run
+//! directory (removed with it); one outside it is removed from the run's record
+//! `/run/testbed/<id>.sockets`, and only when it is a socket whose path contains the id.
 
 use crate::runid::{run_id_of, STATE_DIR};
 use std::path::Path;
@@ -47,6 +49,23 @@ fn dpdk_lock_holder(dir: &Path) -> Option<i32> {
     } else {
         None
     }
+}
+
+/// The sockets listed in a run's record that still exist: absolute paths that
+/// contains the run's id, and that are Unix sockets (nothing else is ever removed).
+fn stale_sockets(record: &Path, id: &str) -> Vec<std::path::PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::read_to_string(record)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| std::path::PathBuf::from(l.trim()))
+        .filter(|p| p.is_absolute() && p.to_string_lossy().contains(id))
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.file_type().is_socket())
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 /// Remove leftovers; returns the lines describing what was removed.
@@ -125,6 +144,31 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             let p = e.path();
             act(format!("run directory {}", p.display()), &mut || {
                 Ok(std::fs::remove_dir_all(&p)?)
+            });
+        }
+    }
+    // vhost-user sockets a run kept outside its run directory (recorded at start-up).
+    if let Ok(rd) = std::fs::read_dir(STATE_DIR) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".sockets").and_then(run_id_of) else {
+                continue;
+            };
+            if name.len() != 7 + ".sockets".len() || alive(id) {
+                continue;
+            }
+            let rec = e.path();
+            for sock in stale_sockets(&rec, id) {
+                act(format!("vhost-user socket {}", sock.display()), &mut || {
+                    if crate::guard::remove_socket(&sock) {
+                        Ok(())
+                    } else {
+                        Err(anyhow::anyhow!("not removed"))
+                    }
+                });
+            }
+            act(format!("socket record {}", rec.display()), &mut || {
+                Ok(std::fs::remove_file(&rec)?)
             });
         }
     }

@@ -1,20 +1,31 @@
 //! `testbed demo`: topologies/forward.toml end to end — a bulk transfer and an echo run
 //! through the appliance — then the appliance's per-burst latency and the requests'
-//! latency as text histograms.
+//! latency as text histograms (and with `--plot`, as SVG bar charts).
 
 use crate::report::{burst_table, histogram_table};
 use crate::run::Options;
 use crate::topology::{Topology, WorkloadKind};
 use anyhow::Result;
 use serde_json::Value;
+use std::path::Path;
 
-pub fn run(mut topo: Topology, opts: Options, json: bool) -> Result<i32> {
+pub fn run(mut topo: Topology, opts: Options, json: bool, plot: Option<&Path>) -> Result<i32> {
     // Only the bulk and echo workloads of the topology (the demo's two runs).
     topo.workloads
         .retain(|w| matches!(w.kind, WorkloadKind::Bulk | WorkloadKind::Echo));
     let rep = crate::run::run_topology(topo, opts)?;
+    let write_plot = || -> Result<()> {
+        match plot {
+            Some(p) => crate::plot::write(
+                p,
+                &crate::plot::run_svg(&crate::plot::RunPlot::from_report(&rep)),
+            ),
+            None => Ok(()),
+        }
+    };
     if json {
         rep.print_json();
+        write_plot()?;
         return Ok(if rep.passed { 0 } else { 1 });
     }
     rep.print_human();
@@ -66,5 +77,6 @@ pub fn run(mut topo: Topology, opts: Options, json: bool) -> Result<i32> {
         print!("{}", histogram_table(&w.histogram, "µs"));
         println!();
     }
+    write_plot()?;
     Ok(if rep.passed { 0 } else { 1 })
 }

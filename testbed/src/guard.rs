@@ -3,7 +3,7 @@
 //! Ctrl-C, or when the main thread does not come back in time).
 //!
 //! Order of removal: child processes (SIGINT, then SIGKILL), DPDK runtime directories of
-//! those processes, namespaces (which deletes every interface in them), stray TAP
+//! those processes, vhost-user sockets outside the run directory, namespaces (which deletes every interface in them), stray TAP
 //! interfaces in the root namespace, the run directory (kept when the run failed), the
 //! liveness file.
 
@@ -23,6 +23,8 @@ struct Resources {
     namespaces: Vec<String>,
     root_ifaces: Vec<String>,
     run_dirs: Vec<(PathBuf, bool)>, // (dir, keep)
+    /// vhost-user sockets outside the run directory.
+    sockets: Vec<PathBuf>,
     state_files: Vec<PathBuf>,
 }
 
@@ -89,6 +91,48 @@ pub fn keep_run_dirs() {
     with(|r| r.run_dirs.iter_mut().for_each(|d| d.1 = true));
 }
 
+/// A vhost-user socket of this run outside its run directory: removed at clean-up, and
+/// recorded in `/run/testbed/<id>.sockets` so that `testbed cleanup` finds it after a
+/// SIGKILL. When first registered, a stale socket already at `path` (its path contains
+/// this fresh run's id, so nothing live owns it) is removed. The second appliance naming
+/// the same socket (the other end of the link) changes nothing.
+pub fn add_socket(run: &RunId, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut known = false;
+    with(|r| known = r.sockets.iter().any(|s| s == path));
+    if known {
+        return Ok(());
+    }
+    let rec = run.sockets_file();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&rec)
+        .with_context(|| format!("cannot write {}", rec.display()))?;
+    writeln!(f, "{}", path.display()).with_context(|| format!("cannot write {}", rec.display()))?;
+    with(|r| {
+        if !r.state_files.contains(&rec) {
+            r.state_files.push(rec.clone());
+        }
+        r.sockets.push(path.to_path_buf());
+    });
+    remove_socket(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Remove `path` if it is a Unix socket (never anything else).
+pub fn remove_socket(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
 pub fn add_state_file(p: PathBuf) {
     with(|r| r.state_files.push(p));
 }
@@ -137,6 +181,9 @@ pub fn cleanup_all() {
     }
     for p in &r.dpdk_prefixes {
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", p));
+    }
+    for s in &r.sockets {
+        remove_socket(s);
     }
     for ns in r.namespaces.iter().rev() {
         if let Err(e) = crate::netns::delete(ns) {

@@ -10,6 +10,7 @@ mod fault;
 mod guard;
 mod netns;
 mod network;
+mod plot;
 mod rackconfig;
 mod report;
 mod run;
@@ -56,6 +57,9 @@ enum Cmd {
         /// Run every appliance as this kind (tapsplice | testpmd)
         #[arg(long, value_name = "KIND")]
         appliance_kind: Option<String>,
+        /// Also write the appliances' burst times and the requests' latency histograms as SVG to this file
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
         #[command(flatten)]
         bins: Bins,
     },
@@ -63,6 +67,9 @@ enum Cmd {
     Demo {
         #[arg(long)]
         json: bool,
+        /// Also write the appliance's burst times and the requests' latency histograms as SVG to this file
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
         #[command(flatten)]
         bins: Bins,
     },
@@ -82,11 +89,14 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         connections: u32,
         /// Rounds (order alternates each round); medians are reported
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 3)]
         repeat: u32,
         /// Comma-separated: tapsplice, testpmd, direct (a plain veth, no appliance)
         #[arg(long, default_value = "tapsplice,testpmd")]
         modes: String,
+        /// Also write goodput per trial, medians and ratio as SVG to this file
+        #[arg(long, value_name = "PATH.svg")]
+        plot: Option<PathBuf>,
         #[command(flatten)]
         bins: Bins,
     },
@@ -174,11 +184,15 @@ fn real_main(cli: Cli) -> Result<i32> {
             topology: path,
             json,
             appliance_kind,
+            plot: plot_path,
             bins,
         } => {
             let kind = appliance_kind.as_deref().map(parse_kind).transpose()?;
             let topo = topology::load(&path)?;
             let opts = options(&bins, kind, &topo)?;
+            if let Some(p) = &plot_path {
+                plot::check_path(p)?;
+            }
             run::require_root()?;
             let rep = run::run_topology(topo, opts)?;
             if json {
@@ -186,13 +200,23 @@ fn real_main(cli: Cli) -> Result<i32> {
             } else {
                 rep.print_human();
             }
+            if let Some(p) = &plot_path {
+                plot::write(p, &plot::run_svg(&plot::RunPlot::from_report(&rep)))?;
+            }
             Ok(if rep.passed { 0 } else { 1 })
         }
-        Cmd::Demo { json, bins } => {
+        Cmd::Demo {
+            json,
+            plot: plot_path,
+            bins,
+        } => {
             let topo = topology::load(&find_topology("forward")?)?;
             let opts = options(&bins, None, &topo)?;
+            if let Some(p) = &plot_path {
+                plot::check_path(p)?;
+            }
             run::require_root()?;
-            demo::run(topo, opts, json)
+            demo::run(topo, opts, json, plot_path.as_deref())
         }
         Cmd::Bench {
             name,
@@ -202,6 +226,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             connections,
             repeat,
             modes,
+            plot: plot_path,
             bins,
         } => {
             let modes = modes
@@ -228,13 +253,21 @@ fn real_main(cli: Cli) -> Result<i32> {
             if bytes == Some(0) {
                 return Err(anyhow!("--bytes must be > 0"));
             }
+            if let Some(p) = &plot_path {
+                plot::check_path(p)?;
+            }
             let topo = topology::load(&find_topology(&name)?)?;
             let kind = if modes.contains(&bench::Mode::Tapsplice) {
                 None
             } else {
                 Some(topology::ApplianceKind::Testpmd)
             };
-            let opts = options(&bins, kind, &topo)?;
+            let mut opts = options(&bins, kind, &topo)?;
+            // A benchmark measures the fast path as production runs it: testpmd busy-polls,
+            // so tapsplice does too unless the caller says otherwise with --set.
+            opts.sets
+                .entry("workers.idle_backoff".into())
+                .or_insert_with(|| toml::Value::Boolean(false));
             run::require_root()?;
             let v = bench::run(
                 topo,
@@ -252,6 +285,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                 println!("{}", v);
             } else {
                 bench::print_human(&v);
+            }
+            if let Some(p) = &plot_path {
+                plot::write(p, &plot::bench_svg(&v))?;
             }
             Ok(if v["passed"].as_bool().unwrap_or(false) {
                 0

@@ -13,6 +13,9 @@ pub struct RackPort {
     pub args: String,
     /// For net_tap ports: the run's unique interface name (in the root namespace at first).
     pub tap_ifname: Option<String>,
+    /// For net_vhost / net_virtio_user ports: the vhost-user socket path (after the
+    /// placeholders are substituted).
+    pub socket: Option<String>,
 }
 
 pub fn load(path: &std::path::Path) -> Result<Table> {
@@ -29,6 +32,59 @@ pub fn load(path: &std::path::Path) -> Result<Table> {
 
 pub fn is_tap(device: &str) -> bool {
     device.starts_with("net_tap")
+}
+
+/// The argument naming the vhost-user socket of a port's device, if it has one:
+/// `iface=` for net_vhost (the server side), `path=` for net_virtio_user (the client).
+pub fn socket_key(device: &str) -> Option<&'static str> {
+    if device.starts_with("net_vhost") {
+        Some("iface")
+    } else if device.starts_with("net_virtio_user") {
+        Some("path")
+    } else {
+        None
+    }
+}
+
+/// The value of `key` in a DPDK vdev argument string (`a=1,b=2`).
+pub fn get_kv<'a>(args: &'a str, key: &str) -> Option<&'a str> {
+    args.split(',')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v)
+}
+
+/// Placeholders the testbed substitutes in every `[[port]]`'s `args` of a rack config.
+pub const PLACEHOLDERS: &[&str] = &["{run_dir}", "{run_id}"];
+
+/// Substitute `{run_dir}` (the run's directory, `/tmp/testbed-<id>`) and `{run_id}`
+/// (`<id>`) in `args`. Any other `{...}` is an error (a typo would otherwise reach DPDK).
+pub fn substitute(args: &str, run_dir: &str, run_id: &str) -> Result<String> {
+    let mut out = String::with_capacity(args.len() + run_dir.len());
+    let mut rest = args;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail.find('}').ok_or_else(|| {
+            anyhow!(
+                "unterminated placeholder `{}` (known: {})",
+                tail,
+                PLACEHOLDERS.join(", ")
+            )
+        })?;
+        match &tail[..=end] {
+            "{run_dir}" => out.push_str(run_dir),
+            "{run_id}" => out.push_str(run_id),
+            other => bail!(
+                "unknown placeholder `{}` (known: {})",
+                other,
+                PLACEHOLDERS.join(", ")
+            ),
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Replace (or add) `key=value` in a DPDK vdev argument string (`a=1,b=2`).
@@ -62,6 +118,7 @@ pub fn ports(t: &Table) -> Result<Vec<RackPort>> {
             device: s("device").ok_or_else(|| anyhow!("port #{} has no `device`", i + 1))?,
             args: s("args").unwrap_or_default(),
             tap_ifname: None,
+            socket: None,
         });
     }
     Ok(out)
@@ -100,6 +157,9 @@ pub fn parse_set(s: &str) -> Result<(String, Value)> {
 }
 
 pub struct RunSettings<'a> {
+    /// The run's id and directory, substituted for `{run_id}` and `{run_dir}` in ports' args.
+    pub run_id: &'a str,
+    pub run_dir: &'a str,
     pub file_prefix: &'a str,
     pub ctl_socket: &'a str,
     /// TAP interface name for the i-th net_tap port of this appliance.
@@ -108,7 +168,11 @@ pub struct RunSettings<'a> {
 }
 
 /// Rewrite the base config for one run. Returns the new config and its ports (with
-/// their TAP interface names).
+/// their TAP interface names and vhost-user socket paths).
+///
+/// Every port's `args` gets its placeholders substituted; net_tap ports get a run-unique
+/// `iface=`; a vhost-user socket (net_vhost `iface=`, net_virtio_user `path=`) must be
+/// unique per run, i.e. contain the run id after substitution (`{run_dir}/vhost0.sock`).
 pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> {
     let mut t = base.clone();
     for (k, v) in s.sets {
@@ -133,11 +197,39 @@ pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> 
     let mut k = 0;
     if let Some(Value::Array(arr)) = t.get_mut("port") {
         for (p, rp) in arr.iter_mut().zip(ports.iter_mut()) {
+            let args = substitute(&rp.args, s.run_dir, s.run_id)
+                .map_err(|e| anyhow!("port `{}` args: {}", rp.name, e))?;
+            let changed = args != rp.args;
+            rp.args = args;
             if is_tap(&rp.device) {
                 let ifname = (s.tap_name)(k);
                 k += 1;
                 rp.args = set_kv(&rp.args, "iface", &ifname);
                 rp.tap_ifname = Some(ifname);
+            }
+            if let Some(key) = socket_key(&rp.device) {
+                let path = get_kv(&rp.args, key).unwrap_or("").trim().to_string();
+                if path.is_empty() {
+                    bail!(
+                        "port `{}` ({}) needs `{}=<vhost-user socket>` in args, e.g. {}={{run_dir}}/vhost0.sock",
+                        rp.name,
+                        rp.device,
+                        key,
+                        key
+                    );
+                }
+                if !path.contains(s.run_id) {
+                    bail!(
+                        "port `{}` ({}): vhost-user socket `{}` is not unique per run; put it in the run directory with the placeholder, e.g. {}={{run_dir}}/vhost0.sock",
+                        rp.name,
+                        rp.device,
+                        path,
+                        key
+                    );
+                }
+                rp.socket = Some(path);
+            }
+            if changed || rp.tap_ifname.is_some() {
                 if let Some(pt) = p.as_table_mut() {
                     pt.insert("args".into(), Value::String(rp.args.clone()));
                 }
@@ -197,6 +289,8 @@ device = "0000:03:00.0"
         let (t, ports) = for_run(
             &base,
             &RunSettings {
+                run_id: "t000000",
+                run_dir: "/tmp/testbed-t000000",
                 file_prefix: "t000000-fw",
                 ctl_socket: "/tmp/x.sock",
                 tap_name: &f,
@@ -212,6 +306,105 @@ device = "0000:03:00.0"
         assert_eq!(ports[2].tap_ifname, None);
         let text = toml::to_string(&t).unwrap();
         assert!(text.contains("iface=t0000001"));
+    }
+
+    fn settings_for<'a>(
+        sets: &'a BTreeMap<String, Value>,
+        f: &'a dyn Fn(usize) -> String,
+    ) -> RunSettings<'a> {
+        RunSettings {
+            run_id: "t0a1b2c",
+            run_dir: "/tmp/testbed-t0a1b2c",
+            file_prefix: "t0a1b2c-fwa",
+            ctl_socket: "/tmp/testbed-t0a1b2c/fwa.sock",
+            tap_name: f,
+            sets,
+        }
+    }
+
+    #[test]
+    fn substitutes_placeholders_in_every_port() {
+        let base: Table = r#"
+[[port]]
+name = "west"
+device = "net_tap0"
+args = "iface=tsw0"
+[[port]]
+name = "east"
+device = "net_vhost0"
+args = "iface={run_dir}/vhost0.sock,queues=1"
+[[port]]
+name = "peer"
+device = "net_virtio_user0"
+args = "path=/run/x-{run_id}.sock,queues=1"
+"#
+        .parse()
+        .unwrap();
+        let sets = BTreeMap::new();
+        let f = |k: usize| format!("t0a1b2c{}", k);
+        let (t, ports) = for_run(&base, &settings_for(&sets, &f)).unwrap();
+        assert_eq!(ports[0].args, "iface=t0a1b2c0");
+        assert_eq!(ports[0].socket, None);
+        assert_eq!(
+            ports[1].args,
+            "iface=/tmp/testbed-t0a1b2c/vhost0.sock,queues=1"
+        );
+        assert_eq!(
+            ports[1].socket.as_deref(),
+            Some("/tmp/testbed-t0a1b2c/vhost0.sock")
+        );
+        assert_eq!(ports[1].tap_ifname, None);
+        assert_eq!(ports[2].socket.as_deref(), Some("/run/x-t0a1b2c.sock"));
+        let text = toml::to_string(&t).unwrap();
+        assert!(
+            text.contains("iface=/tmp/testbed-t0a1b2c/vhost0.sock,queues=1"),
+            "{}",
+            text
+        );
+        assert!(!text.contains('{'), "{}", text);
+    }
+
+    #[test]
+    fn sockets_must_be_unique_per_run_and_placeholders_known() {
+        let sets = BTreeMap::new();
+        let f = |k: usize| format!("t0a1b2c{}", k);
+        let cfg = |args: &str| -> Table {
+            format!(
+                "[[port]]\nname = \"east\"\ndevice = \"net_vhost0\"\nargs = \"{}\"\n",
+                args
+            )
+            .parse()
+            .unwrap()
+        };
+        let e = for_run(&cfg("iface=/run/vhost0.sock"), &settings_for(&sets, &f))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not unique per run") && e.contains("{run_dir}"),
+            "{}",
+            e
+        );
+        let e = for_run(&cfg("queues=1"), &settings_for(&sets, &f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs `iface="), "{}", e);
+        let e = for_run(&cfg("iface={rundir}/v.sock"), &settings_for(&sets, &f))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown placeholder `{rundir}`"), "{}", e);
+        let e = for_run(&cfg("iface={run_dir/v.sock"), &settings_for(&sets, &f))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown placeholder") || e.contains("unterminated"),
+            "{}",
+            e
+        );
+        assert_eq!(substitute("a=1", "/d", "t1").unwrap(), "a=1");
+        assert_eq!(get_kv("a=1,path=/x,b=2", "path"), Some("/x"));
+        assert_eq!(socket_key("net_virtio_user0"), Some("path"));
+        assert_eq!(socket_key("net_vhost1"), Some("iface"));
+        assert_eq!(socket_key("net_tap0"), None);
     }
 
     #[test]

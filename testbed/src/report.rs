@@ -252,23 +252,36 @@ fn bar(frac: f64, width: usize) -> String {
     "#".repeat(n.min(width))
 }
 
+/// A histogram's power-of-two buckets `(lo, hi, count)` for values in `[lo, hi)`, from the
+/// first non-empty bucket to the one holding the maximum (empty when there are no samples).
+pub fn log2_buckets(h: &Histogram<u64>) -> Vec<(u64, u64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut buckets: Vec<(u64, u64, u64)> = Vec::new();
+    let mut lo = 1u64;
+    while lo <= h.max() {
+        let hi = lo.saturating_mul(2);
+        let c = h.count_between(lo, hi - 1);
+        buckets.push((lo, hi, c));
+        if hi == lo {
+            break;
+        }
+        lo = hi;
+    }
+    let first = buckets.iter().position(|b| b.2 > 0).unwrap_or(0);
+    buckets.split_off(first)
+}
+
 /// A latency histogram in power-of-two buckets with bars.
 pub fn histogram_table(h: &Histogram<u64>, unit: &str) -> String {
     let mut out = String::new();
     if h.is_empty() {
         return "  (no samples)\n".into();
     }
-    let mut buckets: Vec<(u64, u64, u64)> = Vec::new(); // (lo, hi, count)
-    let mut lo = 1u64;
-    while lo <= h.max() {
-        let hi = lo.saturating_mul(2);
-        let c = h.count_between(lo, hi - 1);
-        buckets.push((lo, hi, c));
-        lo = hi;
-    }
+    let buckets = log2_buckets(h);
     let maxc = buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1);
-    let first = buckets.iter().position(|b| b.2 > 0).unwrap_or(0);
-    for (lo, hi, c) in &buckets[first..] {
+    for (lo, hi, c) in &buckets {
         out.push_str(&format!(
             "  {:>9} .. {:<9} {:>9}  {:5.1}% {}\n",
             format!("{}{}", lo, unit),

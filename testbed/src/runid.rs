@@ -11,6 +11,7 @@
 //! | DPDK file prefix | `<id>-<appliance name>` |
 //! | run directory (configs, logs, reports) | `/tmp/testbed-<id>` |
 //! | liveness file | `/run/testbed/<id>.pid` |
+//! | vhost-user sockets | `{run_dir}/...` in a rack config's port args; elsewhere only with `{run_id}` in the name, recorded in `/run/testbed/<id>.sockets` |
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,7 +34,11 @@ impl RunId {
                 .unwrap_or(0);
             let h = splitmix(pid.wrapping_mul(0x1000_0001) ^ nanos ^ salt.wrapping_mul(0x9E37));
             let id = RunId(format!("t{:06x}", h & 0xff_ffff));
-            if !id.state_file().exists() && !id.run_dir().exists() && !id.any_netns_exists() {
+            if !id.state_file().exists()
+                && !id.sockets_file().exists()
+                && !id.run_dir().exists()
+                && !id.any_netns_exists()
+            {
                 return id;
             }
             salt += 1;
@@ -63,6 +68,11 @@ impl RunId {
 
     pub fn state_file(&self) -> PathBuf {
         PathBuf::from(format!("{}/{}.pid", STATE_DIR, self.0))
+    }
+
+    /// Record of the run's vhost-user sockets outside its run directory (rarely exists).
+    pub fn sockets_file(&self) -> PathBuf {
+        PathBuf::from(format!("{}/{}.sockets", STATE_DIR, self.0))
     }
 
     fn any_netns_exists(&self) -> bool {

@@ -12,7 +12,13 @@ fn forward_with_two_rx_queues_per_port() {
     let bin = tapsplice();
     let topo = topology("forward-multiqueue.toml");
     let out = run(
-        &["run", topo.to_str().unwrap(), "--json", "--tapsplice", bin.to_str().unwrap()],
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--json",
+            "--tapsplice",
+            bin.to_str().unwrap(),
+        ],
         Duration::from_secs(400),
     );
     let v = last_json(&out);
@@ -21,7 +27,9 @@ fn forward_with_two_rx_queues_per_port() {
     assert_eq!(v["errors"], 0, "{}", v);
     assert_eq!(v["passed"], true, "{}", v["failures"]);
 
-    let ports = v["appliance"]["ports"].as_array().unwrap_or_else(|| panic!("no ports: {}", v["appliance"]));
+    let ports = v["appliance"]["ports"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ports: {}", v["appliance"]));
     for p in ports {
         let queues: Vec<u64> = p["rx_queue_packets"]
             .as_array()
@@ -30,8 +38,16 @@ fn forward_with_two_rx_queues_per_port() {
             .map(|q| q.as_u64().unwrap_or(0))
             .collect();
         assert_eq!(queues.len(), 2, "port {}: {p}", p["name"]);
-        assert!(queues.iter().all(|&n| n > 0), "port {}: a queue carried nothing: {queues:?}", p["name"]);
-        assert_eq!(queues.iter().sum::<u64>(), p["rx_packets"].as_u64().unwrap(), "{p}");
+        assert!(
+            queues.iter().all(|&n| n > 0),
+            "port {}: a queue carried nothing: {queues:?}",
+            p["name"]
+        );
+        assert_eq!(
+            queues.iter().sum::<u64>(),
+            p["rx_packets"].as_u64().unwrap(),
+            "{p}"
+        );
     }
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
