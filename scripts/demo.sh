@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo build --release --workspace --quiet
-exec target/release/testbed demo --tapsplice target/release/tapsplice "$@"
+mkdir -p results
+target/release/testbed demo --tapsplice target/release/tapsplice --plot results/demo.svg "$@"
+echo "plot: results/demo.svg (the appliance's per-burst times and the requests' latency histograms)"
