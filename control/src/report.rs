@@ -11,6 +11,8 @@ use std::fmt::Write;
 pub struct PortReport {
     pub name: String,
     pub device: String,
+    pub link_up: bool,
+    pub link_speed_mbps: u32,
     pub rx_packets: u64,
     pub tx_packets: u64,
     pub rx_bytes: u64,

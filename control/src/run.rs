@@ -27,6 +27,46 @@ pub struct RunOptions {
     pub stats_interval: Option<Duration>,
 }
 
+/// The appliance's statistics now: ports (read from the drivers), lcores and the merged
+/// per-burst histogram (from what the workers last published).
+fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
+    let (_, lcores, hist) = collect(slots);
+    let port_reports: Vec<PortReport> = ports
+        .iter()
+        .map(|p| {
+            let s = p.stats();
+            let (link_up, link_speed_mbps) = p.link();
+            PortReport {
+                name: p.name.clone(),
+                device: p.device.clone(),
+                link_up,
+                link_speed_mbps,
+                rx_packets: s.rx_packets,
+                tx_packets: s.tx_packets,
+                rx_bytes: s.rx_bytes,
+                tx_bytes: s.tx_bytes,
+                rx_missed: s.rx_missed,
+                rx_errors: s.rx_errors,
+                tx_errors: s.tx_errors,
+                rx_nombuf: s.rx_nombuf,
+                rx_queue_packets: s.rx_queue_packets,
+            }
+        })
+        .collect();
+    let burst_cycles = Quantiles::of(&hist);
+    let report = Report {
+        node: plan.node_id.clone(),
+        role: plan.role.clone(),
+        uptime_s: started.elapsed().as_secs_f64(),
+        tsc_hz,
+        ports: port_reports,
+        lcores,
+        burst_ns: burst_cycles.cycles_to_ns(tsc_hz),
+        burst_cycles,
+    };
+    (report, hist)
+}
+
 /// Merges what the workers published: totals, per-lcore reports, and the histogram.
 fn collect(slots: &[Slot]) -> (LcoreCounters, Vec<LcoreReport>, Histogram<u64>) {
     let mut hist = new_cycle_histogram();
@@ -209,37 +249,7 @@ fn serve(
     eprintln!("tapsplice: stopping");
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
-    let (_, lcores, hist) = collect(&slots);
-    let port_reports: Vec<PortReport> = ports
-        .iter()
-        .map(|p| {
-            let s = p.stats();
-            PortReport {
-                name: p.name.clone(),
-                device: p.device.clone(),
-                rx_packets: s.rx_packets,
-                tx_packets: s.tx_packets,
-                rx_bytes: s.rx_bytes,
-                tx_bytes: s.tx_bytes,
-                rx_missed: s.rx_missed,
-                rx_errors: s.rx_errors,
-                tx_errors: s.tx_errors,
-                rx_nombuf: s.rx_nombuf,
-                rx_queue_packets: s.rx_queue_packets,
-            }
-        })
-        .collect();
-    let burst_cycles = Quantiles::of(&hist);
-    let report = Report {
-        node: plan.node_id.clone(),
-        role: plan.role.clone(),
-        uptime_s: started.elapsed().as_secs_f64(),
-        tsc_hz: eal.tsc_hz,
-        ports: port_reports,
-        lcores,
-        burst_ns: burst_cycles.cycles_to_ns(eal.tsc_hz),
-        burst_cycles,
-    };
+    let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {
