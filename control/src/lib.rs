@@ -2,7 +2,13 @@
 //! The control side never touches packets; it talks to the lcores through the dataplane's
 //! port layer and the counters they publish.
 
+pub mod agent;
 pub mod config;
+pub mod ctl;
+pub mod detector;
+pub mod fence;
+pub mod heartbeat;
+pub mod metrics;
 pub mod plan;
 pub mod preflight;
 pub mod report;

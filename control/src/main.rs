@@ -36,11 +36,14 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Ask a running appliance through its ctl socket.
+    Ctl(tapsplice::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Ctl(args) => tapsplice::ctl::ctl_main(args),
         Cmd::Check { config: path } => match config::load(&path) {
             Ok(cfg) => {
                 for w in &cfg.warnings {

@@ -28,6 +28,10 @@ pub struct RunPlan {
     pub ports: Vec<PlanPort>,
     /// Forward role: pairs of port indexes.
     pub pairs: Vec<(PortIndex, PortIndex)>,
+    /// `[ctl] socket`.
+    pub ctl_socket: std::path::PathBuf,
+    /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +101,8 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         idle_max_sleep_us: cfg.workers.idle_max_sleep_us,
         ports,
         pairs: cfg.forward_pairs().into_iter().map(|(a, b)| (a as PortIndex, b as PortIndex)).collect(),
+        ctl_socket: cfg.ctl.socket.clone(),
+        metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })
 }
 

@@ -2,6 +2,8 @@
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
 use crate::plan::RunPlan;
+use crate::ctl::ControlServices;
+use crate::metrics::MetricsSnapshot;
 use crate::preflight;
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
 use dataplane::port::eal::Eal;
@@ -143,9 +145,15 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot install the SIGINT/SIGTERM handler: {e}"))?;
     }
 
+    // The ctl socket and metrics come up before EAL: a second appliance for the same node
+    // fails here with one line (dropping `services` on any error path stops them).
+    let services =
+        ControlServices::start(&plan.ctl_socket, plan.metrics, MetricsSnapshot::starting(&plan.node_id, &plan.role), None, None)?;
+
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
-    let result = serve(plan, opts, &eal, &stop, &mut ports);
+    let result = serve(plan, opts, &eal, &stop, &mut ports, &services);
+    services.stop();
     // Whatever happened, ports are stopped and EAL's runtime files removed before exit.
     for p in &ports {
         p.shutdown();
@@ -167,6 +175,7 @@ fn serve(
     eal: &Eal,
     stop: &Arc<AtomicBool>,
     ports: &mut Vec<Port>,
+    services: &ControlServices,
 ) -> Result<Report, String> {
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
     let workers = plan.workers.len() as u16;
@@ -232,12 +241,20 @@ fn serve(
             p.name, p.device, p.id, m[0], m[1], m[2], m[3], m[4], m[5], if up { "up" } else { "down" }, speed, p.rx_queues
         );
     }
+    eprintln!("tapsplice: {}", services.describe());
     println!("tapsplice: running");
     let _ = std::io::stdout().flush();
 
     let mut last = (Instant::now(), LcoreCounters::default());
+    let mut published: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
+        if published.map_or(true, |t| t.elapsed() >= Duration::from_millis(250)) {
+            let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
+            let links: Vec<(bool, u32)> = ports.iter().map(|p| p.link()).collect();
+            services.publish(MetricsSnapshot::from_report(&report, &links, Some(&hist)));
+            published = Some(Instant::now());
+        }
         if let Some(every) = opts.stats_interval {
             if last.0.elapsed() >= every {
                 let (total, _, _) = collect(&slots);

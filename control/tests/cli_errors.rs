@@ -28,7 +28,9 @@ fn forward_config(dir: &Path, tag: &str, edit: impl Fn(String) -> String) -> Pat
     let text = base
         .replace("iface=tsw0", &format!("iface=tw{tag}{pid}"))
         .replace("iface=tse0", &format!("iface=te{tag}{pid}"))
-        .replace("\"tapsplice-fw1\"", &format!("\"tscli-{tag}-{pid}\""));
+        .replace("\"tapsplice-fw1\"", &format!("\"tscli-{tag}-{pid}\""))
+        .replace("/run/tapsplice/fw1.sock", &dir.join(format!("{tag}.sock")).display().to_string())
+        .replace("127.0.0.1:9464", "127.0.0.1:0");
     let path = dir.join(format!("{tag}.toml"));
     std::fs::write(&path, edit(text)).unwrap();
     path

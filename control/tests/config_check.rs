@@ -75,6 +75,10 @@ fn every_example_in_configs_parses() {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
+        // The agent's file is not a rack file: agent::config tests it.
+        if path.file_name().and_then(|f| f.to_str()) == Some("agent.toml") {
+            continue;
+        }
         match config::load(&path) {
             Ok(cfg) => assert!(
                 cfg.warnings.is_empty(),

@@ -222,8 +222,9 @@ impl<'a, 'p> V<'a, 'p> {
 
     fn node(&mut self) {
         let n = &self.cfg.node;
-        if self.required("node.id") && !name_ok(&n.id, 64) {
-            self.err("node.id", format!("\"{}\" is not a valid node id (1 to 64 characters: letters, digits, '_', '-', '.')", n.id));
+        // 32: the heartbeat wire format's node id limit.
+        if self.required("node.id") && !name_ok(&n.id, 32) {
+            self.err("node.id", format!("\"{}\" is not a valid node id (1 to 32 characters: letters, digits, '_', '-', '.')", n.id));
         }
         if n.roles.is_empty() {
             self.err(
@@ -681,7 +682,7 @@ impl<'a, 'p> V<'a, 'p> {
         for (i, pe) in cfg.peer.iter().enumerate() {
             let base = format!("peer[{i}]");
             let ik = format!("{base}.id");
-            if self.name(&ik, &pe.id, 64) {
+            if self.name(&ik, &pe.id, 32) {
                 if pe.id == cfg.node.id {
                     self.err(
                         &ik,
