@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod detector;
 pub mod fence;
 pub mod heartbeat;
+pub mod membership;
 pub mod metrics;
 pub mod plan;
 pub mod preflight;

@@ -36,6 +36,11 @@ enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the heartbeat agent on a server or peer host (needs no DPDK).
+    Agent {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Ask a running appliance through its ctl socket.
     Ctl(tapsplice::ctl::CtlArgs),
 }
@@ -44,6 +49,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Ctl(args) => tapsplice::ctl::ctl_main(args),
+        Cmd::Agent { config: path } => {
+            let file = match tapsplice::agent::config::load(&path) {
+                Ok(f) => f,
+                Err(errs) => {
+                    for e in errs {
+                        eprintln!("{e}");
+                    }
+                    return ExitCode::from(2);
+                }
+            };
+            match tapsplice::agent::run(&file) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tapsplice agent: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Check { config: path } => match config::load(&path) {
             Ok(cfg) => {
                 for w in &cfg.warnings {

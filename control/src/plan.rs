@@ -30,6 +30,8 @@ pub struct RunPlan {
     pub pairs: Vec<(PortIndex, PortIndex)>,
     /// `[ctl] socket`.
     pub ctl_socket: std::path::PathBuf,
+    /// Heartbeats and failure detection; `None` for a rack without `[[peer]]`.
+    pub membership: Option<crate::membership::MembershipPlan>,
     /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -102,6 +104,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         ports,
         pairs: cfg.forward_pairs().into_iter().map(|(a, b)| (a as PortIndex, b as PortIndex)).collect(),
         ctl_socket: cfg.ctl.socket.clone(),
+        membership: crate::membership::MembershipPlan::from_config(cfg)?,
         metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })
 }

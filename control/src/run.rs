@@ -2,7 +2,9 @@
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
 use crate::plan::RunPlan;
+use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
+use crate::membership::Membership;
 use crate::metrics::MetricsSnapshot;
 use crate::preflight;
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
@@ -147,13 +149,26 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
 
     // The ctl socket and metrics come up before EAL: a second appliance for the same node
     // fails here with one line (dropping `services` on any error path stops them).
+    // Heartbeats and the failure detector (when the rack has peers) likewise.
+    let mut membership = match &plan.membership {
+        Some(m) => Some(Membership::start(m, stop.clone())?),
+        None => None,
+    };
+    let events: Option<EventsFn> = membership.as_ref().map(|m| {
+        let log = m.log();
+        Arc::new(move || log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()) as EventsFn
+    });
     let services =
-        ControlServices::start(&plan.ctl_socket, plan.metrics, MetricsSnapshot::starting(&plan.node_id, &plan.role), None, None)?;
+        ControlServices::start(&plan.ctl_socket, plan.metrics, MetricsSnapshot::starting(&plan.node_id, &plan.role), events, None)?;
 
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
-    let result = serve(plan, opts, &eal, &stop, &mut ports, &services);
+    let result = serve(plan, opts, &eal, &stop, &mut ports, &services, membership.as_mut());
     services.stop();
+    stop.store(true, Ordering::SeqCst);
+    if let Some(m) = membership {
+        m.join();
+    }
     // Whatever happened, ports are stopped and EAL's runtime files removed before exit.
     for p in &ports {
         p.shutdown();
@@ -176,6 +191,7 @@ fn serve(
     stop: &Arc<AtomicBool>,
     ports: &mut Vec<Port>,
     services: &ControlServices,
+    mut membership: Option<&mut Membership>,
 ) -> Result<Report, String> {
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
     let workers = plan.workers.len() as u16;
@@ -247,12 +263,22 @@ fn serve(
 
     let mut last = (Instant::now(), LcoreCounters::default());
     let mut published: Option<Instant> = None;
+    // The detector needs a tick at least every half heartbeat interval.
+    let period = membership.as_ref().map_or(Duration::from_millis(50), |m| m.poll_period().min(Duration::from_millis(50)));
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(period);
+        if let Some(m) = membership.as_deref_mut() {
+            m.poll(Instant::now());
+        }
         if published.map_or(true, |t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
             let links: Vec<(bool, u32)> = ports.iter().map(|p| p.link()).collect();
-            services.publish(MetricsSnapshot::from_report(&report, &links, Some(&hist)));
+            let mut snap = MetricsSnapshot::from_report(&report, &links, Some(&hist));
+            if let Some(m) = membership.as_deref() {
+                snap.peers = m.peer_metrics(Instant::now());
+                snap.heartbeats = m.heartbeat_metrics();
+            }
+            services.publish(snap);
             published = Some(Instant::now());
         }
         if let Some(every) = opts.stats_interval {

@@ -1,0 +1,159 @@
+//! The appliance's side of the heartbeat protocol, owned by the control thread: it receives
+//! and authenticates peers' heartbeats (a receiver thread on `node.mgmt`), announces this
+//! appliance to its peers (a sender thread), and runs the failure detector. The lcores never
+//! see any of this; what they need (member tables, weights) is derived from `peers()`.
+
+use crate::config::{PeerConfig, RackConfig, TimersConfig};
+use crate::ctl::proto::Event as CtlEvent;
+use crate::detector::{Detector, DetectorConfig, PeerSpec};
+use crate::heartbeat::keyfile::load_rack_key;
+use crate::heartbeat::udp::{next_incarnation, now_unix_us, LocalStatus, StatusCell};
+use crate::heartbeat::wire::{HbRole, NodeId, StatusFlags, Workload};
+use crate::heartbeat::{peer_node_ids, mgmt_targets, HbCounters, HbEvent, HbSender, Receiver, ReceiverConfig, SenderConfig};
+use crate::metrics::{HeartbeatMetrics, PeerMetrics};
+use crossbeam_channel::{bounded, Receiver as Chan};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// What the rack file says about heartbeats for this node.
+#[derive(Clone, Debug)]
+pub struct MembershipPlan {
+    pub node: String,
+    pub mgmt: SocketAddr,
+    pub rack_key: PathBuf,
+    pub peers: Vec<PeerConfig>,
+    pub timers: TimersConfig,
+}
+
+impl MembershipPlan {
+    /// `None` when the rack has no peers (a standalone appliance).
+    pub fn from_config(cfg: &RackConfig) -> Result<Option<MembershipPlan>, String> {
+        if cfg.peer.is_empty() {
+            return Ok(None);
+        }
+        let mgmt = cfg.node.mgmt.ok_or_else(|| format!("{}: [[peer]] needs node.mgmt (the heartbeat address)", cfg.source))?;
+        let rack_key = cfg.keys.rack_key.clone().ok_or_else(|| format!("{}: [[peer]] needs keys.rack_key", cfg.source))?;
+        Ok(Some(MembershipPlan { node: cfg.node.id.clone(), mgmt, rack_key, peers: cfg.peer.clone(), timers: cfg.timers.clone() }))
+    }
+}
+
+/// Most recent detector decisions kept for `tapsplice ctl events`.
+const EVENT_LOG: usize = 1024;
+
+pub struct Membership {
+    detector: Detector,
+    events: Chan<HbEvent>,
+    counters: Arc<HbCounters>,
+    log: Arc<Mutex<VecDeque<CtlEvent>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Membership {
+    pub fn start(plan: &MembershipPlan, stop: Arc<AtomicBool>) -> Result<Membership, String> {
+        let key = load_rack_key(&plan.rack_key).map_err(|e| e.to_string())?.mac_key();
+        let ids = peer_node_ids(&plan.peers)?;
+        let node = NodeId::new(&plan.node).ok_or_else(|| format!("node.id {:?} cannot be sent in a heartbeat", plan.node))?;
+        let socket = UdpSocket::bind(plan.mgmt).map_err(|e| format!("cannot bind the heartbeat socket to node.mgmt {}: {e}", plan.mgmt))?;
+        let send_socket = socket.try_clone().map_err(|e| format!("heartbeat socket: {e}"))?;
+        let counters = Arc::new(HbCounters::default());
+        let (tx, rx) = bounded(4096);
+        let receiver = Receiver::new(socket, ReceiverConfig::new(key.clone(), ids), tx, counters.clone(), stop.clone())
+            .and_then(|r| r.spawn())
+            .map_err(|e| format!("cannot start the heartbeat receiver: {e}"))?;
+        let interval = Duration::from_millis(u64::from(plan.timers.heartbeat_interval_ms));
+        let status = Arc::new(StatusCell::new(LocalStatus {
+            role: HbRole::Appliance,
+            workload: Workload::FULL,
+            status: StatusFlags { app_alive: true, ..Default::default() },
+            tlvs: Vec::new(),
+        }));
+        let sender = HbSender::new(
+            send_socket,
+            SenderConfig {
+                node,
+                incarnation: next_incarnation(now_unix_us(), None),
+                interval,
+                peers: mgmt_targets(&plan.peers),
+                key,
+                poll: interval.min(Duration::from_millis(50)),
+            },
+            status,
+            counters.clone(),
+            stop,
+        )
+        .spawn()
+        .map_err(|e| format!("cannot start the heartbeat sender: {e}"))?;
+        let specs: Vec<PeerSpec> = plan.peers.iter().filter_map(|p| PeerSpec::from_config(p, &plan.timers)).collect();
+        let detector = Detector::new(DetectorConfig::from_timers(&plan.timers), specs, Instant::now());
+        Ok(Membership { detector, events: rx, counters, log: Arc::new(Mutex::new(VecDeque::new())), threads: vec![receiver, sender] })
+    }
+
+    /// How often [`Membership::poll`] must run for the detector's timing to hold.
+    pub fn poll_period(&self) -> Duration {
+        self.detector.max_tick_period()
+    }
+
+    /// Feeds received heartbeats to the detector and ticks it; decisions go to the log
+    /// (and stderr, one line each).
+    pub fn poll(&mut self, now: Instant) {
+        let mut decided = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            decided.extend(self.detector.on_event(&ev));
+        }
+        decided.extend(self.detector.tick(now));
+        if decided.is_empty() {
+            return;
+        }
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        for e in decided {
+            eprintln!("tapsplice: {e}");
+            if log.len() == EVENT_LOG {
+                log.pop_front();
+            }
+            log.push_back(CtlEvent {
+                ts_unix_ms: e.wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                kind: format!("peer_{}", e.to.as_str()),
+                node: Some(e.peer.as_str().to_string()),
+                message: e.to_string(),
+            });
+        }
+    }
+
+    /// The event log, shared with the ctl handler.
+    pub fn log(&self) -> Arc<Mutex<VecDeque<CtlEvent>>> {
+        self.log.clone()
+    }
+
+    pub fn peer_metrics(&self, now: Instant) -> Vec<PeerMetrics> {
+        self.detector
+            .peers()
+            .map(|p| PeerMetrics {
+                node: p.id.as_str().to_string(),
+                class: p.class.as_str().to_string(),
+                state: p.state.as_str().to_string(),
+                incarnation: p.incarnation.unwrap_or(0),
+                last_heard_ms: p.age(now).map(|a| a.as_millis() as u64),
+                heartbeats_received: p.heartbeats,
+                heartbeats_missed: p.heartbeats_lost,
+                workload: p.workload_smoothed,
+            })
+            .collect()
+    }
+
+    pub fn heartbeat_metrics(&self) -> HeartbeatMetrics {
+        let s = self.counters.snapshot();
+        HeartbeatMetrics { sent: s.sent, rejected: s.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
+    }
+
+    /// Waits for the receiver and sender threads (after the shared stop flag is set).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
