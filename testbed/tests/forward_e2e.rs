@@ -5,26 +5,10 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::time::Duration;
 
 #[test]
 fn forward_through_tapsplice() {
-    require_root();
-    let bin = tapsplice();
-    let topo = topology("forward.toml");
-    let out = run(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--json",
-            "--tapsplice",
-            bin.to_str().unwrap(),
-        ],
-        Duration::from_secs(400),
-    );
-    let v = last_json(&out);
-    assert!(v.get("error").is_none(), "{}", dump(&out));
-    assert_workloads_exact(&v);
+    let (out, v) = run_topology_with_tapsplice("forward.toml");
     assert_eq!(v["errors"], 0, "{}", v);
     assert!(v["goodput_mbps"].as_f64().unwrap_or(0.0) > 0.0);
     assert_eq!(v["bytes_verified"], v["bytes_sent"]);

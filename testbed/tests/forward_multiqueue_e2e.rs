@@ -4,26 +4,10 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
 
 #[test]
 fn forward_with_two_rx_queues_per_port() {
-    require_root();
-    let bin = tapsplice();
-    let topo = topology("forward-multiqueue.toml");
-    let out = run(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--json",
-            "--tapsplice",
-            bin.to_str().unwrap(),
-        ],
-        Duration::from_secs(400),
-    );
-    let v = last_json(&out);
-    assert!(v.get("error").is_none(), "{}", dump(&out));
-    assert_workloads_exact(&v);
+    let (out, v) = run_topology_with_tapsplice("forward-multiqueue.toml");
     assert_eq!(v["errors"], 0, "{}", v);
     assert_eq!(v["passed"], true, "{}", v["failures"]);
 

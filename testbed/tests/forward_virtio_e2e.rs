@@ -55,22 +55,7 @@ fn assert_port_traffic(v: &Value, app: &str, name: &str, device_prefix: &str) {
 
 #[test]
 fn forward_through_two_tapsplice_over_vhost_user() {
-    require_root();
-    let bin = tapsplice();
-    let topo = topology("forward-virtio.toml");
-    let out = run(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--json",
-            "--tapsplice",
-            bin.to_str().unwrap(),
-        ],
-        Duration::from_secs(400),
-    );
-    let v = last_json(&out);
-    assert!(v.get("error").is_none(), "{}", dump(&out));
-    assert_workloads_exact(&v);
+    let (out, v) = run_topology_with_tapsplice("forward-virtio.toml");
     let names: Vec<&str> = v["workloads"]
         .as_array()
         .unwrap()

@@ -226,3 +226,21 @@ pub fn write_topology(name: &str, text: &str) -> TempTopology {
     std::fs::write(&path, text).unwrap();
     TempTopology { dir, path }
 }
+
+/// `testbed run topologies/NAME --json` with the real tapsplice binary (as root): the
+/// process output and its JSON report, which must not be an error and whose workloads
+/// must all be byte-exact.
+#[allow(dead_code)]
+pub fn run_topology_with_tapsplice(name: &str) -> (Output, Value) {
+    require_root();
+    let bin = tapsplice();
+    let topo = topology(name);
+    let out = run(
+        &["run", topo.to_str().unwrap(), "--json", "--tapsplice", bin.to_str().unwrap()],
+        Duration::from_secs(400),
+    );
+    let v = last_json(&out);
+    assert!(v.get("error").is_none(), "{}", dump(&out));
+    assert_workloads_exact(&v);
+    (out, v)
+}
