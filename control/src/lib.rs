@@ -7,6 +7,7 @@ pub mod config;
 pub mod ctl;
 pub mod detector;
 pub mod fence;
+pub mod fencing;
 pub mod heartbeat;
 pub mod membership;
 pub mod metrics;

@@ -54,7 +54,8 @@ pub struct Membership {
 }
 
 impl Membership {
-    pub fn start(plan: &MembershipPlan, stop: Arc<AtomicBool>) -> Result<Membership, String> {
+    /// `log` is the control thread's event log (shared with the ctl and fencing).
+    pub fn start(plan: &MembershipPlan, stop: Arc<AtomicBool>, log: Arc<Mutex<VecDeque<CtlEvent>>>) -> Result<Membership, String> {
         let key = load_rack_key(&plan.rack_key).map_err(|e| e.to_string())?.mac_key();
         let ids = peer_node_ids(&plan.peers)?;
         let node = NodeId::new(&plan.node).ok_or_else(|| format!("node.id {:?} cannot be sent in a heartbeat", plan.node))?;
@@ -90,7 +91,7 @@ impl Membership {
         .map_err(|e| format!("cannot start the heartbeat sender: {e}"))?;
         let specs: Vec<PeerSpec> = plan.peers.iter().filter_map(|p| PeerSpec::from_config(p, &plan.timers)).collect();
         let detector = Detector::new(DetectorConfig::from_timers(&plan.timers), specs, Instant::now());
-        Ok(Membership { detector, events: rx, counters, log: Arc::new(Mutex::new(VecDeque::new())), threads: vec![receiver, sender] })
+        Ok(Membership { detector, events: rx, counters, log, threads: vec![receiver, sender] })
     }
 
     /// How often [`Membership::poll`] must run for the detector's timing to hold.
@@ -122,11 +123,6 @@ impl Membership {
                 message: e.to_string(),
             });
         }
-    }
-
-    /// The event log, shared with the ctl handler.
-    pub fn log(&self) -> Arc<Mutex<VecDeque<CtlEvent>>> {
-        self.log.clone()
     }
 
     pub fn peer_metrics(&self, now: Instant) -> Vec<PeerMetrics> {

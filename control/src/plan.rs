@@ -32,6 +32,8 @@ pub struct RunPlan {
     pub ctl_socket: std::path::PathBuf,
     /// Heartbeats and failure detection; `None` for a rack without `[[peer]]`.
     pub membership: Option<crate::membership::MembershipPlan>,
+    /// Nodes `tapsplice ctl fence` can power off, with their fence devices.
+    pub fence_targets: Vec<crate::fencing::FenceTarget>,
     /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -105,6 +107,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         pairs: cfg.forward_pairs().into_iter().map(|(a, b)| (a as PortIndex, b as PortIndex)).collect(),
         ctl_socket: cfg.ctl.socket.clone(),
         membership: crate::membership::MembershipPlan::from_config(cfg)?,
+        fence_targets: crate::fencing::targets(cfg),
         metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })
 }

@@ -2,7 +2,10 @@
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
 use crate::plan::RunPlan;
-use crate::ctl::handler::EventsFn;
+use crate::ctl::handler::{EventsFn, FenceFn};
+use crate::fencing::{self, EventLog};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use crate::ctl::ControlServices;
 use crate::membership::Membership;
 use crate::metrics::MetricsSnapshot;
@@ -150,16 +153,30 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     // The ctl socket and metrics come up before EAL: a second appliance for the same node
     // fails here with one line (dropping `services` on any error path stops them).
     // Heartbeats and the failure detector (when the rack has peers) likewise.
+    let log: EventLog = Arc::new(Mutex::new(VecDeque::new()));
     let mut membership = match &plan.membership {
-        Some(m) => Some(Membership::start(m, stop.clone())?),
+        Some(m) => Some(Membership::start(m, stop.clone(), log.clone())?),
         None => None,
     };
-    let events: Option<EventsFn> = membership.as_ref().map(|m| {
-        let log = m.log();
-        Arc::new(move || log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()) as EventsFn
+    let events: EventsFn = {
+        let log = log.clone();
+        Arc::new(move || log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect())
+    };
+    // `tapsplice ctl fence NODE --yes-really`: power the node off through its fence device.
+    let fence: Option<FenceFn> = (!plan.fence_targets.is_empty()).then(|| {
+        let targets = plan.fence_targets.clone();
+        let log = log.clone();
+        Arc::new(move |node: &str| {
+            fencing::fence_node(&targets, node, &log).map(|r| serde_json::to_value(r).unwrap_or_default())
+        }) as FenceFn
     });
-    let services =
-        ControlServices::start(&plan.ctl_socket, plan.metrics, MetricsSnapshot::starting(&plan.node_id, &plan.role), events, None)?;
+    let services = ControlServices::start(
+        &plan.ctl_socket,
+        plan.metrics,
+        MetricsSnapshot::starting(&plan.node_id, &plan.role),
+        Some(events),
+        fence,
+    )?;
 
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());

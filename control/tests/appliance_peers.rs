@@ -1,7 +1,8 @@
 //! A running appliance with a `[[peer]]` and the real `tapsplice agent` on loopback: the
 //! detector marks the peer up from its authenticated heartbeats, `tapsplice ctl peers` and
-//! the metrics show it, and when the agent is killed the peer is declared down within
-//! (K + 1) heartbeat intervals of its last heartbeat (an event in `tapsplice ctl events`).
+//! the metrics show it; `tapsplice ctl fence web1 --yes-really` powers web1 off through
+//! the testbed power switch (which kills the agent), and the peer is declared down within
+//! (K + 1) heartbeat intervals of its last heartbeat (events in `tapsplice ctl events`).
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -41,9 +42,13 @@ fn start(args: &[&str], cfg: &Path, ready: &str) -> Proc {
 }
 
 fn ctl(socket: &Path, cmd: &str) -> Value {
-    let out = Command::new(BIN).args(["ctl", "--socket"]).arg(socket).args(["--json", cmd]).output().unwrap();
-    assert!(out.status.success(), "ctl {cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {cmd} json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    ctl_args(socket, &[cmd])
+}
+
+fn ctl_args(socket: &Path, args: &[&str]) -> Value {
+    let out = Command::new(BIN).args(["ctl", "--socket"]).arg(socket).arg("--json").args(args).output().unwrap();
+    assert!(out.status.success(), "ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?} json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// web1's state, once the appliance has published its first view of the peers.
@@ -61,7 +66,7 @@ fn peer_state(socket: &Path) -> String {
 }
 
 #[test]
-fn an_agents_death_is_detected_within_k_plus_one_intervals() {
+fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test starts DPDK: run it as root");
     let dir: PathBuf = std::env::temp_dir().join(format!("tapsplice-peers-{}", std::process::id()));
@@ -84,6 +89,17 @@ fn an_agents_death_is_detected_within_k_plus_one_intervals() {
             "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{agent_port}\"\n\n[timers]\nheartbeat_interval_ms = 10\nmissed_intervals = 3\n\n[keys]\nrack_key = \"{}\"\n",
             key.display()
         );
+    // web1 is the primary of a server pair whose fence device is the testbed power switch.
+    let switch = dir.join("switch");
+    std::fs::create_dir_all(&switch).unwrap();
+    std::fs::write(switch.join("web1.state"), "on\n").unwrap();
+    let agent_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/fence/fence_testbed");
+    let rack = rack
+        + &format!(
+            "\n[[peer]]\nid = \"web2\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{}\"\n\n[[server]]\nname = \"web\"\nvia = \"east\"\nprimary = \"web1\"\nbackup = \"web2\"\nfence = \"sim\"\nfence_plug = \"web1\"\n\n[[fence_device]]\nname = \"sim\"\nagent = \"{agent_script}\"\nparameters = {{ switch_dir = \"{}\" }}\ntimeout_ms = 5000\n",
+            free_udp_port(),
+            switch.display()
+        );
     let rack_path = dir.join("rack.toml");
     std::fs::write(&rack_path, rack).unwrap();
     let agent_path = dir.join("agent.toml");
@@ -99,12 +115,23 @@ fn an_agents_death_is_detected_within_k_plus_one_intervals() {
     let _appliance = start(&["run", "--config"], &rack_path, "tapsplice: running");
     assert_eq!(peer_state(&socket), "unknown", "a peer never heard from is unknown, not down");
     let agent = start(&["agent", "--config"], &agent_path, "tapsplice agent: running");
+    // The switch kills what runs on web1's plug when it powers it off: the agent.
+    std::fs::write(switch.join("web1.pids"), format!("{}\n", agent.0.id())).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while peer_state(&socket) != "up" {
         assert!(Instant::now() < deadline, "peer never came up");
         std::thread::sleep(Duration::from_millis(50));
     }
-    drop(agent); // SIGINT: the agent stops sending
+    // A manual fence from the ctl: refused without confirmation, then done and verified.
+    let out = Command::new(BIN).args(["ctl", "--socket"]).arg(&socket).args(["fence", "web1"]).output().unwrap();
+    assert!(!out.status.success(), "fence without --yes-really must be refused");
+    let f = ctl_args(&socket, &["fence", "web1", "--yes-really"]);
+    assert_eq!(f["outcome"], "off_verified", "{f}");
+    assert_eq!(std::fs::read_to_string(switch.join("web1.state")).unwrap().trim(), "off");
+    let mut agent = agent;
+    let status = agent.0.wait().unwrap();
+    assert!(!status.success(), "the power switch should have killed the agent: {status:?}");
+    std::mem::forget(agent); // already reaped: its Drop must not signal a reused pid
     let deadline = Instant::now() + Duration::from_secs(10);
     while peer_state(&socket) != "down" {
         assert!(Instant::now() < deadline, "peer never went down");
@@ -112,6 +139,7 @@ fn an_agents_death_is_detected_within_k_plus_one_intervals() {
     }
     let events = ctl(&socket, "events");
     let list = events["events"].as_array().or_else(|| events.as_array()).cloned().unwrap_or_default();
+    assert!(list.iter().any(|e| e["kind"] == "fence_ok" && e["node"] == "web1"), "no fence_ok event: {events}");
     let down = list.iter().find(|e| e["kind"] == "peer_down").unwrap_or_else(|| panic!("no peer_down event: {events}"));
     let msg = down["message"].as_str().unwrap();
     // "... no heartbeat for 32.1 ms (3 intervals)": the silence when declared.
