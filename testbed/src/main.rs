@@ -6,6 +6,7 @@ mod check;
 mod cleanup;
 mod cmd;
 mod demo;
+mod detect;
 mod fault;
 mod guard;
 mod netns;
@@ -73,7 +74,8 @@ enum Cmd {
         #[command(flatten)]
         bins: Bins,
     },
-    /// Bulk TCP goodput through tapsplice versus dpdk-testpmd io-forward on the same TAP topology
+    /// Bulk TCP goodput through tapsplice versus dpdk-testpmd io-forward on the same TAP
+    /// topology; `bench detect`: failure-detection time of a killed agent (--repeat = trials, ≥ 50)
     Bench {
         /// Topology name (topologies/NAME.toml) or path
         #[arg(default_value = "forward")]
@@ -105,6 +107,25 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// The repository's `configs/` directory (from the working directory or this binary's).
+fn find_configs_dir() -> Result<PathBuf> {
+    let mut starts = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            let c = dir.join("configs").join("forward.toml");
+            if c.exists() {
+                return Ok(dir.join("configs"));
+            }
+        }
+    }
+    Err(anyhow!(
+        "cannot find configs/forward.toml: run testbed from the repository"
+    ))
 }
 
 /// Find `topologies/NAME.toml`: as a path, under ./testbed/topologies, ./topologies, or
@@ -217,6 +238,40 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             run::require_root()?;
             demo::run(topo, opts, json, plot_path.as_deref())
+        }
+        Cmd::Bench {
+            name,
+            json,
+            repeat,
+            bins,
+            ..
+        } if name == "detect" => {
+            run::require_root()?;
+            let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
+            let configs = find_configs_dir()?;
+            let v = detect::run(
+                &configs,
+                &detect::DetectOptions {
+                    tapsplice,
+                    trials: repeat.clamp(50, 1000),
+                    interval_ms: 10,
+                    k: 3,
+                },
+            )?;
+            eprintln!(
+                "testbed: detect: {} trials at {} ms, K = {}: down after p50 {} / p99 {} / max {} intervals of silence (bound {})",
+                v["trials"], v["interval_ms"], v["k"], v["p50_intervals"], v["p99_intervals"], v["max_intervals"], v["bound_intervals"]
+            );
+            if json {
+                println!("{v}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            Ok(if v["passed"].as_bool().unwrap_or(false) {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Bench {
             name,

@@ -236,7 +236,13 @@ pub fn run_topology_with_tapsplice(name: &str) -> (Output, Value) {
     let bin = tapsplice();
     let topo = topology(name);
     let out = run(
-        &["run", topo.to_str().unwrap(), "--json", "--tapsplice", bin.to_str().unwrap()],
+        &[
+            "run",
+            topo.to_str().unwrap(),
+            "--json",
+            "--tapsplice",
+            bin.to_str().unwrap(),
+        ],
         Duration::from_secs(400),
     );
     let v = last_json(&out);

@@ -1,0 +1,242 @@
+//! `testbed bench detect`: how fast the appliance's failure detector declares a dead peer
+//! down. A tapsplice appliance (forward role on net_ring ports: no traffic needed) has one
+//! `[[peer]]`, a `tapsplice agent` on loopback; each trial starts the agent, waits until the
+//! appliance reports the peer up, kills the agent with SIGKILL at a varying phase of its
+//! heartbeat interval, and waits until the peer is down. The figure per trial is the
+//! silence the detector measured at its decision (from its `peer_down` event), in
+//! heartbeat intervals; the design bound is (K + 1) intervals.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct DetectOptions {
+    pub tapsplice: PathBuf,
+    pub trials: u32,
+    pub interval_ms: u32,
+    pub k: u32,
+}
+
+/// Kills (SIGINT, then waits) a child and removes the scratch directory on every path.
+struct Scratch {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_udp_port() -> Result<u16> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn_ready(bin: &Path, args: &[&str], cfg: &Path, ready: &str) -> Result<Child> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .arg(cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(l)) = lines.next() {
+        if l.contains(ready) {
+            return Ok(child);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    bail!(
+        "{} {:?} exited before printing {:?}",
+        bin.display(),
+        args,
+        ready
+    )
+}
+
+fn ctl(bin: &Path, socket: &Path, cmd: &str) -> Result<Value> {
+    let out = Command::new(bin)
+        .args(["ctl", "--socket"])
+        .arg(socket)
+        .args(["--json", cmd])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "tapsplice ctl {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn peer_state(bin: &Path, socket: &Path) -> Result<Option<String>> {
+    let v = ctl(bin, socket, "peers")?;
+    let peers = v["peers"]
+        .as_array()
+        .or_else(|| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    Ok(peers
+        .iter()
+        .find(|p| p["node"] == "web1")
+        .and_then(|p| p["state"].as_str().map(String::from)))
+}
+
+fn wait_state(bin: &Path, socket: &Path, want: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if peer_state(bin, socket)?.as_deref() == Some(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("peer web1 did not become {want} within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+pub fn run(repo_configs: &Path, o: &DetectOptions) -> Result<Value> {
+    let id = crate::runid::RunId::fresh();
+    // The run's directory and DPDK prefix follow the testbed's naming, so `testbed cleanup`
+    // recognises leftovers of an interrupted run.
+    let dir = id.run_dir();
+    std::fs::create_dir_all(&dir)?;
+    let mut scratch = Scratch {
+        dir: dir.clone(),
+        children: Vec::new(),
+    };
+    let key = dir.join("rack.key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    let (app_port, agent_port) = (free_udp_port()?, free_udp_port()?);
+    let socket = dir.join("ctl.sock");
+    let base = std::fs::read_to_string(repo_configs.join("forward.toml"))
+        .context("reading configs/forward.toml")?;
+    let rack = base
+        .replace("\"net_tap0\"", "\"net_ring0\"")
+        .replace("\"net_tap1\"", "\"net_ring1\"")
+        .replace("\"iface=tsw0\"", "\"\"")
+        .replace("\"iface=tse0\"", "\"\"")
+        .replace("\"tapsplice-fw1\"", &format!("\"{}\"", id.file_prefix("det")))
+        .replace("/run/tapsplice/fw1.sock", &socket.display().to_string())
+        .replace("127.0.0.1:9464", "127.0.0.1:0")
+        .replacen("roles = [\"forward\"]", &format!("roles = [\"forward\"]\nmgmt = \"127.0.0.1:{app_port}\""), 1)
+        + &format!(
+            "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{agent_port}\"\n\n[timers]\nheartbeat_interval_ms = {}\nmissed_intervals = {}\nflap_damping = false\n\n[keys]\nrack_key = \"{}\"\n",
+            o.interval_ms,
+            o.k,
+            key.display()
+        );
+    let rack_path = dir.join("rack.toml");
+    std::fs::write(&rack_path, rack)?;
+    let agent_path = dir.join("agent.toml");
+    std::fs::write(
+        &agent_path,
+        format!(
+            "[agent]\nid = \"web1\"\nrack_key = \"{}\"\nbind = \"127.0.0.1:{agent_port}\"\nappliances = [\"127.0.0.1:{app_port}\"]\ninterval_ms = {}\n",
+            key.display(),
+            o.interval_ms
+        ),
+    )?;
+    let appliance = spawn_ready(
+        &o.tapsplice,
+        &["run", "--config"],
+        &rack_path,
+        "tapsplice: running",
+    )?;
+    scratch.children.push(appliance);
+
+    let interval = Duration::from_millis(o.interval_ms as u64);
+    for t in 0..o.trials {
+        let mut agent = spawn_ready(
+            &o.tapsplice,
+            &["agent", "--config"],
+            &agent_path,
+            "tapsplice agent: running",
+        )?;
+        let up = wait_state(&o.tapsplice, &socket, "up", Duration::from_secs(10));
+        // Kill at a different phase of the interval each trial.
+        std::thread::sleep(interval * 3 + interval * (t % 10) / 10);
+        let _ = agent.kill(); // SIGKILL: the machine "dies" between two heartbeats
+        let _ = agent.wait();
+        up?;
+        wait_state(&o.tapsplice, &socket, "down", Duration::from_secs(10))?;
+        if (t + 1) % 10 == 0 {
+            eprintln!("testbed: detect: {}/{} trials", t + 1, o.trials);
+        }
+    }
+
+    let events = ctl(&o.tapsplice, &socket, "events")?;
+    let list = events["events"]
+        .as_array()
+        .or_else(|| events.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut silences: Vec<f64> = list
+        .iter()
+        .filter(|e| e["kind"] == "peer_down")
+        .filter_map(|e| {
+            let m = e["message"].as_str()?;
+            m.split("no heartbeat for ")
+                .nth(1)?
+                .split(" ms")
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .collect();
+    if silences.len() != o.trials as usize {
+        return Err(anyhow!(
+            "expected {} peer_down events, found {}: {}",
+            o.trials,
+            silences.len(),
+            events
+        ));
+    }
+    silences.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let iv = o.interval_ms as f64;
+    let in_intervals: Vec<f64> = silences.iter().map(|s| s / iv).collect();
+    let r = |x: f64| (x * 100.0).round() / 100.0;
+    let bound = (o.k + 1) as f64;
+    let p99 = quantile(&in_intervals, 0.99);
+    Ok(json!({
+        "bench": "detect",
+        "run_id": id.to_string(),
+        "trials": o.trials,
+        "interval_ms": o.interval_ms,
+        "k": o.k,
+        "p50_ms": r(quantile(&silences, 0.50)),
+        "p99_ms": r(quantile(&silences, 0.99)),
+        "max_ms": r(*silences.last().unwrap_or(&0.0)),
+        "p50_intervals": r(quantile(&in_intervals, 0.50)),
+        "p99_intervals": r(p99),
+        "max_intervals": r(*in_intervals.last().unwrap_or(&0.0)),
+        "min_intervals": r(*in_intervals.first().unwrap_or(&0.0)),
+        "bound_intervals": bound,
+        "passed": p99 <= bound,
+    }))
+}

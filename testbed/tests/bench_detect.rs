@@ -1,0 +1,40 @@
+//! `testbed bench detect` runs its 50 trials against the real appliance and agent and
+//! reports the distribution. The timing target (p99 ≤ K + 1 intervals) is a benchmark
+//! figure, not asserted here; what is asserted is that every trial was detected, never
+//! before K intervals of silence, and that the report carries its fields.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn bench_detect_reports_every_trial() {
+    require_root();
+    let bin = tapsplice();
+    let out = run(
+        &[
+            "bench",
+            "detect",
+            "--json",
+            "--tapsplice",
+            bin.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    let v = last_json(&out);
+    assert!(v.get("error").is_none(), "{}", dump(&out));
+    assert_eq!(v["trials"], 50, "{v}");
+    let k = v["k"].as_f64().unwrap();
+    let min = v["min_intervals"].as_f64().unwrap();
+    let (p50, p99, max) = (
+        v["p50_intervals"].as_f64().unwrap(),
+        v["p99_intervals"].as_f64().unwrap(),
+        v["max_intervals"].as_f64().unwrap(),
+    );
+    assert!(
+        min >= k,
+        "a peer was declared down before K intervals of silence: {v}"
+    );
+    assert!(min <= p50 && p50 <= p99 && p99 <= max, "{v}");
+    println!("detect: p50 {p50} p99 {p99} max {max} intervals");
+}
