@@ -138,7 +138,9 @@ impl LatencySnapshot {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+/// One peer as the detector sees it: a metrics series and a row of `tapsplice ctl peers`.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+#[serde(default)]
 pub struct PeerMetrics {
     pub node: String,
     pub class: String,
@@ -186,16 +188,10 @@ impl MetricsSnapshot {
         }
     }
 
-    /// From a report (as `run` builds it), the ports' links as `(up, speed Mbit/s)` in the
-    /// report's port order, and the merged cycles histogram (`None` = use the report's
-    /// quantiles without buckets).
-    pub fn from_report(report: &Report, links: &[(bool, u32)], hist: Option<&Histogram<u64>>) -> MetricsSnapshot {
-        let ports = report
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| PortMetrics::from_report(p, links.get(i).copied().unwrap_or((false, 0))))
-            .collect();
+    /// From a report (as `run` builds it) and the merged cycles histogram (`None` = use the
+    /// report's quantiles without buckets).
+    pub fn from_report(report: &Report, hist: Option<&Histogram<u64>>) -> MetricsSnapshot {
+        let ports = report.ports.iter().map(PortMetrics::from_report).collect();
         let lcores = report
             .lcores
             .iter()
@@ -248,14 +244,12 @@ impl MetricsSnapshot {
 }
 
 impl PortMetrics {
-    /// `speed_mbps` as DPDK reports it; `u32::MAX` (RTE_ETH_SPEED_NUM_UNKNOWN) becomes 0.
-    pub fn from_report(p: &PortReport, (link_up, speed_mbps): (bool, u32)) -> PortMetrics {
-        let speed_mbps = if speed_mbps == u32::MAX { 0 } else { speed_mbps };
+    pub fn from_report(p: &PortReport) -> PortMetrics {
         PortMetrics {
             name: p.name.clone(),
             device: p.device.clone(),
-            link_up,
-            speed_mbps,
+            link_up: p.link_up,
+            speed_mbps: p.link_speed_mbps,
             rx_packets: p.rx_packets,
             tx_packets: p.tx_packets,
             rx_bytes: p.rx_bytes,
@@ -835,6 +829,8 @@ mod tests {
             ports: vec![PortReport {
                 name: "wan".into(),
                 device: "net_tap0".into(),
+                link_up: true,
+                link_speed_mbps: 10_000,
                 rx_packets: 10,
                 tx_packets: 9,
                 rx_bytes: 1000,
@@ -850,13 +846,7 @@ mod tests {
         for v in [100u64, 100, 300, 5000] {
             h.record(v).unwrap();
         }
-        MetricsSnapshot::from_report(&report, &[(true, 10_000)], Some(&h))
-    }
-
-    #[test]
-    fn unknown_link_speed_is_zero() {
-        let p = PortMetrics::from_report(&PortReport::default(), (true, u32::MAX));
-        assert_eq!((p.link_up, p.speed_mbps), (true, 0));
+        MetricsSnapshot::from_report(&report, Some(&h))
     }
 
     #[test]

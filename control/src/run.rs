@@ -289,8 +289,7 @@ fn serve(
         }
         if published.map_or(true, |t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
-            let links: Vec<(bool, u32)> = ports.iter().map(|p| p.link()).collect();
-            let mut snap = MetricsSnapshot::from_report(&report, &links, Some(&hist));
+            let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
             if let Some(m) = membership.as_deref() {
                 snap.peers = m.peer_metrics(Instant::now());
                 snap.heartbeats = m.heartbeat_metrics();

@@ -158,20 +158,7 @@ pub fn histogram_result(s: &MetricsSnapshot) -> HistogramResult {
 
 pub fn peers_result(s: &MetricsSnapshot) -> PeersResult {
     PeersResult {
-        peers: s
-            .peers
-            .iter()
-            .map(|p| PeerInfo {
-                node: p.node.clone(),
-                class: p.class.clone(),
-                state: p.state.clone(),
-                incarnation: p.incarnation,
-                last_heard_ms: p.last_heard_ms,
-                heartbeats_received: p.heartbeats_received,
-                heartbeats_missed: p.heartbeats_missed,
-                workload: p.workload,
-            })
-            .collect(),
+        peers: s.peers.clone(),
     }
 }
 

@@ -452,22 +452,9 @@ pub struct PeersResult {
     pub peers: Vec<PeerInfo>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PeerInfo {
-    pub node: String,
-    /// Peer class (appliance, server, backend, ...), as in the rack file.
-    pub class: String,
-    /// Detector state: up, suspect, down, fenced, unknown.
-    pub state: String,
-    pub incarnation: u64,
-    /// Milliseconds since the last valid heartbeat; `None` = never heard.
-    pub last_heard_ms: Option<u64>,
-    pub heartbeats_received: u64,
-    pub heartbeats_missed: u64,
-    /// Workload factor from the last heartbeat.
-    pub workload: Option<f64>,
-}
+/// A `peers` row: the detector's view of one peer (state is one of
+/// `metrics::PEER_STATES`; `last_heard_ms` is `None` when never heard).
+pub type PeerInfo = crate::metrics::PeerMetrics;
 
 /// `fence`: what the handler reports. The shape beyond `node` and `outcome` is the
 /// fencing module's.

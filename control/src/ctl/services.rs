@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! let services = ControlServices::start(&socket, Some(metrics_addr), MetricsSnapshot::starting(node, role), None, None)?;
-//! // ... every ~250 ms: services.publish(MetricsSnapshot::from_report(&report, &links, Some(&hist)));
+//! // ... every ~250 ms: services.publish(MetricsSnapshot::from_report(&report, Some(&hist)));
 //! eprintln!("tapsplice: {}", services.describe());
 //! services.stop(); // or drop it: stops both, removes the socket file
 //! ```

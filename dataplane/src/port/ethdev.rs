@@ -185,12 +185,14 @@ impl Port {
         }
     }
 
-    /// Link up/down and speed in Mbit/s, without waiting for autonegotiation.
+    /// Link up/down and speed in Mbit/s (0 = unknown), without waiting for autonegotiation.
     pub fn link(&self) -> (bool, u32) {
         let mut l = sys::rte_eth_link::default();
         // SAFETY: valid port id and out-pointer.
         unsafe { dpdk().rte_eth_link_get_nowait(self.id, &mut l) };
-        (l.link_status() != 0, l.link_speed)
+        // RTE_ETH_SPEED_NUM_UNKNOWN is u32::MAX; reports and metrics say 0.
+        let speed = if l.link_speed == u32::MAX { 0 } else { l.link_speed };
+        (l.link_status() != 0, speed)
     }
 
     /// Stops and closes the port (after every lcore has returned).
