@@ -6,6 +6,7 @@ pub mod agent;
 pub mod config;
 pub mod ctl;
 pub mod detector;
+pub mod events;
 pub mod fence;
 pub mod fencing;
 pub mod heartbeat;
@@ -16,3 +17,5 @@ pub mod preflight;
 pub mod report;
 #[cfg(feature = "dpdk")]
 pub mod run;
+pub mod supervisor;
+pub mod takeover;

@@ -4,19 +4,18 @@
 //! see any of this; what they need (member tables, weights) is derived from `peers()`.
 
 use crate::config::{PeerConfig, RackConfig, TimersConfig};
-use crate::ctl::proto::Event as CtlEvent;
-use crate::detector::{Detector, DetectorConfig, PeerSpec};
+use crate::detector::{Detector, DetectorConfig, Event as Decision, PeerSpec};
+use crate::events::EventLog;
 use crate::heartbeat::keyfile::load_rack_key;
 use crate::heartbeat::udp::{next_incarnation, now_unix_us, LocalStatus, StatusCell};
 use crate::heartbeat::wire::{HbRole, NodeId, StatusFlags, Workload};
 use crate::heartbeat::{peer_node_ids, mgmt_targets, HbCounters, HbEvent, HbSender, Receiver, ReceiverConfig, SenderConfig};
 use crate::metrics::{HeartbeatMetrics, PeerMetrics};
 use crossbeam_channel::{bounded, Receiver as Chan};
-use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -42,20 +41,17 @@ impl MembershipPlan {
     }
 }
 
-/// Most recent detector decisions kept for `tapsplice ctl events`.
-const EVENT_LOG: usize = 1024;
-
 pub struct Membership {
     detector: Detector,
     events: Chan<HbEvent>,
     counters: Arc<HbCounters>,
-    log: Arc<Mutex<VecDeque<CtlEvent>>>,
+    log: EventLog,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Membership {
     /// `log` is the control thread's event log (shared with the ctl and fencing).
-    pub fn start(plan: &MembershipPlan, stop: Arc<AtomicBool>, log: Arc<Mutex<VecDeque<CtlEvent>>>) -> Result<Membership, String> {
+    pub fn start(plan: &MembershipPlan, stop: Arc<AtomicBool>, log: EventLog) -> Result<Membership, String> {
         let key = load_rack_key(&plan.rack_key).map_err(|e| e.to_string())?.mac_key();
         let ids = peer_node_ids(&plan.peers)?;
         let node = NodeId::new(&plan.node).ok_or_else(|| format!("node.id {:?} cannot be sent in a heartbeat", plan.node))?;
@@ -100,29 +96,18 @@ impl Membership {
     }
 
     /// Feeds received heartbeats to the detector and ticks it; decisions go to the log
-    /// (and stderr, one line each).
-    pub fn poll(&mut self, now: Instant) {
+    /// (and stderr, one line each) and are returned for the takeover logic.
+    pub fn poll(&mut self, now: Instant) -> Vec<Decision> {
         let mut decided = Vec::new();
         while let Ok(ev) = self.events.try_recv() {
             decided.extend(self.detector.on_event(&ev));
         }
         decided.extend(self.detector.tick(now));
-        if decided.is_empty() {
-            return;
+        for e in &decided {
+            let ts = e.wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.log.push_at(ts, &format!("peer_{}", e.to.as_str()), Some(e.peer.as_str()), e.to_string(), false);
         }
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        for e in decided {
-            eprintln!("tapsplice: {e}");
-            if log.len() == EVENT_LOG {
-                log.pop_front();
-            }
-            log.push_back(CtlEvent {
-                ts_unix_ms: e.wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                kind: format!("peer_{}", e.to.as_str()),
-                node: Some(e.peer.as_str().to_string()),
-                message: e.to_string(),
-            });
-        }
+        decided
     }
 
     pub fn peer_metrics(&self, now: Instant) -> Vec<PeerMetrics> {

@@ -47,6 +47,8 @@ pub struct MetricsSnapshot {
     pub detector_events: BTreeMap<String, u64>,
     /// Fence attempts and results per (target, device).
     pub fences: Vec<FenceMetrics>,
+    /// `[[server]]` pairs and their takeover phase.
+    pub pairs: Vec<crate::takeover::PairView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -550,6 +552,17 @@ impl Collector for SnapshotCollector {
                 f.last_duration_s.map(|d| ([("target", Esc(&f.target)), ("device", Esc(&f.device))], ConstGauge::new(d)))
             }),
         )?;
+        family(
+            &mut enc,
+            "tapsplice_server_pair_phase",
+            "Takeover phase of each [[server]] pair: 1 for the current phase, 0 for the others.",
+            Gauge,
+            s.pairs.iter().flat_map(|p| {
+                crate::takeover::Phase::ALL.iter().map(move |ph| {
+                    ([("pair", Esc(&p.name)), ("phase", Esc(ph.as_str()))], ConstGauge::new(i64::from(p.phase == *ph)))
+                })
+            }),
+        )?;
         Ok(())
     }
 }
@@ -922,6 +935,15 @@ mod tests {
         let mut results = BTreeMap::new();
         results.insert("ok".to_string(), 1u64);
         s.fences.push(FenceMetrics { target: "srv1".into(), device: "ipmi1".into(), attempts: 1, results, last_duration_s: Some(0.12) });
+        s.pairs.push(crate::takeover::PairView {
+            name: "db".into(),
+            primary: "srv1".into(),
+            backup: "srv2".into(),
+            phase: crate::takeover::Phase::Refused,
+            primary_state: "down".into(),
+            backup_state: "up".into(),
+            reason: String::new(),
+        });
         let text = encode(&s).unwrap();
         for needle in [
             "tapsplice_peer_up{peer=\"p2\",class=\"appliance\"} 0\n",
@@ -933,6 +955,8 @@ mod tests {
             "tapsplice_detector_events_total{kind=\"peer_suspect\"} 1\n",
             "tapsplice_fence_results_total{target=\"srv1\",device=\"ipmi1\",result=\"ok\"} 1\n",
             "tapsplice_fence_last_duration_seconds{target=\"srv1\",device=\"ipmi1\"} 0.12\n",
+            "tapsplice_server_pair_phase{pair=\"db\",phase=\"refused\"} 1\n",
+            "tapsplice_server_pair_phase{pair=\"db\",phase=\"serving\"} 0\n",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

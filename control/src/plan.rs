@@ -34,6 +34,8 @@ pub struct RunPlan {
     pub membership: Option<crate::membership::MembershipPlan>,
     /// Nodes `tapsplice ctl fence` can power off, with their fence devices.
     pub fence_targets: Vec<crate::fencing::FenceTarget>,
+    /// `[[server]]` pairs for the takeover logic.
+    pub server_pairs: Vec<crate::takeover::PairSpec>,
     /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -108,6 +110,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         ctl_socket: cfg.ctl.socket.clone(),
         membership: crate::membership::MembershipPlan::from_config(cfg)?,
         fence_targets: crate::fencing::targets(cfg),
+        server_pairs: crate::takeover::PairSpec::from_config(cfg, &crate::fencing::targets(cfg)),
         metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })
 }

@@ -2,13 +2,11 @@
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
 use crate::plan::RunPlan;
-use crate::ctl::handler::{EventsFn, FenceFn};
-use crate::fencing::{self, EventLog};
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
-use crate::membership::Membership;
+use crate::events::EventLog;
 use crate::metrics::MetricsSnapshot;
+use crate::supervisor::Supervisor;
 use crate::preflight;
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
 use dataplane::port::eal::Eal;
@@ -153,39 +151,24 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     // The ctl socket and metrics come up before EAL: a second appliance for the same node
     // fails here with one line (dropping `services` on any error path stops them).
     // Heartbeats and the failure detector (when the rack has peers) likewise.
-    let log: EventLog = Arc::new(Mutex::new(VecDeque::new()));
-    let mut membership = match &plan.membership {
-        Some(m) => Some(Membership::start(m, stop.clone(), log.clone())?),
-        None => None,
-    };
-    let events: EventsFn = {
-        let log = log.clone();
-        Arc::new(move || log.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect())
-    };
-    // `tapsplice ctl fence NODE --yes-really`: power the node off through its fence device.
-    let fence: Option<FenceFn> = (!plan.fence_targets.is_empty()).then(|| {
-        let targets = plan.fence_targets.clone();
-        let log = log.clone();
-        Arc::new(move |node: &str| {
-            fencing::fence_node(&targets, node, &log).map(|r| serde_json::to_value(r).unwrap_or_default())
-        }) as FenceFn
-    });
+    let log = EventLog::new();
+    let mut supervisor = Supervisor::start(plan, stop.clone(), log.clone())?;
+    let events: EventsFn = Arc::new(move || log.snapshot());
+    // `tapsplice ctl fence NODE --yes-really` goes through the supervisor's fencer.
     let services = ControlServices::start(
         &plan.ctl_socket,
         plan.metrics,
         MetricsSnapshot::starting(&plan.node_id, &plan.role),
         Some(events),
-        fence,
+        supervisor.manual_fence(),
     )?;
 
     let eal = Eal::init(&plan.eal_args).map_err(|e| e.to_string())?;
     let mut ports: Vec<Port> = Vec::with_capacity(plan.ports.len());
-    let result = serve(plan, opts, &eal, &stop, &mut ports, &services, membership.as_mut());
+    let result = serve(plan, opts, &eal, &stop, &mut ports, &services, &mut supervisor);
     services.stop();
     stop.store(true, Ordering::SeqCst);
-    if let Some(m) = membership {
-        m.join();
-    }
+    supervisor.shutdown();
     // Whatever happened, ports are stopped and EAL's runtime files removed before exit.
     for p in &ports {
         p.shutdown();
@@ -208,7 +191,7 @@ fn serve(
     stop: &Arc<AtomicBool>,
     ports: &mut Vec<Port>,
     services: &ControlServices,
-    mut membership: Option<&mut Membership>,
+    supervisor: &mut Supervisor,
 ) -> Result<Report, String> {
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
     let workers = plan.workers.len() as u16;
@@ -281,19 +264,14 @@ fn serve(
     let mut last = (Instant::now(), LcoreCounters::default());
     let mut published: Option<Instant> = None;
     // The detector needs a tick at least every half heartbeat interval.
-    let period = membership.as_ref().map_or(Duration::from_millis(50), |m| m.poll_period().min(Duration::from_millis(50)));
+    let period = supervisor.poll_period();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(period);
-        if let Some(m) = membership.as_deref_mut() {
-            m.poll(Instant::now());
-        }
-        if published.map_or(true, |t| t.elapsed() >= Duration::from_millis(250)) {
+        supervisor.poll(Instant::now());
+        if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
-            if let Some(m) = membership.as_deref() {
-                snap.peers = m.peer_metrics(Instant::now());
-                snap.heartbeats = m.heartbeat_metrics();
-            }
+            supervisor.fill(&mut snap, Instant::now());
             services.publish(snap);
             published = Some(Instant::now());
         }

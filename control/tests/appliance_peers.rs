@@ -1,8 +1,11 @@
-//! A running appliance with a `[[peer]]` and the real `tapsplice agent` on loopback: the
-//! detector marks the peer up from its authenticated heartbeats, `tapsplice ctl peers` and
+//! A running appliance with `[[peer]]`s and the real `tapsplice agent` on loopback: the
+//! detector marks a peer up from its authenticated heartbeats, `tapsplice ctl peers` and
 //! the metrics show it; `tapsplice ctl fence web1 --yes-really` powers web1 off through
 //! the testbed power switch (which kills the agent), and the peer is declared down within
 //! (K + 1) heartbeat intervals of its last heartbeat (events in `tapsplice ctl events`).
+//! Automatic fencing: when the primary of a `[[server]]` pair dies, the appliance powers
+//! it off by itself and permits the promotion only after a verified off; a fence that
+//! hangs leaves the pair refused and the switch on.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -51,96 +54,223 @@ fn ctl_args(socket: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?} json: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// web1's state, once the appliance has published its first view of the peers.
-fn peer_state(socket: &Path) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = ctl(socket, "peers");
-        let peers = v["peers"].as_array().or_else(|| v.as_array()).cloned().unwrap_or_default();
-        if let Some(p) = peers.iter().find(|p| p["node"] == "web1" || p["peer"] == "web1") {
-            return p["state"].as_str().unwrap_or_default().to_string();
+/// A rack in a temporary directory: the forward example plus heartbeats with agents on
+/// loopback for web1 and web2, a `[[server]]` pair (primary web1, backup web2) fenced by
+/// the testbed power switch, and metrics on a known port.
+struct Rack {
+    dir: PathBuf,
+    socket: PathBuf,
+    switch: PathBuf,
+    rack: PathBuf,
+    agents: [PathBuf; 2],
+    metrics: u16,
+}
+
+impl Rack {
+    /// `fence_params` are extra parameters of the fence device (faults).
+    fn new(tag: &str, fence_params: &str, timeout_ms: u32, attempts: u32) -> Rack {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test starts DPDK: run it as root");
+        let dir: PathBuf = std::env::temp_dir().join(format!("tapsplice-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("rack.key");
+        std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (app_port, web1, web2) = (free_udp_port(), free_udp_port(), free_udp_port());
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let n = std::process::id() % 10000;
+        let t = &tag[..2];
+        let socket = dir.join("ctl.sock");
+        let switch = dir.join("switch");
+        std::fs::create_dir_all(&switch).unwrap();
+        std::fs::write(switch.join("web1.state"), "on\n").unwrap();
+        let agent_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/fence/fence_testbed");
+        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/forward.toml")).unwrap();
+        let rack = base
+            .replace("iface=tsw0", &format!("iface={t}w{n}"))
+            .replace("iface=tse0", &format!("iface={t}e{n}"))
+            .replace("\"tapsplice-fw1\"", &format!("\"ts{tag}-{n}\""))
+            .replace("/run/tapsplice/fw1.sock", &socket.display().to_string())
+            .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics}"))
+            .replacen("roles = [\"forward\"]", &format!("roles = [\"forward\"]\nmgmt = \"127.0.0.1:{app_port}\""), 1)
+            + &format!(
+                "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{web1}\"\n\n\
+                 [[peer]]\nid = \"web2\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{web2}\"\n\n\
+                 [timers]\nheartbeat_interval_ms = 10\nmissed_intervals = 3\n\n[keys]\nrack_key = \"{key}\"\n\n\
+                 [[server]]\nname = \"web\"\nvia = \"east\"\nprimary = \"web1\"\nbackup = \"web2\"\nfence = \"sim\"\nfence_plug = \"web1\"\n\n\
+                 [[fence_device]]\nname = \"sim\"\nagent = \"{agent_script}\"\n\
+                 parameters = {{ switch_dir = \"{sw}\"{fence_params} }}\ntimeout_ms = {timeout_ms}\nattempts = {attempts}\n",
+                key = key.display(),
+                sw = switch.display(),
+            );
+        let rack_path = dir.join("rack.toml");
+        std::fs::write(&rack_path, rack).unwrap();
+        let agents = [("web1", web1), ("web2", web2)].map(|(id, port)| {
+            let p = dir.join(format!("{id}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "[agent]\nid = \"{id}\"\nrack_key = \"{}\"\nbind = \"127.0.0.1:{port}\"\nappliances = [\"127.0.0.1:{app_port}\"]\ninterval_ms = 10\n",
+                    key.display()
+                ),
+            )
+            .unwrap();
+            p
+        });
+        Rack { dir, socket, switch, rack: rack_path, agents, metrics }
+    }
+
+    fn appliance(&self) -> Proc {
+        start(&["run", "--config"], &self.rack, "tapsplice: running")
+    }
+
+    /// Starts web1's (0) or web2's (1) agent; web1's pid goes on the switch's plug.
+    fn agent(&self, i: usize) -> Proc {
+        let a = start(&["agent", "--config"], &self.agents[i], "tapsplice agent: running");
+        if i == 0 {
+            std::fs::write(self.switch.join("web1.pids"), format!("{}\n", a.0.id())).unwrap();
         }
-        assert!(Instant::now() < deadline, "no web1 in {v}");
-        std::thread::sleep(Duration::from_millis(50));
+        a
+    }
+
+    fn wait_state(&self, node: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while peer_state_of(&self.socket, node) != want {
+            assert!(Instant::now() < deadline, "{node} never became {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the pair's phase to become `want`; returns the `servers` row.
+    fn wait_phase(&self, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = ctl(&self.socket, "servers");
+            let row = v["pairs"][0].clone();
+            if row["phase"] == want {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "pair never became {want}: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn events(&self) -> Vec<Value> {
+        ctl(&self.socket, "events")["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn switch_state(&self) -> String {
+        std::fs::read_to_string(self.switch.join("web1.state")).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Rack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn peer_state_of(socket: &Path, node: &str) -> String {
+    let v = ctl(socket, "peers");
+    v["peers"].as_array().and_then(|ps| ps.iter().find(|p| p["node"] == node)).map_or(String::new(), |p| p["state"].as_str().unwrap_or_default().to_string())
+}
+
+/// Kills an agent with SIGKILL (a node that dies without a word) and reaps it.
+fn kill(mut p: Proc) {
+    // SAFETY: plain kill(2) on our child.
+    unsafe { libc::kill(p.0.id() as i32, libc::SIGKILL) };
+    let _ = p.0.wait();
+    std::mem::forget(p);
+}
+
+#[test]
+fn a_dead_primary_is_powered_off_automatically_and_only_then_promotable() {
+    let rack = Rack::new("autofence", "", 5000, 2);
+    let _appliance = rack.appliance();
+    let web1 = rack.agent(0);
+    let _web2 = rack.agent(1);
+    rack.wait_state("web1", "up");
+    rack.wait_state("web2", "up");
+    assert_eq!(rack.wait_phase("serving")["primary_state"], "up");
+    kill(web1);
+    let row = rack.wait_phase("promotable");
+    assert_eq!(rack.switch_state(), "off", "the switch must have powered web1 off");
+    assert!(row["reason"].as_str().unwrap().contains("verified off"), "{row}");
+    // The events tell the story in order: down, fencing, fence ok, promotion permitted.
+    let kinds: Vec<String> = rack
+        .events()
+        .iter()
+        .filter(|e| e["node"] == "web1")
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    let pos = |k: &str| kinds.iter().position(|x| x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    assert!(pos("peer_down") < pos("pair_fencing") && pos("pair_fencing") < pos("fence_ok") && pos("fence_ok") < pos("promotion_permitted"), "{kinds:?}");
+    let text = rack.scrape();
+    for needle in [
+        "tapsplice_fence_attempts_total{target=\"web1\",device=\"sim\"} 1\n",
+        "tapsplice_fence_results_total{target=\"web1\",device=\"sim\",result=\"verified_off\"} 1\n",
+        "tapsplice_server_pair_phase{pair=\"web\",phase=\"promotable\"} 1\n",
+        "tapsplice_detector_events_total{kind=\"peer_down\"} 1\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
 
 #[test]
-fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test starts DPDK: run it as root");
-    let dir: PathBuf = std::env::temp_dir().join(format!("tapsplice-peers-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("rack.key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (app_port, agent_port) = (free_udp_port(), free_udp_port());
-    let pid = std::process::id() % 100000;
-    let socket = dir.join("ctl.sock");
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/forward.toml")).unwrap();
-    let rack = base
-        .replace("iface=tsw0", &format!("iface=tpw{pid}"))
-        .replace("iface=tse0", &format!("iface=tpe{pid}"))
-        .replace("\"tapsplice-fw1\"", &format!("\"tspeers-{pid}\""))
-        .replace("/run/tapsplice/fw1.sock", &socket.display().to_string())
-        .replace("127.0.0.1:9464", "127.0.0.1:0")
-        .replacen("roles = [\"forward\"]", &format!("roles = [\"forward\"]\nmgmt = \"127.0.0.1:{app_port}\""), 1)
-        + &format!(
-            "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{agent_port}\"\n\n[timers]\nheartbeat_interval_ms = 10\nmissed_intervals = 3\n\n[keys]\nrack_key = \"{}\"\n",
-            key.display()
-        );
-    // web1 is the primary of a server pair whose fence device is the testbed power switch.
-    let switch = dir.join("switch");
-    std::fs::create_dir_all(&switch).unwrap();
-    std::fs::write(switch.join("web1.state"), "on\n").unwrap();
-    let agent_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/fence/fence_testbed");
-    let rack = rack
-        + &format!(
-            "\n[[peer]]\nid = \"web2\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{}\"\n\n[[server]]\nname = \"web\"\nvia = \"east\"\nprimary = \"web1\"\nbackup = \"web2\"\nfence = \"sim\"\nfence_plug = \"web1\"\n\n[[fence_device]]\nname = \"sim\"\nagent = \"{agent_script}\"\nparameters = {{ switch_dir = \"{}\" }}\ntimeout_ms = 5000\n",
-            free_udp_port(),
-            switch.display()
-        );
-    let rack_path = dir.join("rack.toml");
-    std::fs::write(&rack_path, rack).unwrap();
-    let agent_path = dir.join("agent.toml");
-    std::fs::write(
-        &agent_path,
-        format!(
-            "[agent]\nid = \"web1\"\nrack_key = \"{}\"\nbind = \"127.0.0.1:{agent_port}\"\nappliances = [\"127.0.0.1:{app_port}\"]\ninterval_ms = 10\n",
-            key.display()
-        ),
-    )
-    .unwrap();
+fn a_fence_that_hangs_is_a_failed_fence_and_the_backup_is_never_promoted() {
+    let rack = Rack::new("hangfence", ", hang = 1, fault_action = \"off\"", 300, 1);
+    let _appliance = rack.appliance();
+    let web1 = rack.agent(0);
+    let _web2 = rack.agent(1);
+    rack.wait_state("web1", "up");
+    rack.wait_state("web2", "up");
+    kill(web1);
+    let row = rack.wait_phase("refused");
+    assert!(row["reason"].as_str().unwrap().contains("FAILED"), "{row}");
+    assert_eq!(rack.switch_state(), "on", "a hanging agent must not have switched web1 off");
+    let events = rack.events();
+    assert!(events.iter().any(|e| e["kind"] == "promotion_refused"), "{events:?}");
+    assert!(!events.iter().any(|e| e["kind"] == "promotion_permitted"), "{events:?}");
+    // Still refused a while later: nothing retries its way into a promotion.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ctl(&rack.socket, "servers")["pairs"][0]["phase"], "refused");
+    let text = rack.scrape();
+    assert!(text.contains("tapsplice_fence_results_total{target=\"web1\",device=\"sim\",result=\"timeout\"} 1\n"), "{text}");
+}
 
-    let _appliance = start(&["run", "--config"], &rack_path, "tapsplice: running");
-    assert_eq!(peer_state(&socket), "unknown", "a peer never heard from is unknown, not down");
-    let agent = start(&["agent", "--config"], &agent_path, "tapsplice agent: running");
+#[test]
+fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
+    let rack = Rack::new("peers", "", 5000, 2);
+    let socket = &rack.socket;
+    let _appliance = rack.appliance();
+    // A peer never heard from is unknown, not down (and unknown is never re-entered).
+    rack.wait_state("web1", "unknown");
     // The switch kills what runs on web1's plug when it powers it off: the agent.
-    std::fs::write(switch.join("web1.pids"), format!("{}\n", agent.0.id())).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while peer_state(&socket) != "up" {
-        assert!(Instant::now() < deadline, "peer never came up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut agent = rack.agent(0);
+    rack.wait_state("web1", "up");
     // A manual fence from the ctl: refused without confirmation, then done and verified.
-    let out = Command::new(BIN).args(["ctl", "--socket"]).arg(&socket).args(["fence", "web1"]).output().unwrap();
+    let out = Command::new(BIN).args(["ctl", "--socket"]).arg(socket).args(["fence", "web1"]).output().unwrap();
     assert!(!out.status.success(), "fence without --yes-really must be refused");
-    let f = ctl_args(&socket, &["fence", "web1", "--yes-really"]);
+    let f = ctl_args(socket, &["fence", "web1", "--yes-really"]);
     assert_eq!(f["outcome"], "off_verified", "{f}");
-    assert_eq!(std::fs::read_to_string(switch.join("web1.state")).unwrap().trim(), "off");
-    let mut agent = agent;
+    assert_eq!(rack.switch_state(), "off");
     let status = agent.0.wait().unwrap();
     assert!(!status.success(), "the power switch should have killed the agent: {status:?}");
     std::mem::forget(agent); // already reaped: its Drop must not signal a reused pid
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while peer_state(&socket) != "down" {
-        assert!(Instant::now() < deadline, "peer never went down");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let events = ctl(&socket, "events");
-    let list = events["events"].as_array().or_else(|| events.as_array()).cloned().unwrap_or_default();
-    assert!(list.iter().any(|e| e["kind"] == "fence_ok" && e["node"] == "web1"), "no fence_ok event: {events}");
-    let down = list.iter().find(|e| e["kind"] == "peer_down").unwrap_or_else(|| panic!("no peer_down event: {events}"));
+    rack.wait_state("web1", "down");
+    let list = rack.events();
+    assert!(list.iter().any(|e| e["kind"] == "fence_ok" && e["node"] == "web1"), "no fence_ok event: {list:?}");
+    let down = list.iter().find(|e| e["kind"] == "peer_down").unwrap_or_else(|| panic!("no peer_down event: {list:?}"));
     let msg = down["message"].as_str().unwrap();
     // "... no heartbeat for 32.1 ms (3 intervals)": the silence when declared.
     let ms: f64 = msg.split("no heartbeat for ").nth(1).and_then(|r| r.split(" ms").next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("cannot read the silence from {msg:?}"));
@@ -148,4 +278,6 @@ fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
     assert!(ms >= 30.0, "declared down before K intervals: {msg}");
     // (K+1) intervals is the design bound; a shared 2-core machine gets generous slack.
     assert!(ms <= 40.0 + 60.0, "declared down too late: {msg}");
+    // A verified manual fence of the primary also permits its backup's promotion.
+    rack.wait_phase("promotable");
 }

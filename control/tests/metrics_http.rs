@@ -86,6 +86,7 @@ fn snapshot() -> MetricsSnapshot {
             results,
             last_duration_s: Some(0.125),
         }],
+        pairs: Vec::new(),
     }
 }
 

@@ -43,6 +43,8 @@ pub enum CtlCmd {
     Histogram,
     /// Recent events (detector decisions, fencing, failovers), oldest first.
     Events,
+    /// [[server]] pairs: primary, backup, their states and the takeover phase.
+    Servers,
     /// Fence NODE: cut it off and power it off through its fence device.
     Fence {
         /// Node id to fence.
@@ -62,6 +64,7 @@ impl CtlCmd {
             CtlCmd::Stats => Command::Stats,
             CtlCmd::Histogram => Command::Histogram,
             CtlCmd::Events => Command::Events,
+            CtlCmd::Servers => Command::Servers,
             CtlCmd::Fence { node, .. } => Command::Fence { node: node.clone() },
         }
     }
@@ -129,6 +132,7 @@ pub fn render(cmd: &Command, result: &Value) -> String {
         Command::Histogram => as_(result).map(|r| render_histogram(&r)),
         Command::Events => as_(result).map(|r| render_events(&r)),
         Command::Peers => as_(result).map(|r| render_peers(&r)),
+        Command::Servers => as_(result).map(|r| render_servers(&r)),
         Command::Fence { node } => Some(render_fence(node, result)),
     };
     text.unwrap_or_else(|| serde_json::to_string_pretty(result).unwrap_or_default() + "\n")
@@ -517,6 +521,28 @@ pub fn render_peers(r: &PeersResult) -> String {
     let mut s = t.render();
     if r.peers.is_empty() {
         s.push_str("(no peers)\n");
+    }
+    s
+}
+
+pub const SERVERS_COLUMNS: [&str; 6] = ["PAIR", "PRIMARY", "BACKUP", "PHASE", "STATES", "WHY"];
+
+pub fn render_servers(r: &ServersResult) -> String {
+    let cols: Vec<(&str, Align)> = SERVERS_COLUMNS.iter().map(|&c| (c, Align::Left)).collect();
+    let mut t = Table::new(&cols);
+    for p in &r.pairs {
+        t.row(vec![
+            p.name.clone(),
+            p.primary.clone(),
+            p.backup.clone(),
+            p.phase.to_string(),
+            format!("{}/{}", p.primary_state, p.backup_state),
+            if p.reason.is_empty() { "-".into() } else { p.reason.clone() },
+        ]);
+    }
+    let mut s = t.render();
+    if r.pairs.is_empty() {
+        s.push_str("(no [[server]] pairs)\n");
     }
     s
 }

@@ -43,6 +43,7 @@ pub fn answer(sources: &Sources, req: &Request) -> Response {
         Command::Stats => Response::ok_with(id, &stats_result(&(sources.snapshot)())),
         Command::Histogram => Response::ok_with(id, &histogram_result(&(sources.snapshot)())),
         Command::Peers => Response::ok_with(id, &peers_result(&(sources.snapshot)())),
+        Command::Servers => Response::ok_with(id, &ServersResult { pairs: (sources.snapshot)().pairs }),
         Command::Events => {
             let events = sources.events.as_ref().map(|f| f()).unwrap_or_default();
             Response::ok_with(id, &EventsResult { events })
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn answers_every_command() {
         let src = sources();
-        for cmd in ["status", "ports", "stats", "histogram", "events", "peers"] {
+        for cmd in ["status", "ports", "stats", "histogram", "events", "peers", "servers"] {
             let r = answer(&src, &Request::new(4, cmd, Map::new()));
             assert!(r.ok, "{cmd}: {r:?}");
             assert_eq!(r.id, Some(4));

@@ -22,7 +22,7 @@ pub const PROTO_VERSION: u32 = 1;
 
 /// Commands this build answers (anything else gets `unknown_command`). `drain`, `resplice`
 /// and `splices` are reserved for later releases.
-pub const COMMANDS: [&str; 7] = ["status", "peers", "ports", "stats", "histogram", "events", "fence"];
+pub const COMMANDS: [&str; 8] = ["status", "peers", "ports", "stats", "histogram", "events", "servers", "fence"];
 
 /// Why a request failed. The wire form is the snake_case name (`as_str`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +228,8 @@ pub enum Command {
     Stats,
     Histogram,
     Events,
+    /// `[[server]]` pairs and their takeover phase.
+    Servers,
     /// Power-fence (and isolate) a node. Only built from a request with `"confirm":true`.
     Fence { node: String },
 }
@@ -241,6 +243,7 @@ impl Command {
             Command::Stats => "stats",
             Command::Histogram => "histogram",
             Command::Events => "events",
+            Command::Servers => "servers",
             Command::Fence { .. } => "fence",
         }
     }
@@ -270,6 +273,7 @@ impl Command {
             "stats" => no_args(Command::Stats),
             "histogram" => no_args(Command::Histogram),
             "events" => no_args(Command::Events),
+            "servers" => no_args(Command::Servers),
             "fence" => {
                 for k in req.args.keys() {
                     if k != "node" && k != "confirm" {
@@ -451,6 +455,16 @@ pub struct Event {
 pub struct PeersResult {
     pub peers: Vec<PeerInfo>,
 }
+
+/// `servers`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServersResult {
+    pub pairs: Vec<PairInfo>,
+}
+
+/// A `servers` row: one `[[server]]` pair's takeover phase (see `crate::takeover`).
+pub type PairInfo = crate::takeover::PairView;
 
 /// A `peers` row: the detector's view of one peer (state is one of
 /// `metrics::PEER_STATES`; `last_heard_ms` is `None` when never heard).

@@ -1,0 +1,95 @@
+//! The control thread's work between two metrics publications: heartbeats and the failure
+//! detector ([`Membership`]), the takeover decisions for `[[server]]` pairs
+//! ([`Takeover`]), and fencing ([`FenceDesk`]). One `poll` feeds detector decisions to the
+//! takeover logic, submits the fences it asks for, and hands fence verdicts back to it —
+//! nothing here blocks, so the detector keeps its timing while an agent runs for seconds.
+
+use crate::ctl::handler::FenceFn;
+use crate::events::EventLog;
+use crate::fencing::FenceDesk;
+use crate::membership::Membership;
+use crate::metrics::MetricsSnapshot;
+use crate::plan::RunPlan;
+use crate::takeover::{Action, Outcome, Takeover};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Supervisor {
+    membership: Option<Membership>,
+    fences: FenceDesk,
+    takeover: Takeover,
+    log: EventLog,
+    /// Detector decisions so far, by kind (`peer_down`, ...).
+    decisions: BTreeMap<String, u64>,
+}
+
+impl Supervisor {
+    /// Starts heartbeats (when the rack has peers) and the fencing threads.
+    pub fn start(plan: &RunPlan, stop: Arc<AtomicBool>, log: EventLog) -> Result<Supervisor, String> {
+        let membership = match &plan.membership {
+            Some(m) => Some(Membership::start(m, stop, log.clone())?),
+            None => None,
+        };
+        let fences = FenceDesk::start(plan.fence_targets.clone(), log.clone())?;
+        Ok(Supervisor { membership, fences, takeover: Takeover::new(plan.server_pairs.clone()), log, decisions: BTreeMap::new() })
+    }
+
+    /// The ctl's manual fence (`None` when the rack has no fence devices).
+    pub fn manual_fence(&self) -> Option<FenceFn> {
+        self.fences.manual()
+    }
+
+    /// How often [`Supervisor::poll`] must run.
+    pub fn poll_period(&self) -> Duration {
+        let cap = Duration::from_millis(50);
+        self.membership.as_ref().map_or(cap, |m| m.poll_period().min(cap))
+    }
+
+    pub fn poll(&mut self, now: Instant) {
+        let decisions = self.membership.as_mut().map(|m| m.poll(now)).unwrap_or_default();
+        for d in decisions {
+            *self.decisions.entry(format!("peer_{}", d.to.as_str())).or_default() += 1;
+            let o = self.takeover.on_peer(d.peer.as_str(), d.to);
+            self.apply(o);
+        }
+        for o in self.fences.drain(&mut self.takeover) {
+            self.apply(o);
+        }
+    }
+
+    fn apply(&mut self, o: Outcome) {
+        for n in o.notices {
+            self.log.push(n.kind, Some(&n.node), n.message, n.loud);
+        }
+        for a in o.actions {
+            match a {
+                Action::Fence(target) => {
+                    let again = self.fences.submit(&target, &mut self.takeover);
+                    self.apply(again);
+                }
+            }
+        }
+    }
+
+    /// Adds peers, heartbeat, fence and pair state to a metrics snapshot.
+    pub fn fill(&self, snap: &mut MetricsSnapshot, now: Instant) {
+        if let Some(m) = &self.membership {
+            snap.peers = m.peer_metrics(now);
+            snap.heartbeats = m.heartbeat_metrics();
+        }
+        snap.detector_events = self.decisions.clone();
+        snap.fences = self.fences.metrics();
+        snap.pairs = self.takeover.views();
+    }
+
+    /// Stops fencing (queued requests are cancelled, running agents finish) and waits for
+    /// the heartbeat threads (the shared stop flag must be set).
+    pub fn shutdown(self) {
+        self.fences.shutdown();
+        if let Some(m) = self.membership {
+            m.join();
+        }
+    }
+}
