@@ -1,6 +1,8 @@
 //! tapsplice's poll-mode side.
 //!
 //! * [`packet`] — zero-copy typed views over frame bytes, checksums, flow keys. Pure.
+//! * [`balance`] — member selection for the balance role: flow hash by policy and a
+//!   weighted Maglev table. Pure.
 //! * [`role`] — what an lcore does with a frame: the `Role` trait and its implementations
 //!   (forward today; balance, splice and tap beside it). Pure: bytes and a clock in,
 //!   verdicts and bytes out.
@@ -8,6 +10,7 @@
 //! * `port` (feature `dpdk`) — the only code that touches DPDK: EAL, mempools, ports,
 //!   mbufs and the lcore burst loop.
 
+pub mod balance;
 pub mod packet;
 pub mod role;
 pub mod stats;
