@@ -8,7 +8,11 @@ use crate::detector::{Detector, DetectorConfig, Event as Decision, PeerSpec};
 use crate::events::EventLog;
 use crate::heartbeat::keyfile::load_rack_key;
 use crate::heartbeat::udp::{next_incarnation, now_unix_us, LocalStatus, StatusCell};
-use crate::heartbeat::wire::{HbRole, NodeId, StatusFlags, Workload};
+use crate::heartbeat::inband::{Inband, InbandCounters, InbandPeer, InbandPort, Transmit};
+use crate::heartbeat::wire::{HbRole, MacKey, NodeId, StatusFlags, Workload};
+use dataplane::lcore_link::SmallFrame;
+use dataplane::role::PortIndex;
+use std::net::IpAddr;
 use crate::heartbeat::{peer_node_ids, mgmt_targets, HbCounters, HbEvent, HbSender, Receiver, ReceiverConfig, SenderConfig};
 use crate::metrics::{HeartbeatMetrics, PeerMetrics};
 use crossbeam_channel::{bounded, Receiver as Chan};
@@ -27,6 +31,8 @@ pub struct MembershipPlan {
     pub rack_key: PathBuf,
     pub peers: Vec<PeerConfig>,
     pub timers: TimersConfig,
+    /// Peers that also heartbeat in-band on a dataplane port.
+    pub inband: Vec<InbandPeer>,
 }
 
 impl MembershipPlan {
@@ -37,7 +43,27 @@ impl MembershipPlan {
         }
         let mgmt = cfg.node.mgmt.ok_or_else(|| format!("{}: [[peer]] needs node.mgmt (the heartbeat address)", cfg.source))?;
         let rack_key = cfg.keys.rack_key.clone().ok_or_else(|| format!("{}: [[peer]] needs keys.rack_key", cfg.source))?;
-        Ok(Some(MembershipPlan { node: cfg.node.id.clone(), mgmt, rack_key, peers: cfg.peer.clone(), timers: cfg.timers.clone() }))
+        let mut inband = Vec::new();
+        for p in &cfg.peer {
+            let (Some(port), Some(addr)) = (&p.inband_port, p.inband_address) else { continue };
+            let index = cfg.port.iter().position(|x| &x.name == port).ok_or_else(|| {
+                format!("{}: peer {:?}: in-band heartbeats on bond {port:?} are not supported yet; use a [[port]]", cfg.source, p.id)
+            })?;
+            let IpAddr::V4(addr) = addr else {
+                return Err(format!("{}: peer {:?}: inband_address must be IPv4", cfg.source, p.id));
+            };
+            inband.push(InbandPeer { id: p.id.clone(), port: index as PortIndex, addr, udp_port: p.mgmt.map_or(mgmt.port(), |m| m.port()) });
+        }
+        Ok(Some(MembershipPlan { node: cfg.node.id.clone(), mgmt, rack_key, peers: cfg.peer.clone(), timers: cfg.timers.clone(), inband }))
+    }
+
+    /// Ports (by index) on which heartbeats arrive in-band: their lcores punt UDP to
+    /// `mgmt`'s port.
+    pub fn inband_ports(&self) -> Vec<PortIndex> {
+        let mut v: Vec<PortIndex> = self.inband.iter().map(|p| p.port).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 
@@ -47,6 +73,19 @@ pub struct Membership {
     counters: Arc<HbCounters>,
     log: EventLog,
     threads: Vec<JoinHandle<()>>,
+    /// What the in-band path needs once the ports are up ([`Membership::start_inband`]).
+    inband: Option<InbandPending>,
+    inband_counters: Option<Arc<InbandCounters>>,
+    stop: Arc<AtomicBool>,
+}
+
+struct InbandPending {
+    udp_port: u16,
+    peers: Vec<InbandPeer>,
+    key: MacKey,
+    ids: Vec<NodeId>,
+    events: crossbeam_channel::Sender<HbEvent>,
+    mirror: Chan<Vec<u8>>,
 }
 
 impl Membership {
@@ -59,6 +98,15 @@ impl Membership {
         let send_socket = socket.try_clone().map_err(|e| format!("heartbeat socket: {e}"))?;
         let counters = Arc::new(HbCounters::default());
         let (tx, rx) = bounded(4096);
+        let (mirror_tx, mirror_rx) = bounded(4);
+        let inband = (!plan.inband.is_empty()).then(|| InbandPending {
+            udp_port: plan.mgmt.port(),
+            peers: plan.inband.clone(),
+            key: key.clone(),
+            ids: ids.clone(),
+            events: tx.clone(),
+            mirror: mirror_rx,
+        });
         let receiver = Receiver::new(socket, ReceiverConfig::new(key.clone(), ids), tx, counters.clone(), stop.clone())
             .and_then(|r| r.spawn())
             .map_err(|e| format!("cannot start the heartbeat receiver: {e}"))?;
@@ -78,16 +126,29 @@ impl Membership {
                 peers: mgmt_targets(&plan.peers),
                 key,
                 poll: interval.min(Duration::from_millis(50)),
+                mirror: inband.is_some().then_some(mirror_tx),
             },
             status,
             counters.clone(),
-            stop,
+            stop.clone(),
         )
         .spawn()
         .map_err(|e| format!("cannot start the heartbeat sender: {e}"))?;
         let specs: Vec<PeerSpec> = plan.peers.iter().filter_map(|p| PeerSpec::from_config(p, &plan.timers)).collect();
         let detector = Detector::new(DetectorConfig::from_timers(&plan.timers), specs, Instant::now());
-        Ok(Membership { detector, events: rx, counters, log, threads: vec![receiver, sender] })
+        Ok(Membership { detector, events: rx, counters, log, threads: vec![receiver, sender], inband, inband_counters: None, stop })
+    }
+
+    /// Starts the in-band path once the dataplane ports are up: `punts` are the frames the
+    /// lcores hand over, `transmit` sends a frame through an lcore. A no-op without
+    /// in-band peers.
+    pub fn start_inband(&mut self, ports: Vec<InbandPort>, punts: Chan<SmallFrame>, transmit: Transmit) -> Result<(), String> {
+        let Some(p) = self.inband.take() else { return Ok(()) };
+        let path = Inband::new(p.udp_port, ports, p.peers, p.key, p.ids, p.events, self.counters.clone(), transmit);
+        self.inband_counters = Some(path.counters());
+        let t = path.spawn(punts, p.mirror, self.stop.clone()).map_err(|e| format!("cannot start the in-band heartbeat path: {e}"))?;
+        self.threads.push(t);
+        Ok(())
     }
 
     /// How often [`Membership::poll`] must run for the detector's timing to hold.
@@ -128,7 +189,14 @@ impl Membership {
 
     pub fn heartbeat_metrics(&self) -> HeartbeatMetrics {
         let s = self.counters.snapshot();
-        HeartbeatMetrics { sent: s.sent, rejected: s.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect() }
+        let mut m = HeartbeatMetrics { sent: s.sent, rejected: s.rejected.iter().map(|(k, v)| (k.to_string(), *v)).collect(), ..Default::default() };
+        if let Some(c) = &self.inband_counters {
+            let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            m.inband_received = l(&c.accepted);
+            m.inband_sent = l(&c.sent);
+            m.inband_unresolved = l(&c.unresolved);
+        }
+        m
     }
 
     /// Waits for the receiver and sender threads (after the shared stop flag is set).

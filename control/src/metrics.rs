@@ -79,6 +79,8 @@ pub struct LcoreMetrics {
     pub polls: u64,
     pub empty_polls: u64,
     pub idle_sleeps: u64,
+    pub punted: u64,
+    pub control_tx: u64,
     /// Drops by reason name. [`MetricsSnapshot::from_report`] lists every known reason
     /// (zeros included) so that the series exist from the first scrape.
     pub drops: BTreeMap<String, u64>,
@@ -165,6 +167,10 @@ pub struct HeartbeatMetrics {
     /// Heartbeats dropped before the detector saw them, by reason (`bad_mac`, `replayed`,
     /// `malformed`, `unknown_node`, ...).
     pub rejected: BTreeMap<String, u64>,
+    /// In-band path: heartbeats accepted, sent, and not sent for want of the peer's MAC.
+    pub inband_received: u64,
+    pub inband_sent: u64,
+    pub inband_unresolved: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -212,6 +218,8 @@ impl MetricsSnapshot {
                     polls: l.polls,
                     empty_polls: l.empty_polls,
                     idle_sleeps: l.idle_sleeps,
+                    punted: l.punted,
+                    control_tx: l.control_tx,
                     drops,
                 }
             })
@@ -399,7 +407,7 @@ impl Collector for SnapshotCollector {
         // Lcores.
         type LcoreField = fn(&LcoreMetrics) -> u64;
         let lcore_names: Vec<String> = s.lcores.iter().map(|l| l.lcore.to_string()).collect();
-        let lcore_counters: [(&str, &str, LcoreField); 8] = [
+        let lcore_counters: [(&str, &str, LcoreField); 10] = [
             ("tapsplice_lcore_rx_packets", "Packets the worker lcore received.", |l| l.rx_packets),
             ("tapsplice_lcore_tx_packets", "Packets the worker lcore handed to TX.", |l| l.tx_packets),
             ("tapsplice_lcore_rx_bytes", "Bytes the worker lcore received.", |l| l.rx_bytes),
@@ -408,6 +416,8 @@ impl Collector for SnapshotCollector {
             ("tapsplice_lcore_polls", "RX poll rounds.", |l| l.polls),
             ("tapsplice_lcore_empty_polls", "RX poll rounds that returned no packet.", |l| l.empty_polls),
             ("tapsplice_lcore_idle_sleeps", "Times the idle back-off slept.", |l| l.idle_sleeps),
+            ("tapsplice_lcore_punted", "Frames handed to the control thread (in-band heartbeats, ARP replies).", |l| l.punted),
+            ("tapsplice_lcore_control_tx", "Frames sent for the control thread (in-band heartbeats, ARP requests).", |l| l.control_tx),
         ];
         for (name, help, f) in lcore_counters {
             family(
@@ -516,6 +526,14 @@ impl Collector for SnapshotCollector {
             Counter,
             s.heartbeats.rejected.iter().map(|(r, n)| ([("reason", Esc(r))], ConstCounter::new(*n))),
         )?;
+        for (name, help, v) in [
+            ("tapsplice_heartbeats_inband_received", "Heartbeats accepted on the in-band (dataplane) path.", s.heartbeats.inband_received),
+            ("tapsplice_heartbeats_inband_sent", "Heartbeats sent on the in-band (dataplane) path.", s.heartbeats.inband_sent),
+            ("tapsplice_heartbeats_inband_unresolved", "In-band heartbeats not sent: the peer's MAC is not known yet.", s.heartbeats.inband_unresolved),
+        ] {
+            let me = enc.encode_descriptor(name, help, None, Counter)?;
+            ConstCounter::new(v).encode(me)?;
+        }
         family(
             &mut enc,
             "tapsplice_detector_events",

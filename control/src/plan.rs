@@ -51,8 +51,9 @@ pub struct PlanPort {
     pub tx_desc: u16,
     pub promiscuous: bool,
     pub mtu: u16,
-    /// The appliance's own IPv4 addresses on this port (answered for ARP and ICMP echo).
-    pub ipv4: Vec<Ipv4Addr>,
+    /// The appliance's own IPv4 addresses on this port (answered for ARP and ICMP echo),
+    /// with their prefix lengths.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
 }
 
 /// The roles `run` can start in this release; `check` accepts the whole rack schema.
@@ -87,7 +88,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
             tx_desc: p.tx_desc,
             promiscuous: p.promiscuous,
             mtu: p.mtu,
-            ipv4: p.ipv4_addresses(),
+            ipv4: p.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
         })
         .collect();
     Ok(RunPlan {
@@ -131,7 +132,7 @@ mod tests {
         assert_eq!(plan.workers, vec![1]);
         assert_eq!(plan.pairs, vec![(0, 1)]);
         assert_eq!(plan.ports.len(), 2);
-        assert_eq!(plan.ports[0].ipv4, vec![Ipv4Addr::new(10, 99, 0, 254)]);
+        assert_eq!(plan.ports[0].ipv4, vec![(Ipv4Addr::new(10, 99, 0, 254), 24)]);
         assert!(!plan.ports[0].is_pci);
         assert!(plan.eal_args.contains(&"--no-pci".to_string()));
     }

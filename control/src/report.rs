@@ -36,6 +36,8 @@ pub struct LcoreReport {
     pub polls: u64,
     pub empty_polls: u64,
     pub idle_sleeps: u64,
+    pub punted: u64,
+    pub control_tx: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -51,6 +53,8 @@ impl LcoreReport {
             polls: c.polls,
             empty_polls: c.empty_polls,
             idle_sleeps: c.idle_sleeps,
+            punted: c.punted,
+            control_tx: c.control_tx,
             drops: c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect(),
         }
     }

@@ -15,7 +15,9 @@ use dataplane::port::lcore::{self, new_slot, LoopConfig, RxSource, Slot, Worker}
 use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
-use dataplane::role::PortIndex;
+use crate::heartbeat::inband::InbandPort;
+use dataplane::lcore_link::{links, ToLcore};
+use dataplane::role::{PortIndex, Role};
 use dataplane::stats::{new_cycle_histogram, LcoreCounters};
 use hdrhistogram::Histogram;
 use std::io::Write;
@@ -214,8 +216,31 @@ fn serve(
         ports.push(port);
     }
 
-    let local: Vec<LocalAddrs> =
-        ports.iter().zip(&plan.ports).map(|(port, pp)| LocalAddrs { mac: port.mac, ipv4: pp.ipv4.clone() }).collect();
+    // Ports that carry in-band heartbeats punt UDP to the heartbeat port to the control thread.
+    let (inband_ports, hb_port) = match &plan.membership {
+        Some(m) => (m.inband_ports(), Some(m.mgmt.port())),
+        None => (Vec::new(), None),
+    };
+    let local: Vec<LocalAddrs> = ports
+        .iter()
+        .zip(&plan.ports)
+        .enumerate()
+        .map(|(i, (port, pp))| LocalAddrs {
+            mac: port.mac,
+            ipv4: pp.ipv4.iter().map(|a| a.0).collect(),
+            punt_udp: hb_port.filter(|_| inband_ports.contains(&(i as PortIndex))),
+        })
+        .collect();
+    let (control_end, lcore_ends) = links::<<Forward as Role>::Update>(plan.workers.len());
+    let mut lcore_ends = lcore_ends.into_iter();
+    // In-band heartbeats go out through worker 0 (every worker has a TX queue on every port).
+    let inband: Vec<InbandPort> = inband_ports
+        .iter()
+        .map(|&i| InbandPort { index: i, mac: ports[i as usize].mac, ipv4: plan.ports[i as usize].ipv4.clone() })
+        .collect();
+    let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
+    supervisor.start_inband(inband, control_end.punts.clone(), Box::new(move |f| to_worker0.try_send(ToLcore::Transmit(f)).is_ok()))?;
+
     let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
     let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
     let mut slots: Vec<Slot> = Vec::new();
@@ -240,6 +265,8 @@ fn serve(
             stop: stop.clone(),
             slot,
             tsc_hz: eal.tsc_hz,
+            link: lcore_ends.next().ok_or("internal: fewer lcore links than workers")?,
+            pool,
         };
         if let Err(e) = worker.launch() {
             stop.store(true, Ordering::SeqCst);

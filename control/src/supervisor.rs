@@ -41,6 +41,19 @@ impl Supervisor {
         self.fences.manual()
     }
 
+    /// Starts the in-band heartbeat path (see [`Membership::start_inband`]).
+    pub fn start_inband(
+        &mut self,
+        ports: Vec<crate::heartbeat::inband::InbandPort>,
+        punts: crossbeam_channel::Receiver<dataplane::lcore_link::SmallFrame>,
+        transmit: crate::heartbeat::inband::Transmit,
+    ) -> Result<(), String> {
+        match &mut self.membership {
+            Some(m) => m.start_inband(ports, punts, transmit),
+            None => Ok(()),
+        }
+    }
+
     /// How often [`Supervisor::poll`] must run.
     pub fn poll_period(&self) -> Duration {
         let cap = Duration::from_millis(50);

@@ -41,6 +41,8 @@ fn start(args: &[&str], cfg: &Path, ready: &str) -> Proc {
             None => break,
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("{args:?} never printed {ready:?}");
 }
 
@@ -64,11 +66,16 @@ struct Rack {
     rack: PathBuf,
     agents: [PathBuf; 2],
     metrics: u16,
+    /// With `inband`: the east TAP interface and the address its kernel side gets.
+    inband: Option<(String, String)>,
 }
 
 impl Rack {
-    /// `fence_params` are extra parameters of the fence device (faults).
-    fn new(tag: &str, fence_params: &str, timeout_ms: u32, attempts: u32) -> Rack {
+    /// `fence_params` are extra parameters of the fence device (faults). With `inband`,
+    /// web1 heartbeats only in-band: it has no `mgmt`, the rack names it on port east
+    /// (whose kernel side, in this namespace, is web1's address) and its agent sends to the
+    /// appliance's east address.
+    fn new(tag: &str, fence_params: &str, timeout_ms: u32, attempts: u32, inband: bool) -> Rack {
         // SAFETY: geteuid has no preconditions.
         assert_eq!(unsafe { libc::geteuid() }, 0, "this test starts DPDK: run it as root");
         let dir: PathBuf = std::env::temp_dir().join(format!("tapsplice-{tag}-{}", std::process::id()));
@@ -85,6 +92,16 @@ impl Rack {
         let switch = dir.join("switch");
         std::fs::create_dir_all(&switch).unwrap();
         std::fs::write(switch.join("web1.state"), "on\n").unwrap();
+        let net = format!("10.77.{}", 20 + std::process::id() % 200);
+        let (web1_peer, web1_agent, appliance_for_web1) = if inband {
+            (
+                format!("inband_port = \"east\"\ninband_address = \"{net}.1\""),
+                format!("{net}.1:{web1}"),
+                format!("{net}.2:{app_port}"),
+            )
+        } else {
+            (format!("mgmt = \"127.0.0.1:{web1}\""), format!("127.0.0.1:{web1}"), format!("127.0.0.1:{app_port}"))
+        };
         let agent_script = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/fence/fence_testbed");
         let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/forward.toml")).unwrap();
         let rack = base
@@ -93,9 +110,10 @@ impl Rack {
             .replace("\"tapsplice-fw1\"", &format!("\"ts{tag}-{n}\""))
             .replace("/run/tapsplice/fw1.sock", &socket.display().to_string())
             .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics}"))
+            .replace("addresses = [\"10.99.0.253/24\"]", &format!("addresses = [\"{net}.2/24\"]"))
             .replacen("roles = [\"forward\"]", &format!("roles = [\"forward\"]\nmgmt = \"127.0.0.1:{app_port}\""), 1)
             + &format!(
-                "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{web1}\"\n\n\
+                "\n[[peer]]\nid = \"web1\"\nclass = \"server\"\n{web1_peer}\n\n\
                  [[peer]]\nid = \"web2\"\nclass = \"server\"\nmgmt = \"127.0.0.1:{web2}\"\n\n\
                  [timers]\nheartbeat_interval_ms = 10\nmissed_intervals = 3\n\n[keys]\nrack_key = \"{key}\"\n\n\
                  [[server]]\nname = \"web\"\nvia = \"east\"\nprimary = \"web1\"\nbackup = \"web2\"\nfence = \"sim\"\nfence_plug = \"web1\"\n\n\
@@ -106,23 +124,34 @@ impl Rack {
             );
         let rack_path = dir.join("rack.toml");
         std::fs::write(&rack_path, rack).unwrap();
-        let agents = [("web1", web1), ("web2", web2)].map(|(id, port)| {
+        let web2_agent = (format!("127.0.0.1:{web2}"), format!("127.0.0.1:{app_port}"));
+        let agents = [("web1", (web1_agent, appliance_for_web1)), ("web2", web2_agent)].map(|(id, (bind, to))| {
             let p = dir.join(format!("{id}.toml"));
             std::fs::write(
                 &p,
                 format!(
-                    "[agent]\nid = \"{id}\"\nrack_key = \"{}\"\nbind = \"127.0.0.1:{port}\"\nappliances = [\"127.0.0.1:{app_port}\"]\ninterval_ms = 10\n",
+                    "[agent]\nid = \"{id}\"\nrack_key = \"{}\"\nbind = \"{bind}\"\nappliances = [\"{to}\"]\ninterval_ms = 10\n",
                     key.display()
                 ),
             )
             .unwrap();
             p
         });
-        Rack { dir, socket, switch, rack: rack_path, agents, metrics }
+        let inband = inband.then(|| (format!("{t}e{n}"), format!("{net}.1/24")));
+        Rack { dir, socket, switch, rack: rack_path, agents, metrics, inband }
     }
 
+    /// Starts the appliance; with `inband`, then gives the east TAP's kernel side web1's
+    /// address (the interface exists only once the appliance runs).
     fn appliance(&self) -> Proc {
-        start(&["run", "--config"], &self.rack, "tapsplice: running")
+        let p = start(&["run", "--config"], &self.rack, "tapsplice: running");
+        if let Some((iface, addr)) = &self.inband {
+            for args in [vec!["addr", "add", addr, "dev", iface], vec!["link", "set", iface, "up"]] {
+                let out = Command::new("ip").args(&args).output().unwrap();
+                assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        p
     }
 
     /// Starts web1's (0) or web2's (1) agent; web1's pid goes on the switch's plug.
@@ -195,7 +224,7 @@ fn kill(mut p: Proc) {
 
 #[test]
 fn a_dead_primary_is_powered_off_automatically_and_only_then_promotable() {
-    let rack = Rack::new("autofence", "", 5000, 2);
+    let rack = Rack::new("autofence", "", 5000, 2, false);
     let _appliance = rack.appliance();
     let web1 = rack.agent(0);
     let _web2 = rack.agent(1);
@@ -228,7 +257,7 @@ fn a_dead_primary_is_powered_off_automatically_and_only_then_promotable() {
 
 #[test]
 fn a_fence_that_hangs_is_a_failed_fence_and_the_backup_is_never_promoted() {
-    let rack = Rack::new("hangfence", ", hang = 1, fault_action = \"off\"", 300, 1);
+    let rack = Rack::new("hangfence", ", hang = 1, fault_action = \"off\"", 300, 1, false);
     let _appliance = rack.appliance();
     let web1 = rack.agent(0);
     let _web2 = rack.agent(1);
@@ -250,7 +279,7 @@ fn a_fence_that_hangs_is_a_failed_fence_and_the_backup_is_never_promoted() {
 
 #[test]
 fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
-    let rack = Rack::new("peers", "", 5000, 2);
+    let rack = Rack::new("peers", "", 5000, 2, false);
     let socket = &rack.socket;
     let _appliance = rack.appliance();
     // A peer never heard from is unknown, not down (and unknown is never re-entered).
@@ -280,4 +309,40 @@ fn a_fenced_agent_is_detected_down_within_k_plus_one_intervals() {
     assert!(ms <= 40.0 + 60.0, "declared down too late: {msg}");
     // A verified manual fence of the primary also permits its backup's promotion.
     rack.wait_phase("promotable");
+}
+
+#[test]
+fn a_peer_heard_only_in_band_comes_up_and_the_appliance_heartbeats_back_in_band() {
+    let rack = Rack::new("inband", "", 5000, 2, true);
+    let _appliance = rack.appliance();
+    let (iface, addr) = rack.inband.clone().unwrap();
+    let web1_ip = addr.trim_end_matches("/24").to_string();
+    // The appliance's in-band heartbeats to web1 go to its heartbeat port on web1's address.
+    let app_port: u16 = std::fs::read_to_string(&rack.rack).unwrap().split("mgmt = \"127.0.0.1:").nth(1).unwrap()[..5]
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    let listener = UdpSocket::bind((web1_ip.as_str(), app_port)).unwrap();
+    listener.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let web1 = rack.agent(0);
+    rack.wait_state("web1", "up");
+    let text = rack.scrape();
+    let received = metric(&text, "tapsplice_heartbeats_inband_received_total");
+    assert!(received > 0.0, "web1 has no mgmt path: it can only be up through the dataplane\n{text}");
+    // ARP resolved web1's MAC (the kernel answered), and heartbeats arrive on its address.
+    let mut buf = [0u8; 2048];
+    let (n, from) = listener.recv_from(&mut buf).unwrap_or_else(|e| panic!("no in-band heartbeat from the appliance on {iface}: {e}"));
+    assert!(n > 32 && buf[..n].windows(3).any(|w| w == b"fw1"), "not a heartbeat from fw1: {n} bytes from {from}");
+    assert!(metric(&rack.scrape(), "tapsplice_heartbeats_inband_sent_total") > 0.0);
+    assert!(metric(&rack.scrape(), "tapsplice_lcore_punted_total") > 0.0);
+    kill(web1);
+    rack.wait_state("web1", "down");
+}
+
+/// The sum of a metric's samples in an exposition.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

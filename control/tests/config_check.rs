@@ -752,3 +752,17 @@ fn later_roles_validate_their_references() {
     );
     has(&lines, "t.toml:", "peer[1].id: duplicate peer id \"px1\"");
 }
+
+#[test]
+fn in_band_heartbeats_need_an_ipv4_port_and_an_ipv4_peer() {
+    let rack = |addresses: &str, peer: &str| {
+        with("device = \"net_tap1\"\n", &format!("device = \"net_tap1\"\naddresses = [{addresses}]\n"))
+            .replace("[node]\nid = \"t1\"", "[node]\nid = \"t1\"\nmgmt = \"127.0.0.1:7400\"")
+            + &format!("\n[[peer]]\nid = \"p1\"\nclass = \"server\"\ninband_port = \"b\"\ninband_address = \"{peer}\"\n\n[keys]\nrack_key = \"/k\"\n")
+    };
+    ok(&rack("\"10.0.1.2/24\"", "10.0.1.9"));
+    let lines = errs(&rack("\"fd00::2/64\"", "10.0.1.9"));
+    has(&lines, "t.toml:", "has no IPv4 address");
+    let lines = errs(&rack("\"10.0.1.2/24\"", "fd00::9"));
+    has(&lines, "t.toml:", "in-band heartbeats are IPv4");
+}

@@ -275,6 +275,7 @@ fn detector_fed_by_receiver_declares_down_within_k_plus_1_intervals() {
             peers: vec![rx.addr],
             key: key(),
             poll: Duration::from_millis(20),
+            mirror: None,
         },
         status.clone(),
         tx_counters.clone(),

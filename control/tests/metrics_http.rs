@@ -77,7 +77,7 @@ fn snapshot() -> MetricsSnapshot {
             heartbeats_missed: 5,
             workload: Some(0.3),
         }],
-        heartbeats: HeartbeatMetrics { sent: 999, rejected },
+        heartbeats: HeartbeatMetrics { sent: 999, rejected, ..Default::default() },
         detector_events,
         fences: vec![FenceMetrics {
             target: "srv1".into(),

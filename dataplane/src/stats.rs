@@ -37,10 +37,18 @@ pub enum DropReason {
     TxFull,
     /// No mbuf could be allocated for a generated frame.
     NoMbuf,
+    /// A frame for the control thread was larger than a punt message holds.
+    PuntTooBig,
+    /// The control thread's queue was full (it is behind); the frame was not handed over.
+    PuntQueueFull,
+    /// For a balanced service (VIP) that has no live member.
+    NoMember,
+    /// Not for a balanced service, and the role does not forward other traffic.
+    NotVip,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::MalformedArp,
@@ -56,6 +64,10 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::TxFull,
         DropReason::NoMbuf,
+        DropReason::PuntTooBig,
+        DropReason::PuntQueueFull,
+        DropReason::NoMember,
+        DropReason::NotVip,
     ];
 
     /// Stable snake_case name used by ctl, metrics and reports.
@@ -75,6 +87,10 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::TxFull => "tx_full",
             DropReason::NoMbuf => "no_mbuf",
+            DropReason::PuntTooBig => "punt_too_big",
+            DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::NoMember => "no_member",
+            DropReason::NotVip => "not_vip",
         }
     }
 }
@@ -118,6 +134,10 @@ pub struct LcoreCounters {
     pub empty_polls: u64,
     /// Times the idle back-off slept.
     pub idle_sleeps: u64,
+    /// Frames handed to the control thread (in-band heartbeats, ARP replies).
+    pub punted: u64,
+    /// Frames the control thread asked this lcore to send (in-band heartbeats, ARP).
+    pub control_tx: u64,
     pub drops: DropCounters,
 }
 
@@ -131,6 +151,8 @@ impl LcoreCounters {
         self.polls += o.polls;
         self.empty_polls += o.empty_polls;
         self.idle_sleeps += o.idle_sleeps;
+        self.punted += o.punted;
+        self.control_tx += o.control_tx;
         self.drops.merge(&o.drops);
     }
 }

@@ -387,6 +387,7 @@ fn local_addrs() -> LocalAddrs {
     LocalAddrs {
         mac: [0x02, 0, 0, 0, 0, 1],
         ipv4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 168, 1, 1)],
+        punt_udp: Some(7400),
     }
 }
 

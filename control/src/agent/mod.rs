@@ -57,6 +57,7 @@ pub fn run(file: &config::AgentFile) -> Result<(), String> {
             peers: a.appliances.clone(),
             key: key.mac_key(),
             poll: Duration::from_millis(a.interval_ms.min(50)),
+            mirror: None,
         },
         status.clone(),
         counters.clone(),

@@ -700,7 +700,20 @@ impl<'a, 'p> V<'a, 'p> {
             }
             match (&pe.inband_port, &pe.inband_address) {
                 (Some(port), addr) => {
-                    self.usable_endpoint(&format!("{base}.inband_port"), port);
+                    let has_ipv4 = match self.usable_endpoint(&format!("{base}.inband_port"), port) {
+                        Some(Endpoint::Port(i)) => Some(!self.cfg.port[i].ipv4_addresses().is_empty()),
+                        Some(Endpoint::Bond(b)) => Some(self.cfg.bond[b].addresses.iter().any(|c| c.ipv4().is_some())),
+                        None => None,
+                    };
+                    if has_ipv4 == Some(false) {
+                        self.err(
+                            &format!("{base}.inband_port"),
+                            format!("port \"{port}\" has no IPv4 address: in-band heartbeats are sent from the appliance's address on it"),
+                        );
+                    }
+                    if matches!(addr, Some(IpAddr::V6(_))) {
+                        self.err(&format!("{base}.inband_address"), "in-band heartbeats are IPv4: give the peer's IPv4 address");
+                    }
                     if addr.is_none() {
                         self.err(
                             &format!("{base}.inband_address"),

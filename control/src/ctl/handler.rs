@@ -131,6 +131,8 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
             polls: l.polls,
             empty_polls: l.empty_polls,
             idle_sleeps: l.idle_sleeps,
+            punted: l.punted,
+            control_tx: l.control_tx,
             drops,
         });
     }

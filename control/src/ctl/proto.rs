@@ -399,6 +399,8 @@ pub struct LcoreInfo {
     pub polls: u64,
     pub empty_polls: u64,
     pub idle_sleeps: u64,
+    pub punted: u64,
+    pub control_tx: u64,
     /// Drops by reason (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
 }

@@ -11,6 +11,7 @@
 //!
 //! Liveness decisions are not made here: accepted heartbeats go to [`crate::detector`].
 
+pub mod inband;
 pub mod ingress;
 pub mod keyfile;
 pub mod ratelimit;

@@ -252,6 +252,9 @@ pub struct SenderConfig {
     pub key: MacKey,
     /// Longest sleep between stop-flag checks.
     pub poll: Duration,
+    /// Every encoded heartbeat is also offered here (the in-band path sends the same
+    /// message, so both paths carry one sequence number); a full queue skips a round.
+    pub mirror: Option<crossbeam_channel::Sender<Vec<u8>>>,
 }
 
 /// The sending half: every `interval`, one heartbeat (same sequence number) to each peer.
@@ -319,6 +322,9 @@ impl HbSender {
                 .fetch_add(self.cfg.peers.len() as u64, Ordering::Relaxed);
             self.log_line(&format!("cannot encode heartbeat: {e}"));
             return 0;
+        }
+        if let Some(m) = &self.cfg.mirror {
+            let _ = m.try_send(self.buf.clone());
         }
         let mut sent = 0;
         for i in 0..self.cfg.peers.len() {

@@ -12,6 +12,7 @@
 //! See `docs/packet-layer.md` for the drop-reason table and the fragment rule.
 
 pub mod arp;
+pub mod build;
 pub mod checksum;
 pub mod ethernet;
 mod field;
@@ -375,6 +376,7 @@ fn check_all(data: &[u8]) {
     let me = LocalAddrs {
         mac: [0x02, 0, 0, 0, 0, 0x01],
         ipv4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 168, 1, 1)],
+        punt_udp: Some(7400),
     };
     let mut copy = data.to_vec();
     if answer_local(&mut copy, &me) == LocalVerdict::Replied {

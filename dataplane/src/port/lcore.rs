@@ -5,8 +5,12 @@
 //! per worker on every port, so no TX queue is shared). Counters and the per-burst latency
 //! histogram are the lcore's own; a snapshot is published to the control thread about ten
 //! times a second with `try_lock`, so the lcore never waits for the control thread.
+//! Between bursts it takes commands from the control thread (role updates, frames to send)
+//! with `try_recv`, and it hands punted frames over with `try_send` (see `lcore_link`).
 
+use super::mempool::Mempool;
 use super::{dpdk, eal::rdtsc, sys, PortError};
+use crate::lcore_link::{LcoreEnd, SmallFrame, ToLcore};
 use crate::role::{Ctx, PortIndex, Role, Verdict};
 use crate::stats::{new_cycle_histogram, DropReason, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -70,7 +74,14 @@ pub struct Worker<R: Role> {
     pub stop: Arc<AtomicBool>,
     pub slot: Slot,
     pub tsc_hz: u64,
+    /// Commands from and punts to the control thread.
+    pub link: LcoreEnd<R::Update>,
+    /// Where frames the control thread asks for are allocated.
+    pub pool: Mempool,
 }
+
+/// Commands taken per loop iteration, so a flood of them cannot stall the RX queues.
+const COMMANDS_PER_ROUND: usize = 16;
 
 impl<R: Role + 'static> Worker<R> {
     /// Starts this worker on its lcore (`rte_eal_remote_launch`).
@@ -118,6 +129,16 @@ impl<R: Role + 'static> Worker<R> {
 
         while !self.stop.load(Ordering::Relaxed) {
             let mut got = false;
+            for _ in 0..COMMANDS_PER_ROUND {
+                match self.link.commands.try_recv() {
+                    Ok(ToLcore::Update(u)) => self.role.update(u),
+                    Ok(ToLcore::Transmit(f)) => {
+                        transmit(&f, self.pool, &self.dpdk_ports, self.tx_queue, &mut counters);
+                        got = true;
+                    }
+                    Err(_) => break,
+                }
+            }
             for src in &self.rx {
                 counters.polls += 1;
                 // SAFETY: rx_buf has room for `burst` pointers; the queue belongs to us.
@@ -146,6 +167,16 @@ impl<R: Role + 'static> Worker<R> {
                         }
                         Verdict::Drop(r) => {
                             ctx.counters.drops.count(r);
+                            None
+                        }
+                        Verdict::Punt => {
+                            match SmallFrame::copy_from(src.port, frame) {
+                                Some(f) => match self.link.punts.try_send(f) {
+                                    Ok(()) => ctx.counters.punted += 1,
+                                    Err(_) => ctx.counters.drops.count(DropReason::PuntQueueFull),
+                                },
+                                None => ctx.counters.drops.count(DropReason::PuntTooBig),
+                            }
                             None
                         }
                     };
@@ -213,6 +244,46 @@ impl<R: Role + 'static> Worker<R> {
         }
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         publish(&mut slot, &counters, &hist);
+    }
+}
+
+/// Sends one frame the control thread built, from this worker's TX queue; a frame that
+/// cannot be sent is counted, never retried (the control thread sends the next one).
+fn transmit(f: &SmallFrame, pool: Mempool, dpdk_ports: &[u16], tx_queue: u16, counters: &mut LcoreCounters) {
+    let Some(&dpdk_port) = dpdk_ports.get(f.port as usize) else {
+        counters.drops.count(DropReason::NoRoute);
+        return;
+    };
+    let lib = dpdk();
+    let bytes = f.bytes();
+    // SAFETY: the pool is live for the process; a fresh mbuf is ours until tx_burst takes
+    // it or we free it; the copy is bounded by the room checked just before.
+    unsafe {
+        let m = lib.ts_pktmbuf_alloc(pool.raw);
+        if m.is_null() {
+            counters.drops.count(DropReason::NoMbuf);
+            return;
+        }
+        let mb = &mut *m;
+        let room = (mb.buf_len as usize).saturating_sub(mb.data_off as usize);
+        if room < bytes.len() {
+            lib.ts_pktmbuf_free(m);
+            counters.drops.count(DropReason::PuntTooBig);
+            return;
+        }
+        let data = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len());
+        mb.data_len = bytes.len() as u16;
+        mb.pkt_len = bytes.len() as u32;
+        let mut one = [m];
+        if lib.ts_tx_burst(dpdk_port, tx_queue, one.as_mut_ptr(), 1) == 1 {
+            counters.control_tx += 1;
+            counters.tx_packets += 1;
+            counters.tx_bytes += bytes.len() as u64;
+        } else {
+            lib.ts_pktmbuf_free(m);
+            counters.drops.count(DropReason::TxFull);
+        }
     }
 }
 

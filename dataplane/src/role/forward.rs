@@ -34,6 +34,8 @@ impl Forward {
 }
 
 impl Role for Forward {
+    type Update = ();
+
     fn name(&self) -> &'static str {
         "forward"
     }
@@ -44,6 +46,7 @@ impl Role for Forward {
             match answer_local(frame, me) {
                 LocalVerdict::NotLocal => {}
                 LocalVerdict::Replied => return Verdict::Reply,
+                LocalVerdict::Punt => return Verdict::Punt,
                 LocalVerdict::Drop(r) => return Verdict::Drop(r),
             }
         }
@@ -61,7 +64,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn addrs(last: u8) -> LocalAddrs {
-        LocalAddrs { mac: [2, 0, 0, 0, 0, last], ipv4: vec![Ipv4Addr::new(10, 99, 0, last)] }
+        LocalAddrs { mac: [2, 0, 0, 0, 0, last], ipv4: vec![Ipv4Addr::new(10, 99, 0, last)], punt_udp: None }
     }
 
     /// An Ethernet/IPv4/UDP frame from 10.99.0.1 to `dst`.

@@ -1,4 +1,7 @@
-//! Answers for the appliance's own addresses: ARP requests and ICMP echo (ping).
+//! Answers for the appliance's own addresses: ARP requests and ICMP echo (ping); and
+//! which of the frames addressed to us go to the control thread (`Punt`): UDP to the
+//! heartbeat port (in-band heartbeats) and ARP replies (the control thread's neighbour
+//! table for the frames it sends).
 //!
 //! Every role calls [`answer_local`] first. It rewrites the frame in place into the reply,
 //! so no mbuf is allocated and the reply leaves through the ingress port on the same VLAN
@@ -29,6 +32,9 @@ pub struct LocalAddrs {
     pub mac: [u8; 6],
     /// Few addresses per port: looked up by linear scan.
     pub ipv4: Vec<Ipv4Addr>,
+    /// UDP destination port whose datagrams to our addresses are punted to the control
+    /// thread (the heartbeat port, when a peer heartbeats in-band on this port).
+    pub punt_udp: Option<u16>,
 }
 
 impl LocalAddrs {
@@ -48,6 +54,8 @@ pub enum LocalVerdict {
     Replied,
     /// For us, but malformed or nothing answers it.
     Drop(DropReason),
+    /// For the control thread (see the module docs); the frame is unchanged.
+    Punt,
 }
 
 /// Answer ARP requests and echo requests for `me` in place; see the module docs for what
@@ -73,6 +81,10 @@ fn answer_arp(frame: &mut [u8], l3: usize, me: &LocalAddrs, to_my_mac: bool) -> 
         Err(_) => return LocalVerdict::NotLocal,
     };
     let (asked, requester_ip, requester_mac) = (a.target_ip(), a.sender_ip(), a.sender_mac());
+    // A reply to one of our addresses answers the control thread's request.
+    if a.operation() == arp::OP_REPLY && me.punt_udp.is_some() && me.owns(asked) {
+        return LocalVerdict::Punt;
+    }
     // Gratuitous ARP and replies are other hosts' business: the role forwards them.
     if a.operation() != arp::OP_REQUEST || a.is_gratuitous() || !me.owns(asked) {
         return LocalVerdict::NotLocal;
@@ -107,6 +119,15 @@ fn answer_ipv4(frame: &mut [u8], l3: usize, me: &LocalAddrs, to_my_mac: bool) ->
     };
     if ip.is_fragment() {
         return LocalVerdict::Drop(DropReason::Fragment);
+    }
+    if ip.protocol() == ip_proto::UDP && me.punt_udp.is_some() {
+        let l4 = &body[ip.header_len()..ip.total_len()];
+        let dport = l4.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+        return match dport {
+            Some(p) if Some(p) == me.punt_udp => LocalVerdict::Punt,
+            Some(_) => LocalVerdict::Drop(DropReason::LocalUnhandled),
+            None => LocalVerdict::Drop(DropReason::MalformedUdp),
+        };
     }
     let src = ip.src_addr();
     // Never reflect to an address that is not one host (smurf-style amplification).
@@ -151,6 +172,7 @@ mod tests {
         LocalAddrs {
             mac: ME_MAC,
             ipv4: vec![Ipv4Addr::new(192, 168, 10, 1), Ipv4Addr::new(10, 0, 0, 1)],
+            punt_udp: None,
         }
     }
 
@@ -479,5 +501,38 @@ mod tests {
         assert_eq!(f, orig);
         let mut runt = vec![1u8, 2, 3];
         assert_eq!(answer_local(&mut runt, &me()), LocalVerdict::NotLocal);
+    }
+
+    #[test]
+    fn heartbeats_and_arp_replies_for_us_are_punted_only_when_asked() {
+        use crate::packet::build::{arp_request, udp4, Udp4Addrs};
+        let mut punting = me();
+        punting.punt_udp = Some(7400);
+        let to = |dport: u16, dst: Ipv4Addr| {
+            let a = Udp4Addrs { src_mac: PEER_MAC, dst_mac: ME_MAC, src: Ipv4Addr::new(192, 168, 10, 20), dst, sport: 5555, dport };
+            let mut b = vec![0u8; 128];
+            let n = udp4(&mut b, &a, 1, b"hb").unwrap();
+            b.truncate(n);
+            b
+        };
+        let mine = Ipv4Addr::new(192, 168, 10, 1);
+        let hb = to(7400, mine);
+        assert_eq!(answer_local(&mut hb.clone(), &punting), LocalVerdict::Punt);
+        assert_eq!(answer_local(&mut to(7401, mine), &punting), LocalVerdict::Drop(DropReason::LocalUnhandled));
+        assert_eq!(answer_local(&mut to(7400, Ipv4Addr::new(192, 168, 10, 99)), &punting), LocalVerdict::NotLocal);
+        assert_eq!(answer_local(&mut hb.clone(), &me()), LocalVerdict::Drop(DropReason::LocalUnhandled));
+        // A punted frame is left as it was.
+        let mut copy = hb.clone();
+        answer_local(&mut copy, &punting);
+        assert_eq!(copy, hb);
+        // An ARP reply to one of our addresses (the answer to the control thread's request).
+        let mut reply = vec![0u8; 60];
+        arp_request(&mut reply, PEER_MAC, Ipv4Addr::new(192, 168, 10, 20), mine).unwrap();
+        reply[0..6].copy_from_slice(&ME_MAC);
+        reply[21] = 2; // reply
+        reply[28..32].copy_from_slice(&[192, 168, 10, 20]);
+        reply[38..42].copy_from_slice(&mine.octets());
+        assert_eq!(answer_local(&mut reply.clone(), &punting), LocalVerdict::Punt);
+        assert_eq!(answer_local(&mut reply, &me()), LocalVerdict::NotLocal);
     }
 }

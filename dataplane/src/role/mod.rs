@@ -23,6 +23,10 @@ pub enum Verdict {
     Reply,
     /// Free it and count it under the reason.
     Drop(DropReason),
+    /// Hand a copy to the control thread (in-band heartbeats, ARP replies for the
+    /// neighbour table), then free it. Counted as `punted`, or dropped and counted when
+    /// it is too big to copy or the control thread's queue is full.
+    Punt,
 }
 
 /// Per-call context: the clock and the lcore's own counters.
@@ -37,7 +41,18 @@ pub trait Role: Send {
     /// Short name for logs, ctl and metrics.
     fn name(&self) -> &'static str;
 
+    /// Derived state the control thread pushes to the lcore (selection tables, member
+    /// lists), applied between bursts by [`Role::update`]. `()` for roles without any.
+    type Update: Send + 'static;
+
     /// Decide one frame that arrived on `ingress`. The role may rewrite the bytes in place
     /// (the length stays the same).
     fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict;
+
+    /// Takes new derived state from the control thread. Called on the lcore between
+    /// bursts, never concurrently with `handle`. Whatever it replaces is dropped here, so
+    /// updates should be cheap to drop (an `Arc` whose last owner is the control thread).
+    fn update(&mut self, update: Self::Update) {
+        let _ = update;
+    }
 }

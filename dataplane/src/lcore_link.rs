@@ -1,0 +1,124 @@
+//! The channels between the control thread and the worker lcores.
+//!
+//! Each worker has its own bounded command queue (control → lcore: derived state for the
+//! role, frames to send) and all workers share one bounded punt queue (lcore → control:
+//! frames the role hands over). The lcore only ever `try_recv`s and `try_send`s — it never
+//! waits for the control thread; a full punt queue is a counted drop. Frames travel by
+//! value in a fixed-size [`SmallFrame`] (heartbeats and ARP are small), so a bounded
+//! crossbeam channel, whose slots are allocated when it is created, moves them without
+//! allocating.
+
+use crate::role::PortIndex;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::fmt;
+
+/// Largest frame a [`SmallFrame`] holds: a heartbeat with its headers and some TLVs.
+pub const SMALL_FRAME: usize = 704;
+
+/// A frame small enough to travel by value, with the port it arrived on or leaves by.
+#[derive(Clone)]
+pub struct SmallFrame {
+    pub port: PortIndex,
+    len: u16,
+    bytes: [u8; SMALL_FRAME],
+}
+
+impl SmallFrame {
+    /// A copy of `frame`; `None` when it is larger than [`SMALL_FRAME`].
+    pub fn copy_from(port: PortIndex, frame: &[u8]) -> Option<SmallFrame> {
+        SmallFrame::build(port, |buf| {
+            buf.get_mut(..frame.len())?.copy_from_slice(frame);
+            Some(frame.len())
+        })
+    }
+
+    /// A frame written by `write` into the buffer, which returns the length it wrote.
+    pub fn build(port: PortIndex, write: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<SmallFrame> {
+        let mut f = SmallFrame { port, len: 0, bytes: [0; SMALL_FRAME] };
+        let n = write(&mut f.bytes)?;
+        f.len = u16::try_from(n).ok().filter(|&n| usize::from(n) <= SMALL_FRAME)?;
+        Some(f)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl fmt::Debug for SmallFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SmallFrame {{ port: {}, len: {} }}", self.port, self.len)
+    }
+}
+
+/// What the control thread asks of a worker. Frames travel inline (not boxed) on purpose:
+/// the channel's slots are allocated once, so sending one allocates nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum ToLcore<U> {
+    /// New derived state for the role ([`crate::role::Role::update`]).
+    Update(U),
+    /// Send this frame on `frame.port` from the worker's own TX queue.
+    Transmit(SmallFrame),
+}
+
+/// The worker's end.
+pub struct LcoreEnd<U> {
+    pub commands: Receiver<ToLcore<U>>,
+    pub punts: Sender<SmallFrame>,
+}
+
+/// The control thread's end: one command sender per worker, and the shared punt queue.
+pub struct ControlEnd<U> {
+    pub commands: Vec<Sender<ToLcore<U>>>,
+    pub punts: Receiver<SmallFrame>,
+}
+
+/// Queue sizes: commands per worker, and punted frames from all workers.
+pub const COMMAND_QUEUE: usize = 256;
+pub const PUNT_QUEUE: usize = 4096;
+
+/// Channels for `workers` workers.
+pub fn links<U>(workers: usize) -> (ControlEnd<U>, Vec<LcoreEnd<U>>) {
+    let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
+    let mut commands = Vec::with_capacity(workers);
+    let mut ends = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = bounded(COMMAND_QUEUE);
+        commands.push(tx);
+        ends.push(LcoreEnd { commands: rx, punts: punt_tx.clone() });
+    }
+    (ControlEnd { commands, punts: punt_rx }, ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_frames_copy_exactly_and_refuse_what_does_not_fit() {
+        let f = SmallFrame::copy_from(3, &[1, 2, 3]).unwrap();
+        assert_eq!((f.port, f.bytes()), (3, &[1u8, 2, 3][..]));
+        assert!(SmallFrame::copy_from(0, &[0u8; SMALL_FRAME]).is_some());
+        assert!(SmallFrame::copy_from(0, &[0u8; SMALL_FRAME + 1]).is_none());
+        assert!(SmallFrame::build(0, |_| Some(SMALL_FRAME + 1)).is_none());
+        assert!(SmallFrame::build(0, |_| None).is_none());
+    }
+
+    #[test]
+    fn every_worker_has_its_own_commands_and_all_share_the_punt_queue() {
+        let (control, lcores) = links::<u32>(2);
+        control.commands[1].try_send(ToLcore::Update(7)).unwrap();
+        assert!(lcores[0].commands.try_recv().is_err());
+        assert!(matches!(lcores[1].commands.try_recv(), Ok(ToLcore::Update(7))));
+        lcores[0].punts.try_send(SmallFrame::copy_from(0, b"a").unwrap()).unwrap();
+        lcores[1].punts.try_send(SmallFrame::copy_from(1, b"b").unwrap()).unwrap();
+        let got: Vec<u16> = control.punts.try_iter().map(|f| f.port).collect();
+        assert_eq!(got, vec![0, 1]);
+        // A full queue refuses instead of blocking the lcore.
+        for _ in 0..PUNT_QUEUE {
+            lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).unwrap();
+        }
+        assert!(lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).is_err());
+    }
+}
