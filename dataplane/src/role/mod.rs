@@ -6,6 +6,7 @@
 //! implementing [`Role`] beside [`forward::Forward`], and selected at start-up; the loop is
 //! generic over the role, so dispatch costs nothing per packet.
 
+pub mod balance;
 pub mod forward;
 pub mod local;
 
