@@ -75,7 +75,8 @@ enum Cmd {
         bins: Bins,
     },
     /// Bulk TCP goodput through tapsplice versus dpdk-testpmd io-forward on the same TAP
-    /// topology; `bench detect`: failure-detection time of a killed agent (--repeat = trials, ≥ 50)
+    /// topology; `bench detect`: failure-detection time of a node that dies (--repeat = trials,
+    /// ≥ 50; --fault kill|power-off)
     Bench {
         /// Topology name (topologies/NAME.toml) or path
         #[arg(default_value = "forward")]
@@ -99,6 +100,10 @@ enum Cmd {
         /// Also write goodput per trial, medians and ratio as SVG to this file
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
+        /// bench detect: how the node dies: kill (SIGKILL of its agent) or power-off (the
+        /// simulated power switch cuts its plug)
+        #[arg(long, default_value = "kill")]
+        fault: String,
         #[command(flatten)]
         bins: Bins,
     },
@@ -244,6 +249,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             json,
             repeat,
             bins,
+            fault,
             ..
         } if name == "detect" => {
             run::require_root()?;
@@ -256,11 +262,13 @@ fn real_main(cli: Cli) -> Result<i32> {
                     trials: repeat.clamp(50, 1000),
                     interval_ms: 10,
                     k: 3,
+                    fault: detect::DetectFault::parse(&fault)?,
                 },
             )?;
             eprintln!(
-                "testbed: detect: {} trials at {} ms, K = {}: down after p50 {} / p99 {} / max {} intervals of silence (bound {})",
-                v["trials"], v["interval_ms"], v["k"], v["p50_intervals"], v["p99_intervals"], v["max_intervals"], v["bound_intervals"]
+                "testbed: detect ({}): {} trials at {} ms, K = {}: down after p50 {} / p99 {} / max {} intervals of silence (bound {}); from the fault p50 {} / p99 {} / max {}",
+                v["fault"], v["trials"], v["interval_ms"], v["k"], v["p50_intervals"], v["p99_intervals"], v["max_intervals"], v["bound_intervals"],
+                v["from_fault_p50_intervals"], v["from_fault_p99_intervals"], v["from_fault_max_intervals"]
             );
             if json {
                 println!("{v}");
@@ -283,6 +291,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             modes,
             plot: plot_path,
             bins,
+            fault: _,
         } => {
             let modes = modes
                 .split(',')
