@@ -12,8 +12,10 @@ pub mod fencing;
 pub mod heartbeat;
 pub mod membership;
 pub mod metrics;
+pub mod neighbours;
 pub mod plan;
 pub mod preflight;
+pub mod punts;
 pub mod report;
 #[cfg(feature = "dpdk")]
 pub mod run;

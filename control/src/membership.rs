@@ -10,7 +10,7 @@ use crate::heartbeat::keyfile::load_rack_key;
 use crate::heartbeat::udp::{next_incarnation, now_unix_us, LocalStatus, StatusCell};
 use crate::heartbeat::inband::{Inband, InbandCounters, InbandPeer, InbandPort, Transmit};
 use crate::heartbeat::wire::{HbRole, MacKey, NodeId, StatusFlags, Workload};
-use dataplane::lcore_link::SmallFrame;
+use crate::neighbours::Neighbours;
 use dataplane::role::PortIndex;
 use std::net::IpAddr;
 use crate::heartbeat::{peer_node_ids, mgmt_targets, HbCounters, HbEvent, HbSender, Receiver, ReceiverConfig, SenderConfig};
@@ -76,7 +76,6 @@ pub struct Membership {
     /// What the in-band path needs once the ports are up ([`Membership::start_inband`]).
     inband: Option<InbandPending>,
     inband_counters: Option<Arc<InbandCounters>>,
-    stop: Arc<AtomicBool>,
 }
 
 struct InbandPending {
@@ -130,25 +129,28 @@ impl Membership {
             },
             status,
             counters.clone(),
-            stop.clone(),
+            stop,
         )
         .spawn()
         .map_err(|e| format!("cannot start the heartbeat sender: {e}"))?;
         let specs: Vec<PeerSpec> = plan.peers.iter().filter_map(|p| PeerSpec::from_config(p, &plan.timers)).collect();
         let detector = Detector::new(DetectorConfig::from_timers(&plan.timers), specs, Instant::now());
-        Ok(Membership { detector, events: rx, counters, log, threads: vec![receiver, sender], inband, inband_counters: None, stop })
+        Ok(Membership { detector, events: rx, counters, log, threads: vec![receiver, sender], inband, inband_counters: None })
     }
 
-    /// Starts the in-band path once the dataplane ports are up: `punts` are the frames the
-    /// lcores hand over, `transmit` sends a frame through an lcore. A no-op without
-    /// in-band peers.
-    pub fn start_inband(&mut self, ports: Vec<InbandPort>, punts: Chan<SmallFrame>, transmit: Transmit) -> Result<(), String> {
-        let Some(p) = self.inband.take() else { return Ok(()) };
-        let path = Inband::new(p.udp_port, ports, p.peers, p.key, p.ids, p.events, self.counters.clone(), transmit);
+    /// The in-band path, built once the dataplane ports are up (`None` without in-band
+    /// peers, or when it was taken already), and the mirror of the management sender's
+    /// heartbeats that it sends.
+    pub fn take_inband(
+        &mut self,
+        ports: Vec<InbandPort>,
+        transmit: Transmit,
+        neighbours: Neighbours,
+    ) -> Option<(Inband, Chan<Vec<u8>>)> {
+        let p = self.inband.take()?;
+        let path = Inband::new(p.udp_port, ports, p.peers, p.key, p.ids, p.events, self.counters.clone(), transmit, neighbours);
         self.inband_counters = Some(path.counters());
-        let t = path.spawn(punts, p.mirror, self.stop.clone()).map_err(|e| format!("cannot start the in-band heartbeat path: {e}"))?;
-        self.threads.push(t);
-        Ok(())
+        Some((path, p.mirror))
     }
 
     /// How often [`Membership::poll`] must run for the detector's timing to hold.

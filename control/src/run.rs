@@ -229,6 +229,8 @@ fn serve(
             mac: port.mac,
             ipv4: pp.ipv4.iter().map(|a| a.0).collect(),
             punt_udp: hb_port.filter(|_| inband_ports.contains(&(i as PortIndex))),
+            // Replies to the control thread's ARP requests (only wanted ones are learned).
+            punt_arp: true,
         })
         .collect();
     let (control_end, lcore_ends) = links::<<Forward as Role>::Update>(plan.workers.len());
@@ -239,7 +241,10 @@ fn serve(
         .map(|&i| InbandPort { index: i, mac: ports[i as usize].mac, ipv4: plan.ports[i as usize].ipv4.clone() })
         .collect();
     let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
-    supervisor.start_inband(inband, control_end.punts.clone(), Box::new(move |f| to_worker0.try_send(ToLcore::Transmit(f)).is_ok()))?;
+    supervisor.start_punts(inband, control_end.punts.clone(), || {
+        let to = to_worker0.clone();
+        Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
+    })?;
 
     let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
     let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());

@@ -7,7 +7,13 @@
 use crate::ctl::handler::FenceFn;
 use crate::events::EventLog;
 use crate::fencing::FenceDesk;
+use crate::heartbeat::inband::{InbandPort, Transmit};
 use crate::membership::Membership;
+use crate::neighbours::Neighbours;
+use crate::punts::{PuntCounters, PuntThread};
+use crossbeam_channel::Receiver;
+use dataplane::lcore_link::SmallFrame;
+use std::thread::JoinHandle;
 use crate::metrics::MetricsSnapshot;
 use crate::plan::RunPlan;
 use crate::takeover::{Action, Outcome, Takeover};
@@ -18,6 +24,12 @@ use std::time::{Duration, Instant};
 
 pub struct Supervisor {
     membership: Option<Membership>,
+    /// MACs of the addresses the appliance sends to on its ports (shared with the punt
+    /// thread and the balancer).
+    neighbours: Neighbours,
+    punts: Option<JoinHandle<()>>,
+    punt_counters: Arc<PuntCounters>,
+    stop: Arc<AtomicBool>,
     fences: FenceDesk,
     takeover: Takeover,
     log: EventLog,
@@ -29,11 +41,21 @@ impl Supervisor {
     /// Starts heartbeats (when the rack has peers) and the fencing threads.
     pub fn start(plan: &RunPlan, stop: Arc<AtomicBool>, log: EventLog) -> Result<Supervisor, String> {
         let membership = match &plan.membership {
-            Some(m) => Some(Membership::start(m, stop, log.clone())?),
+            Some(m) => Some(Membership::start(m, stop.clone(), log.clone())?),
             None => None,
         };
         let fences = FenceDesk::start(plan.fence_targets.clone(), log.clone())?;
-        Ok(Supervisor { membership, fences, takeover: Takeover::new(plan.server_pairs.clone()), log, decisions: BTreeMap::new() })
+        Ok(Supervisor {
+            membership,
+            neighbours: Neighbours::new(),
+            punts: None,
+            punt_counters: Arc::default(),
+            stop,
+            fences,
+            takeover: Takeover::new(plan.server_pairs.clone()),
+            log,
+            decisions: BTreeMap::new(),
+        })
     }
 
     /// The ctl's manual fence (`None` when the rack has no fence devices).
@@ -41,17 +63,25 @@ impl Supervisor {
         self.fences.manual()
     }
 
-    /// Starts the in-band heartbeat path (see [`Membership::start_inband`]).
-    pub fn start_inband(
-        &mut self,
-        ports: Vec<crate::heartbeat::inband::InbandPort>,
-        punts: crossbeam_channel::Receiver<dataplane::lcore_link::SmallFrame>,
-        transmit: crate::heartbeat::inband::Transmit,
-    ) -> Result<(), String> {
-        match &mut self.membership {
-            Some(m) => m.start_inband(ports, punts, transmit),
-            None => Ok(()),
-        }
+    /// The neighbour table (the balancer registers its members in it).
+    pub fn neighbours(&self) -> Neighbours {
+        self.neighbours.clone()
+    }
+
+    /// Starts the punt thread once the dataplane is up: `ports` are the appliance's ports
+    /// (MAC and addresses) that carry in-band heartbeats; `transmit` makes a sender of
+    /// frames through an lcore.
+    pub fn start_punts(&mut self, ports: Vec<InbandPort>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
+        let inband = self.membership.as_mut().and_then(|m| m.take_inband(ports, transmit(), self.neighbours.clone()));
+        let (inband, mirror) = match inband {
+            Some((i, m)) => (Some(i), Some(m)),
+            None => (None, None),
+        };
+        let t = PuntThread { neighbours: self.neighbours.clone(), inband, transmit: transmit(), counters: self.punt_counters.clone() }
+            .spawn(punts, mirror, self.stop.clone())
+            .map_err(|e| format!("cannot start the punt thread: {e}"))?;
+        self.punts = Some(t);
+        Ok(())
     }
 
     /// How often [`Supervisor::poll`] must run.
@@ -101,6 +131,9 @@ impl Supervisor {
     /// the heartbeat threads (the shared stop flag must be set).
     pub fn shutdown(self) {
         self.fences.shutdown();
+        if let Some(t) = self.punts {
+            let _ = t.join();
+        }
         if let Some(m) = self.membership {
             m.join();
         }

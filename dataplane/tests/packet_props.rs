@@ -388,6 +388,7 @@ fn local_addrs() -> LocalAddrs {
         mac: [0x02, 0, 0, 0, 0, 1],
         ipv4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 168, 1, 1)],
         punt_udp: Some(7400),
+        punt_arp: true,
     }
 }
 

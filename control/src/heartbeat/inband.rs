@@ -10,26 +10,26 @@
 //! Sending: every heartbeat the management sender encodes is mirrored here (same
 //! incarnation and sequence number) and sent to each in-band peer as an Ethernet/IPv4/UDP
 //! frame from the port's address, through worker 0's TX queue. The peer's MAC comes from
-//! ARP (a request at most once a second while it is unknown) or from its authenticated
-//! heartbeats; nothing is sent before it is known.
+//! the shared [`Neighbours`] table (ARP, run by the punt thread, or the peer's
+//! authenticated heartbeats); nothing is sent before it is known.
 //!
 //! Nothing here can block an lcore: punts and transmits go through the bounded queues of
-//! `dataplane::lcore_link`.
+//! `dataplane::lcore_link`. The punt thread (`crate::punts`) calls [`Inband::on_frame`]
+//! and [`Inband::send`].
 
 use super::ingress::{HbCounters, Ingress};
 use super::udp::HbEvent;
 use super::wire::{MacKey, NodeId};
-use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use crate::neighbours::{Neighbours, Wanted};
+use crossbeam_channel::{Sender, TrySendError};
 use dataplane::lcore_link::SmallFrame;
-use dataplane::packet::build::{arp_request, udp4, Udp4Addrs};
-use dataplane::packet::{arp, parse_frame, Arp, Udp, L3, L4};
+use dataplane::packet::build::{udp4, Udp4Addrs};
+use dataplane::packet::{parse_frame, Udp, L3, L4};
 use dataplane::role::PortIndex;
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A peer reached in-band.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +61,6 @@ pub struct InbandCounters {
     pub sent: AtomicU64,
     /// Heartbeats not sent because the peer's MAC is not known yet.
     pub unresolved: AtomicU64,
-    /// ARP requests sent.
-    pub arp_requests: AtomicU64,
     /// Frames the lcore queue refused (full).
     pub tx_refused: AtomicU64,
 }
@@ -70,23 +68,19 @@ pub struct InbandCounters {
 /// Sends a frame through an lcore; false when its queue refused it.
 pub type Transmit = Box<dyn Fn(SmallFrame) -> bool + Send>;
 
-/// The in-band path's state (run on its own thread by [`Inband::spawn`]).
+/// The in-band path's state (driven by the punt thread).
 pub struct Inband {
     udp_port: u16,
     ports: Vec<InbandPort>,
     peers: Vec<InbandPeer>,
     ingress: Ingress,
-    neighbours: HashMap<Ipv4Addr, [u8; 6]>,
-    arp_sent: HashMap<Ipv4Addr, Instant>,
+    neighbours: Neighbours,
     events: Sender<HbEvent>,
     shared: Arc<HbCounters>,
     counters: Arc<InbandCounters>,
     transmit: Transmit,
     ip_id: u16,
 }
-
-/// How often an unresolved peer is asked for again.
-const ARP_RETRY: Duration = Duration::from_secs(1);
 
 impl Inband {
     #[allow(clippy::too_many_arguments)]
@@ -99,14 +93,19 @@ impl Inband {
         events: Sender<HbEvent>,
         shared: Arc<HbCounters>,
         transmit: Transmit,
+        neighbours: Neighbours,
     ) -> Inband {
+        for peer in &peers {
+            if let Some(port) = ports.iter().find(|p| p.index == peer.port) {
+                neighbours.want(Wanted { port: peer.port, target: peer.addr, src_mac: port.mac, src_ip: source_for(&port.ipv4, peer.addr) });
+            }
+        }
         Inband {
             udp_port,
             ports,
             peers,
             ingress: Ingress::new(key, known),
-            neighbours: HashMap::new(),
-            arp_sent: HashMap::new(),
+            neighbours,
             events,
             shared,
             counters: Arc::default(),
@@ -119,22 +118,13 @@ impl Inband {
         self.counters.clone()
     }
 
-    /// One punted frame: an ARP reply from a peer teaches its MAC; a UDP datagram to the
-    /// heartbeat port is a heartbeat for the detector. Returns false when the detector's
-    /// side has gone away.
+    /// One punted UDP frame: a datagram to the heartbeat port is a heartbeat for the
+    /// detector. Returns false when the detector's side has gone away.
     pub fn on_frame(&mut self, f: &SmallFrame, now: Instant) -> bool {
         self.counters.frames.fetch_add(1, Ordering::Relaxed);
         let b = f.bytes();
         let Ok(p) = parse_frame(b) else { return true };
         match (p.l3, p.l4) {
-            (L3::Arp, _) => {
-                if let Ok(a) = Arp::parse(&b[p.l2.l3_offset..]) {
-                    if a.operation() == arp::OP_REPLY && self.peers.iter().any(|x| x.port == f.port && x.addr == a.sender_ip()) {
-                        self.neighbours.insert(a.sender_ip(), a.sender_mac());
-                    }
-                }
-                true
-            }
             (L3::Ipv4(ip), L4::Udp(u)) => {
                 let Ok(udp) = Udp::parse(&b[u.offset..u.end]) else { return true };
                 if udp.dst_port() != self.udp_port {
@@ -149,7 +139,7 @@ impl Inband {
                 // An authenticated heartbeat from the peer's configured address teaches
                 // where to send ours.
                 if self.peers.iter().any(|x| x.id == hb.node.as_str() && x.addr == src && x.port == f.port) {
-                    self.neighbours.insert(src, p.l2.src);
+                    self.neighbours.learn(f.port, src, p.l2.src);
                 }
                 let ev = HbEvent { peer: hb.node.clone(), hb, received_at: now, from: SocketAddr::V4(SocketAddrV4::new(src, udp.src_port())) };
                 match self.events.try_send(ev) {
@@ -165,68 +155,33 @@ impl Inband {
         }
     }
 
-    /// Sends one encoded heartbeat to every in-band peer whose MAC is known, and asks for
-    /// the others' (rate-limited).
-    pub fn send(&mut self, encoded: &[u8], now: Instant) {
+    /// Sends one encoded heartbeat to every in-band peer whose MAC is known (the others
+    /// are counted `unresolved`; the punt thread is asking for them).
+    pub fn send(&mut self, encoded: &[u8]) {
         for i in 0..self.peers.len() {
             let peer = self.peers[i].clone();
             let Some(port) = self.ports.iter().find(|p| p.index == peer.port) else { continue };
+            let Some(dst_mac) = self.neighbours.get(peer.port, peer.addr) else {
+                self.counters.unresolved.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.ip_id = self.ip_id.wrapping_add(1);
             let src = source_for(&port.ipv4, peer.addr);
-            match self.neighbours.get(&peer.addr).copied() {
-                Some(dst_mac) => {
-                    self.ip_id = self.ip_id.wrapping_add(1);
-                    let a = Udp4Addrs { src_mac: port.mac, dst_mac, src, dst: peer.addr, sport: self.udp_port, dport: peer.udp_port };
-                    let id = self.ip_id;
-                    if let Some(f) = SmallFrame::build(peer.port, |buf| udp4(buf, &a, id, encoded)) {
-                        self.push(f, &self.counters.sent);
-                    }
-                }
-                None => {
-                    self.counters.unresolved.fetch_add(1, Ordering::Relaxed);
-                    if self.arp_sent.get(&peer.addr).is_some_and(|t| now.duration_since(*t) < ARP_RETRY) {
-                        continue;
-                    }
-                    self.arp_sent.insert(peer.addr, now);
-                    let mac = port.mac;
-                    if let Some(f) = SmallFrame::build(peer.port, |buf| arp_request(buf, mac, src, peer.addr)) {
-                        self.push(f, &self.counters.arp_requests);
-                    }
+            let a = Udp4Addrs { src_mac: port.mac, dst_mac, src, dst: peer.addr, sport: self.udp_port, dport: peer.udp_port };
+            let id = self.ip_id;
+            if let Some(f) = SmallFrame::build(peer.port, |buf| udp4(buf, &a, id, encoded)) {
+                if (self.transmit)(f) {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters.tx_refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-    }
-
-    fn push(&self, f: SmallFrame, counter: &AtomicU64) {
-        if (self.transmit)(f) {
-            counter.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.counters.tx_refused.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Runs the path on a thread until `stop`: punted frames and mirrored heartbeats as
-    /// they come.
-    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Receiver<Vec<u8>>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("tapsplice-hb-inband".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                select! {
-                    recv(punts) -> f => match f {
-                        Ok(f) => if !self.on_frame(&f, Instant::now()) { return },
-                        Err(_) => return,
-                    },
-                    recv(mirror) -> m => match m {
-                        Ok(bytes) => self.send(&bytes, Instant::now()),
-                        Err(_) => return,
-                    },
-                    default(Duration::from_millis(50)) => {}
-                }
-            }
-        })
     }
 }
 
 /// Our address on the peer's subnet, else the port's first address.
-fn source_for(ours: &[(Ipv4Addr, u8)], peer: Ipv4Addr) -> Ipv4Addr {
+pub fn source_for(ours: &[(Ipv4Addr, u8)], peer: Ipv4Addr) -> Ipv4Addr {
     let same_net = |(a, len): &(Ipv4Addr, u8)| {
         let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from((*len).min(32))) };
         u32::from(*a) & mask == u32::from(peer) & mask
@@ -265,7 +220,7 @@ mod tests {
         out
     }
 
-    fn path() -> (Inband, Receiver<HbEvent>, Arc<Mutex<Vec<SmallFrame>>>) {
+    fn path() -> (Inband, crossbeam_channel::Receiver<HbEvent>, Arc<Mutex<Vec<SmallFrame>>>) {
         let (tx, rx) = bounded(16);
         let sent = Arc::new(Mutex::new(Vec::new()));
         let s = sent.clone();
@@ -283,6 +238,7 @@ mod tests {
                 s.lock().unwrap().push(f);
                 true
             }),
+            Neighbours::new(),
         );
         (p, rx, sent)
     }
@@ -293,34 +249,23 @@ mod tests {
     }
 
     #[test]
-    fn an_unresolved_peer_is_asked_for_once_a_second_then_sent_to() {
+    fn heartbeats_go_only_to_resolved_peers_from_the_address_on_their_subnet() {
         let (mut p, _rx, sent) = path();
-        let t0 = Instant::now();
-        p.send(b"hb", t0);
-        p.send(b"hb", t0 + Duration::from_millis(10));
-        {
-            let s = sent.lock().unwrap();
-            assert_eq!(s.len(), 1, "one ARP request, not one per heartbeat");
-            let parsed = parse_frame(s[0].bytes()).unwrap();
-            assert_eq!(parsed.l3, L3::Arp);
-            let a = Arp::parse(&s[0].bytes()[14..]).unwrap();
-            // Asked from our address on the peer's subnet, not the port's first one.
-            assert_eq!((a.sender_ip(), a.target_ip()), (Ipv4Addr::new(10, 0, 1, 2), Ipv4Addr::new(10, 0, 1, 9)));
-        }
-        // The peer answers.
-        let mut reply = [0u8; 60];
-        arp_request(&mut reply, PEER, Ipv4Addr::new(10, 0, 1, 9), Ipv4Addr::new(10, 0, 1, 2)).unwrap();
-        reply[21] = 2;
-        assert!(p.on_frame(&SmallFrame::copy_from(1, &reply).unwrap(), t0));
-        p.send(b"payload", t0 + Duration::from_millis(20));
+        assert_eq!(p.neighbours.counts(), (1, 0), "the peer is wanted");
+        p.send(b"payload");
+        assert!(sent.lock().unwrap().is_empty());
+        assert_eq!(p.counters.unresolved.load(Ordering::Relaxed), 1);
+        p.neighbours.learn(1, Ipv4Addr::new(10, 0, 1, 9), PEER);
+        p.send(b"payload");
         let s = sent.lock().unwrap();
-        assert_eq!(s.len(), 2);
-        let f = parse_frame(s[1].bytes()).unwrap();
+        assert_eq!(s.len(), 1);
+        let f = parse_frame(s[0].bytes()).unwrap();
         assert_eq!((f.l2.dst, f.l2.src), (PEER, ME));
         let L4::Udp(u) = f.l4 else { panic!("not UDP") };
-        let udp = Udp::parse(&s[1].bytes()[u.offset..u.end]).unwrap();
+        let udp = Udp::parse(&s[0].bytes()[u.offset..u.end]).unwrap();
         assert_eq!((udp.src_port(), udp.dst_port(), udp.payload()), (7400, 7500, &b"payload"[..]));
-        assert_eq!(p.counters.unresolved.load(Ordering::Relaxed), 2);
+        let src = &s[0].bytes()[26..30];
+        assert_eq!(src, &[10, 0, 1, 2], "from our address on the peer's subnet, not the port's first one");
     }
 
     #[test]
@@ -331,7 +276,7 @@ mod tests {
         let ev = rx.try_recv().unwrap();
         assert_eq!((ev.peer.as_str(), ev.hb.seq), ("web1", 1));
         // Its MAC was learned from the authenticated heartbeat.
-        assert_eq!(p.neighbours.get(&Ipv4Addr::new(10, 0, 1, 9)), Some(&PEER));
+        assert_eq!(p.neighbours.get(1, Ipv4Addr::new(10, 0, 1, 9)), Some(PEER));
         // Replayed, other port number, forged MAC, unknown node: nothing reaches the detector.
         p.on_frame(&frame_from_peer(&hb("web1", 1), 7400), now);
         p.on_frame(&frame_from_peer(&hb("web1", 2), 7401), now);

@@ -377,6 +377,7 @@ fn check_all(data: &[u8]) {
         mac: [0x02, 0, 0, 0, 0, 0x01],
         ipv4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 168, 1, 1)],
         punt_udp: Some(7400),
+        punt_arp: true,
     };
     let mut copy = data.to_vec();
     if answer_local(&mut copy, &me) == LocalVerdict::Replied {

@@ -303,7 +303,7 @@ impl Balance {
             let (Some(slot), Some(me)) = (vip_local.get_mut(usize::from(p)), local.get(usize::from(p))) else {
                 return Err(BalanceError::NoSuchPort(p));
             };
-            *slot = Some(LocalAddrs { mac: me.mac, ipv4: vip_addrs.clone(), punt_udp: None });
+            *slot = Some(LocalAddrs { mac: me.mac, ipv4: vip_addrs.clone(), punt_udp: None, punt_arp: false });
         }
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
@@ -469,7 +469,7 @@ mod tests {
     const DOWN: usize = 4;
 
     fn local() -> Vec<LocalAddrs> {
-        (0..3).map(|i| LocalAddrs { mac: PORT_MAC[i], ipv4: vec![OWN[i]], punt_udp: None }).collect()
+        (0..3).map(|i| LocalAddrs { mac: PORT_MAC[i], ipv4: vec![OWN[i]], punt_udp: None, punt_arp: false }).collect()
     }
 
     fn vip(addr: Ipv4Addr, protocol: Option<u8>, ports: &[(u16, u16)], members: usize) -> VipSpec {

@@ -64,7 +64,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn addrs(last: u8) -> LocalAddrs {
-        LocalAddrs { mac: [2, 0, 0, 0, 0, last], ipv4: vec![Ipv4Addr::new(10, 99, 0, last)], punt_udp: None }
+        LocalAddrs { mac: [2, 0, 0, 0, 0, last], ipv4: vec![Ipv4Addr::new(10, 99, 0, last)], punt_udp: None, punt_arp: false }
     }
 
     /// An Ethernet/IPv4/UDP frame from 10.99.0.1 to `dst`.

@@ -35,6 +35,8 @@ pub struct LocalAddrs {
     /// UDP destination port whose datagrams to our addresses are punted to the control
     /// thread (the heartbeat port, when a peer heartbeats in-band on this port).
     pub punt_udp: Option<u16>,
+    /// Punt ARP replies to our addresses (the control thread resolves neighbours here).
+    pub punt_arp: bool,
 }
 
 impl LocalAddrs {
@@ -82,7 +84,7 @@ fn answer_arp(frame: &mut [u8], l3: usize, me: &LocalAddrs, to_my_mac: bool) -> 
     };
     let (asked, requester_ip, requester_mac) = (a.target_ip(), a.sender_ip(), a.sender_mac());
     // A reply to one of our addresses answers the control thread's request.
-    if a.operation() == arp::OP_REPLY && me.punt_udp.is_some() && me.owns(asked) {
+    if a.operation() == arp::OP_REPLY && me.punt_arp && me.owns(asked) {
         return LocalVerdict::Punt;
     }
     // Gratuitous ARP and replies are other hosts' business: the role forwards them.
@@ -173,6 +175,7 @@ mod tests {
             mac: ME_MAC,
             ipv4: vec![Ipv4Addr::new(192, 168, 10, 1), Ipv4Addr::new(10, 0, 0, 1)],
             punt_udp: None,
+            punt_arp: false,
         }
     }
 
@@ -508,6 +511,7 @@ mod tests {
         use crate::packet::build::{arp_request, udp4, Udp4Addrs};
         let mut punting = me();
         punting.punt_udp = Some(7400);
+        punting.punt_arp = true;
         let to = |dport: u16, dst: Ipv4Addr| {
             let a = Udp4Addrs { src_mac: PEER_MAC, dst_mac: ME_MAC, src: Ipv4Addr::new(192, 168, 10, 20), dst, sport: 5555, dport };
             let mut b = vec![0u8; 128];

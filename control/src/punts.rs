@@ -1,0 +1,84 @@
+//! The punt thread: everything the lcores hand to the control plane (`Verdict::Punt`)
+//! arrives here — ARP replies for the neighbour table, in-band heartbeats for the
+//! detector — and the frames the control plane originates on dataplane ports leave from
+//! here: ARP requests for wanted neighbours (every 100 ms the due ones) and the in-band
+//! heartbeats the management sender mirrors.
+
+use crate::heartbeat::inband::{Inband, Transmit};
+use crate::neighbours::Neighbours;
+use crossbeam_channel::{never, select, Receiver};
+use dataplane::lcore_link::SmallFrame;
+use dataplane::packet::build::arp_request;
+use dataplane::packet::{arp, parse_frame, Arp, L3};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// ARP counters of the punt thread.
+#[derive(Debug, Default)]
+pub struct PuntCounters {
+    pub arp_requests: AtomicU64,
+    pub arp_replies: AtomicU64,
+    pub tx_refused: AtomicU64,
+}
+
+pub struct PuntThread {
+    pub neighbours: Neighbours,
+    pub inband: Option<Inband>,
+    pub transmit: Transmit,
+    pub counters: Arc<PuntCounters>,
+}
+
+impl PuntThread {
+    /// One punted frame.
+    fn on_frame(&mut self, f: &SmallFrame) -> bool {
+        let b = f.bytes();
+        if let Ok(p) = parse_frame(b) {
+            if p.l3 == L3::Arp {
+                if let Ok(a) = Arp::parse(&b[p.l2.l3_offset..]) {
+                    if a.operation() == arp::OP_REPLY {
+                        self.counters.arp_replies.fetch_add(1, Ordering::Relaxed);
+                        self.neighbours.learn(f.port, a.sender_ip(), a.sender_mac());
+                    }
+                }
+                return true;
+            }
+        }
+        match &mut self.inband {
+            Some(i) => i.on_frame(f, Instant::now()),
+            None => true,
+        }
+    }
+
+    fn ask(&self, now: Instant) {
+        for w in self.neighbours.due(now) {
+            let Some(f) = SmallFrame::build(w.port, |buf| arp_request(buf, w.src_mac, w.src_ip, w.target)) else { continue };
+            let c = if (self.transmit)(f) { &self.counters.arp_requests } else { &self.counters.tx_refused };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs until `stop` (or the lcores' side is gone).
+    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Option<Receiver<Vec<u8>>>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+        let mirror = mirror.unwrap_or_else(never);
+        std::thread::Builder::new().name("tapsplice-punts".into()).spawn(move || {
+            let mut next_ask = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                select! {
+                    recv(punts) -> f => match f {
+                        Ok(f) => if !self.on_frame(&f) { return },
+                        Err(_) => return,
+                    },
+                    recv(mirror) -> m => if let (Ok(bytes), Some(i)) = (m, &mut self.inband) { i.send(&bytes) },
+                    default(Duration::from_millis(50)) => {}
+                }
+                let now = Instant::now();
+                if now >= next_ask {
+                    self.ask(now);
+                    next_ask = now + Duration::from_millis(100);
+                }
+            }
+        })
+    }
+}
