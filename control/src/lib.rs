@@ -3,6 +3,7 @@
 //! port layer and the counters they publish.
 
 pub mod agent;
+pub mod balancer;
 pub mod config;
 pub mod ctl;
 pub mod detector;

@@ -49,6 +49,9 @@ pub struct MetricsSnapshot {
     pub fences: Vec<FenceMetrics>,
     /// `[[server]]` pairs and their takeover phase.
     pub pairs: Vec<crate::takeover::PairView>,
+    /// Balance role: members and services.
+    pub members: Vec<crate::balancer::MemberView>,
+    pub services: Vec<crate::balancer::ServiceView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -569,6 +572,69 @@ impl Collector for SnapshotCollector {
             s.fences.iter().filter_map(|f| {
                 f.last_duration_s.map(|d| ([("target", Esc(&f.target)), ("device", Esc(&f.device))], ConstGauge::new(d)))
             }),
+        )?;
+        // Balance.
+        fn member(m: &crate::balancer::MemberView) -> [(&'static str, Esc<'_>); 2] {
+            [("service", Esc(&m.service)), ("member", Esc(&m.member))]
+        }
+        family(
+            &mut enc,
+            "tapsplice_balance_member_packets",
+            "Frames sent to the balance member, per service.",
+            Counter,
+            s.members.iter().map(|m| (member(m), ConstCounter::new(m.packets))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_member_bytes",
+            "Bytes sent to the balance member, per service.",
+            Counter,
+            s.members.iter().map(|m| (member(m), ConstCounter::new(m.bytes))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_member_up",
+            "1 when the member is in the service's selection table with weight > 0.",
+            Gauge,
+            s.members.iter().map(|m| (member(m), ConstGauge::new(i64::from(m.effective_weight > 0)))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_member_weight",
+            "The member's effective weight in the current table (configured weight x workload steps).",
+            Gauge,
+            s.members.iter().map(|m| (member(m), ConstGauge::new(i64::from(m.effective_weight)))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_member_share",
+            "The member's share of the selection table's slots (0..1).",
+            Gauge,
+            s.members.iter().map(|m| (member(m), ConstGauge::new(m.share))),
+        )?;
+        fn service(v: &crate::balancer::ServiceView) -> [(&'static str, Esc<'_>); 1] {
+            [("service", Esc(&v.service))]
+        }
+        family(
+            &mut enc,
+            "tapsplice_balance_table_rebuilds",
+            "Selection tables built for the service.",
+            Counter,
+            s.services.iter().map(|v| (service(v), ConstCounter::new(v.rebuilds))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_no_member_drops",
+            "Frames for the service dropped because it had no live member.",
+            Counter,
+            s.services.iter().map(|v| (service(v), ConstCounter::new(v.no_member_drops))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_balance_live_members",
+            "Members in the service's selection table with weight > 0.",
+            Gauge,
+            s.services.iter().map(|v| (service(v), ConstGauge::new(v.live_members as i64))),
         )?;
         family(
             &mut enc,

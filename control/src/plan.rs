@@ -34,6 +34,8 @@ pub struct RunPlan {
     pub membership: Option<crate::membership::MembershipPlan>,
     /// Nodes `tapsplice ctl fence` can power off, with their fence devices.
     pub fence_targets: Vec<crate::fencing::FenceTarget>,
+    /// Balance role: the balanced services.
+    pub balance: Vec<crate::balancer::ServicePlan>,
     /// `[[server]]` pairs for the takeover logic.
     pub server_pairs: Vec<crate::takeover::PairSpec>,
     /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
@@ -56,18 +58,25 @@ pub struct PlanPort {
     pub ipv4: Vec<(Ipv4Addr, u8)>,
 }
 
-/// The roles `run` can start in this release; `check` accepts the whole rack schema.
-const RUNNABLE_ROLES: &[Role] = &[Role::Forward];
+/// The role sets `run` can start in this release (`check` accepts the whole rack schema):
+/// `forward`; `balance`, alone or with `forward` for the traffic that is not for a VIP.
+fn runnable_role(roles: &[Role]) -> Option<Role> {
+    match roles {
+        [Role::Forward] => Some(Role::Forward),
+        [Role::Balance] | [Role::Balance, Role::Forward] | [Role::Forward, Role::Balance] => Some(Role::Balance),
+        _ => None,
+    }
+}
 
 pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
     let roles = &cfg.node.roles;
-    if roles.len() != 1 || !RUNNABLE_ROLES.contains(&roles[0]) {
+    let Some(role) = runnable_role(roles) else {
         let list: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         return Err(format!(
-            "{}: node.roles = {:?}: this release runs exactly one role, `forward`; balance, splice and tap are accepted by `tapsplice check` but not implemented yet",
+            "{}: node.roles = {:?}: this release runs `forward`, or `balance` (with `forward` for other traffic); splice and tap are accepted by `tapsplice check` but not implemented yet",
             cfg.source, list
         ));
-    }
+    };
     if !cfg.bond.is_empty() {
         return Err(format!("{}: [[bond]] is accepted by `tapsplice check` but bonded ports are not implemented yet; remove the bond sections", cfg.source));
     }
@@ -93,7 +102,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         .collect();
     Ok(RunPlan {
         node_id: cfg.node.id.clone(),
-        role: roles[0].as_str().to_string(),
+        role: role.as_str().to_string(),
         eal_args: cfg.eal_args("tapsplice"),
         file_prefix: cfg.eal.file_prefix.clone(),
         hugepages: cfg.eal.hugepages,
@@ -111,6 +120,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         ctl_socket: cfg.ctl.socket.clone(),
         membership: crate::membership::MembershipPlan::from_config(cfg)?,
         fence_targets: crate::fencing::targets(cfg),
+        balance: if role == Role::Balance { crate::balancer::services(cfg)? } else { Vec::new() },
         server_pairs: crate::takeover::PairSpec::from_config(cfg, &crate::fencing::targets(cfg)),
         metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })

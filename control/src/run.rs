@@ -16,7 +16,10 @@ use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
 use crate::heartbeat::inband::InbandPort;
-use dataplane::lcore_link::{links, ToLcore};
+use crate::balancer::Balancer;
+use dataplane::lcore_link::{links, ControlEnd, ToLcore};
+use dataplane::role::balance::{Balance, VipSpec};
+use std::net::Ipv4Addr;
 use dataplane::role::{PortIndex, Role};
 use dataplane::stats::{new_cycle_histogram, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -184,6 +187,96 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     Ok(())
 }
 
+/// What every worker lcore is started with; [`WorkerSetup::start`] is generic over the role.
+struct WorkerSetup<'a> {
+    plan: &'a RunPlan,
+    eal: &'a Eal,
+    stop: &'a Arc<AtomicBool>,
+    ports: &'a [Port],
+    pool: Mempool,
+    inband_ports: &'a [PortIndex],
+}
+
+impl WorkerSetup<'_> {
+    /// Creates the control-thread links, starts the punt thread and launches one worker
+    /// per worker lcore with the role `make_role` builds for it; returns the workers'
+    /// publication slots and the control end of the links.
+    fn start<R: Role + 'static>(
+        &self,
+        supervisor: &mut Supervisor,
+        mut make_role: impl FnMut(usize) -> Result<R, String>,
+    ) -> Result<(Vec<Slot>, ControlEnd<R::Update>), String> {
+        let (plan, ports) = (self.plan, self.ports);
+        let (control_end, lcore_ends) = links::<R::Update>(plan.workers.len());
+        let mut lcore_ends = lcore_ends.into_iter();
+        // In-band heartbeats and ARP requests go out through worker 0 (every worker has a
+        // TX queue on every port).
+        let inband: Vec<InbandPort> = self
+            .inband_ports
+            .iter()
+            .map(|&i| InbandPort { index: i, mac: ports[i as usize].mac, ipv4: plan.ports[i as usize].ipv4.clone() })
+            .collect();
+        let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
+        supervisor.start_punts(inband, control_end.punts.clone(), || {
+            let to = to_worker0.clone();
+            Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
+        })?;
+        let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
+        let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
+        let mut slots: Vec<Slot> = Vec::new();
+        for (w, &lcore_id) in plan.workers.iter().enumerate() {
+            let slot = new_slot(lcore_id);
+            slots.push(slot.clone());
+            let launched = make_role(w).and_then(|role| {
+                let worker = Worker {
+                    lcore: lcore_id,
+                    role,
+                    rx: assignment[w]
+                        .iter()
+                        .map(|&(port, queue)| RxSource { port, dpdk_port: dpdk_ports[port as usize], queue })
+                        .collect(),
+                    dpdk_ports: dpdk_ports.clone(),
+                    tx_queue: w as u16,
+                    cfg: LoopConfig {
+                        burst: plan.burst,
+                        idle_backoff: plan.idle_backoff,
+                        idle_polls: plan.idle_polls,
+                        idle_max_sleep_us: plan.idle_max_sleep_us,
+                    },
+                    stop: self.stop.clone(),
+                    slot,
+                    tsc_hz: self.eal.tsc_hz,
+                    link: lcore_ends.next().ok_or("internal: fewer lcore links than workers")?,
+                    pool: self.pool,
+                };
+                worker.launch().map_err(|e| e.to_string())
+            });
+            if let Err(e) = launched {
+                self.stop.store(true, Ordering::SeqCst);
+                lcore::wait_all();
+                return Err(e);
+            }
+        }
+        Ok((slots, control_end))
+    }
+}
+
+/// Ports on which the balancer answers ARP for its VIPs: the services' `via` ports, or,
+/// for a service without one, every port that does not face a pool's members.
+fn balance_client_ports(plan: &RunPlan) -> Vec<PortIndex> {
+    let member_ports: Vec<PortIndex> = plan.balance.iter().flat_map(|s| s.members.iter().map(|m| m.port)).collect();
+    let mut out: Vec<PortIndex> = Vec::new();
+    for s in &plan.balance {
+        match s.client_port {
+            Some(p) => out.push(p),
+            None => out.extend((0..plan.ports.len() as PortIndex).filter(|p| !member_ports.contains(p))),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Sets up the pool and ports (pushing every started port into `ports` so the caller can
 /// stop them on any path), runs the workers until `stop`, and returns the final report.
 fn serve(
@@ -233,52 +326,27 @@ fn serve(
             punt_arp: true,
         })
         .collect();
-    let (control_end, lcore_ends) = links::<<Forward as Role>::Update>(plan.workers.len());
-    let mut lcore_ends = lcore_ends.into_iter();
-    // In-band heartbeats go out through worker 0 (every worker has a TX queue on every port).
-    let inband: Vec<InbandPort> = inband_ports
-        .iter()
-        .map(|&i| InbandPort { index: i, mac: ports[i as usize].mac, ipv4: plan.ports[i as usize].ipv4.clone() })
-        .collect();
-    let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
-    supervisor.start_punts(inband, control_end.punts.clone(), || {
-        let to = to_worker0.clone();
-        Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
-    })?;
-
-    let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
-    let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
-    let mut slots: Vec<Slot> = Vec::new();
-    for (w, &lcore_id) in plan.workers.iter().enumerate() {
-        let slot = new_slot(lcore_id);
-        slots.push(slot.clone());
-        let worker = Worker {
-            lcore: lcore_id,
-            role: Forward::new(&plan.pairs, local.clone()),
-            rx: assignment[w]
-                .iter()
-                .map(|&(port, queue)| RxSource { port, dpdk_port: dpdk_ports[port as usize], queue })
-                .collect(),
-            dpdk_ports: dpdk_ports.clone(),
-            tx_queue: w as u16,
-            cfg: LoopConfig {
-                burst: plan.burst,
-                idle_backoff: plan.idle_backoff,
-                idle_polls: plan.idle_polls,
-                idle_max_sleep_us: plan.idle_max_sleep_us,
-            },
-            stop: stop.clone(),
-            slot,
-            tsc_hz: eal.tsc_hz,
-            link: lcore_ends.next().ok_or("internal: fewer lcore links than workers")?,
-            pool,
-        };
-        if let Err(e) = worker.launch() {
-            stop.store(true, Ordering::SeqCst);
-            lcore::wait_all();
-            return Err(e.to_string());
-        }
-    }
+    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband_ports: &inband_ports };
+    // `_links` keeps the command queues open for the run.
+    let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if plan.balance.is_empty() {
+        let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
+        (slots, Box::new(end))
+    } else {
+        let port_info: Vec<([u8; 6], Vec<(Ipv4Addr, u8)>)> = ports.iter().zip(&plan.ports).map(|(p, pp)| (p.mac, pp.ipv4.clone())).collect();
+        let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_info);
+        let vips: Vec<VipSpec> = plan.balance.iter().map(|s| s.vip_spec()).collect();
+        let client_ports = balance_client_ports(plan);
+        let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
+        let mut counters = Vec::new();
+        let (slots, end) = workers.start(supervisor, |_| {
+            let role = Balance::new(vips.clone(), balancer.initial_tables(), local.clone(), &client_ports, forward).map_err(|e| e.to_string())?;
+            counters.push(role.counters());
+            Ok(role)
+        })?;
+        balancer.attach(end.commands.clone(), counters);
+        supervisor.set_balancer(balancer);
+        (slots, Box::new(end))
+    };
 
     let started = Instant::now();
     for p in ports.iter() {

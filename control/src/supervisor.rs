@@ -8,6 +8,7 @@ use crate::ctl::handler::FenceFn;
 use crate::events::EventLog;
 use crate::fencing::FenceDesk;
 use crate::heartbeat::inband::{InbandPort, Transmit};
+use crate::balancer::Balancer;
 use crate::membership::Membership;
 use crate::neighbours::Neighbours;
 use crate::punts::{PuntCounters, PuntThread};
@@ -30,6 +31,7 @@ pub struct Supervisor {
     punts: Option<JoinHandle<()>>,
     punt_counters: Arc<PuntCounters>,
     stop: Arc<AtomicBool>,
+    balancer: Option<Balancer>,
     fences: FenceDesk,
     takeover: Takeover,
     log: EventLog,
@@ -51,6 +53,7 @@ impl Supervisor {
             punts: None,
             punt_counters: Arc::default(),
             stop,
+            balancer: None,
             fences,
             takeover: Takeover::new(plan.server_pairs.clone()),
             log,
@@ -61,6 +64,16 @@ impl Supervisor {
     /// The ctl's manual fence (`None` when the rack has no fence devices).
     pub fn manual_fence(&self) -> Option<FenceFn> {
         self.fences.manual()
+    }
+
+    /// The event log.
+    pub fn log(&self) -> EventLog {
+        self.log.clone()
+    }
+
+    /// From now on, `poll` also rebuilds the balance tables.
+    pub fn set_balancer(&mut self, b: Balancer) {
+        self.balancer = Some(b);
     }
 
     /// The neighbour table (the balancer registers its members in it).
@@ -100,6 +113,10 @@ impl Supervisor {
         for o in self.fences.drain(&mut self.takeover) {
             self.apply(o);
         }
+        if let Some(b) = &mut self.balancer {
+            let peers = self.membership.as_ref().map(|m| m.peer_metrics(now)).unwrap_or_default();
+            b.poll(now, &peers);
+        }
     }
 
     fn apply(&mut self, o: Outcome) {
@@ -125,6 +142,10 @@ impl Supervisor {
         snap.detector_events = self.decisions.clone();
         snap.fences = self.fences.metrics();
         snap.pairs = self.takeover.views();
+        if let Some(b) = &self.balancer {
+            snap.members = b.members();
+            snap.services = b.service_views();
+        }
     }
 
     /// Stops fencing (queued requests are cancelled, running agents finish) and waits for

@@ -45,6 +45,8 @@ pub enum CtlCmd {
     Events,
     /// [[server]] pairs: primary, backup, their states and the takeover phase.
     Servers,
+    /// Balance role: per service and member: state, weights, table share, packets, bytes.
+    Members,
     /// Fence NODE: cut it off and power it off through its fence device.
     Fence {
         /// Node id to fence.
@@ -65,6 +67,7 @@ impl CtlCmd {
             CtlCmd::Histogram => Command::Histogram,
             CtlCmd::Events => Command::Events,
             CtlCmd::Servers => Command::Servers,
+            CtlCmd::Members => Command::Members,
             CtlCmd::Fence { node, .. } => Command::Fence { node: node.clone() },
         }
     }
@@ -133,6 +136,7 @@ pub fn render(cmd: &Command, result: &Value) -> String {
         Command::Events => as_(result).map(|r| render_events(&r)),
         Command::Peers => as_(result).map(|r| render_peers(&r)),
         Command::Servers => as_(result).map(|r| render_servers(&r)),
+        Command::Members => as_(result).map(|r| render_members(&r)),
         Command::Fence { node } => Some(render_fence(node, result)),
     };
     text.unwrap_or_else(|| serde_json::to_string_pretty(result).unwrap_or_default() + "\n")
@@ -543,6 +547,42 @@ pub fn render_servers(r: &ServersResult) -> String {
     let mut s = t.render();
     if r.pairs.is_empty() {
         s.push_str("(no [[server]] pairs)\n");
+    }
+    s
+}
+
+pub const MEMBERS_COLUMNS: [&str; 10] = ["SERVICE", "MEMBER", "PEER", "STATE", "MAC", "WEIGHT", "EFFECTIVE", "SHARE", "PACKETS", "BYTES"];
+
+pub fn render_members(r: &MembersResult) -> String {
+    use Align::*;
+    let aligns = [Left, Left, Left, Left, Left, Right, Right, Right, Right, Right];
+    let cols: Vec<(&str, Align)> = MEMBERS_COLUMNS.iter().copied().zip(aligns).collect();
+    let mut t = Table::new(&cols);
+    for m in &r.members {
+        t.row(vec![
+            m.service.clone(),
+            m.member.clone(),
+            m.peer.clone().unwrap_or_else(|| "-".into()),
+            m.state.clone(),
+            m.mac.clone().unwrap_or_else(|| "-".into()),
+            m.weight.to_string(),
+            m.effective_weight.to_string(),
+            format!("{:.1}%", m.share * 100.0),
+            fmt_count(m.packets),
+            fmt_count(m.bytes),
+        ]);
+    }
+    let mut s = String::new();
+    for v in &r.services {
+        let _ = writeln!(
+            s,
+            "service {} ({}): {} live member(s), table {} slots, {} rebuild(s), {} frame(s) dropped without a member",
+            v.service, v.vip, v.live_members, v.table_size, v.rebuilds, v.no_member_drops
+        );
+    }
+    s.push_str(&t.render());
+    if r.members.is_empty() {
+        s.push_str("(no balanced services)\n");
     }
     s
 }

@@ -44,6 +44,10 @@ pub fn answer(sources: &Sources, req: &Request) -> Response {
         Command::Histogram => Response::ok_with(id, &histogram_result(&(sources.snapshot)())),
         Command::Peers => Response::ok_with(id, &peers_result(&(sources.snapshot)())),
         Command::Servers => Response::ok_with(id, &ServersResult { pairs: (sources.snapshot)().pairs }),
+        Command::Members => {
+            let s = (sources.snapshot)();
+            Response::ok_with(id, &MembersResult { services: s.services, members: s.members })
+        }
         Command::Events => {
             let events = sources.events.as_ref().map(|f| f()).unwrap_or_default();
             Response::ok_with(id, &EventsResult { events })
@@ -220,7 +224,7 @@ mod tests {
     #[test]
     fn answers_every_command() {
         let src = sources();
-        for cmd in ["status", "ports", "stats", "histogram", "events", "peers", "servers"] {
+        for cmd in ["status", "ports", "stats", "histogram", "events", "peers", "servers", "members"] {
             let r = answer(&src, &Request::new(4, cmd, Map::new()));
             assert!(r.ok, "{cmd}: {r:?}");
             assert_eq!(r.id, Some(4));

@@ -22,7 +22,7 @@ pub const PROTO_VERSION: u32 = 1;
 
 /// Commands this build answers (anything else gets `unknown_command`). `drain`, `resplice`
 /// and `splices` are reserved for later releases.
-pub const COMMANDS: [&str; 8] = ["status", "peers", "ports", "stats", "histogram", "events", "servers", "fence"];
+pub const COMMANDS: [&str; 9] = ["status", "peers", "ports", "stats", "histogram", "events", "servers", "members", "fence"];
 
 /// Why a request failed. The wire form is the snake_case name (`as_str`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +230,8 @@ pub enum Command {
     Events,
     /// `[[server]]` pairs and their takeover phase.
     Servers,
+    /// Balance role: per service and member, state, weight, table share, traffic.
+    Members,
     /// Power-fence (and isolate) a node. Only built from a request with `"confirm":true`.
     Fence { node: String },
 }
@@ -244,6 +246,7 @@ impl Command {
             Command::Histogram => "histogram",
             Command::Events => "events",
             Command::Servers => "servers",
+            Command::Members => "members",
             Command::Fence { .. } => "fence",
         }
     }
@@ -274,6 +277,7 @@ impl Command {
             "histogram" => no_args(Command::Histogram),
             "events" => no_args(Command::Events),
             "servers" => no_args(Command::Servers),
+            "members" => no_args(Command::Members),
             "fence" => {
                 for k in req.args.keys() {
                     if k != "node" && k != "confirm" {
@@ -463,6 +467,14 @@ pub struct PeersResult {
 #[serde(default)]
 pub struct ServersResult {
     pub pairs: Vec<PairInfo>,
+}
+
+/// `members`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MembersResult {
+    pub services: Vec<crate::balancer::ServiceView>,
+    pub members: Vec<crate::balancer::MemberView>,
 }
 
 /// A `servers` row: one `[[server]]` pair's takeover phase (see `crate::takeover`).

@@ -1,0 +1,479 @@
+//! The balance role's control half: what the rack file says about balanced services, and
+//! the [`Balancer`] that turns membership, workload and neighbour state into selection
+//! tables and swaps them into the lcores (DESIGN.md "Balance"; thesis §4.5).
+//!
+//! For each service, every *configured* member is in its table — the ones that cannot
+//! take traffic at weight 0 — so the table size never changes with membership and only a
+//! leaving member's flows move. A member can take traffic when its MAC is resolved (ARP
+//! through the punt thread) and, if it names a `peer`, the detector says that peer is
+//! `up`. Its weight is the configured weight × the peer's smoothed workload factor W
+//! (W'ᵢ = Wᵢ / ΣW is implicit: the table only depends on ratios), quantised to 1/20 so that
+//! noise the smoothing lets through does not reshuffle flows.
+//!
+//! Tables are rebuilt only when an effective weight changed; a member that becomes unusable
+//! is removed at once (the detector bound holds), while joins and weight changes are applied
+//! at most once per `REBUILD_HOLD` (a flapping member is also held down by the detector's
+//! damping). A new table goes to every worker's command queue; a full queue is retried on
+//! the next poll. The control thread keeps the last `Arc` it sent, so the lcore never frees
+//! a table.
+
+use crate::config::{HashPolicy as CfgHash, Protocol, RackConfig, ServiceMode};
+use crate::events::EventLog;
+use crate::metrics::PeerMetrics;
+use crate::neighbours::{Neighbours, Wanted};
+use crossbeam_channel::Sender;
+use dataplane::balance::{member_key, table_size_for, FlowHasher, HashPolicy, MemberEntry, MemberSpec, SelectionTable};
+use dataplane::lcore_link::ToLcore;
+use dataplane::role::balance::{BalanceCounters, BalanceTables, VipSpec};
+use dataplane::role::PortIndex;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Joins and weight changes are applied at most this often.
+pub const REBUILD_HOLD: Duration = Duration::from_millis(500);
+/// Table slots per configured member (a prime at least this × members): more slots than
+/// Maglev's 100 keep the churn of a removal near its ideal (see `dataplane::balance`).
+pub const SLOTS_PER_MEMBER: usize = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberPlan {
+    pub address: Ipv4Addr,
+    pub weight: u32,
+    pub peer: Option<String>,
+    /// The port that reaches it (the pool's `via`).
+    pub port: PortIndex,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePlan {
+    pub name: String,
+    pub vip: Ipv4Addr,
+    pub protocol: u8,
+    pub ports: Vec<(u16, u16)>,
+    pub hash: HashPolicy,
+    /// The port facing the clients (ARP for the VIP is answered there); `None` = any.
+    pub client_port: Option<PortIndex>,
+    pub members: Vec<MemberPlan>,
+}
+
+impl ServicePlan {
+    /// The flow hash, seeded by the service name: every appliance of the rack reads the
+    /// same file, so they all send a flow to the same member.
+    pub fn hasher(&self) -> FlowHasher {
+        FlowHasher::new(self.hash, member_key(self.name.as_bytes()))
+    }
+
+    pub fn vip_spec(&self) -> VipSpec {
+        VipSpec { addr: self.vip, protocol: Some(self.protocol), ports: self.ports.clone(), members: self.members.len() }
+    }
+}
+
+/// The balanced services of the rack (`[[service]] mode = "balance"`).
+pub fn services(cfg: &RackConfig) -> Result<Vec<ServicePlan>, String> {
+    let port_index = |name: &str, what: &str| -> Result<PortIndex, String> {
+        cfg.port.iter().position(|p| p.name == name).map(|i| i as PortIndex).ok_or_else(|| {
+            format!("{}: {what} {name:?}: balancing over a [[bond]] is not supported yet; name a [[port]]", cfg.source)
+        })
+    };
+    let mut out = Vec::new();
+    for s in cfg.service.iter().filter(|s| s.mode == ServiceMode::Balance) {
+        let IpAddr::V4(vip) = s.vip else {
+            return Err(format!("{}: service {:?}: the balance role serves IPv4 VIPs only", cfg.source, s.name));
+        };
+        let pool = cfg
+            .pool
+            .iter()
+            .find(|p| Some(&p.name) == s.pool.as_ref())
+            .ok_or_else(|| format!("{}: service {:?} needs a pool", cfg.source, s.name))?;
+        let mut members = Vec::new();
+        for m in &pool.members {
+            let IpAddr::V4(address) = m.address else {
+                return Err(format!("{}: pool {:?}: member {} is IPv6; balance members are IPv4", cfg.source, pool.name, m.address));
+            };
+            let via = match &pool.via {
+                Some(v) => v.clone(),
+                None => cfg
+                    .port
+                    .iter()
+                    .find(|p| p.addresses.iter().any(|c| c.contains(&m.address)))
+                    .map(|p| p.name.clone())
+                    .ok_or_else(|| format!("{}: pool {:?}: no port has an address in member {address}'s subnet; set via", cfg.source, pool.name))?,
+            };
+            members.push(MemberPlan { address, weight: m.weight, peer: m.peer.clone(), port: port_index(&via, "pool via")? });
+        }
+        out.push(ServicePlan {
+            name: s.name.clone(),
+            vip,
+            protocol: match s.protocol {
+                Protocol::Tcp => 6,
+                Protocol::Udp => 17,
+            },
+            ports: s.ports.iter().map(|r| (r.first, r.last)).collect(),
+            hash: match s.hash {
+                CfgHash::L2 => HashPolicy::L2,
+                CfgHash::L23 => HashPolicy::L23,
+                CfgHash::L34 => HashPolicy::L34,
+            },
+            client_port: s.via.as_deref().map(|v| port_index(v, "service via")).transpose()?,
+            members,
+        });
+    }
+    Ok(out)
+}
+
+/// The operator view of one member (`tapsplice ctl members`, metrics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub service: String,
+    pub vip: String,
+    pub member: String,
+    pub peer: Option<String>,
+    /// `up`, `down` (its peer is not up), `unresolved` (no MAC yet), `drained` (weight 0).
+    pub state: String,
+    pub mac: Option<String>,
+    /// Configured weight, and the effective one in the current table.
+    pub weight: u32,
+    pub effective_weight: u32,
+    /// Share of the table's slots, 0..1.
+    pub share: f64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Per service: tables built, and frames dropped for want of a live member.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub service: String,
+    pub vip: String,
+    pub live_members: usize,
+    pub table_size: usize,
+    pub rebuilds: u64,
+    pub no_member_drops: u64,
+}
+
+pub struct Balancer {
+    services: Vec<ServicePlan>,
+    neighbours: Neighbours,
+    log: EventLog,
+    workers: Vec<Sender<ToLcore<Arc<BalanceTables>>>>,
+    /// Workers whose queue refused the current table.
+    pending: Vec<bool>,
+    counters: Vec<BalanceCounters>,
+    current: Arc<BalanceTables>,
+    /// Effective weights in the current tables, per service and member.
+    weights: Vec<Vec<u32>>,
+    states: Vec<Vec<&'static str>>,
+    rebuilds: Vec<u64>,
+    last_build: Option<Instant>,
+}
+
+impl Balancer {
+    /// Registers every member's address with the neighbour table (asked from our address
+    /// on the member's port: `ports[i]` = (MAC, IPv4 addresses with prefix)).
+    pub fn new(services: Vec<ServicePlan>, neighbours: Neighbours, log: EventLog, ports: &[([u8; 6], Vec<(Ipv4Addr, u8)>)]) -> Balancer {
+        for s in &services {
+            for m in &s.members {
+                if let Some((mac, addrs)) = ports.get(usize::from(m.port)) {
+                    let src_ip = crate::heartbeat::inband::source_for(addrs, m.address);
+                    neighbours.want(Wanted { port: m.port, target: m.address, src_mac: *mac, src_ip });
+                }
+            }
+        }
+        let n = services.len();
+        let weights = services.iter().map(|s| vec![0; s.members.len()]).collect();
+        let states = services.iter().map(|s| vec!["unresolved"; s.members.len()]).collect();
+        Balancer {
+            current: Arc::new(BalanceTables { vips: vec![None; n] }),
+            services,
+            neighbours,
+            log,
+            workers: Vec::new(),
+            pending: Vec::new(),
+            counters: Vec::new(),
+            weights,
+            states,
+            rebuilds: vec![0; n],
+            last_build: None,
+        }
+    }
+
+    pub fn services(&self) -> &[ServicePlan] {
+        &self.services
+    }
+
+    /// The tables the lcores start with (every service without a live member).
+    pub fn initial_tables(&self) -> Arc<BalanceTables> {
+        self.current.clone()
+    }
+
+    /// Where new tables go, and the lcores' per-member counters.
+    pub fn attach(&mut self, workers: Vec<Sender<ToLcore<Arc<BalanceTables>>>>, counters: Vec<BalanceCounters>) {
+        self.pending = vec![false; workers.len()];
+        self.workers = workers;
+        self.counters = counters;
+    }
+
+    /// What each member's effective weight should be now, and its state.
+    fn wanted(&self, peers: &[PeerMetrics]) -> (Vec<Vec<u32>>, Vec<Vec<&'static str>>) {
+        let mut weights = Vec::new();
+        let mut states = Vec::new();
+        for s in &self.services {
+            let (w, st): (Vec<u32>, Vec<&'static str>) = s
+                .members
+                .iter()
+                .map(|m| {
+                    let peer = m.peer.as_ref().map(|id| peers.iter().find(|p| &p.node == id));
+                    let up = match &peer {
+                        None => true,
+                        Some(p) => p.is_some_and(|p| p.state == "up"),
+                    };
+                    if self.neighbours.get(m.port, m.address).is_none() {
+                        (0, "unresolved")
+                    } else if !up {
+                        (0, "down")
+                    } else if m.weight == 0 {
+                        (0, "drained")
+                    } else {
+                        let w = peer.flatten().and_then(|p| p.workload).unwrap_or(1.0).clamp(0.0, 1.0);
+                        // 1/20 steps; a live member keeps at least one step.
+                        let steps = ((w * 20.0).round() as u32).max(1);
+                        (m.weight * steps, "up")
+                    }
+                })
+                .unzip();
+            weights.push(w);
+            states.push(st);
+        }
+        (weights, states)
+    }
+
+    /// One control-thread round: rebuilds and pushes tables when needed.
+    pub fn poll(&mut self, now: Instant, peers: &[PeerMetrics]) {
+        let (weights, states) = self.wanted(peers);
+        if weights != self.weights {
+            let lost = weights.iter().flatten().zip(self.weights.iter().flatten()).any(|(new, old)| *new == 0 && *old > 0);
+            let held = self.last_build.is_some_and(|t| now.duration_since(t) < REBUILD_HOLD);
+            if lost || !held {
+                self.rebuild(weights, &states, now);
+            }
+        }
+        self.states = states;
+        self.push();
+    }
+
+    fn rebuild(&mut self, weights: Vec<Vec<u32>>, states: &[Vec<&'static str>], now: Instant) {
+        let mut vips = Vec::with_capacity(self.services.len());
+        for (si, s) in self.services.iter().enumerate() {
+            let specs: Vec<MemberSpec> = s
+                .members
+                .iter()
+                .zip(&weights[si])
+                .map(|(m, &weight)| MemberSpec {
+                    key: member_key(&m.address.octets()),
+                    weight,
+                    entry: MemberEntry { mac: self.neighbours.get(m.port, m.address).unwrap_or([0; 6]), port: m.port },
+                })
+                .collect();
+            let live = weights[si].iter().filter(|w| **w > 0).count();
+            let old_live = self.weights[si].iter().filter(|w| **w > 0).count();
+            for (mi, m) in s.members.iter().enumerate() {
+                let (old, new) = (self.weights[si][mi] > 0, weights[si][mi] > 0);
+                if old != new {
+                    let verb = if new { "joins" } else { "leaves" };
+                    let kind = if new { "member_joined" } else { "member_left" };
+                    let msg = format!("service {}: member {} {verb} the table ({})", s.name, m.address, states[si][mi]);
+                    self.log.push(kind, Some(&m.address.to_string()), msg, false);
+                }
+            }
+            if live == 0 && old_live > 0 {
+                self.log.push("service_no_member", None, format!("service {} ({}): NO live member; its packets are dropped", s.name, s.vip), true);
+            }
+            let size = table_size_for(s.members.len() * (SLOTS_PER_MEMBER / 100));
+            let table = if live == 0 {
+                None
+            } else {
+                match SelectionTable::build(s.hasher(), &specs, Some(size)) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.log.push("table_build_failed", None, format!("service {}: cannot build the selection table: {e}", s.name), true);
+                        self.current.vips.get(si).cloned().flatten()
+                    }
+                }
+            };
+            self.rebuilds[si] += 1;
+            vips.push(table);
+        }
+        self.current = Arc::new(BalanceTables { vips });
+        self.weights = weights;
+        self.last_build = Some(now);
+        self.pending.iter_mut().for_each(|p| *p = true);
+    }
+
+    fn push(&mut self) {
+        for (i, w) in self.workers.iter().enumerate() {
+            if self.pending[i] && w.try_send(ToLcore::Update(self.current.clone())).is_ok() {
+                self.pending[i] = false;
+            }
+        }
+    }
+
+    /// Per member, for `ctl members` and the metrics.
+    pub fn members(&self) -> Vec<MemberView> {
+        let snaps: Vec<Vec<Vec<(u64, u64)>>> = self.counters.iter().map(|c| c.snapshot()).collect();
+        let mut out = Vec::new();
+        for (si, s) in self.services.iter().enumerate() {
+            let table = self.current.vips.get(si).and_then(|t| t.as_ref());
+            for (mi, m) in s.members.iter().enumerate() {
+                let (packets, bytes) = snaps
+                    .iter()
+                    .filter_map(|lcore| lcore.get(si)?.get(mi).copied())
+                    .fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2));
+                let share = table.map_or(0.0, |t| {
+                    let shares = t.table().shares();
+                    shares.get(mi).map_or(0.0, |&n| f64::from(n) / t.table().size() as f64)
+                });
+                out.push(MemberView {
+                    service: s.name.clone(),
+                    vip: s.vip.to_string(),
+                    member: m.address.to_string(),
+                    peer: m.peer.clone(),
+                    state: self.states[si][mi].to_string(),
+                    mac: self.neighbours.get(m.port, m.address).map(|a| {
+                        format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", a[0], a[1], a[2], a[3], a[4], a[5])
+                    }),
+                    weight: m.weight,
+                    effective_weight: self.weights[si][mi],
+                    share,
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn service_views(&self) -> Vec<ServiceView> {
+        let no_member: Vec<Vec<u64>> = self.counters.iter().map(|c| c.no_member()).collect();
+        self.services
+            .iter()
+            .enumerate()
+            .map(|(si, s)| ServiceView {
+                service: s.name.clone(),
+                vip: s.vip.to_string(),
+                live_members: self.weights[si].iter().filter(|w| **w > 0).count(),
+                table_size: self.current.vips.get(si).and_then(|t| t.as_ref()).map_or(0, |t| t.table().size()),
+                rebuilds: self.rebuilds[si],
+                no_member_drops: no_member.iter().filter_map(|v| v.get(si)).sum(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+
+    fn plan() -> Vec<ServicePlan> {
+        vec![ServicePlan {
+            name: "web".into(),
+            vip: Ipv4Addr::new(10, 0, 0, 100),
+            protocol: 6,
+            ports: vec![(80, 80)],
+            hash: HashPolicy::L34,
+            client_port: Some(0),
+            members: (1..=3)
+                .map(|i| MemberPlan { address: Ipv4Addr::new(10, 0, 0, 20 + i), weight: 100, peer: Some(format!("m{i}")), port: 1 })
+                .collect(),
+        }]
+    }
+
+    fn peer(id: &str, state: &str, w: Option<f64>) -> PeerMetrics {
+        PeerMetrics { node: id.into(), class: "server".into(), state: state.into(), workload: w, ..Default::default() }
+    }
+
+    fn setup() -> (Balancer, crossbeam_channel::Receiver<ToLcore<Arc<BalanceTables>>>, Neighbours) {
+        let n = Neighbours::new();
+        let ports = vec![([2, 0, 0, 0, 0, 1], vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]), ([2, 0, 0, 0, 0, 2], vec![(Ipv4Addr::new(10, 0, 0, 3), 24)])];
+        let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
+        let (tx, rx) = bounded(4);
+        b.attach(vec![tx], Vec::new());
+        (b, rx, n)
+    }
+
+    fn latest(rx: &crossbeam_channel::Receiver<ToLcore<Arc<BalanceTables>>>) -> Option<Arc<BalanceTables>> {
+        rx.try_iter().filter_map(|c| if let ToLcore::Update(t) = c { Some(t) } else { None }).last()
+    }
+
+    #[test]
+    fn members_join_when_resolved_and_up_and_leave_at_once_when_down() {
+        let (mut b, rx, n) = setup();
+        assert_eq!(n.counts(), (3, 0), "every member is to be resolved");
+        let t0 = Instant::now();
+        let all_up = [peer("m1", "up", None), peer("m2", "up", None), peer("m3", "up", None)];
+        b.poll(t0, &all_up);
+        assert!(latest(&rx).is_none(), "nothing changed: no member is resolved yet");
+        for i in 1..=3 {
+            n.learn(1, Ipv4Addr::new(10, 0, 0, 20 + i), [2, 0, 0, 0, 9, i]);
+        }
+        b.poll(t0, &all_up);
+        let t = latest(&rx).expect("a table with the three members");
+        let tab = t.vips[0].as_ref().unwrap();
+        assert!(tab.table().shares().iter().all(|&s| s > 0));
+        assert_eq!(tab.members()[1].mac, [2, 0, 0, 0, 9, 2]);
+        // m2 goes down: removed at once, even within the hold time.
+        let m2_down = [peer("m1", "up", None), peer("m2", "down", None), peer("m3", "up", None)];
+        b.poll(t0 + Duration::from_millis(10), &m2_down);
+        let t = latest(&rx).expect("m2 removed at once");
+        assert_eq!(t.vips[0].as_ref().unwrap().table().shares()[1], 0);
+        // It comes back: the join waits for the hold time.
+        b.poll(t0 + Duration::from_millis(20), &all_up);
+        assert!(latest(&rx).is_none(), "a join is held");
+        b.poll(t0 + Duration::from_millis(20) + REBUILD_HOLD, &all_up);
+        assert!(latest(&rx).unwrap().vips[0].as_ref().unwrap().table().shares()[1] > 0);
+        let v = b.members();
+        assert_eq!(v.iter().map(|m| m.state.as_str()).collect::<Vec<_>>(), ["up", "up", "up"]);
+        assert!((v.iter().map(|m| m.share).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn workload_scales_weights_in_steps_and_no_live_member_is_no_table() {
+        let (mut b, rx, n) = setup();
+        for i in 1..=3 {
+            n.learn(1, Ipv4Addr::new(10, 0, 0, 20 + i), [2, 0, 0, 0, 9, i]);
+        }
+        let t0 = Instant::now();
+        b.poll(t0, &[peer("m1", "up", Some(1.0)), peer("m2", "up", Some(0.5)), peer("m3", "up", Some(0.5))]);
+        let t = latest(&rx).unwrap();
+        let shares = t.vips[0].as_ref().unwrap().table().shares().to_vec();
+        let total: u32 = shares.iter().sum();
+        assert!((f64::from(shares[0]) / f64::from(total) - 0.5).abs() < 0.02, "{shares:?}");
+        // Noise below half a step does not rebuild.
+        let rebuilds = b.service_views()[0].rebuilds;
+        b.poll(t0 + Duration::from_secs(1), &[peer("m1", "up", Some(0.99)), peer("m2", "up", Some(0.52)), peer("m3", "up", Some(0.49))]);
+        assert_eq!(b.service_views()[0].rebuilds, rebuilds);
+        // Everyone down: the service has no table (its packets are dropped as no_member).
+        b.poll(t0 + Duration::from_secs(2), &[peer("m1", "down", None), peer("m2", "down", None), peer("m3", "held_down", None)]);
+        assert!(latest(&rx).unwrap().vips[0].is_none());
+        assert_eq!(b.service_views()[0].live_members, 0);
+    }
+
+    #[test]
+    fn a_full_worker_queue_gets_the_table_on_a_later_poll() {
+        let n = Neighbours::new();
+        let ports = vec![([2, 0, 0, 0, 0, 1], vec![]), ([2, 0, 0, 0, 0, 2], vec![(Ipv4Addr::new(10, 0, 0, 3), 24)])];
+        let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
+        let (tx, rx) = bounded(1);
+        tx.try_send(ToLcore::Update(Arc::new(BalanceTables::default()))).unwrap();
+        b.attach(vec![tx], Vec::new());
+        n.learn(1, Ipv4Addr::new(10, 0, 0, 21), [2, 0, 0, 0, 9, 1]);
+        let t0 = Instant::now();
+        b.poll(t0, &[peer("m1", "up", None)]);
+        let _ = rx.try_recv(); // the lcore takes the old command
+        b.poll(t0, &[peer("m1", "up", None)]);
+        let t = latest(&rx).expect("delivered on the next poll");
+        assert!(t.vips[0].is_some());
+    }
+}
