@@ -148,6 +148,25 @@ mod tests {
     }
 
     #[test]
+    fn the_balance_example_plans_its_service_members_ports_and_in_band_peers() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/balance-taps.toml");
+        let cfg = crate::config::load(std::path::Path::new(path)).expect("the balance example is valid");
+        let plan = from_config(&cfg).unwrap();
+        assert_eq!(plan.role, "balance");
+        assert_eq!(plan.pairs, vec![(0, 1)], "balance + forward bridges other traffic");
+        let s = &plan.balance[0];
+        assert_eq!((s.vip, s.protocol, s.ports.clone(), s.client_port), (Ipv4Addr::new(10, 55, 0, 100), 6, vec![(80, 80), (443, 443)], Some(0)));
+        assert_eq!(s.members.iter().map(|m| (m.port, m.weight)).collect::<Vec<_>>(), vec![(1, 100), (1, 100), (1, 200)]);
+        assert_eq!(s.members[0].peer.as_deref(), Some("m1"));
+        let m = plan.membership.unwrap();
+        assert_eq!(m.inband_ports(), vec![1]);
+        // Splice alongside balance is not runnable yet.
+        let mut cfg = cfg;
+        cfg.node.roles.push(Role::Splice);
+        assert!(from_config(&cfg).is_err());
+    }
+
+    #[test]
     fn roles_not_implemented_yet_are_refused_with_a_reason() {
         let mut cfg = example();
         cfg.node.roles = vec![Role::Splice];
