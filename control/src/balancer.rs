@@ -461,6 +461,29 @@ mod tests {
     }
 
     #[test]
+    fn a_member_flapping_every_interval_does_not_rebuild_the_table_every_interval() {
+        let (mut b, _rx, n) = setup();
+        for i in 1..=3 {
+            n.learn(1, Ipv4Addr::new(10, 0, 0, 20 + i), [2, 0, 0, 0, 9, i]);
+        }
+        let t0 = Instant::now();
+        let up = [peer("m1", "up", None), peer("m2", "up", None), peer("m3", "up", None)];
+        let down = [peer("m1", "up", None), peer("m2", "down", None), peer("m3", "up", None)];
+        b.poll(t0, &up);
+        let start = b.service_views()[0].rebuilds;
+        // 2 s of m2 changing state every 10 ms interval (200 changes; the detector's flap
+        // damping would hold it down long before, this is the table's own bound).
+        for k in 1..=200u32 {
+            b.poll(t0 + Duration::from_millis(10 * u64::from(k)), if k % 2 == 1 { &down } else { &up });
+        }
+        let rebuilds = b.service_views()[0].rebuilds - start;
+        // A join needs REBUILD_HOLD since the last rebuild, so each 500 ms gives at most one
+        // join and the removal after it: ≤ 2 × (2 s / 500 ms) + 1.
+        assert!(rebuilds <= 9, "{rebuilds} rebuilds in 2 s of flapping");
+        assert!(rebuilds >= 2, "the flaps must still be applied: {rebuilds}");
+    }
+
+    #[test]
     fn a_full_worker_queue_gets_the_table_on_a_later_poll() {
         let n = Neighbours::new();
         let ports = vec![([2, 0, 0, 0, 0, 1], vec![]), ([2, 0, 0, 0, 0, 2], vec![(Ipv4Addr::new(10, 0, 0, 3), 24)])];
