@@ -86,7 +86,7 @@ fn snapshot() -> MetricsSnapshot {
             results,
             last_duration_s: Some(0.125),
         }],
-        pairs: Vec::new(),
+        ..Default::default()
     }
 }
 
