@@ -10,9 +10,16 @@ pub fn exists(ns: &str) -> bool {
     Path::new("/run/netns").join(ns).exists()
 }
 
-/// Create a namespace and bring its loopback up.
+/// Create a namespace (IPv6 off) and bring its loopback up.
+///
+/// The workloads are IPv4. With IPv6 on, every interface that comes up sends router and
+/// neighbour solicitations and MLD reports on its own; an appliance forwards them, and one
+/// that reaches a TAP interface while the testbed is still moving it into its namespace
+/// (down for a moment) is a TX error of the appliance's port — noise that makes the port
+/// counters the tests check depend on timing.
 pub fn create(ns: &str) -> Result<()> {
     ip(&["netns", "add", ns])?;
+    ip(&["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])?;
     ip_ns(ns, &["link", "set", "lo", "up"])?;
     Ok(())
 }
