@@ -78,6 +78,10 @@ pub struct ApplianceResult {
     pub error: Option<String>,
     /// tapsplice: its --report-json; testpmd: port counters parsed from its output.
     pub report: Option<Value>,
+    /// tapsplice: its event log (`tapsplice ctl events`) just before it was stopped:
+    /// peers up and down, balance members joining and leaving the table, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Value>,
     pub log: String,
 }
 
@@ -94,6 +98,12 @@ pub struct RunningAppliance {
     file_prefix: String,
     placements: Vec<Placement>,
     killed_by_fault: bool,
+    /// The UDP port of the run's `node.mgmt` (heartbeats), when the config has one.
+    pub heartbeat_port: Option<u16>,
+    /// The `tapsplice ctl` socket of this run.
+    pub ctl_socket: PathBuf,
+    /// The tapsplice binary (for `ctl events` before stopping it).
+    bin: Option<PathBuf>,
 }
 
 struct Output {
@@ -219,6 +229,7 @@ pub fn start(
             run_dir: &run_dir_s,
             file_prefix: &file_prefix,
             ctl_socket: &ctl.to_string_lossy(),
+            mgmt_port: rackconfig::free_udp_port().map_err(|e| anyhow!("{}: {}", what, e))?,
             tap_name: &tap_name,
             sets: &sets,
         },
@@ -310,9 +321,14 @@ pub fn start(
         .process_group(0);
     // If the testbed dies without cleaning up (SIGKILL), the appliance gets SIGTERM.
     // (PDEATHSIG follows the spawning thread: appliances are started from the main thread.)
+    let nice = app.nice;
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // Threads created later (the lcores) inherit it.
+            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -340,6 +356,14 @@ pub fn start(
         file_prefix,
         placements,
         killed_by_fault: false,
+        heartbeat_port: rackconfig::get_str(&cfg, "node.mgmt")
+            .and_then(|m| m.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port()),
+        ctl_socket: ctl.clone(),
+        bin: match kind {
+            ApplianceKind::Tapsplice => bins.tapsplice.clone(),
+            ApplianceKind::Testpmd => None,
+        },
     };
 
     // Wait for the ready line, then for the TAP interfaces.
@@ -419,16 +443,44 @@ fn place(run: &RunId, p: &Placement) -> Result<()> {
         (None, None) => bail!("no ns or bridge"),
     };
     netns::move_from_root(&p.tap, &ns, &ifname)?;
+    // net_tap gives the kernel side of a TAP the port's own MAC. On a bridge that MAC
+    // becomes a local (permanent) address of the bridge, which then delivers frames for
+    // the appliance to itself instead of into the TAP: give the kernel side another one.
+    let bridge_mac = match (&pl.mac, master) {
+        (None, Some(_)) => Some(random_laa_mac()),
+        _ => None,
+    };
     netns::configure(
         &ns,
         &ifname,
         &IfConfig {
             mtu: pl.mtu,
-            mac: pl.mac.as_deref(),
+            mac: pl.mac.as_deref().or(bridge_mac.as_deref()),
             address: pl.address.as_deref(),
             master,
         },
     )
+}
+
+/// A random locally administered unicast MAC (`x2:..`, `x6:..`, `xa:..`, `xe:..`).
+fn random_laa_mac() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 6];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        b[..6].copy_from_slice(&crate::runid::splitmix(t).to_le_bytes()[..6]);
+    }
+    b[0] = (b[0] & 0xfc) | 0x02;
+    b.iter()
+        .map(|x| format!("{:02x}", x))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn testpmd_args(cfg: &toml::Table, ports: &[RackPort], file_prefix: &str) -> Result<Vec<String>> {
@@ -520,10 +572,33 @@ impl RunningAppliance {
         self.killed_by_fault = true;
     }
 
+    /// The appliance's event log (`tapsplice ctl --json events`), while it runs.
+    fn events(&mut self) -> Option<Value> {
+        let bin = self.bin.as_ref()?;
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        let out = crate::cmd::run(
+            &bin.to_string_lossy(),
+            &[
+                "ctl",
+                "--socket",
+                &self.ctl_socket.to_string_lossy(),
+                "--json",
+                "events",
+            ],
+            Duration::from_secs(5),
+        )
+        .ok()?;
+        let v: Value = serde_json::from_str(out.trim()).ok()?;
+        Some(v.get("events").cloned().unwrap_or(v))
+    }
+
     /// SIGINT, wait for the exit (bounded), collect the report.
     pub fn stop(mut self) -> ApplianceResult {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
+        let events = self.events();
         let mut error = None;
         let status = match self.child.try_wait() {
             Ok(Some(st)) => Some(st),
@@ -612,6 +687,7 @@ impl RunningAppliance {
             killed_by_fault: self.killed_by_fault,
             error,
             report,
+            events,
             log: self.log_path.display().to_string(),
         }
     }

@@ -93,6 +93,8 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
                 name: n.into(),
                 routes: vec![],
                 forwarding: false,
+                loopback: vec![],
+                sysctl: Default::default(),
             });
         }
         let ep = |ns: &str, a: &str| Endpoint {
@@ -137,7 +139,7 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             (
                 template.clients.iter().map(|c| run.netns(c)).collect(),
-                run.netns(&template.server),
+                run.netns(&template.server_names()[0]),
                 SocketAddr::new(ip, template.port),
             )
         };
@@ -147,22 +149,20 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
             }
             _ => connect,
         };
-        Spec {
-            name: format!("bulk-{:?}", mode).to_lowercase(),
-            kind: WorkloadKind::Bulk,
-            client_ns: clients,
-            server_ns: server,
+        Spec::simple(
+            format!("bulk-{:?}", mode).to_lowercase(),
+            WorkloadKind::Bulk,
+            clients,
+            server,
             connect,
             listen,
-            connections: b.connections,
-            requests: if seconds.is_some() { 0 } else { 1 },
-            request_bytes: 150,
-            reply_bytes: reply,
-            duration: seconds.map(Duration::from_secs_f64),
+            b.connections,
+            if seconds.is_some() { 0 } else { 1 },
+            reply,
+            seconds.map(Duration::from_secs_f64),
             timeout,
-            seed: 7,
-            allow_errors: false,
-        }
+            7,
+        )
     };
     let mut trials = Vec::new();
     for r in 0..b.repeat {
@@ -178,7 +178,7 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
             let spec = spec_for(mode);
             let (res, app): (WorkloadResult, Option<Value>) = match mode {
                 Mode::Direct => {
-                    let (mut w, _, e) = tb.run_workloads(&[(spec, false)], &mut [], false);
+                    let (mut w, _, e) = tb.run_workloads(&[(spec, false)], &mut [], false, None);
                     if let Some(e) = e.first() {
                         bail!("{:?}: {}", mode, e);
                     }
@@ -191,7 +191,7 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
                         ApplianceKind::Testpmd
                     };
                     let mut apps = tb.start_appliances_as(Some(kind))?;
-                    let (mut w, _, e) = tb.run_workloads(&[(spec, false)], &mut apps, false);
+                    let (mut w, _, e) = tb.run_workloads(&[(spec, false)], &mut apps, false, None);
                     let stopped = tb.stop_appliances(apps);
                     if let Some(e) = e.first() {
                         bail!("{:?}: {}", mode, e);

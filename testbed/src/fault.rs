@@ -1,5 +1,5 @@
 //! Fault injection during workloads: kill an appliance's process, take a link down (and
-//! optionally up again), bring a link up.
+//! optionally up again), bring a link up, kill or restart a `tapsplice agent`.
 
 use crate::runid::RunId;
 use crate::topology::{Fault, FaultKind, Topology};
@@ -26,6 +26,8 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 pub struct FaultResult {
     pub kind: FaultKind,
     pub target: String,
+    /// `at_s` and `done_at_s` count from the start of this workload (else the first one).
+    pub workload: Option<String>,
     pub at_s: f64,
     pub done_at_s: Option<f64>,
     pub error: Option<String>,
@@ -66,26 +68,47 @@ fn set_links(targets: &[(String, String)], up: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs the faults of a topology on a thread, relative to `start`.
+/// Start times of the run's workloads by name (faults with `workload` count from them).
+pub type WorkloadStarts = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// Runs the faults of a topology on a thread, each at `at_s` after the start of the first
+/// workload (the injector's start), or of the workload it names.
 pub struct Injector {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Vec<FaultResult>>>,
 }
 
+fn target_of(f: &Fault) -> String {
+    match f.kind {
+        FaultKind::Kill => f.appliance.clone().unwrap_or_default(),
+        FaultKind::KillAgent | FaultKind::StartAgent => f.agent.clone().unwrap_or_default(),
+        _ => f.link.clone().unwrap_or_else(|| {
+            format!(
+                "{}:{}",
+                f.ns.clone().unwrap_or_default(),
+                f.ifname.clone().unwrap_or_default()
+            )
+        }),
+    }
+}
+
 impl Injector {
     /// `pids` maps appliance names to their process ids; `killed` records which appliances
-    /// a kill fault hit.
+    /// a kill fault hit; `agents` are the run's [[agent]] processes; `starts` is filled by
+    /// the workload runner.
     pub fn start(
         topo: &Topology,
         run: &RunId,
         pids: BTreeMap<String, i32>,
         killed: Arc<Mutex<Vec<String>>>,
+        agents: Option<Arc<crate::agent::Agents>>,
+        starts: WorkloadStarts,
     ) -> Injector {
         let stop = Arc::new(AtomicBool::new(false));
         let mut plan: Vec<(f64, Fault, Result<Targets>)> = Vec::new();
         for f in &topo.faults {
             let targets = match f.kind {
-                FaultKind::Kill => Ok(Vec::new()),
+                FaultKind::Kill | FaultKind::KillAgent | FaultKind::StartAgent => Ok(Vec::new()),
                 _ => link_targets(topo, run, f),
             };
             plan.push((f.at_s, f.clone(), targets.map_err(|e| anyhow!("{}", e))));
@@ -96,42 +119,59 @@ impl Injector {
                 plan.push((f.at_s + d, up, link_targets(topo, run, f)));
             }
         }
-        plan.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
         let st = stop.clone();
         let start = Instant::now();
         let handle = std::thread::spawn(move || {
             let mut results = Vec::new();
-            for (at, f, targets) in plan {
-                let target = match f.kind {
-                    FaultKind::Kill => f.appliance.clone().unwrap_or_default(),
-                    _ => f.link.clone().unwrap_or_else(|| {
-                        format!(
-                            "{}:{}",
-                            f.ns.clone().unwrap_or_default(),
-                            f.ifname.clone().unwrap_or_default()
-                        )
-                    }),
+            let mut pending: Vec<Option<(f64, Fault, Result<Targets>)>> =
+                plan.into_iter().map(Some).collect();
+            // When each fault is due (None while its workload has not started).
+            let due = |f: &Fault, at: f64| -> Option<Instant> {
+                let base = match &f.workload {
+                    Some(w) => *starts.lock().ok()?.get(w)?,
+                    None => start,
                 };
-                let when = start + Duration::from_secs_f64(at);
-                while Instant::now() < when {
-                    if st.load(Ordering::Relaxed) || crate::guard::interrupted() {
-                        results.push(FaultResult {
-                            kind: f.kind,
-                            target: target.clone(),
-                            at_s: at,
-                            done_at_s: None,
-                            error: Some("not reached".into()),
-                        });
+                Some(base + Duration::from_secs_f64(at))
+            };
+            loop {
+                if pending.iter().all(Option::is_none) {
+                    break;
+                }
+                // The earliest fault that is due now, in due order (after an interrupt:
+                // none, every fault left is "not reached").
+                let now = Instant::now();
+                let interrupted = crate::guard::interrupted();
+                let next = pending
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        p.as_ref()
+                            .and_then(|(at, f, _)| due(f, *at))
+                            .map(|d| (i, d))
+                    })
+                    .filter(|(_, d)| *d <= now && !interrupted)
+                    .min_by_key(|(_, d)| *d);
+                let Some((i, _)) = next else {
+                    if st.load(Ordering::Relaxed) || interrupted {
+                        for (at, f, _) in pending.iter_mut().filter_map(Option::take) {
+                            results.push(FaultResult {
+                                kind: f.kind,
+                                target: target_of(&f),
+                                workload: f.workload.clone(),
+                                at_s: at,
+                                done_at_s: None,
+                                error: Some("not reached".into()),
+                            });
+                        }
                         break;
                     }
-                    std::thread::sleep(
-                        Duration::from_millis(5)
-                            .min(when.saturating_duration_since(Instant::now())),
-                    );
-                }
-                if Instant::now() < when {
+                    std::thread::sleep(Duration::from_millis(2));
                     continue;
-                }
+                };
+                let Some((at, f, targets)) = pending[i].take() else {
+                    continue;
+                };
+                let target = target_of(&f);
                 let r: Result<()> = (|| {
                     match f.kind {
                         FaultKind::Kill => {
@@ -146,6 +186,19 @@ impl Injector {
                                 k.push(name.to_string());
                             }
                         }
+                        FaultKind::KillAgent => {
+                            let a = agents
+                                .as_ref()
+                                .ok_or_else(|| anyhow!("no agents are running"))?;
+                            let sig = parse_signal(f.signal.as_deref().unwrap_or("KILL"))?;
+                            a.kill(f.agent.as_deref().unwrap_or(""), sig)?;
+                        }
+                        FaultKind::StartAgent => {
+                            let a = agents
+                                .as_ref()
+                                .ok_or_else(|| anyhow!("no agents are running"))?;
+                            a.start(f.agent.as_deref().unwrap_or(""))?;
+                        }
                         FaultKind::LinkDown => {
                             set_links(targets.as_ref().map_err(|e| anyhow!("{}", e))?, false)?
                         }
@@ -155,10 +208,20 @@ impl Injector {
                     }
                     Ok(())
                 })();
-                let done = start.elapsed().as_secs_f64();
+                // Seconds since the fault's reference (the first workload, or its own).
+                let base = f
+                    .workload
+                    .as_ref()
+                    .and_then(|w| starts.lock().ok()?.get(w).copied())
+                    .unwrap_or(start);
+                let done = base.elapsed().as_secs_f64();
                 eprintln!(
-                    "testbed: [{:6.2}s] fault {:?} {}: {}",
+                    "testbed: [{:6.2}s{}] fault {:?} {}: {}",
                     done,
+                    f.workload
+                        .as_ref()
+                        .map(|w| format!(" of {}", w))
+                        .unwrap_or_default(),
                     f.kind,
                     target,
                     r.as_ref()
@@ -168,6 +231,7 @@ impl Injector {
                 results.push(FaultResult {
                     kind: f.kind,
                     target,
+                    workload: f.workload.clone(),
                     at_s: at,
                     done_at_s: Some((done * 1000.0).round() / 1000.0),
                     error: r.err().map(|e| format!("{:#}", e)),

@@ -1,7 +1,9 @@
 //! testbed: the tapsplice rack simulator. See docs/testbed.md.
 
+mod agent;
 mod appliance;
 mod bench;
+mod bench_balance;
 mod check;
 mod cleanup;
 mod cmd;
@@ -76,7 +78,8 @@ enum Cmd {
     },
     /// Bulk TCP goodput through tapsplice versus dpdk-testpmd io-forward on the same TAP
     /// topology; `bench detect`: failure-detection time of a node that dies (--repeat = trials,
-    /// ≥ 50; --fault kill|power-off)
+    /// ≥ 50; --fault kill|power-off); `bench balance`: packets per second of the balance fast
+    /// path on one lcore versus io-forward on the same vhost ports (--seconds per trial)
     Bench {
         /// Topology name (topologies/NAME.toml) or path
         #[arg(default_value = "forward")]
@@ -95,8 +98,13 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         repeat: u32,
         /// Comma-separated: tapsplice, testpmd, direct (a plain veth, no appliance)
-        #[arg(long, default_value = "tapsplice,testpmd")]
-        modes: String,
+        /// [default: tapsplice,testpmd]; bench balance: balance, forward, io
+        /// [default: balance,forward,io]
+        #[arg(long)]
+        modes: Option<String>,
+        /// bench balance: bursts of 64 packets per generator port kept circulating
+        #[arg(long, default_value_t = 64)]
+        bursts: u32,
         /// Also write goodput per trial, medians and ratio as SVG to this file
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
@@ -175,8 +183,9 @@ fn options(
         let (k, v) = rackconfig::parse_set(s)?;
         sets.insert(k, v);
     }
-    let needs_tapsplice = (0..topo.appliances.len())
-        .any(|i| kind.unwrap_or(topo.appliances[i].kind) == topology::ApplianceKind::Tapsplice);
+    let needs_tapsplice = !topo.agents.is_empty()
+        || (0..topo.appliances.len())
+            .any(|i| kind.unwrap_or(topo.appliances[i].kind) == topology::ApplianceKind::Tapsplice);
     let tapsplice = if needs_tapsplice {
         Some(appliance::locate_tapsplice(bins.tapsplice.as_deref())?)
     } else {
@@ -284,6 +293,71 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Bench {
             name,
             json,
+            seconds,
+            repeat,
+            modes,
+            bursts,
+            bins,
+            plot,
+            ..
+        } if name == "balance" => {
+            if plot.is_some() {
+                return Err(anyhow!("--plot is not supported by bench balance"));
+            }
+            run::require_root()?;
+            let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
+            let modes = modes
+                .as_deref()
+                .unwrap_or("balance,forward,io")
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(bench_balance::BMode::parse)
+                .collect::<Result<Vec<_>>>()?;
+            if modes.is_empty() {
+                return Err(anyhow!(
+                    "--modes: give at least one of balance, forward, io"
+                ));
+            }
+            if repeat == 0 || repeat > 100 {
+                return Err(anyhow!("--repeat must be 1..100"));
+            }
+            let seconds = seconds.unwrap_or(5.0);
+            if !(seconds > 0.0 && seconds <= 600.0) {
+                return Err(anyhow!("--seconds must be in (0, 600]"));
+            }
+            if !(1..=4096).contains(&bursts) {
+                return Err(anyhow!("--bursts must be 1..4096"));
+            }
+            let v = bench_balance::run(&bench_balance::Options {
+                tapsplice,
+                testpmd: bins.testpmd.clone(),
+                modes,
+                repeat,
+                seconds,
+                bursts,
+            })?;
+            if json {
+                eprintln!(
+                    "testbed: bench balance medians: balance {} Mpps, forward {} Mpps, io {} Mpps, ratio balance/io {} (target {}), balance/forward {}",
+                    v["balance_mpps"], v["forward_mpps"], v["io_mpps"], v["ratio"], v["target"], v["ratio_vs_forward"]
+                );
+                println!("{}", v);
+            } else {
+                bench_balance::print_human(&v);
+            }
+            Ok(
+                if v["passed"].as_bool().unwrap_or(false)
+                    && v["target_met"].as_bool().unwrap_or(true)
+                {
+                    0
+                } else {
+                    1
+                },
+            )
+        }
+        Cmd::Bench {
+            name,
+            json,
             bytes,
             seconds,
             connections,
@@ -292,8 +366,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             plot: plot_path,
             bins,
             fault: _,
+            bursts: _,
         } => {
             let modes = modes
+                .as_deref()
+                .unwrap_or("tapsplice,testpmd")
                 .split(',')
                 .filter(|s| !s.trim().is_empty())
                 .map(bench::Mode::parse)

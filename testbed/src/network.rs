@@ -28,6 +28,15 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
         if n.forwarding {
             sysctl(&ns, "net/ipv4/ip_forward", "1")?;
         }
+        for (k, v) in &n.sysctl {
+            let v = crate::topology::sysctl_value(v).unwrap_or_default();
+            sysctl(&ns, &k.replace('.', "/"), &v)
+                .map_err(|e| anyhow!("namespace {}: sysctl {}: {:#}", n.name, k, e))?;
+        }
+        for a in &n.loopback {
+            ip_ns(&ns, &["addr", "add", a, "dev", "lo"])
+                .map_err(|e| anyhow!("namespace {}: loopback address {}: {:#}", n.name, a, e))?;
+        }
     }
     for b in &topo.bridges {
         ip_ns(&fabric, &["link", "add", "name", &b.name, "type", "bridge"])
@@ -62,7 +71,25 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
             .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
         }
     }
+    for b in &topo.bridges {
+        if let Some(rules) = &b.nft {
+            let file = run.run_dir().join(format!("{}.nft", b.name));
+            nft(&fabric, rules, &file).map_err(|e| anyhow!("bridge {}: nft: {:#}", b.name, e))?;
+        }
+    }
     Ok(())
+}
+
+/// Load an nftables ruleset into namespace `ns` (`ip netns exec NS nft -f FILE`).
+fn nft(ns: &str, rules: &str, path: &std::path::Path) -> Result<()> {
+    std::fs::write(path, rules).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
+    let p = path.to_string_lossy().into_owned();
+    crate::cmd::run(
+        "ip",
+        &["netns", "exec", ns, "nft", "-f", &p],
+        std::time::Duration::from_secs(10),
+    )
+    .map(|_| ())
 }
 
 /// Add the namespaces' routes (again after appliances restart, since a route disappears

@@ -54,13 +54,20 @@ pub fn get_kv<'a>(args: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Placeholders the testbed substitutes in every `[[port]]`'s `args` of a rack config.
-pub const PLACEHOLDERS: &[&str] = &["{run_dir}", "{run_id}"];
+/// Placeholders the testbed substitutes in every string of a rack config (ports' `args`,
+/// `node.mgmt`, `keys.rack_key`, ...).
+pub const PLACEHOLDERS: &[&str] = &["{run_dir}", "{run_id}", "{mgmt_port}"];
 
 /// Substitute `{run_dir}` (the run's directory, `/tmp/testbed-<id>`) and `{run_id}`
 /// (`<id>`) in `args`. Any other `{...}` is an error (a typo would otherwise reach DPDK).
+#[cfg(test)]
 pub fn substitute(args: &str, run_dir: &str, run_id: &str) -> Result<String> {
-    let mut out = String::with_capacity(args.len() + run_dir.len());
+    substitute_all(args, &[("{run_dir}", run_dir), ("{run_id}", run_id)])
+}
+
+/// Substitute the given `(placeholder, value)` pairs; any other `{...}` is an error.
+pub fn substitute_all(args: &str, values: &[(&str, &str)]) -> Result<String> {
+    let mut out = String::with_capacity(args.len() + 32);
     let mut rest = args;
     while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
@@ -72,12 +79,12 @@ pub fn substitute(args: &str, run_dir: &str, run_id: &str) -> Result<String> {
                 PLACEHOLDERS.join(", ")
             )
         })?;
-        match &tail[..=end] {
-            "{run_dir}" => out.push_str(run_dir),
-            "{run_id}" => out.push_str(run_id),
-            other => bail!(
+        let ph = &tail[..=end];
+        match values.iter().find(|(k, _)| *k == ph) {
+            Some((_, v)) => out.push_str(v),
+            None => bail!(
                 "unknown placeholder `{}` (known: {})",
-                other,
+                ph,
                 PLACEHOLDERS.join(", ")
             ),
         }
@@ -85,6 +92,39 @@ pub fn substitute(args: &str, run_dir: &str, run_id: &str) -> Result<String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Substitute placeholders in every string of `v` (recursively), naming the key on error.
+fn substitute_value(v: &mut Value, path: &str, values: &[(&str, &str)]) -> Result<()> {
+    match v {
+        Value::String(s) if s.contains('{') => {
+            *s = substitute_all(s, values).map_err(|e| anyhow!("`{}`: {}", path, e))?;
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                substitute_value(x, &format!("{}[{}]", path, i), values)?;
+            }
+        }
+        Value::Table(t) => {
+            for (k, x) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{}.{}", path, k)
+                };
+                substitute_value(x, &p, values)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A UDP port free on this host right now (for `{mgmt_port}`).
+pub fn free_udp_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")
+        .map_err(|e| anyhow!("cannot find a free UDP port: {}", e))?;
+    Ok(s.local_addr()?.port())
 }
 
 /// Replace (or add) `key=value` in a DPDK vdev argument string (`a=1,b=2`).
@@ -162,6 +202,8 @@ pub struct RunSettings<'a> {
     pub run_dir: &'a str,
     pub file_prefix: &'a str,
     pub ctl_socket: &'a str,
+    /// Substituted for `{mgmt_port}`: a UDP port for the appliance's heartbeats.
+    pub mgmt_port: u16,
     /// TAP interface name for the i-th net_tap port of this appliance.
     pub tap_name: &'a dyn Fn(usize) -> String,
     pub sets: &'a BTreeMap<String, Value>,
@@ -193,12 +235,32 @@ pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> 
         "metrics.listen",
         Value::String("127.0.0.1:0".into()),
     )?;
+    let mgmt_port = s.mgmt_port.to_string();
+    let values = [
+        ("{run_dir}", s.run_dir),
+        ("{run_id}", s.run_id),
+        ("{mgmt_port}", mgmt_port.as_str()),
+    ];
+    // Every string outside the ports (their args are done below, naming the port).
+    for (k, v) in t.iter_mut() {
+        if k != "port" {
+            substitute_value(v, k, &values)?;
+        }
+    }
     let mut ports = ports(&t)?;
     let mut k = 0;
     if let Some(Value::Array(arr)) = t.get_mut("port") {
         for (p, rp) in arr.iter_mut().zip(ports.iter_mut()) {
-            let args = substitute(&rp.args, s.run_dir, s.run_id)
+            let args = substitute_all(&rp.args, &values)
                 .map_err(|e| anyhow!("port `{}` args: {}", rp.name, e))?;
+            // Other strings of the port (none are expected to hold placeholders).
+            if let Some(pt) = p.as_table_mut() {
+                for (key, v) in pt.iter_mut() {
+                    if key != "args" {
+                        substitute_value(v, &format!("port `{}` {}", rp.name, key), &values)?;
+                    }
+                }
+            }
             let changed = args != rp.args;
             rp.args = args;
             if is_tap(&rp.device) {
@@ -293,6 +355,7 @@ device = "0000:03:00.0"
                 run_dir: "/tmp/testbed-t000000",
                 file_prefix: "t000000-fw",
                 ctl_socket: "/tmp/x.sock",
+                mgmt_port: 7400,
                 tap_name: &f,
                 sets: &sets,
             },
@@ -317,6 +380,7 @@ device = "0000:03:00.0"
             run_dir: "/tmp/testbed-t0a1b2c",
             file_prefix: "t0a1b2c-fwa",
             ctl_socket: "/tmp/testbed-t0a1b2c/fwa.sock",
+            mgmt_port: 47123,
             tap_name: f,
             sets,
         }
@@ -405,6 +469,43 @@ args = "path=/run/x-{run_id}.sock,queues=1"
         assert_eq!(socket_key("net_virtio_user0"), Some("path"));
         assert_eq!(socket_key("net_vhost1"), Some("iface"));
         assert_eq!(socket_key("net_tap0"), None);
+    }
+
+    #[test]
+    fn substitutes_placeholders_in_every_string() {
+        let base: Table = r#"
+[node]
+id = "lb1"
+mgmt = "127.0.0.1:{mgmt_port}"
+[keys]
+rack_key = "{run_dir}/rack.key"
+[[peer]]
+id = "m1"
+inband_address = "10.0.0.21"
+[[port]]
+name = "west"
+device = "net_tap0"
+args = "iface=tsw0"
+"#
+        .parse()
+        .unwrap();
+        let sets = BTreeMap::new();
+        let f = |k: usize| format!("t0a1b2c{}", k);
+        let (t, _) = for_run(&base, &settings_for(&sets, &f)).unwrap();
+        assert_eq!(get_str(&t, "node.mgmt"), Some("127.0.0.1:47123"));
+        assert_eq!(
+            get_str(&t, "keys.rack_key"),
+            Some("/tmp/testbed-t0a1b2c/rack.key")
+        );
+        let bad: Table = "[keys]\nrack_key = \"{rundir}/k\"\n".parse().unwrap();
+        let e = for_run(&bad, &settings_for(&sets, &f))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("keys.rack_key") && e.contains("unknown placeholder `{rundir}`"),
+            "{}",
+            e
+        );
     }
 
     #[test]

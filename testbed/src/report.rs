@@ -1,5 +1,6 @@
 //! The run report: human summary, JSON (last line of stdout), and histogram tables.
 
+use crate::agent::AgentResult;
 use crate::appliance::ApplianceResult;
 use crate::check::CheckResult;
 use crate::fault::FaultResult;
@@ -33,6 +34,8 @@ pub struct RunReport {
     pub checks: Vec<CheckResult>,
     pub faults: Vec<FaultResult>,
     pub appliances: BTreeMap<String, ApplianceResult>,
+    /// The run's `tapsplice agent` processes ([[agent]]).
+    pub agents: Vec<AgentResult>,
     /// The report of the only appliance, when there is exactly one.
     pub appliance: Option<Value>,
 }
@@ -47,6 +50,7 @@ impl RunReport {
         workloads: Vec<WorkloadResult>,
         faults: Vec<FaultResult>,
         appliances: Vec<ApplianceResult>,
+        agents: Vec<AgentResult>,
         errors: Vec<String>,
         elapsed: Duration,
     ) -> RunReport {
@@ -54,7 +58,12 @@ impl RunReport {
         let mut hist = new_histogram();
         for w in &workloads {
             let _ = hist.add(&w.histogram);
-            if !w.passed {
+            for f in &w.failures {
+                failures.push(format!("workload {}: {}", w.name, f));
+            }
+            let other = w.mismatched_bytes > 0
+                || (!w.allow_errors && (w.errors > 0 || w.bytes_verified != w.bytes_expected));
+            if !w.passed && (other || w.failures.is_empty()) {
                 let why = if w.mismatched_bytes > 0 {
                     format!("{} mismatched bytes", w.mismatched_bytes)
                 } else if w.errors > 0 {
@@ -91,6 +100,11 @@ impl RunReport {
                 failures.push(format!("appliance {}: {}", a.name, e));
             }
         }
+        for a in &agents {
+            if let Some(e) = &a.error {
+                failures.push(format!("agent {}: {}", a.id, e));
+            }
+        }
         let sum = |f: fn(&WorkloadResult) -> u64| workloads.iter().map(f).sum::<u64>();
         // Phases run one after the other: goodput over the sum of workload times (workloads
         // that ran together overlap, so this is conservative).
@@ -124,6 +138,7 @@ impl RunReport {
                 .into_iter()
                 .map(|a| (a.name.clone(), a))
                 .collect(),
+            agents,
             appliance,
         }
     }
@@ -166,17 +181,69 @@ impl RunReport {
                 w.mismatched_bytes,
                 if w.passed { "ok" } else { "FAILED" }
             );
+            if w.servers.len() > 1 || w.tcp_connections > w.connections as u64 {
+                println!(
+                    "      {} TCP connections, at most {} open at once",
+                    w.tcp_connections, w.max_concurrent
+                );
+            }
+            if w.servers.len() > 1 {
+                for s in &w.servers {
+                    let expect = match (s.expected_share, s.share_ok) {
+                        (Some(e), Some(ok)) => format!(
+                            " (expected {:.1} %: {})",
+                            e * 100.0,
+                            if ok { "ok" } else { "OUT OF TOLERANCE" }
+                        ),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "      server {:10} {:>6} connections {:5.1} %{}, {} requests, {} verified, broken {}",
+                        s.name,
+                        s.connections,
+                        s.share * 100.0,
+                        expect,
+                        s.requests,
+                        human_bytes(s.bytes_verified),
+                        s.broken
+                    );
+                }
+                if w.unattributed_connections > 0 {
+                    println!(
+                        "      unattributed: {} connections (no server accepted them), broken {}",
+                        w.unattributed_connections, w.unattributed_broken
+                    );
+                }
+            }
             for s in w.error_samples.iter().take(3) {
                 println!("      error: {}", s);
             }
         }
         for f in &self.faults {
             println!(
-                "  fault {:?} {} at {:.2} s: {}",
+                "  fault {:?} {} at {:.2} s{}: {}",
                 f.kind,
                 f.target,
                 f.at_s,
+                f.workload
+                    .as_ref()
+                    .map(|w| format!(" of {}", w))
+                    .unwrap_or_default(),
                 f.error.clone().unwrap_or_else(|| "done".into())
+            );
+        }
+        for a in &self.agents {
+            println!(
+                "  agent {} in {}: started {}x, {}{}",
+                a.id,
+                a.ns,
+                a.starts,
+                a.exit,
+                if a.killed_by_fault {
+                    " (killed by a fault)"
+                } else {
+                    ""
+                }
             );
         }
         for a in self.appliances.values() {
@@ -187,6 +254,31 @@ impl RunReport {
                 a.ready_s,
                 a.exit
             );
+            // Membership changes: peers going down or up, balance members leaving or
+            // joining a table.
+            let changes: Vec<&Value> = a
+                .events
+                .as_ref()
+                .and_then(Value::as_array)
+                .map(|v| {
+                    v.iter()
+                        .filter(|e| {
+                            let k = e.get("kind").and_then(Value::as_str).unwrap_or("");
+                            k.starts_with("member_") || k.starts_with("peer_")
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for e in changes.iter().take(20) {
+                println!(
+                    "      event {}: {}",
+                    e.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                    e.get("message").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+            if changes.len() > 20 {
+                println!("      ... {} membership events in all", changes.len());
+            }
             if let Some(ports) = a
                 .report
                 .as_ref()

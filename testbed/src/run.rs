@@ -1,9 +1,10 @@
 //! One run of a topology: build the network, start the appliances, run the checks, the
 //! workloads and the faults, stop everything, and report.
 
+use crate::agent::{AgentResult, Agents};
 use crate::appliance::{self, ApplianceResult, Binaries, RunningAppliance, TapCounter};
 use crate::check::{self, CheckResult};
-use crate::fault::{FaultResult, Injector};
+use crate::fault::{FaultResult, Injector, WorkloadStarts};
 use crate::guard::{self, RunGuard};
 use crate::network;
 use crate::report::RunReport;
@@ -60,6 +61,7 @@ impl Testbed {
             started: Instant::now(),
         };
         network::build(&tb.topo, &tb.run)?;
+        crate::agent::write_rack_key(&tb.run)?;
         Ok(tb)
     }
 
@@ -160,14 +162,23 @@ impl Testbed {
         specs: &[(Spec, bool)],
         apps: &mut [RunningAppliance],
         faults: bool,
+        agents: Option<Arc<Agents>>,
     ) -> (Vec<WorkloadResult>, Vec<FaultResult>, Vec<String>) {
         let mut results = Vec::new();
         let mut errors = Vec::new();
         let killed = Arc::new(Mutex::new(Vec::new()));
+        let starts: WorkloadStarts = Arc::new(Mutex::new(BTreeMap::new()));
         let injector = if faults && !self.topo.faults.is_empty() {
             let pids: BTreeMap<String, i32> =
                 apps.iter().map(|a| (a.name.clone(), a.pid())).collect();
-            Some(Injector::start(&self.topo, &self.run, pids, killed.clone()))
+            Some(Injector::start(
+                &self.topo,
+                &self.run,
+                pids,
+                killed.clone(),
+                agents,
+                starts.clone(),
+            ))
         } else {
             None
         };
@@ -186,15 +197,23 @@ impl Testbed {
             let mut running = Vec::new();
             for s in phase {
                 eprintln!(
-                    "testbed: workload {} ({}): {} connection(s) from {} to {}",
+                    "testbed: workload {} ({}): {} connection(s) from {} to {} (server{} {})",
                     s.name,
                     s.kind.as_str(),
                     s.connections,
                     s.client_ns.join(","),
-                    s.connect
+                    s.connect,
+                    if s.server_ns.len() > 1 { "s" } else { "" },
+                    s.server_names.join(",")
                 );
+                let name = s.name.clone();
                 match workload::start(s) {
-                    Ok(r) => running.push(r),
+                    Ok(r) => {
+                        if let Ok(mut m) = starts.lock() {
+                            m.insert(name, Instant::now());
+                        }
+                        running.push(r)
+                    }
                     Err(e) => errors.push(format!("{:#}", e)),
                 }
             }
@@ -307,6 +326,30 @@ pub fn run_topology(topo: Topology, opts: Options) -> Result<RunReport> {
     let tb = Testbed::setup(topo, opts)?;
     tb.watchdog(tb.default_limit());
     let mut apps = tb.start_appliances()?;
+    let agents = if tb.topo.agents.is_empty() {
+        None
+    } else {
+        let started =
+            Agents::start_all(&tb.topo, &tb.run, tb.opts.bins.tapsplice.as_deref(), &apps)
+                .and_then(|a| {
+                    let r = a.wait_up();
+                    match r {
+                        Ok(()) => Ok(a),
+                        Err(e) => {
+                            a.stop_all();
+                            Err(e)
+                        }
+                    }
+                });
+        match started {
+            Ok(a) => Some(a),
+            Err(e) => {
+                guard::keep_run_dirs();
+                let _ = tb.stop_appliances(apps);
+                return Err(e);
+            }
+        }
+    };
     let kinds: Vec<ApplianceKind> = (0..tb.topo.appliances.len())
         .map(|i| tb.kind_of(i))
         .collect();
@@ -321,7 +364,8 @@ pub fn run_topology(topo: Topology, opts: Options) -> Result<RunReport> {
             return Err(e);
         }
     };
-    let (workloads, faults, mut errors) = tb.run_workloads(&specs, &mut apps, true);
+    let (workloads, faults, mut errors) = tb.run_workloads(&specs, &mut apps, true, agents.clone());
+    let agent_results: Vec<AgentResult> = agents.map(|a| a.stop_all()).unwrap_or_default();
     let appliances = tb.stop_appliances(apps);
     if guard::interrupted() {
         errors.push("the run was interrupted (signal, or its time limit)".to_string());
@@ -334,6 +378,7 @@ pub fn run_topology(topo: Topology, opts: Options) -> Result<RunReport> {
         workloads,
         faults,
         appliances,
+        agent_results,
         errors,
         tb.elapsed(),
     );

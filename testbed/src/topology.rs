@@ -27,6 +27,9 @@ pub struct Topology {
     pub workloads: Vec<Workload>,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// `tapsplice agent` processes run inside namespaces (heartbeats to an appliance).
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<Agent>,
     /// Directory of the topology file (set by `load`), used to resolve relative paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -44,12 +47,23 @@ pub struct Namespace {
     /// net.ipv4.ip_forward in this namespace.
     #[serde(default)]
     pub forwarding: bool,
+    /// Addresses (CIDR) added to the namespace's loopback, e.g. a VIP held by a balance
+    /// member: `["10.0.0.100/32"]`.
+    #[serde(default)]
+    pub loopback: Vec<String>,
+    /// Sysctls of this namespace (`net.*` keys, dotted), set before any interface is up,
+    /// e.g. `{ "net.ipv4.conf.all.arp_ignore" = 1 }`.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Bridge {
     pub name: String,
+    /// An nftables ruleset loaded into the run's fabric namespace (where the bridges are)
+    /// once the links are up, e.g. a `table bridge` that rewrites destination MACs.
+    pub nft: Option<String>,
 }
 
 /// One end of a link or the placement of an appliance port: a namespace or a bridge.
@@ -104,6 +118,10 @@ pub struct Appliance {
     pub ready_timeout_s: f64,
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_s: f64,
+    /// Scheduling niceness of the appliance process and its threads (-20..=19, default 0):
+    /// a real appliance has its cores to itself, here it shares them with the workloads.
+    #[serde(default)]
+    pub nice: i32,
     #[serde(default, rename = "port")]
     pub ports: Vec<AppliancePort>,
 }
@@ -182,6 +200,16 @@ pub enum WorkloadKind {
     Bulk,
 }
 
+impl Workload {
+    /// The server namespaces (logical names): `servers`, or the single `server`.
+    pub fn server_names(&self) -> Vec<String> {
+        match &self.server {
+            Some(s) => vec![s.clone()],
+            None => self.servers.clone(),
+        }
+    }
+}
+
 impl WorkloadKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -199,7 +227,12 @@ pub struct Workload {
     pub kind: WorkloadKind,
     /// Client namespace(s); connections are spread over them round-robin.
     pub clients: Vec<String>,
-    pub server: String,
+    /// The server namespace (or `servers`).
+    pub server: Option<String>,
+    /// Several server namespaces listening on the same address (balance members holding a
+    /// VIP); every TCP connection is attributed to the one that accepted it.
+    #[serde(default)]
+    pub servers: Vec<String>,
     /// Address the clients connect to.
     pub address: String,
     /// Address the server listens on (default: `address`; "0.0.0.0" for a VIP setup).
@@ -226,6 +259,21 @@ pub struct Workload {
     /// Errors do not fail the run (fault experiments); mismatched bytes always do.
     #[serde(default)]
     pub allow_errors: bool,
+    /// Requests per TCP connection: a client thread closes its connection after this many
+    /// and opens a new one (default: every request on one connection).
+    pub requests_per_connection: Option<u64>,
+    /// Expected share of TCP connections per server, as weights (every server named):
+    /// e.g. `{ m1 = 100, m2 = 100, m3 = 200 }` expects 25 % / 25 % / 50 %.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+    /// Allowed deviation of each server's share from its expected share, relative to the
+    /// expected share (0.1 = ±10 % of it: 25 % may be 22.5 %..27.5 %).
+    pub share_tolerance: Option<f64>,
+    /// With `allow_errors`: connections may break only on these servers, and each of them
+    /// must have at least one broken connection (a fault that moves only their flows).
+    pub expect_broken: Option<Vec<String>>,
+    /// At least this many client connections must have been open at the same moment.
+    pub min_concurrent: Option<u32>,
 }
 
 fn default_connections() -> u32 {
@@ -247,6 +295,11 @@ pub enum FaultKind {
     Kill,
     LinkDown,
     LinkUp,
+    /// Signal (default KILL) a `tapsplice agent` of an [[agent]]: the member it heartbeats
+    /// for goes silent.
+    KillAgent,
+    /// Start an [[agent]] again (after `kill_agent`).
+    StartAgent,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +318,51 @@ pub struct Fault {
     pub ifname: Option<String>,
     /// link_down: bring the link back up after this many seconds.
     pub duration_s: Option<f64>,
+    /// kill_agent / start_agent: the [[agent]]'s id.
+    pub agent: Option<String>,
+    /// `at_s` counts from the start of this workload instead of the first one.
+    pub workload: Option<String>,
+}
+
+/// A `tapsplice agent` run inside a namespace, heartbeating to an appliance's in-band
+/// address; the testbed writes its config (rack key of the run, the appliance's
+/// heartbeat port) and waits until the appliance reports it up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// The node id: a `[[peer]]` id of the appliance's rack config.
+    pub id: String,
+    pub ns: String,
+    /// The appliance it heartbeats to (its `node.mgmt` port is used).
+    pub appliance: String,
+    /// The appliance's address as seen from `ns` (in-band: its port address there).
+    pub address: String,
+    #[serde(default = "default_agent_class")]
+    pub class: String,
+    #[serde(default = "default_agent_interval")]
+    pub interval_ms: u32,
+    /// Seconds to wait until the appliance reports the agent's peer up (tapsplice only).
+    #[serde(default = "default_agent_ready")]
+    pub ready_timeout_s: f64,
+    /// Run the agent with this 1-minute load average in its `/proc/loadavg` (a private
+    /// mount namespace): the namespaces of a run share one machine's load, while the
+    /// members they simulate are separate machines whose workload factor W = 1 − load/CPUs
+    /// scales their weight. Default: the host's real load.
+    pub loadavg: Option<f64>,
+    /// Scheduling niceness of the agent (-20..=19, default 0): the testbed's own threads
+    /// share the CPUs with it, while a real member's agent has its machine to itself.
+    #[serde(default)]
+    pub nice: i32,
+}
+
+fn default_agent_class() -> String {
+    "server".into()
+}
+fn default_agent_interval() -> u32 {
+    10
+}
+fn default_agent_ready() -> f64 {
+    15.0
 }
 
 /// Load and validate a topology file. Errors are one line naming the file (and the line and
@@ -347,6 +445,15 @@ pub fn check_cidr(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// A sysctl value as written to /proc/sys: an integer or a string.
+pub fn sysctl_value(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::String(s) if !s.contains('\n') => Some(s.clone()),
+        _ => None,
+    }
+}
+
 fn check_mac(s: &str) -> Result<()> {
     let parts: Vec<&str> = s.split(':').collect();
     if parts.len() != 6
@@ -419,6 +526,30 @@ impl Topology {
                     bail!("namespace `{}`: empty route", n.name);
                 }
             }
+            for a in &n.loopback {
+                check_cidr(a).map_err(|e| anyhow!("namespace `{}`: loopback: {}", n.name, e))?;
+            }
+            for (k, v) in &n.sysctl {
+                if !k.starts_with("net.")
+                    || k.split('.').any(|p| p.is_empty())
+                    || !k
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-')
+                {
+                    bail!(
+                        "namespace `{}`: sysctl `{}`: only per-namespace `net.*` keys (dotted) are supported",
+                        n.name,
+                        k
+                    );
+                }
+                if sysctl_value(v).is_none() {
+                    bail!(
+                        "namespace `{}`: sysctl `{}`: the value must be an integer or a string",
+                        n.name,
+                        k
+                    );
+                }
+            }
         }
         let mut br_names = HashSet::new();
         for b in &self.bridges {
@@ -430,6 +561,9 @@ impl Topology {
             }
             if !br_names.insert(b.name.as_str()) {
                 bail!("bridge `{}` is declared twice", b.name);
+            }
+            if b.nft.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                bail!("bridge `{}`: nft is empty", b.name);
             }
         }
         // (namespace, ifname) pairs must be unique.
@@ -529,6 +663,9 @@ impl Topology {
             if !(a.stop_timeout_s > 0.0 && a.stop_timeout_s <= 600.0) {
                 bail!("appliance `{}`: stop_timeout_s must be in (0, 600]", a.name);
             }
+            if !(-20..=19).contains(&a.nice) {
+                bail!("appliance `{}`: nice must be in -20..=19", a.name);
+            }
             let mut ports = HashSet::new();
             for p in &a.ports {
                 let what = format!("appliance `{}` port `{}`", a.name, p.port);
@@ -580,9 +717,71 @@ impl Topology {
             if w.clients.is_empty() {
                 bail!("{}: `clients` needs at least one namespace", what);
             }
-            for c in w.clients.iter().chain(std::iter::once(&w.server)) {
+            let servers = w.server_names();
+            match (&w.server, w.servers.is_empty()) {
+                (Some(_), false) => bail!("{}: give `server` or `servers`, not both", what),
+                (None, true) => bail!("{}: needs `server` (or `servers`)", what),
+                _ => {}
+            }
+            let mut seen = HashSet::new();
+            for s in &servers {
+                if !seen.insert(s.as_str()) {
+                    bail!("{}: server `{}` is listed twice", what, s);
+                }
+            }
+            for c in w.clients.iter().chain(servers.iter()) {
                 if !ns_names.contains(c.as_str()) {
                     bail!("{}: namespace `{}` is not declared", what, c);
+                }
+            }
+            if w.requests_per_connection == Some(0) {
+                bail!("{}: requests_per_connection must be at least 1", what);
+            }
+            if !w.weights.is_empty() {
+                for k in w.weights.keys() {
+                    if !servers.contains(k) {
+                        bail!("{}: weights: `{}` is not one of its servers", what, k);
+                    }
+                }
+                if let Some(s) = servers.iter().find(|s| !w.weights.contains_key(*s)) {
+                    bail!(
+                        "{}: weights: server `{}` has no weight (name every server)",
+                        what,
+                        s
+                    );
+                }
+                if w.weights.values().all(|v| *v == 0) {
+                    bail!("{}: weights: at least one must be above 0", what);
+                }
+            }
+            if let Some(t) = w.share_tolerance {
+                if w.weights.is_empty() {
+                    bail!("{}: share_tolerance needs weights", what);
+                }
+                if !(t > 0.0 && t <= 1.0) {
+                    bail!(
+                        "{}: share_tolerance must be in (0, 1] (relative to the expected share)",
+                        what
+                    );
+                }
+            }
+            if let Some(b) = &w.expect_broken {
+                if !w.allow_errors {
+                    bail!("{}: expect_broken needs allow_errors = true", what);
+                }
+                for k in b {
+                    if !servers.contains(k) {
+                        bail!("{}: expect_broken: `{}` is not one of its servers", what, k);
+                    }
+                }
+            }
+            if let Some(m) = w.min_concurrent {
+                if m == 0 || m > w.connections {
+                    bail!(
+                        "{}: min_concurrent must be 1..=connections ({})",
+                        what,
+                        w.connections
+                    );
                 }
             }
             w.address.parse::<IpAddr>().map_err(|_| {
@@ -635,12 +834,88 @@ impl Topology {
                 bail!("{}: the first workload cannot run with_previous", what);
             }
         }
+        let mut agent_ids = HashSet::new();
+        for a in &self.agents {
+            let what = format!("agent `{}`", a.id);
+            if a.id.is_empty()
+                || a.id.len() > 32
+                || !a
+                    .id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+            {
+                bail!("{}: id must be 1-32 letters, digits, - _ .", what);
+            }
+            if !agent_ids.insert(a.id.as_str()) {
+                bail!("{} is declared twice", what);
+            }
+            if !ns_names.contains(a.ns.as_str()) {
+                bail!("{}: namespace `{}` is not declared", what, a.ns);
+            }
+            if !app_names.contains(a.appliance.as_str()) {
+                bail!("{}: appliance `{}` is not declared", what, a.appliance);
+            }
+            a.address
+                .parse::<IpAddr>()
+                .map_err(|_| anyhow!("{}: address `{}` is not an IP address", what, a.address))?;
+            if !["server", "proxy", "appliance"].contains(&a.class.as_str()) {
+                bail!("{}: class must be server, proxy or appliance", what);
+            }
+            if !(5..=60_000).contains(&a.interval_ms) {
+                bail!("{}: interval_ms must be 5..=60000", what);
+            }
+            if !(a.ready_timeout_s > 0.0 && a.ready_timeout_s <= 600.0) {
+                bail!("{}: ready_timeout_s must be in (0, 600]", what);
+            }
+            if !(-20..=19).contains(&a.nice) {
+                bail!("{}: nice must be in -20..=19", what);
+            }
+            if let Some(l) = a.loadavg {
+                if !(0.0..=1000.0).contains(&l) {
+                    bail!("{}: loadavg must be in [0, 1000]", what);
+                }
+            }
+        }
         for (i, f) in self.faults.iter().enumerate() {
             let what = format!("fault #{} ({:?})", i + 1, f.kind);
             if !(f.at_s >= 0.0 && f.at_s <= 3600.0) {
                 bail!("{}: at_s must be in [0, 3600]", what);
             }
+            if let Some(w) = &f.workload {
+                if !wl_names.contains(w) {
+                    bail!("{}: workload `{}` is not declared", what, w);
+                }
+            }
+            if f.agent.is_some() && !matches!(f.kind, FaultKind::KillAgent | FaultKind::StartAgent)
+            {
+                bail!(
+                    "{}: `agent` applies to kill_agent and start_agent only",
+                    what
+                );
+            }
             match f.kind {
+                FaultKind::KillAgent | FaultKind::StartAgent => {
+                    let a = f
+                        .agent
+                        .as_deref()
+                        .ok_or_else(|| anyhow!("{}: needs `agent` (an [[agent]] id)", what))?;
+                    if !agent_ids.contains(a) {
+                        bail!("{}: agent `{}` is not declared", what, a);
+                    }
+                    if f.kind == FaultKind::StartAgent && f.signal.is_some() {
+                        bail!("{}: start_agent takes no signal", what);
+                    }
+                    if let Some(s) = &f.signal {
+                        crate::fault::parse_signal(s).map_err(|e| anyhow!("{}: {}", what, e))?;
+                    }
+                    if f.appliance.is_some()
+                        || f.link.is_some()
+                        || f.ns.is_some()
+                        || f.ifname.is_some()
+                    {
+                        bail!("{}: give only `agent`", what);
+                    }
+                }
                 FaultKind::Kill => {
                     let a = f
                         .appliance
@@ -720,6 +995,166 @@ duration_s = 0.5
         let t = topo(GOOD).unwrap();
         assert_eq!(t.workload_name(0), "echo0");
         assert_eq!(t.links.len(), 1);
+    }
+
+    const BALANCE: &str = r#"
+[[namespace]]
+name = "c1"
+[[namespace]]
+name = "m1"
+loopback = ["10.0.0.100/32"]
+sysctl = { "net.ipv4.conf.all.arp_ignore" = 1 }
+[[namespace]]
+name = "m2"
+loopback = ["10.0.0.100/32"]
+[[workload]]
+name = "spread"
+kind = "interactive"
+clients = ["c1"]
+servers = ["m1", "m2"]
+address = "10.0.0.100"
+port = 80
+connections = 8
+requests_per_connection = 1
+weights = { m1 = 1, m2 = 3 }
+share_tolerance = 0.1
+min_concurrent = 4
+[[workload]]
+name = "failover"
+kind = "echo"
+clients = ["c1"]
+servers = ["m1", "m2"]
+address = "10.0.0.100"
+port = 81
+connections = 8
+duration_s = 2
+allow_errors = true
+expect_broken = ["m2"]
+"#;
+
+    #[test]
+    fn balance_keys_validate() {
+        let t = topo(BALANCE).unwrap();
+        assert_eq!(t.workloads[0].server_names(), vec!["m1", "m2"]);
+        assert_eq!(t.namespaces[1].loopback, vec!["10.0.0.100/32"]);
+        let e = |from: &str, to: &str| {
+            topo(&BALANCE.replacen(from, to, 1))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(e("servers = [\"m1\", \"m2\"]", "servers = [\"m1\", \"m1\"]").contains("twice"));
+        assert!(e(
+            "servers = [\"m1\", \"m2\"]",
+            "server = \"m1\"\nservers = [\"m2\"]"
+        )
+        .contains("not both"));
+        assert!(e("weights = { m1 = 1, m2 = 3 }", "weights = { m1 = 1 }").contains("m2"));
+        assert!(e(
+            "weights = { m1 = 1, m2 = 3 }",
+            "weights = { m1 = 1, m2 = 3, m3 = 1 }"
+        )
+        .contains("m3"));
+        assert!(e("share_tolerance = 0.1", "share_tolerance = 0").contains("share_tolerance"));
+        assert!(e("min_concurrent = 4", "min_concurrent = 9").contains("min_concurrent"));
+        assert!(
+            e("requests_per_connection = 1", "requests_per_connection = 0")
+                .contains("requests_per_connection")
+        );
+        assert!(e("allow_errors = true", "allow_errors = false")
+            .contains("expect_broken needs allow_errors"));
+        assert!(e("expect_broken = [\"m2\"]", "expect_broken = [\"c1\"]").contains("c1"));
+        assert!(e(
+            "\"net.ipv4.conf.all.arp_ignore\" = 1",
+            "\"kernel.pid_max\" = 1"
+        )
+        .contains("net.*"));
+        assert!(e(
+            "\"net.ipv4.conf.all.arp_ignore\" = 1",
+            "\"net.ipv4.conf.all.arp_ignore\" = 1.5"
+        )
+        .contains("integer or a string"));
+        assert!(e(
+            "loopback = [\"10.0.0.100/32\"]",
+            "loopback = [\"10.0.0.100\"]"
+        )
+        .contains("prefix length"));
+    }
+
+    #[test]
+    fn agents_and_agent_faults_validate() {
+        let base = format!(
+            "{}{}",
+            BALANCE,
+            r#"
+[[appliance]]
+name = "lb1"
+config = "Cargo.toml"
+[[agent]]
+id = "m2"
+ns = "m2"
+appliance = "lb1"
+address = "10.0.0.3"
+loadavg = 0.0
+[[fault]]
+kind = "kill_agent"
+agent = "m2"
+workload = "failover"
+at_s = 1.0
+[[fault]]
+kind = "start_agent"
+agent = "m2"
+workload = "failover"
+at_s = 1.5
+"#
+        );
+        let t = topo(&base).unwrap();
+        assert_eq!(t.agents[0].interval_ms, 10);
+        assert_eq!(t.faults[0].kind, FaultKind::KillAgent);
+        let e = |from: &str, to: &str| topo(&base.replacen(from, to, 1)).unwrap_err().to_string();
+        assert!(e("agent = \"m2\"\nworkload", "agent = \"m9\"\nworkload").contains("m9"));
+        assert!(e(
+            "workload = \"failover\"\nat_s = 1.0",
+            "workload = \"nope\"\nat_s = 1.0"
+        )
+        .contains("nope"));
+        assert!(e(
+            "appliance = \"lb1\"\naddress",
+            "appliance = \"lb9\"\naddress"
+        )
+        .contains("lb9"));
+        assert!(e("ns = \"m2\"\nappliance", "ns = \"m9\"\nappliance").contains("m9"));
+        assert!(
+            e("address = \"10.0.0.3\"", "address = \"10.0.0.3/24\"").contains("not an IP address")
+        );
+        assert!(e("loadavg = 0.0", "loadavg = -1.0").contains("loadavg"));
+        assert!(e(
+            "kind = \"kill_agent\"\nagent = \"m2\"",
+            "kind = \"kill_agent\""
+        )
+        .contains("needs `agent`"));
+        assert!(e(
+            "kind = \"kill_agent\"\nagent = \"m2\"",
+            "kind = \"kill\"\nagent = \"m2\""
+        )
+        .contains("`agent` applies"));
+    }
+
+    /// Every topology shipped in topologies/ loads (the `*-rack.toml` files there are
+    /// rack configs, not topologies).
+    #[test]
+    fn shipped_topologies_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".toml") || name.ends_with("-rack.toml") {
+                continue;
+            }
+            load(&p).unwrap_or_else(|e| panic!("{}: {:#}", name, e));
+            n += 1;
+        }
+        assert!(n >= 7, "{} topologies", n);
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) fn serve(ctx: Arc<Ctx>, ready: Sender<Result<(), String>>) {
-    if let Err(e) = crate::netns::enter(&ctx.spec.server_ns) {
+/// The listener of server `idx` (of `ctx.spec.server_ns`).
+pub(crate) fn serve(ctx: Arc<Ctx>, idx: usize, ready: Sender<Result<(), String>>) {
+    let ns = &ctx.spec.server_ns[idx];
+    if let Err(e) = crate::netns::enter(ns) {
         let _ = ready.send(Err(format!("{:#}", e)));
         return;
     }
@@ -18,11 +20,16 @@ pub(crate) fn serve(ctx: Arc<Ctx>, ready: Sender<Result<(), String>>) {
         Err(e) => {
             let _ = ready.send(Err(format!(
                 "cannot listen on {} in {}: {}",
-                ctx.spec.listen, ctx.spec.server_ns, e
+                ctx.spec.listen, ns, e
             )));
             return;
         }
     };
+    // std listens with a backlog of 128; hundreds of clients connect at once here.
+    // SAFETY: listen(2) again on our own listening socket only changes its backlog.
+    unsafe {
+        libc::listen(std::os::unix::io::AsRawFd::as_raw_fd(&listener), 4096);
+    }
     if let Err(e) = listener.set_nonblocking(true) {
         let _ = ready.send(Err(format!("listener: {}", e)));
         return;
@@ -31,7 +38,11 @@ pub(crate) fn serve(ctx: Arc<Ctx>, ready: Sender<Result<(), String>>) {
     let mut handlers = Vec::new();
     while !ctx.stopping() && std::time::Instant::now() < ctx.deadline {
         match listener.accept() {
-            Ok((s, _)) => {
+            Ok((s, peer)) => {
+                if let Ok(mut m) = ctx.accepted.lock() {
+                    m.insert(peer, idx);
+                }
+                ctx.accepts[idx].fetch_add(1, Ordering::Relaxed);
                 let hctx = ctx.clone();
                 match std::thread::Builder::new()
                     .name(format!("srv-{}-c", ctx.spec.name))

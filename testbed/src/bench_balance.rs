@@ -1,0 +1,783 @@
+//! `testbed bench balance`: the balance fast path on one worker lcore versus io-forward on
+//! the same ports, in one run, as packets per second.
+//!
+//! The device under test (DUT) has two `net_vhost` ports, `c` and `m`, and one worker lcore
+//! (`-l 0,1`: lcore 1 on CPU 1). A generator, dpdk-testpmd with two `net_virtio_user` ports
+//! on those sockets, in io mode on CPU 0 (`--lcores 0@0,1@0`), closes a loop: whatever the
+//! DUT sends out of one port the generator sends back into the other. `start tx_first N`
+//! injects N bursts per port of 64-byte UDP datagrams to the VIP 10.1.0.100:9, each from
+//! another source address (`--txonly-multi-flow`); they then circulate, at the pace of the
+//! slowest stage. The rate is read from the generator's counters (`show port stats all`:
+//! Rx-pps summed over both ports, over `--seconds`).
+//!
+//! Modes (each a fresh DUT and generator on the same sockets, lcores and memory):
+//! - `balance`: tapsplice, role balance: a UDP service on the VIP over four members of
+//!   equal weight, two on `c`'s subnet and two on `m`'s: every datagram is parsed, hashed
+//!   (l34) and looked up in the Maglev table, its destination MAC is rewritten, and it
+//!   leaves by its member's port — half of the flows by each port, as in the other modes.
+//! - `forward`: tapsplice, role forward, pair (c, m).
+//! - `io`: dpdk-testpmd `--forward-mode=io` on the same two ports (the anchor).
+//!
+//! The members must be resolved by ARP before the balancer uses them, and the generator
+//! answers nothing. So every member address is also the VIP of a dummy service whose ARP
+//! the balancer answers itself on the *other* port: a request for a member on `c`'s subnet
+//! leaves by `c`, comes round the loop into `m` and is answered there, and the reply comes
+//! round into `c`. The generator runs the loop for 2.5 s before injecting (members are
+//! asked for once a second). Every member thus resolves to one of the DUT's own MACs,
+//! which costs the fast path what any MAC does.
+//!
+//! Rounds alternate the order of the modes; medians per mode; `ratio` = balance / io (the
+//! issue's "versus io-forward"), `ratio_vs_forward` = balance / forward.
+
+use crate::guard::{self, RunGuard};
+use crate::runid::RunId;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+pub const TARGET_RATIO: f64 = 0.8;
+/// The generator's burst.
+const GEN_BURST: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BMode {
+    Balance,
+    Forward,
+    Io,
+}
+
+impl BMode {
+    pub fn parse(s: &str) -> Result<BMode> {
+        match s.trim() {
+            "balance" => Ok(BMode::Balance),
+            "forward" => Ok(BMode::Forward),
+            "io" | "testpmd" => Ok(BMode::Io),
+            o => bail!("unknown bench balance mode `{}` (balance, forward, io)", o),
+        }
+    }
+}
+
+pub struct Options {
+    pub tapsplice: PathBuf,
+    pub testpmd: String,
+    pub modes: Vec<BMode>,
+    pub repeat: u32,
+    /// Measurement window per trial.
+    pub seconds: f64,
+    /// Bursts per generator port injected at the start (`start tx_first N`).
+    pub bursts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trial {
+    pub mode: BMode,
+    pub round: u32,
+    /// Packets per second through the DUT (the generator's Rx-pps, both ports).
+    pub mpps: f64,
+    pub passed: bool,
+    pub error: Option<String>,
+    /// The DUT's port counters (tapsplice's report, or testpmd's final statistics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dut: Option<Value>,
+}
+
+/// The 1-minute load average (0 when unreadable).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn find_in_path(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(prog))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A child process whose output lines arrive on a channel (and go to a log file).
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    name: String,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, name: &str, log: &Path, stdin: bool) -> Result<Proc> {
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", name))?;
+        guard::add_child(child.id() as i32, name);
+        let logf = std::sync::Arc::new(std::sync::Mutex::new(
+            std::fs::File::create(log)
+                .with_context(|| format!("cannot create {}", log.display()))?,
+        ));
+        let (tx, rx) = mpsc::channel();
+        for (r, tag) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                "",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                "[stderr] ",
+            ),
+        ] {
+            let Some(r) = r else { continue };
+            let tx = tx.clone();
+            let logf = logf.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(r);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match r.read_until(b'\n', &mut raw) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+                    if let Ok(mut f) = logf.lock() {
+                        let _ = writeln!(f, "{}{}", tag, line);
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Ok(Proc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            name: name.to_string(),
+        })
+    }
+
+    /// Wait for a line containing `marker` (bounded); returns the lines seen on the way.
+    fn wait_for(&mut self, marker: &str, limit: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            if guard::interrupted() {
+                bail!("interrupted");
+            }
+            match self.lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(l) => {
+                    let hit = l.contains(marker);
+                    seen.push(l);
+                    if hit {
+                        return Ok(seen);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let st = self.child.try_wait().ok().flatten();
+                    bail!(
+                        "{} exited ({}) before `{}`: {}",
+                        self.name,
+                        st.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                        marker,
+                        seen.iter()
+                            .rev()
+                            .take(4)
+                            .rev()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: no `{}` within {:?}: {}",
+                    self.name,
+                    marker,
+                    limit,
+                    seen.iter()
+                        .rev()
+                        .take(4)
+                        .rev()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, cmd: &str) -> Result<()> {
+        let s = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow!("{}: no stdin", self.name))?;
+        writeln!(s, "{}", cmd).with_context(|| format!("{}: writing `{}`", self.name, cmd))?;
+        s.flush()?;
+        Ok(())
+    }
+
+    /// SIGINT (unless it already exited), wait up to `grace`, then SIGKILL.
+    fn stop(mut self, grace: Duration) -> Vec<String> {
+        let pid = self.child.id() as i32;
+        self.stdin.take();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+        }
+        let deadline = Instant::now() + grace;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        guard::forget_child(pid);
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines.try_iter().collect()
+    }
+}
+
+/// The tapsplice rack config of the DUT in `mode`.
+fn rack(mode: BMode, dir: &Path, prefix: &str) -> String {
+    let mut s = format!(
+        r#"# testbed bench balance: DUT ({mode:?})
+[node]
+id = "bench"
+roles = ["{role}"]
+
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "{prefix}"
+
+[mempool]
+mbufs = 8191
+
+[workers]
+burst = 32
+idle_backoff = false
+
+[[port]]
+name = "c"
+device = "net_vhost0"
+args = "iface={dir}/bb0.sock,queues=1"
+addresses = ["10.1.1.2/24"]
+
+[[port]]
+name = "m"
+device = "net_vhost1"
+args = "iface={dir}/bb1.sock,queues=1"
+addresses = ["10.1.2.3/24"]
+
+[ctl]
+socket = "{dir}/dut.sock"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        mode = mode,
+        role = if mode == BMode::Balance {
+            "balance"
+        } else {
+            "forward"
+        },
+        prefix = prefix,
+        dir = dir.display()
+    );
+    match mode {
+        BMode::Balance => {
+            // Members 10.1.1.x are reached through `c`, 10.1.2.x through `m` (the port on
+            // their subnet): half the flows leave by each port, as in the other modes.
+            s.push_str(
+                r#"
+[[pool]]
+name = "p"
+members = [
+  { address = "10.1.1.21", weight = 100 },
+  { address = "10.1.1.22", weight = 100 },
+  { address = "10.1.2.21", weight = 100 },
+  { address = "10.1.2.22", weight = 100 },
+]
+
+[[service]]
+name = "s"
+vip = "10.1.0.100"
+ports = [9]
+protocol = "udp"
+mode = "balance"
+hash = "l34"
+pool = "p"
+"#,
+            );
+            // The generator answers no ARP: each member address is also a VIP whose ARP
+            // the balancer answers itself on the *other* port, where its requests arrive
+            // after a trip round the loop. Never matched by the traffic (another address).
+            for (i, (addr, via)) in [
+                ("10.1.1.21", "m"),
+                ("10.1.1.22", "m"),
+                ("10.1.2.21", "c"),
+                ("10.1.2.22", "c"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                s.push_str(&format!(
+                    "\n[[service]]\nname = \"arp{i}\"\nvip = \"{addr}\"\nports = [7]\nprotocol = \"udp\"\nmode = \"balance\"\npool = \"p\"\nvia = \"{via}\"\n"
+                ));
+            }
+        }
+        _ => s.push_str("\n[forward]\npairs = [[\"c\", \"m\"]]\n"),
+    }
+    s
+}
+
+/// Parse `show port stats all`: (port, Rx-pps) pairs, in order.
+fn parse_rx_pps(lines: &[String]) -> Vec<(u32, u64)> {
+    let mut out = Vec::new();
+    let mut port = None;
+    for l in lines {
+        if let Some(rest) = l.split("NIC statistics for port").nth(1) {
+            port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
+        } else if let (Some(p), Some(rest)) = (port, l.split("Rx-pps:").nth(1)) {
+            if let Some(v) = rest.split_whitespace().next().and_then(|v| v.parse().ok()) {
+                out.push((p, v));
+                port = None;
+            }
+        }
+    }
+    out
+}
+
+fn show_stats(gen: &mut Proc) -> Result<u64> {
+    gen.send("show port stats all")?;
+    let mut lines = Vec::new();
+    // Two ports, each block ends with its Tx-pps line.
+    for _ in 0..2 {
+        lines.extend(gen.wait_for("Tx-pps:", Duration::from_secs(5))?);
+    }
+    let v = parse_rx_pps(&lines);
+    if v.len() != 2 {
+        bail!(
+            "generator: cannot read Rx-pps of both ports from: {}",
+            lines.join(" | ")
+        );
+    }
+    Ok(v.iter().map(|x| x.1).sum())
+}
+
+fn trial(
+    o: &Options,
+    run: &RunId,
+    mode: BMode,
+    round: u32,
+    testpmd: &Path,
+) -> Result<(f64, Option<Value>)> {
+    let dir = run.run_dir();
+    let tag = format!("{:?}{}", mode, round).to_lowercase();
+    let dut_prefix = run.file_prefix(&format!("dut{}", tag));
+    let gen_prefix = run.file_prefix(&format!("gen{}", tag));
+    guard::add_dpdk_prefix(&dut_prefix);
+    guard::add_dpdk_prefix(&gen_prefix);
+    for s in ["bb0.sock", "bb1.sock"] {
+        let _ = guard::remove_socket(&dir.join(s));
+    }
+    let report = dir.join(format!("dut-{}.report.json", tag));
+    let (cmd, ready) = match mode {
+        BMode::Balance | BMode::Forward => {
+            let cfg = dir.join(format!("dut-{}.toml", tag));
+            std::fs::write(&cfg, rack(mode, &dir, &dut_prefix))?;
+            let mut c = Command::new(&o.tapsplice);
+            c.arg("run")
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--report-json")
+                .arg(&report);
+            (c, crate::appliance::READY_LINE)
+        }
+        BMode::Io => {
+            let mut c = Command::new(testpmd);
+            c.args([
+                "-l",
+                "0,1",
+                "-m",
+                "256",
+                "--no-huge",
+                "--no-pci",
+                "--file-prefix",
+                &dut_prefix,
+            ])
+            .arg("--vdev")
+            .arg(format!(
+                "net_vhost0,iface={}/bb0.sock,queues=1",
+                dir.display()
+            ))
+            .arg("--vdev")
+            .arg(format!(
+                "net_vhost1,iface={}/bb1.sock,queues=1",
+                dir.display()
+            ))
+            .args([
+                "--",
+                "--forward-mode=io",
+                "--stats-period",
+                "1",
+                "--total-num-mbufs=8191",
+                "--burst=32",
+            ]);
+            (c, "packet forwarding - ports=")
+        }
+    };
+    let mut dut = Proc::spawn(
+        cmd,
+        &format!("DUT ({:?})", mode),
+        &dir.join(format!("dut-{}.log", tag)),
+        false,
+    )?;
+    let r = (|| -> Result<f64> {
+        dut.wait_for(ready, Duration::from_secs(30))?;
+        let mut g = Command::new("stdbuf");
+        g.arg("-o0")
+            .arg(testpmd)
+            .args([
+                "--lcores",
+                "0@0,1@0",
+                "-m",
+                "256",
+                "--no-huge",
+                "--no-pci",
+                "--file-prefix",
+                &gen_prefix,
+            ])
+            .arg("--vdev")
+            .arg(format!(
+                "net_virtio_user0,path={}/bb0.sock,queues=1,queue_size=1024",
+                dir.display()
+            ))
+            .arg("--vdev")
+            .arg(format!(
+                "net_virtio_user1,path={}/bb1.sock,queues=1,queue_size=1024",
+                dir.display()
+            ))
+            .args([
+                "--",
+                "-i",
+                "--forward-mode=io",
+                "--total-num-mbufs=32767",
+                &format!("--burst={}", GEN_BURST),
+                "--tx-ip=10.1.0.1,10.1.0.100",
+                "--tx-udp=1024,9",
+                "--txonly-multi-flow",
+            ]);
+        let mut gen = Proc::spawn(
+            g,
+            "generator (testpmd)",
+            &dir.join(format!("gen-{}.log", tag)),
+            true,
+        )?;
+        let r = (|| -> Result<f64> {
+            gen.wait_for("Checking link statuses", Duration::from_secs(30))?;
+            std::thread::sleep(Duration::from_millis(300));
+            // The loop first carries the balancer's ARP requests for its members round into
+            // its own port `c` and the replies back into `m` (asked once a second until
+            // resolved; harmless for the other modes).
+            gen.send("start")?;
+            gen.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+            std::thread::sleep(Duration::from_millis(2500));
+            gen.send("stop")?;
+            gen.wait_for("Done.", Duration::from_secs(10))?;
+            gen.send(&format!("start tx_first {}", o.bursts))?;
+            gen.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+            std::thread::sleep(Duration::from_secs(1));
+            show_stats(&mut gen)?;
+            std::thread::sleep(Duration::from_secs_f64(o.seconds));
+            let pps = show_stats(&mut gen)?;
+            let _ = gen.send("stop");
+            let _ = gen.wait_for("Done.", Duration::from_secs(10));
+            let _ = gen.send("quit");
+            Ok(pps as f64 / 1e6)
+        })();
+        gen.stop(Duration::from_secs(5));
+        r
+    })();
+    let tail = dut.stop(Duration::from_secs(15));
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", dut_prefix));
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", gen_prefix));
+    let mpps = r?;
+    let rep = match mode {
+        BMode::Io => {
+            let rx: Vec<&String> = tail
+                .iter()
+                .filter(|l| l.contains("RX-packets:") || l.contains("TX-packets:"))
+                .collect();
+            Some(
+                json!({ "final_stats": rx.iter().rev().take(6).rev().map(|s| s.trim().to_string()).collect::<Vec<_>>() }),
+            )
+        }
+        _ => std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+    };
+    Ok(((mpps * 1000.0).round() / 1000.0, rep))
+}
+
+pub fn run(o: &Options) -> Result<Value> {
+    let testpmd = find_in_path(&o.testpmd).ok_or_else(|| {
+        anyhow!(
+            "`{}` not found: install dpdk (apt-get install dpdk) or pass --testpmd PATH",
+            o.testpmd
+        )
+    })?;
+    if find_in_path("stdbuf").is_none() {
+        bail!("`stdbuf` (coreutils) not found: the generator's interactive output needs it");
+    }
+    let load_before = loadavg();
+    if load_before > 0.5 {
+        eprintln!(
+            "testbed: bench balance: warning: the 1-minute load average is {:.2} before the run; other processes on this machine make the figures noisy",
+            load_before
+        );
+    }
+    let run = RunId::fresh();
+    let _guard = RunGuard::new(run.clone())?;
+    eprintln!(
+        "testbed: bench balance: run {}, files in {}",
+        run,
+        run.run_dir().display()
+    );
+    let mut trials = Vec::new();
+    for r in 0..o.repeat {
+        let mut order = o.modes.clone();
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        for mode in order {
+            if guard::interrupted() {
+                bail!("interrupted");
+            }
+            let t = match trial(o, &run, mode, r, &testpmd) {
+                Ok((mpps, dut)) => Trial {
+                    mode,
+                    round: r,
+                    mpps,
+                    passed: mpps > 0.0,
+                    error: None,
+                    dut,
+                },
+                Err(e) => Trial {
+                    mode,
+                    round: r,
+                    mpps: 0.0,
+                    passed: false,
+                    error: Some(format!("{:#}", e)),
+                    dut: None,
+                },
+            };
+            eprintln!(
+                "testbed: bench balance round {}/{}: {:?} {:.3} Mpps{}",
+                r + 1,
+                o.repeat,
+                mode,
+                t.mpps,
+                t.error
+                    .as_ref()
+                    .map(|e| format!(" FAILED: {}", e))
+                    .unwrap_or_default()
+            );
+            trials.push(t);
+        }
+    }
+    let med = |m: BMode| {
+        median(
+            trials
+                .iter()
+                .filter(|t| t.mode == m && t.passed)
+                .map(|t| t.mpps)
+                .collect(),
+        )
+    };
+    let (bal, fwd, io) = (med(BMode::Balance), med(BMode::Forward), med(BMode::Io));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
+        _ => None,
+    };
+    let r_io = ratio(bal, io);
+    let passed = trials.iter().all(|t| t.passed) && !guard::interrupted();
+    if !passed {
+        guard::keep_run_dirs();
+    }
+    // The balance trial closest to the median: its per-burst cycles and counters.
+    let rep = bal.and_then(|m| {
+        trials
+            .iter()
+            .filter(|t| t.mode == BMode::Balance && t.passed)
+            .min_by(|a, b| {
+                (a.mpps - m)
+                    .abs()
+                    .partial_cmp(&(b.mpps - m).abs())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .and_then(|t| t.dut.clone())
+    });
+    Ok(json!({
+        "bench": "balance",
+        "run_id": run.to_string(),
+        "passed": passed,
+        "balance_mpps": bal,
+        "forward_mpps": fwd,
+        "io_mpps": io,
+        "ratio": r_io,
+        "ratio_vs_forward": ratio(bal, fwd),
+        "target": TARGET_RATIO,
+        "target_met": r_io.map(|r| r >= TARGET_RATIO),
+        "seconds": o.seconds,
+        "bursts": o.bursts,
+        "loadavg_before": load_before,
+        "repeat": o.repeat,
+        "burst_cycles": rep.as_ref().and_then(|r| r.get("burst_cycles")).cloned(),
+        "tsc_hz": rep.as_ref().and_then(|r| r.get("tsc_hz")).cloned(),
+        "trials": trials,
+    }))
+}
+
+pub fn print_human(v: &Value) {
+    println!(
+        "bench balance (run {})",
+        v["run_id"].as_str().unwrap_or("?")
+    );
+    if let Some(ts) = v["trials"].as_array() {
+        for t in ts {
+            println!(
+                "  round {} {:8} {:>8.3} Mpps  {}",
+                t["round"].as_u64().unwrap_or(0) + 1,
+                t["mode"].as_str().unwrap_or("?"),
+                t["mpps"].as_f64().unwrap_or(0.0),
+                if t["passed"].as_bool().unwrap_or(false) {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED: {}", t["error"].as_str().unwrap_or("no packets"))
+                }
+            );
+        }
+    }
+    let f = |k: &str| {
+        v[k].as_f64()
+            .map(|x| format!("{:.3} Mpps", x))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!("  median balance: {}", f("balance_mpps"));
+    println!("  median forward: {}", f("forward_mpps"));
+    println!("  median io (testpmd): {}", f("io_mpps"));
+    let r = |k: &str| {
+        v[k].as_f64()
+            .map(|x| format!("{:.3}", x))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "  ratio balance/io-forward: {} (target ≥ {}: {})",
+        r("ratio"),
+        TARGET_RATIO,
+        match v["target_met"].as_bool() {
+            Some(true) => "met",
+            Some(false) => "NOT MET",
+            None => "-",
+        }
+    );
+    println!("  ratio balance/forward: {}", r("ratio_vs_forward"));
+    if let Some(bc) = v.get("burst_cycles").filter(|b| !b.is_null()) {
+        println!("  balance per-burst processing time:");
+        print!(
+            "{}",
+            crate::report::burst_table(bc, v.get("tsc_hz").and_then(Value::as_f64))
+        );
+    }
+    let ok = v["passed"].as_bool().unwrap_or(false) && v["target_met"].as_bool().unwrap_or(true);
+    println!("result: {}", if ok { "PASS" } else { "FAIL" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_generator_rx_pps() {
+        let text = "  ######################## NIC statistics for port 0  ########################
+  RX-packets: 14265504   RX-missed: 0          RX-bytes:  912992256
+  RX-errors: 0
+  Throughput (since last show)
+  Rx-pps:      4616582          Rx-bps:   2363690040
+  Tx-pps:      4616000          Tx-bps:   2363690040
+  ######################## NIC statistics for port 1  ########################
+  RX-packets: 1   RX-missed: 0          RX-bytes:  64
+  Throughput (since last show)
+  Rx-pps:           12          Rx-bps:   6144
+  Tx-pps:            0          Tx-bps:   0";
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_eq!(parse_rx_pps(&lines), vec![(0, 4616582), (1, 12)]);
+    }
+
+    #[test]
+    fn rack_configs_differ_only_in_role() {
+        let d = Path::new("/tmp/testbed-t000000");
+        let b = rack(BMode::Balance, d, "p");
+        let f = rack(BMode::Forward, d, "p");
+        assert!(
+            b.contains("roles = [\"balance\"]")
+                && b.contains("[[service]]")
+                && !b.contains("[forward]")
+        );
+        assert!(
+            f.contains("roles = [\"forward\"]")
+                && f.contains("[forward]")
+                && !f.contains("[[service]]")
+        );
+        for t in [&b, &f] {
+            assert!(t.contains("iface=/tmp/testbed-t000000/bb0.sock"));
+            assert!(t.contains("idle_backoff = false"));
+            t.parse::<toml::Table>().unwrap();
+        }
+    }
+}
