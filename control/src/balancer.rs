@@ -295,7 +295,7 @@ impl Balancer {
                 None
             } else {
                 match SelectionTable::build(s.hasher(), &specs, Some(size)) {
-                    Ok(t) => Some(t),
+                    Ok(fresh) => Some(self.only_leavers_move(si, &weights[si], fresh)),
                     Err(e) => {
                         self.log.push("table_build_failed", None, format!("service {}: cannot build the selection table: {e}", s.name), true);
                         self.current.vips.get(si).cloned().flatten()
@@ -309,6 +309,20 @@ impl Balancer {
         self.weights = weights;
         self.last_build = Some(now);
         self.pending.iter_mut().for_each(|p| *p = true);
+    }
+
+    /// When the only change to a service is members leaving, its current table with just
+    /// their slots handed over (see `SelectionTable::without`): the remaining members keep
+    /// every flow they had. Otherwise (joins, weight changes) the fresh table.
+    fn only_leavers_move(&self, si: usize, new: &[u32], fresh: SelectionTable) -> SelectionTable {
+        let old = &self.weights[si];
+        let only_leaving = old.iter().zip(new).all(|(o, n)| o == n || (*o > 0 && *n == 0));
+        match self.current.vips.get(si).and_then(|t| t.as_ref()) {
+            Some(current) if only_leaving => {
+                current.without(&fresh, |i| old.get(usize::from(i)).is_some_and(|&o| o > 0) && new.get(usize::from(i)) == Some(&0)).unwrap_or(fresh)
+            }
+            _ => fresh,
+        }
     }
 
     fn push(&mut self) {
@@ -481,6 +495,31 @@ mod tests {
         // join and the removal after it: ≤ 2 × (2 s / 500 ms) + 1.
         assert!(rebuilds <= 9, "{rebuilds} rebuilds in 2 s of flapping");
         assert!(rebuilds >= 2, "the flaps must still be applied: {rebuilds}");
+    }
+
+    #[test]
+    fn a_member_that_leaves_moves_only_its_own_flows_and_gets_them_back_when_it_returns() {
+        let (mut b, rx, n) = setup();
+        for i in 1..=3 {
+            n.learn(1, Ipv4Addr::new(10, 0, 0, 20 + i), [2, 0, 0, 0, 9, i]);
+        }
+        let t0 = Instant::now();
+        let up = [peer("m1", "up", None), peer("m2", "up", None), peer("m3", "up", None)];
+        b.poll(t0, &up);
+        let before = latest(&rx).unwrap().vips[0].clone().unwrap();
+        b.poll(t0 + Duration::from_millis(10), &[peer("m1", "up", None), peer("m2", "down", None), peer("m3", "up", None)]);
+        let during = latest(&rx).unwrap().vips[0].clone().unwrap();
+        for (slot, (&was, &now)) in before.table().slots().iter().zip(during.table().slots()).enumerate() {
+            if was == 1 {
+                assert_ne!(now, 1, "slot {slot}");
+            } else {
+                assert_eq!(now, was, "slot {slot} of a member that stayed moved");
+            }
+        }
+        // Back after the hold: a fresh table, which is the one it had before.
+        b.poll(t0 + Duration::from_millis(10) + REBUILD_HOLD, &up);
+        let after = latest(&rx).unwrap().vips[0].clone().unwrap();
+        assert_eq!(after.table().slots(), before.table().slots());
     }
 
     #[test]

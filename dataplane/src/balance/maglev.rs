@@ -204,6 +204,26 @@ impl MaglevTable {
         self.slots.get(slot as usize).copied()
     }
 
+    /// This table with the slots of the members for which `gone` is true handed to their
+    /// owners in `fresh` (a table of the same size built without them), every other slot
+    /// kept. Maglev's own rebuild also moves a few percent of the remaining members' slots
+    /// (its cascade); a balancer without per-flow state would break those flows for
+    /// nothing, so a member that *leaves* is taken out this way: only its flows move.
+    /// `None` when the sizes differ or `fresh` has no member with weight.
+    pub fn without(&self, fresh: &MaglevTable, gone: impl Fn(u16) -> bool) -> Option<MaglevTable> {
+        if fresh.size != self.size || fresh.slots.len() != self.size || self.slots.len() != self.size {
+            return None;
+        }
+        let slots: Box<[u16]> = self.slots.iter().zip(fresh.slots.iter()).map(|(&old, &new)| if gone(old) { new } else { old }).collect();
+        let mut shares = vec![0u32; self.shares.len().max(fresh.shares.len())];
+        for &m in slots.iter() {
+            if let Some(s) = shares.get_mut(usize::from(m)) {
+                *s += 1;
+            }
+        }
+        Some(MaglevTable { slots, shares: shares.into_boxed_slice(), size: self.size })
+    }
+
     /// M, the number of slots.
     pub fn size(&self) -> usize {
         self.size
@@ -606,5 +626,43 @@ mod tests {
                 prop_assert!(members[usize::from(i)].weight > 0);
             }
         }
+    }
+
+    #[test]
+    fn a_member_taken_out_with_without_moves_only_its_own_slots() {
+        for n in [3usize, 5, 10] {
+            let members = equal(n);
+            let m = table_size_for(n * 10);
+            let old = MaglevTable::with_size(&members, m).unwrap();
+            for leave in 0..n {
+                let mut rest = members.clone();
+                rest[leave].weight = 0;
+                let fresh = MaglevTable::with_size(&rest, m).unwrap();
+                let cascade = old.slots().iter().zip(fresh.slots()).filter(|(a, b)| a != b && usize::from(**a) != leave).count();
+                let patched = old.without(&fresh, |i| usize::from(i) == leave).unwrap();
+                for (slot, (&was, &now)) in old.slots().iter().zip(patched.slots()).enumerate() {
+                    if usize::from(was) == leave {
+                        assert_ne!(usize::from(now), leave, "slot {slot} still names the member that left");
+                        assert_eq!(now, fresh.slots()[slot], "its slots go where the fresh table puts them");
+                    } else {
+                        assert_eq!(now, was, "n={n}: slot {slot} of a remaining member moved");
+                    }
+                }
+                assert_eq!(patched.shares()[leave], 0);
+                assert_eq!(patched.shares().iter().sum::<u32>() as usize, m);
+                // The spread stays close to even: each survivor gets ≈ 1/(n-1).
+                let ideal = m as f64 / (n - 1) as f64;
+                for (i, &sh) in patched.shares().iter().enumerate().filter(|(i, _)| *i != leave) {
+                    assert!((f64::from(sh) - ideal).abs() / ideal < 0.05, "n={n} member {i}: {sh} slots vs {ideal:.0}");
+                }
+                if leave == 0 {
+                    println!("n={n}: a plain rebuild would also move {cascade} of the others' slots ({:.2} %)", 100.0 * cascade as f64 / m as f64);
+                }
+            }
+        }
+        // Different sizes cannot be patched.
+        let a = MaglevTable::with_size(&equal(3), 251).unwrap();
+        let b = MaglevTable::with_size(&equal(3), 257).unwrap();
+        assert!(a.without(&b, |_| false).is_none());
     }
 }

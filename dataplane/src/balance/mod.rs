@@ -143,6 +143,16 @@ impl SelectionTable {
         Some((index, *entry))
     }
 
+    /// This table with the members for which `gone` is true replaced by their owners in
+    /// `fresh` (built without them, same size and members), every other slot kept: see
+    /// [`MaglevTable::without`]. The members' addresses are `fresh`'s.
+    pub fn without(&self, fresh: &SelectionTable, gone: impl Fn(u16) -> bool) -> Option<SelectionTable> {
+        if fresh.members.len() != self.members.len() {
+            return None;
+        }
+        Some(SelectionTable { hasher: fresh.hasher, table: self.table.without(&fresh.table, gone)?, members: fresh.members.clone() })
+    }
+
     /// The hash configuration.
     pub fn hasher(&self) -> &FlowHasher {
         &self.hasher
