@@ -112,6 +112,20 @@ impl FlowHasher {
         }
     }
 
+    /// Hash an IPv4 frame from fields the caller already has (the balance role's fast
+    /// path, which does not build a [`Parsed`]): the same value as [`FlowHasher::hash`]
+    /// gives for that frame. `key` follows the fragment rule (ports 0 for fragments and
+    /// port-less protocols).
+    #[inline]
+    pub fn hash_v4(&self, dst_mac: [u8; 6], src_mac: [u8; 6], key: &FlowKey) -> u64 {
+        let l2 = L2 { dst: dst_mac, src: src_mac, vlan: None, inner_vlan: None, ethertype: crate::packet::ethertype::IPV4, l3_offset: 0 };
+        match self.policy {
+            HashPolicy::L2 => self.hash_l2(&l2),
+            HashPolicy::L23 => self.hash_l23(&l2, key),
+            HashPolicy::L34 => self.hash_l34(key),
+        }
+    }
+
     /// Parse and hash (for tools and tests; the lcore already has a [`Parsed`]).
     pub fn hash_frame(&self, frame: &[u8]) -> Result<u64, DropReason> {
         let parsed = parse_frame(frame)?;
@@ -139,6 +153,10 @@ impl FlowHasher {
             (u64::from(key.src_port) << 16) | u64::from(key.dst_port)
         };
         let tail = (u64::from(key.protocol) << 32) | ports;
+        // IPv4, the common case, fits one absorb: two multiplies per flow instead of four.
+        if let (IpAddr::V4(s), IpAddr::V4(d)) = (key.src, key.dst) {
+            return finish(absorb(self.seed, self.seed, v4_pair(s, d), tail ^ V4_TAG), self.seed);
+        }
         let h = absorb_addrs(self.seed, self.seed, key);
         finish(absorb(h, self.seed, tail, 0), self.seed)
     }
@@ -169,8 +187,20 @@ fn finish(h: u64, seed: u64) -> u64 {
     fold_mul(h ^ seed ^ K3, K1)
 }
 
+/// Marks IPv4 inputs, so an IPv4 flow and an IPv6 one whose words happen to match do not
+/// collide by construction.
+const V4_TAG: u64 = 0x0000_ffff_0000_0000 << 16;
+
+#[inline(always)]
+fn v4_pair(s: std::net::Ipv4Addr, d: std::net::Ipv4Addr) -> u64 {
+    (u64::from(u32::from(s)) << 32) | u64::from(u32::from(d))
+}
+
 #[inline(always)]
 fn absorb_addrs(h: u64, seed: u64, key: &FlowKey) -> u64 {
+    if let (IpAddr::V4(s), IpAddr::V4(d)) = (key.src, key.dst) {
+        return absorb(h, seed, v4_pair(s, d), V4_TAG);
+    }
     let (s, d) = (addr_bits(&key.src), addr_bits(&key.dst));
     let h = absorb(h, seed, s as u64, (s >> 64) as u64);
     absorb(h, seed, d as u64, (d >> 64) as u64)
@@ -435,6 +465,23 @@ pub(crate) mod tests {
             protocol: ip_proto::TCP,
             src_port: r as u16,
             dst_port: 443,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_hash_equals_the_parsed_one_for_every_policy() {
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for i in 0..64u8 {
+            frames.push(ipv4_tcp_frame(None, [10, 0, i, 1], [192, 0, 2, 10], 1000 + u16::from(i), 80, 0));
+            frames.extend(v4_datagram([10, 1, i, 1], [192, 0, 2, 20], (5000 + u16::from(i), 53), 0xbeef));
+        }
+        for policy in [HashPolicy::L2, HashPolicy::L23, HashPolicy::L34] {
+            let h = FlowHasher::new(policy, SEED);
+            for f in &frames {
+                let p = crate::packet::parse_frame(f).unwrap();
+                let key = FlowKey::from_parsed(&p, f).unwrap();
+                assert_eq!(h.hash_v4(p.l2.dst, p.l2.src, &key), h.hash(&p, f), "{policy:?}");
+            }
         }
     }
 }

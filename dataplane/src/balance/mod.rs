@@ -135,6 +135,13 @@ impl SelectionTable {
         self.select_hash(self.hasher.hash(parsed, frame))
     }
 
+    /// The member for an IPv4 frame described by its MACs and flow key (see
+    /// [`FlowHasher::hash_v4`]); the same choice as [`SelectionTable::select`].
+    #[inline]
+    pub fn select_v4(&self, dst_mac: [u8; 6], src_mac: [u8; 6], key: &crate::packet::FlowKey) -> Option<(u16, MemberEntry)> {
+        self.select_hash(self.hasher.hash_v4(dst_mac, src_mac, key))
+    }
+
     /// The member for an already computed flow hash.
     #[inline]
     pub fn select_hash(&self, hash: u64) -> Option<(u16, MemberEntry)> {

@@ -249,7 +249,9 @@ pub fn parse_frame(frame: &[u8]) -> Result<Parsed, DropReason> {
     Ok(Parsed { l2, l3, l4 })
 }
 
-fn classify_l4(protocol: u8, v6: bool, seg: &[u8], offset: usize) -> Result<L4, DropReason> {
+/// The L4 classification of an IP payload (`seg`, starting at frame offset `offset`), as
+/// [`parse_frame`] does it after the IP header.
+pub fn classify_l4(protocol: u8, v6: bool, seg: &[u8], offset: usize) -> Result<L4, DropReason> {
     let end = offset + seg.len();
     Ok(match protocol {
         ip_proto::TCP => {
