@@ -10,7 +10,6 @@ use crate::runid::RunId;
 use crate::topology::{Agent, Topology};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -273,7 +272,7 @@ impl Agents {
                 if guard::interrupted() {
                     bail!("interrupted");
                 }
-                match peer_state(&self.bin, &sock, &a.id) {
+                match crate::ctl::peer_state(&self.bin, &sock, &a.id) {
                     Ok(Some(s)) if s == "up" => break,
                     Ok(s) => {
                         last = format!("state {:?}", s.unwrap_or_else(|| "unknown peer".into()))
@@ -351,31 +350,6 @@ impl Agents {
         }
         out
     }
-}
-
-/// `tapsplice ctl --socket SOCK --json peers`: the state of peer `id`.
-fn peer_state(bin: &Path, sock: &Path, id: &str) -> Result<Option<String>> {
-    let out = crate::cmd::run(
-        &bin.to_string_lossy(),
-        &[
-            "ctl",
-            "--socket",
-            &sock.to_string_lossy(),
-            "--json",
-            "peers",
-        ],
-        Duration::from_secs(5),
-    )?;
-    let v: Value = serde_json::from_str(out.trim()).context("tapsplice ctl peers: not JSON")?;
-    let peers = v["peers"]
-        .as_array()
-        .or_else(|| v.as_array())
-        .cloned()
-        .unwrap_or_default();
-    Ok(peers
-        .iter()
-        .find(|p| p["node"] == id || p["id"] == id)
-        .and_then(|p| p["state"].as_str().map(String::from)))
 }
 
 /// Start `bin agent --config CONFIG` inside namespace `ns` (setns before exec), in its own

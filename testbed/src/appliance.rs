@@ -49,7 +49,8 @@ pub fn locate_tapsplice(cli: Option<&Path>) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn find_in_path(prog: &str) -> Option<PathBuf> {
+/// `prog` itself when it names a path, else the first match on `$PATH`.
+pub(crate) fn find_in_path(prog: &str) -> Option<PathBuf> {
     if prog.contains('/') {
         return Some(PathBuf::from(prog)).filter(|p| p.is_file());
     }
@@ -106,12 +107,15 @@ pub struct RunningAppliance {
     bin: Option<PathBuf>,
 }
 
-struct Output {
-    tail: Arc<Mutex<VecDeque<String>>>,
-    stdout_lines: Receiver<String>,
+/// A child's output: the last lines, and its lines as they come.
+pub(crate) struct Output {
+    pub(crate) tail: Arc<Mutex<VecDeque<String>>>,
+    pub(crate) lines: Receiver<String>,
 }
 
-fn capture(child: &mut Child, log_path: &Path) -> Result<Output> {
+/// Pumps the child's stdout and stderr into `log_path` (stderr lines tagged) and a tail;
+/// stdout lines (and stderr lines too with `stderr_lines`) also go to `Output::lines`.
+pub(crate) fn capture(child: &mut Child, log_path: &Path, stderr_lines: bool) -> Result<Output> {
     let log = Arc::new(Mutex::new(
         std::fs::File::create(log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?,
@@ -150,15 +154,12 @@ fn capture(child: &mut Child, log_path: &Path) -> Result<Output> {
             });
         };
     if let Some(o) = child.stdout.take() {
-        spawn(Box::new(o), "", Some(tx));
+        spawn(Box::new(o), "", Some(tx.clone()));
     }
     if let Some(e) = child.stderr.take() {
-        spawn(Box::new(e), "[stderr] ", None);
+        spawn(Box::new(e), "[stderr] ", stderr_lines.then_some(tx));
     }
-    Ok(Output {
-        tail,
-        stdout_lines: rx,
-    })
+    Ok(Output { tail, lines: rx })
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -342,7 +343,7 @@ pub fn start(
         .with_context(|| format!("{}: cannot start {}", what, kind.as_str()))?;
     let pid = child.id() as i32;
     guard::add_child(pid, &app.name);
-    let out = capture(&mut child, &log_path)?;
+    let out = capture(&mut child, &log_path, false)?;
     let mut ra = RunningAppliance {
         name: app.name.clone(),
         kind,
@@ -387,7 +388,7 @@ pub fn start(
                 last_lines(&ra.tail, 4)
             );
         }
-        match out.stdout_lines.recv_timeout(Duration::from_millis(50)) {
+        match out.lines.recv_timeout(Duration::from_millis(50)) {
             Ok(l) if l.contains(marker) => break,
             Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -406,7 +407,7 @@ pub fn start(
         }
     }
     // Keep draining stdout (the reader thread owns the pipe; the channel just fills).
-    std::thread::spawn(move || for _ in out.stdout_lines {});
+    std::thread::spawn(move || for _ in out.lines {});
     for p in &ra.placements {
         while !netns::root_link_exists(&p.tap) {
             if Instant::now() > deadline {

@@ -52,7 +52,8 @@ pub struct Trial {
     pub appliance_report: Option<Value>,
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+/// The median (mean of the middle two for an even count); `None` when empty.
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
         return None;
     }

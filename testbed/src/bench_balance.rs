@@ -34,7 +34,7 @@ use crate::runid::RunId;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -95,28 +95,9 @@ fn loadavg() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
-fn find_in_path(prog: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
-        return Some(PathBuf::from(prog)).filter(|p| p.is_file());
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(prog))
-            .find(|p| p.is_file())
-    })
+/// The last four lines, for an error message.
+fn last_lines(seen: &[String]) -> String {
+    seen[seen.len().saturating_sub(4)..].join(" | ")
 }
 
 /// A child process whose output lines arrive on a channel (and go to a log file).
@@ -145,47 +126,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("cannot start {}", name))?;
         guard::add_child(child.id() as i32, name);
-        let logf = std::sync::Arc::new(std::sync::Mutex::new(
-            std::fs::File::create(log)
-                .with_context(|| format!("cannot create {}", log.display()))?,
-        ));
-        let (tx, rx) = mpsc::channel();
-        for (r, tag) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-                "",
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-                "[stderr] ",
-            ),
-        ] {
-            let Some(r) = r else { continue };
-            let tx = tx.clone();
-            let logf = logf.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(r);
-                let mut raw = Vec::new();
-                loop {
-                    raw.clear();
-                    match r.read_until(b'\n', &mut raw) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let line = String::from_utf8_lossy(&raw).trim_end().to_string();
-                    if let Ok(mut f) = logf.lock() {
-                        let _ = writeln!(f, "{}{}", tag, line);
-                    }
-                    let _ = tx.send(line);
-                }
-            });
-        }
+        let rx = crate::appliance::capture(&mut child, log, true)?.lines;
         Ok(Proc {
             stdin: child.stdin.take(),
             child,
@@ -218,13 +159,7 @@ impl Proc {
                         self.name,
                         st.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
                         marker,
-                        seen.iter()
-                            .rev()
-                            .take(4)
-                            .rev()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(" | ")
+                        last_lines(&seen)
                     );
                 }
             }
@@ -234,13 +169,7 @@ impl Proc {
                     self.name,
                     marker,
                     limit,
-                    seen.iter()
-                        .rev()
-                        .take(4)
-                        .rev()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(" | ")
+                    last_lines(&seen)
                 );
             }
         }
@@ -565,13 +494,13 @@ fn trial(
 }
 
 pub fn run(o: &Options) -> Result<Value> {
-    let testpmd = find_in_path(&o.testpmd).ok_or_else(|| {
+    let testpmd = crate::appliance::find_in_path(&o.testpmd).ok_or_else(|| {
         anyhow!(
             "`{}` not found: install dpdk (apt-get install dpdk) or pass --testpmd PATH",
             o.testpmd
         )
     })?;
-    if find_in_path("stdbuf").is_none() {
+    if crate::appliance::find_in_path("stdbuf").is_none() {
         bail!("`stdbuf` (coreutils) not found: the generator's interactive output needs it");
     }
     let load_before = loadavg();
@@ -631,7 +560,7 @@ pub fn run(o: &Options) -> Result<Value> {
         }
     }
     let med = |m: BMode| {
-        median(
+        crate::bench::median(
             trials
                 .iter()
                 .filter(|t| t.mode == m && t.passed)

@@ -122,38 +122,10 @@ fn spawn_ready(bin: &Path, args: &[&str], cfg: &Path, ready: &str) -> Result<Chi
     )
 }
 
-fn ctl(bin: &Path, socket: &Path, cmd: &str) -> Result<Value> {
-    let out = Command::new(bin)
-        .args(["ctl", "--socket"])
-        .arg(socket)
-        .args(["--json", cmd])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "tapsplice ctl {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-fn peer_state(bin: &Path, socket: &Path) -> Result<Option<String>> {
-    let v = ctl(bin, socket, "peers")?;
-    let peers = v["peers"]
-        .as_array()
-        .or_else(|| v.as_array())
-        .cloned()
-        .unwrap_or_default();
-    Ok(peers
-        .iter()
-        .find(|p| p["node"] == "web1")
-        .and_then(|p| p["state"].as_str().map(String::from)))
-}
-
 fn wait_state(bin: &Path, socket: &Path, want: &str, limit: Duration) -> Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if peer_state(bin, socket)?.as_deref() == Some(want) {
+        if crate::ctl::peer_state(bin, socket, "web1")?.as_deref() == Some(want) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -266,7 +238,7 @@ pub fn run(repo_configs: &Path, o: &DetectOptions) -> Result<Value> {
         }
     }
 
-    let events = ctl(&o.tapsplice, &socket, "events")?;
+    let events = crate::ctl::json(&o.tapsplice, &socket, "events")?;
     let list = events["events"]
         .as_array()
         .or_else(|| events.as_array())

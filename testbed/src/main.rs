@@ -7,6 +7,7 @@ mod bench_balance;
 mod check;
 mod cleanup;
 mod cmd;
+mod ctl;
 mod demo;
 mod detect;
 mod fault;

@@ -48,26 +48,7 @@ fn balance_rack_config_checks() {
 
 #[test]
 fn balance_through_tapsplice() {
-    require_root();
-    let bin = tapsplice();
-    let topo = topology("balance.toml");
-    let out = run(
-        &[
-            "run",
-            topo.to_str().unwrap(),
-            "--json",
-            "--tapsplice",
-            bin.to_str().unwrap(),
-        ],
-        Duration::from_secs(500),
-    );
-    let v = last_json(&out);
-    assert!(
-        v.get("error").is_none(),
-        "the run did not start (the appliance refused the rack?): {}\n{}",
-        v["error"],
-        dump(&out)
-    );
+    let (out, v) = run_topology_report("balance.toml", Duration::from_secs(500));
 
     // Checks: ARP and echo for the VIP answered by lb1, members reachable through it.
     for c in v["checks"].as_array().unwrap() {
