@@ -20,7 +20,7 @@
 use crate::config::{HashPolicy as CfgHash, Protocol, RackConfig, ServiceMode};
 use crate::events::EventLog;
 use crate::metrics::PeerMetrics;
-use crate::neighbours::{Neighbours, Wanted};
+use crate::neighbours::{Neighbours, PortAddrs};
 use crossbeam_channel::Sender;
 use dataplane::balance::{member_key, table_size_for, FlowHasher, HashPolicy, MemberEntry, MemberSpec, SelectionTable};
 use dataplane::lcore_link::ToLcore;
@@ -73,7 +73,7 @@ impl ServicePlan {
 /// The balanced services of the rack (`[[service]] mode = "balance"`).
 pub fn services(cfg: &RackConfig) -> Result<Vec<ServicePlan>, String> {
     let port_index = |name: &str, what: &str| -> Result<PortIndex, String> {
-        cfg.port.iter().position(|p| p.name == name).map(|i| i as PortIndex).ok_or_else(|| {
+        cfg.port_index(name).map(|i| i as PortIndex).ok_or_else(|| {
             format!("{}: {what} {name:?}: balancing over a [[bond]] is not supported yet; name a [[port]]", cfg.source)
         })
     };
@@ -172,12 +172,11 @@ pub struct Balancer {
 impl Balancer {
     /// Registers every member's address with the neighbour table (asked from our address
     /// on the member's port: `ports[i]` = (MAC, IPv4 addresses with prefix)).
-    pub fn new(services: Vec<ServicePlan>, neighbours: Neighbours, log: EventLog, ports: &[([u8; 6], Vec<(Ipv4Addr, u8)>)]) -> Balancer {
+    pub fn new(services: Vec<ServicePlan>, neighbours: Neighbours, log: EventLog, ports: &[PortAddrs]) -> Balancer {
         for s in &services {
             for m in &s.members {
-                if let Some((mac, addrs)) = ports.get(usize::from(m.port)) {
-                    let src_ip = crate::heartbeat::inband::source_for(addrs, m.address);
-                    neighbours.want(Wanted { port: m.port, target: m.address, src_mac: *mac, src_ip });
+                if let Some(p) = ports.iter().find(|p| p.index == m.port) {
+                    neighbours.want(p.wanted(m.address));
                 }
             }
         }
@@ -197,10 +196,6 @@ impl Balancer {
             rebuilds: vec![0; n],
             last_build: None,
         }
-    }
-
-    pub fn services(&self) -> &[ServicePlan] {
-        &self.services
     }
 
     /// The tables the lcores start with (every service without a live member).
@@ -410,7 +405,10 @@ mod tests {
 
     fn setup() -> (Balancer, crossbeam_channel::Receiver<ToLcore<Arc<BalanceTables>>>, Neighbours) {
         let n = Neighbours::new();
-        let ports = vec![([2, 0, 0, 0, 0, 1], vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]), ([2, 0, 0, 0, 0, 2], vec![(Ipv4Addr::new(10, 0, 0, 3), 24)])];
+        let ports = vec![
+            PortAddrs { index: 0, mac: [2, 0, 0, 0, 0, 1], ipv4: vec![(Ipv4Addr::new(10, 0, 0, 2), 24)] },
+            PortAddrs { index: 1, mac: [2, 0, 0, 0, 0, 2], ipv4: vec![(Ipv4Addr::new(10, 0, 0, 3), 24)] },
+        ];
         let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
         let (tx, rx) = bounded(4);
         b.attach(vec![tx], Vec::new());
@@ -525,7 +523,7 @@ mod tests {
     #[test]
     fn a_full_worker_queue_gets_the_table_on_a_later_poll() {
         let n = Neighbours::new();
-        let ports = vec![([2, 0, 0, 0, 0, 1], vec![]), ([2, 0, 0, 0, 0, 2], vec![(Ipv4Addr::new(10, 0, 0, 3), 24)])];
+        let ports = vec![PortAddrs { index: 1, mac: [2, 0, 0, 0, 0, 2], ipv4: vec![(Ipv4Addr::new(10, 0, 0, 3), 24)] }];
         let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
         let (tx, rx) = bounded(1);
         tx.try_send(ToLcore::Update(Arc::new(BalanceTables::default()))).unwrap();

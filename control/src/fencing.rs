@@ -95,7 +95,7 @@ impl FenceDesk {
 
     /// Queues an automatic power-off decided by the takeover logic; a request that cannot
     /// be queued is a failed fence for it.
-    pub fn submit(&mut self, target: &crate::fencing::FenceTarget, takeover: &mut Takeover) -> Outcome {
+    pub fn submit(&mut self, target: &FenceTarget, takeover: &mut Takeover) -> Outcome {
         let req = FenceRequest::off(target.node.clone(), Arc::new(target.device.clone()), target.plug.as_deref());
         match self.fencer.submit(req) {
             Ok(_) => Outcome::default(),

@@ -8,7 +8,8 @@ use crate::detector::{Detector, DetectorConfig, Event as Decision, PeerSpec};
 use crate::events::EventLog;
 use crate::heartbeat::keyfile::load_rack_key;
 use crate::heartbeat::udp::{next_incarnation, now_unix_us, LocalStatus, StatusCell};
-use crate::heartbeat::inband::{Inband, InbandCounters, InbandPeer, InbandPort, Transmit};
+use crate::heartbeat::inband::{Inband, InbandCounters, InbandPeer, Transmit};
+use crate::neighbours::PortAddrs;
 use crate::heartbeat::wire::{HbRole, MacKey, NodeId, StatusFlags, Workload};
 use crate::neighbours::Neighbours;
 use dataplane::role::PortIndex;
@@ -46,7 +47,7 @@ impl MembershipPlan {
         let mut inband = Vec::new();
         for p in &cfg.peer {
             let (Some(port), Some(addr)) = (&p.inband_port, p.inband_address) else { continue };
-            let index = cfg.port.iter().position(|x| &x.name == port).ok_or_else(|| {
+            let index = cfg.port_index(port).ok_or_else(|| {
                 format!("{}: peer {:?}: in-band heartbeats on bond {port:?} are not supported yet; use a [[port]]", cfg.source, p.id)
             })?;
             let IpAddr::V4(addr) = addr else {
@@ -143,7 +144,7 @@ impl Membership {
     /// heartbeats that it sends.
     pub fn take_inband(
         &mut self,
-        ports: Vec<InbandPort>,
+        ports: Vec<PortAddrs>,
         transmit: Transmit,
         neighbours: Neighbours,
     ) -> Option<(Inband, Chan<Vec<u8>>)> {
@@ -197,6 +198,7 @@ impl Membership {
             m.inband_received = l(&c.accepted);
             m.inband_sent = l(&c.sent);
             m.inband_unresolved = l(&c.unresolved);
+            m.inband_tx_refused = l(&c.tx_refused);
         }
         m
     }

@@ -49,6 +49,7 @@ pub struct MetricsSnapshot {
     pub fences: Vec<FenceMetrics>,
     /// `[[server]]` pairs and their takeover phase.
     pub pairs: Vec<crate::takeover::PairView>,
+    pub neighbours: NeighbourMetrics,
     /// Balance role: members and services.
     pub members: Vec<crate::balancer::MemberView>,
     pub services: Vec<crate::balancer::ServiceView>,
@@ -174,6 +175,20 @@ pub struct HeartbeatMetrics {
     pub inband_received: u64,
     pub inband_sent: u64,
     pub inband_unresolved: u64,
+    /// In-band heartbeats an lcore's command queue refused (full).
+    pub inband_tx_refused: u64,
+}
+
+/// The control plane's neighbour table and its ARP traffic (punt thread).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct NeighbourMetrics {
+    /// Addresses the appliance needs a MAC for, and how many it has.
+    pub wanted: u64,
+    pub resolved: u64,
+    pub arp_requests: u64,
+    pub arp_replies: u64,
+    /// ARP requests an lcore's command queue refused (full).
+    pub tx_refused: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -533,9 +548,20 @@ impl Collector for SnapshotCollector {
             ("tapsplice_heartbeats_inband_received", "Heartbeats accepted on the in-band (dataplane) path.", s.heartbeats.inband_received),
             ("tapsplice_heartbeats_inband_sent", "Heartbeats sent on the in-band (dataplane) path.", s.heartbeats.inband_sent),
             ("tapsplice_heartbeats_inband_unresolved", "In-band heartbeats not sent: the peer's MAC is not known yet.", s.heartbeats.inband_unresolved),
+            ("tapsplice_heartbeats_inband_tx_refused", "In-band heartbeats an lcore's command queue refused (full).", s.heartbeats.inband_tx_refused),
+            ("tapsplice_arp_requests", "ARP requests the control plane sent for wanted neighbours.", s.neighbours.arp_requests),
+            ("tapsplice_arp_replies", "ARP replies to the appliance's addresses handed to the control plane.", s.neighbours.arp_replies),
+            ("tapsplice_arp_tx_refused", "ARP requests an lcore's command queue refused (full).", s.neighbours.tx_refused),
         ] {
             let me = enc.encode_descriptor(name, help, None, Counter)?;
             ConstCounter::new(v).encode(me)?;
+        }
+        for (name, help, v) in [
+            ("tapsplice_neighbours_wanted", "Addresses the appliance needs a MAC for (in-band peers, balance members).", s.neighbours.wanted),
+            ("tapsplice_neighbours_resolved", "Wanted addresses whose MAC is known.", s.neighbours.resolved),
+        ] {
+            let me = enc.encode_descriptor(name, help, None, Gauge)?;
+            ConstGauge::new(v as i64).encode(me)?;
         }
         family(
             &mut enc,

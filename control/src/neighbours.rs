@@ -25,6 +25,31 @@ pub struct Wanted {
     pub src_ip: Ipv4Addr,
 }
 
+/// The appliance's side of a dataplane port: what it sends from there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortAddrs {
+    pub index: PortIndex,
+    pub mac: [u8; 6],
+    /// Its IPv4 addresses with their prefix lengths.
+    pub ipv4: Vec<(Ipv4Addr, u8)>,
+}
+
+impl PortAddrs {
+    /// Our address on `peer`'s subnet, else the port's first address.
+    pub fn source_for(&self, peer: Ipv4Addr) -> Ipv4Addr {
+        let same_net = |(a, len): &(Ipv4Addr, u8)| {
+            let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from((*len).min(32))) };
+            u32::from(*a) & mask == u32::from(peer) & mask
+        };
+        self.ipv4.iter().find(|x| same_net(x)).or(self.ipv4.first()).map_or(Ipv4Addr::UNSPECIFIED, |x| x.0)
+    }
+
+    /// `target` to resolve on this port, asked from our address on its subnet.
+    pub fn wanted(&self, target: Ipv4Addr) -> Wanted {
+        Wanted { port: self.index, target, src_mac: self.mac, src_ip: self.source_for(target) }
+    }
+}
+
 /// How often an unresolved address is asked for, and a resolved one refreshed.
 pub const ASK_UNRESOLVED: Duration = Duration::from_secs(1);
 pub const REFRESH_RESOLVED: Duration = Duration::from_secs(30);
@@ -111,6 +136,16 @@ mod tests {
 
     fn w(last: u8) -> Wanted {
         Wanted { port: 1, target: Ipv4Addr::new(10, 0, 0, last), src_mac: [2, 0, 0, 0, 0, 1], src_ip: Ipv4Addr::new(10, 0, 0, 3) }
+    }
+
+    #[test]
+    fn the_source_address_is_the_one_on_the_peers_subnet() {
+        let p = |ipv4: Vec<(Ipv4Addr, u8)>| PortAddrs { index: 1, mac: [2, 0, 0, 0, 0, 1], ipv4 };
+        let ours = p(vec![(Ipv4Addr::new(192, 0, 2, 1), 24), (Ipv4Addr::new(10, 0, 1, 2), 16)]);
+        assert_eq!(ours.source_for(Ipv4Addr::new(10, 0, 200, 3)), Ipv4Addr::new(10, 0, 1, 2));
+        assert_eq!(ours.source_for(Ipv4Addr::new(172, 16, 0, 1)), Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(p(vec![]).source_for(Ipv4Addr::new(172, 16, 0, 1)), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(ours.wanted(Ipv4Addr::new(10, 0, 9, 9)).src_ip, Ipv4Addr::new(10, 0, 1, 2));
     }
 
     #[test]

@@ -15,11 +15,10 @@ use dataplane::port::lcore::{self, new_slot, LoopConfig, RxSource, Slot, Worker}
 use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
-use crate::heartbeat::inband::InbandPort;
+use crate::neighbours::PortAddrs;
 use crate::balancer::Balancer;
 use dataplane::lcore_link::{links, ControlEnd, ToLcore};
 use dataplane::role::balance::{Balance, VipSpec};
-use std::net::Ipv4Addr;
 use dataplane::role::{PortIndex, Role};
 use dataplane::stats::{new_cycle_histogram, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -194,7 +193,8 @@ struct WorkerSetup<'a> {
     stop: &'a Arc<AtomicBool>,
     ports: &'a [Port],
     pool: Mempool,
-    inband_ports: &'a [PortIndex],
+    /// The ports that carry in-band heartbeats.
+    inband: &'a [PortAddrs],
 }
 
 impl WorkerSetup<'_> {
@@ -211,13 +211,8 @@ impl WorkerSetup<'_> {
         let mut lcore_ends = lcore_ends.into_iter();
         // In-band heartbeats and ARP requests go out through worker 0 (every worker has a
         // TX queue on every port).
-        let inband: Vec<InbandPort> = self
-            .inband_ports
-            .iter()
-            .map(|&i| InbandPort { index: i, mac: ports[i as usize].mac, ipv4: plan.ports[i as usize].ipv4.clone() })
-            .collect();
         let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
-        supervisor.start_punts(inband, control_end.punts.clone(), || {
+        supervisor.start_punts(self.inband.to_vec(), control_end.punts.clone(), || {
             let to = to_worker0.clone();
             Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
         })?;
@@ -326,14 +321,20 @@ fn serve(
             punt_arp: true,
         })
         .collect();
-    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband_ports: &inband_ports };
+    let port_addrs: Vec<PortAddrs> = ports
+        .iter()
+        .zip(&plan.ports)
+        .enumerate()
+        .map(|(i, (p, pp))| PortAddrs { index: i as PortIndex, mac: p.mac, ipv4: pp.ipv4.clone() })
+        .collect();
+    let inband: Vec<PortAddrs> = port_addrs.iter().filter(|p| inband_ports.contains(&p.index)).cloned().collect();
+    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if plan.balance.is_empty() {
         let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
         (slots, Box::new(end))
     } else {
-        let port_info: Vec<([u8; 6], Vec<(Ipv4Addr, u8)>)> = ports.iter().zip(&plan.ports).map(|(p, pp)| (p.mac, pp.ipv4.clone())).collect();
-        let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_info);
+        let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_addrs);
         let vips: Vec<VipSpec> = plan.balance.iter().map(|s| s.vip_spec()).collect();
         let client_ports = balance_client_ports(plan);
         let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);

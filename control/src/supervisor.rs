@@ -7,7 +7,8 @@
 use crate::ctl::handler::FenceFn;
 use crate::events::EventLog;
 use crate::fencing::FenceDesk;
-use crate::heartbeat::inband::{InbandPort, Transmit};
+use crate::heartbeat::inband::Transmit;
+use crate::neighbours::PortAddrs;
 use crate::balancer::Balancer;
 use crate::membership::Membership;
 use crate::neighbours::Neighbours;
@@ -15,7 +16,7 @@ use crate::punts::{PuntCounters, PuntThread};
 use crossbeam_channel::Receiver;
 use dataplane::lcore_link::SmallFrame;
 use std::thread::JoinHandle;
-use crate::metrics::MetricsSnapshot;
+use crate::metrics::{MetricsSnapshot, NeighbourMetrics};
 use crate::plan::RunPlan;
 use crate::takeover::{Action, Outcome, Takeover};
 use std::collections::BTreeMap;
@@ -84,7 +85,7 @@ impl Supervisor {
     /// Starts the punt thread once the dataplane is up: `ports` are the appliance's ports
     /// (MAC and addresses) that carry in-band heartbeats; `transmit` makes a sender of
     /// frames through an lcore.
-    pub fn start_punts(&mut self, ports: Vec<InbandPort>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
+    pub fn start_punts(&mut self, ports: Vec<PortAddrs>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
         let inband = self.membership.as_mut().and_then(|m| m.take_inband(ports, transmit(), self.neighbours.clone()));
         let (inband, mirror) = match inband {
             Some((i, m)) => (Some(i), Some(m)),
@@ -140,6 +141,15 @@ impl Supervisor {
             snap.heartbeats = m.heartbeat_metrics();
         }
         snap.detector_events = self.decisions.clone();
+        let (wanted, resolved) = self.neighbours.counts();
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        snap.neighbours = NeighbourMetrics {
+            wanted: wanted as u64,
+            resolved: resolved as u64,
+            arp_requests: l(&self.punt_counters.arp_requests),
+            arp_replies: l(&self.punt_counters.arp_replies),
+            tx_refused: l(&self.punt_counters.tx_refused),
+        };
         snap.fences = self.fences.metrics();
         snap.pairs = self.takeover.views();
         if let Some(b) = &self.balancer {

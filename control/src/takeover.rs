@@ -26,7 +26,7 @@
 //!   `promote_after = "isolation"` the tap role may promote once it has cut the primary
 //!   off in the dataplane; the power fence still runs and is still verified here.
 
-use crate::config::{PromoteAfter, RackConfig};
+use crate::config::RackConfig;
 use crate::detector::PeerState;
 use crate::fencing::FenceTarget;
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,6 @@ pub struct PairSpec {
     /// How the primary is powered off; `None` = no power fence configured (then only
     /// `promote_after = "isolation"` is valid, and the pair is never promotable here).
     pub fence: Option<FenceTarget>,
-    pub promote_after: PromoteAfter,
 }
 
 impl PairSpec {
@@ -91,7 +90,6 @@ impl PairSpec {
                 primary: s.primary.clone(),
                 backup: s.backup.clone(),
                 fence: targets.iter().find(|t| t.node == s.primary && s.fence.is_some()).cloned(),
-                promote_after: s.promote_after,
             })
             .collect()
     }
@@ -169,10 +167,6 @@ impl Takeover {
                 })
                 .collect(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
     }
 
     /// A detector decision: `node` is now `state`.
@@ -305,7 +299,6 @@ mod tests {
             primary: "p".into(),
             backup: "b".into(),
             fence: fence.then(|| FenceTarget { node: "p".into(), device: FenceDevice::new("sw", "/bin/true"), plug: Some("1".into()) }),
-            promote_after: PromoteAfter::PowerOff,
         }
     }
 

@@ -334,7 +334,11 @@ fn a_peer_heard_only_in_band_comes_up_and_the_appliance_heartbeats_back_in_band(
     let (n, from) = listener.recv_from(&mut buf).unwrap_or_else(|e| panic!("no in-band heartbeat from the appliance on {iface}: {e}"));
     assert!(n > 32 && buf[..n].windows(3).any(|w| w == b"fw1"), "not a heartbeat from fw1: {n} bytes from {from}");
     assert!(metric(&rack.scrape(), "tapsplice_heartbeats_inband_sent_total") > 0.0);
-    assert!(metric(&rack.scrape(), "tapsplice_lcore_punted_total") > 0.0);
+    let text = rack.scrape();
+    assert!(metric(&text, "tapsplice_lcore_punted_total") > 0.0);
+    assert_eq!(metric(&text, "tapsplice_neighbours_wanted"), 1.0, "web1 is the one in-band peer\n{text}");
+    assert_eq!(metric(&text, "tapsplice_neighbours_resolved"), 1.0, "{text}");
+    assert!(metric(&text, "tapsplice_arp_requests_total") >= 1.0, "{text}");
     kill(web1);
     rack.wait_state("web1", "down");
 }

@@ -20,7 +20,7 @@
 use super::ingress::{HbCounters, Ingress};
 use super::udp::HbEvent;
 use super::wire::{MacKey, NodeId};
-use crate::neighbours::{Neighbours, Wanted};
+use crate::neighbours::{Neighbours, PortAddrs};
 use crossbeam_channel::{Sender, TrySendError};
 use dataplane::lcore_link::SmallFrame;
 use dataplane::packet::build::{udp4, Udp4Addrs};
@@ -41,20 +41,9 @@ pub struct InbandPeer {
     pub udp_port: u16,
 }
 
-/// The appliance's side of one port that carries in-band heartbeats.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InbandPort {
-    pub index: PortIndex,
-    pub mac: [u8; 6],
-    /// Our addresses on the port; heartbeats leave from the one on the peer's subnet.
-    pub ipv4: Vec<(Ipv4Addr, u8)>,
-}
-
 /// Counters of the in-band path (the rejections are also in the shared [`HbCounters`]).
 #[derive(Debug, Default)]
 pub struct InbandCounters {
-    /// Frames the lcores punted to this path.
-    pub frames: AtomicU64,
     /// Heartbeats accepted.
     pub accepted: AtomicU64,
     /// Heartbeat frames handed to an lcore to send.
@@ -71,7 +60,7 @@ pub type Transmit = Box<dyn Fn(SmallFrame) -> bool + Send>;
 /// The in-band path's state (driven by the punt thread).
 pub struct Inband {
     udp_port: u16,
-    ports: Vec<InbandPort>,
+    ports: Vec<PortAddrs>,
     peers: Vec<InbandPeer>,
     ingress: Ingress,
     neighbours: Neighbours,
@@ -86,7 +75,7 @@ impl Inband {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         udp_port: u16,
-        ports: Vec<InbandPort>,
+        ports: Vec<PortAddrs>,
         peers: Vec<InbandPeer>,
         key: MacKey,
         known: Vec<NodeId>,
@@ -97,7 +86,7 @@ impl Inband {
     ) -> Inband {
         for peer in &peers {
             if let Some(port) = ports.iter().find(|p| p.index == peer.port) {
-                neighbours.want(Wanted { port: peer.port, target: peer.addr, src_mac: port.mac, src_ip: source_for(&port.ipv4, peer.addr) });
+                neighbours.want(port.wanted(peer.addr));
             }
         }
         Inband {
@@ -121,7 +110,6 @@ impl Inband {
     /// One punted UDP frame: a datagram to the heartbeat port is a heartbeat for the
     /// detector. Returns false when the detector's side has gone away.
     pub fn on_frame(&mut self, f: &SmallFrame, now: Instant) -> bool {
-        self.counters.frames.fetch_add(1, Ordering::Relaxed);
         let b = f.bytes();
         let Ok(p) = parse_frame(b) else { return true };
         match (p.l3, p.l4) {
@@ -166,7 +154,7 @@ impl Inband {
                 continue;
             };
             self.ip_id = self.ip_id.wrapping_add(1);
-            let src = source_for(&port.ipv4, peer.addr);
+            let src = port.source_for(peer.addr);
             let a = Udp4Addrs { src_mac: port.mac, dst_mac, src, dst: peer.addr, sport: self.udp_port, dport: peer.udp_port };
             let id = self.ip_id;
             if let Some(f) = SmallFrame::build(peer.port, |buf| udp4(buf, &a, id, encoded)) {
@@ -178,15 +166,6 @@ impl Inband {
             }
         }
     }
-}
-
-/// Our address on the peer's subnet, else the port's first address.
-pub fn source_for(ours: &[(Ipv4Addr, u8)], peer: Ipv4Addr) -> Ipv4Addr {
-    let same_net = |(a, len): &(Ipv4Addr, u8)| {
-        let mask = if *len == 0 { 0 } else { u32::MAX << (32 - u32::from((*len).min(32))) };
-        u32::from(*a) & mask == u32::from(peer) & mask
-    };
-    ours.iter().find(|x| same_net(x)).or(ours.first()).map_or(Ipv4Addr::UNSPECIFIED, |x| x.0)
 }
 
 #[cfg(test)]
@@ -224,7 +203,7 @@ mod tests {
         let (tx, rx) = bounded(16);
         let sent = Arc::new(Mutex::new(Vec::new()));
         let s = sent.clone();
-        let ports = vec![InbandPort { index: 1, mac: ME, ipv4: vec![(Ipv4Addr::new(192, 0, 2, 1), 24), (Ipv4Addr::new(10, 0, 1, 2), 24)] }];
+        let ports = vec![PortAddrs { index: 1, mac: ME, ipv4: vec![(Ipv4Addr::new(192, 0, 2, 1), 24), (Ipv4Addr::new(10, 0, 1, 2), 24)] }];
         let peers = vec![InbandPeer { id: "web1".into(), port: 1, addr: Ipv4Addr::new(10, 0, 1, 9), udp_port: 7500 }];
         let p = Inband::new(
             7400,
@@ -290,11 +269,4 @@ mod tests {
         assert!(p.shared.snapshot().rejected.iter().map(|(_, n)| n).sum::<u64>() >= 3);
     }
 
-    #[test]
-    fn the_source_address_is_the_one_on_the_peers_subnet() {
-        let ours = [(Ipv4Addr::new(192, 0, 2, 1), 24), (Ipv4Addr::new(10, 0, 1, 2), 16)];
-        assert_eq!(source_for(&ours, Ipv4Addr::new(10, 0, 200, 3)), Ipv4Addr::new(10, 0, 1, 2));
-        assert_eq!(source_for(&ours, Ipv4Addr::new(172, 16, 0, 1)), Ipv4Addr::new(192, 0, 2, 1));
-        assert_eq!(source_for(&[], Ipv4Addr::new(172, 16, 0, 1)), Ipv4Addr::UNSPECIFIED);
-    }
 }

@@ -330,15 +330,14 @@ impl Balance {
     /// `parse_frame` does, but no `Parsed` is built (copying it cost more than the rest of
     /// the work); the hash is taken from a `FlowKey` made of the fields read here.
     fn balance_vip(&self, ingress: PortIndex, l3: usize, dst: Ipv4Addr, frame: &mut [u8]) -> Verdict {
-        let (protocol, header_len, fragment, first_fragment, src) = match Ipv4::parse(&frame[l3..]) {
-            Ok(ip) => (ip.protocol(), ip.header_len(), ip.is_fragment(), ip.frag_offset() == 0, ip.src_addr()),
+        let (protocol, header_len, total_len, fragment, first_fragment, src) = match Ipv4::parse(&frame[l3..]) {
+            Ok(ip) => (ip.protocol(), ip.header_len(), ip.total_len(), ip.is_fragment(), ip.frag_offset() == 0, ip.src_addr()),
             Err(r) => return Verdict::Drop(r),
         };
         let l4 = if fragment {
             L4::Fragment { first: first_fragment }
         } else {
-            let end = l3 + usize::from(u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]));
-            match classify_l4(protocol, false, &frame[l3 + header_len..end], l3 + header_len) {
+            match classify_l4(protocol, false, &frame[l3 + header_len..l3 + total_len], l3 + header_len) {
                 Ok(l4) => l4,
                 Err(r) => return Verdict::Drop(r),
             }
