@@ -12,4 +12,7 @@ target/release/testbed cleanup || true
 cargo test --release --workspace -- --test-threads=1
 # The pure packet logic must also build and pass without DPDK.
 cargo test --release -p dataplane --no-default-features
+# The role-cost benchmark (a few seconds): prints ns per frame, balance against forward,
+# and fails if a role stops transmitting the frames it is timed on.
+cargo bench -p dataplane --no-default-features --bench role_cost
 echo "all tests passed"

@@ -114,15 +114,19 @@ impl FlowHasher {
 
     /// Hash an IPv4 frame from fields the caller already has (the balance role's fast
     /// path, which does not build a [`Parsed`]): the same value as [`FlowHasher::hash`]
-    /// gives for that frame. `key` follows the fragment rule (ports 0 for fragments and
-    /// port-less protocols).
-    #[inline]
-    pub fn hash_v4(&self, dst_mac: [u8; 6], src_mac: [u8; 6], key: &FlowKey) -> u64 {
-        let l2 = L2 { dst: dst_mac, src: src_mac, vlan: None, inner_vlan: None, ethertype: crate::packet::ethertype::IPV4, l3_offset: 0 };
+    /// gives for that frame. `frame` starts with its Ethernet header (the MACs are read
+    /// only by the `l2` and `l23` policies); `key` follows the fragment rule (ports 0 for
+    /// fragments and port-less protocols).
+    #[inline(always)]
+    pub fn hash_v4(&self, frame: &[u8], key: &FlowKey) -> u64 {
+        if self.policy == HashPolicy::L34 {
+            return self.hash_l34(key);
+        }
+        let mac = |o: usize| -> [u8; 6] { frame.get(o..o + 6).and_then(|m| m.try_into().ok()).unwrap_or([0; 6]) };
+        let l2 = L2 { dst: mac(0), src: mac(6), vlan: None, inner_vlan: None, ethertype: crate::packet::ethertype::IPV4, l3_offset: 0 };
         match self.policy {
-            HashPolicy::L2 => self.hash_l2(&l2),
             HashPolicy::L23 => self.hash_l23(&l2, key),
-            HashPolicy::L34 => self.hash_l34(key),
+            _ => self.hash_l2(&l2),
         }
     }
 
@@ -146,6 +150,7 @@ impl FlowHasher {
 
     /// The L34 hash of a flow key (ports already 0 for fragments and port-less
     /// protocols; zeroed here too for UDP under [`UdpPorts::Ignore`]).
+    #[inline(always)]
     pub fn hash_l34(&self, key: &FlowKey) -> u64 {
         let ports = if key.protocol == ip_proto::UDP && self.udp_ports == UdpPorts::Ignore {
             0
@@ -480,7 +485,7 @@ pub(crate) mod tests {
             for f in &frames {
                 let p = crate::packet::parse_frame(f).unwrap();
                 let key = FlowKey::from_parsed(&p, f).unwrap();
-                assert_eq!(h.hash_v4(p.l2.dst, p.l2.src, &key), h.hash(&p, f), "{policy:?}");
+                assert_eq!(h.hash_v4(f, &key), h.hash(&p, f), "{policy:?}");
             }
         }
     }

@@ -137,13 +137,13 @@ impl SelectionTable {
 
     /// The member for an IPv4 frame described by its MACs and flow key (see
     /// [`FlowHasher::hash_v4`]); the same choice as [`SelectionTable::select`].
-    #[inline]
-    pub fn select_v4(&self, dst_mac: [u8; 6], src_mac: [u8; 6], key: &crate::packet::FlowKey) -> Option<(u16, MemberEntry)> {
-        self.select_hash(self.hasher.hash_v4(dst_mac, src_mac, key))
+    #[inline(always)]
+    pub fn select_v4(&self, frame: &[u8], key: &crate::packet::FlowKey) -> Option<(u16, MemberEntry)> {
+        self.select_hash(self.hasher.hash_v4(frame, key))
     }
 
     /// The member for an already computed flow hash.
-    #[inline]
+    #[inline(always)]
     pub fn select_hash(&self, hash: u64) -> Option<(u16, MemberEntry)> {
         let index = self.table.lookup(hash)?;
         let entry = self.members.get(usize::from(index))?;

@@ -15,6 +15,7 @@ pub mod arp;
 pub mod build;
 pub mod checksum;
 pub mod ethernet;
+pub mod fast;
 mod field;
 pub mod flow;
 pub mod icmp;
@@ -27,6 +28,7 @@ pub mod udp;
 
 pub use arp::Arp;
 pub use ethernet::{ethertype, Ethernet};
+pub use fast::{fast_v4, FastV4};
 pub use flow::FlowKey;
 pub use icmp::Icmp;
 pub use ipv4::Ipv4;

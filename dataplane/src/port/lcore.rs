@@ -1,9 +1,10 @@
 //! The worker lcore: a run-to-completion burst loop, generic over the role.
 //!
-//! Per iteration it polls each of its RX queues, hands every frame to the role, batches the
-//! frames per egress port and transmits them on its own TX queue of that port (one TX queue
-//! per worker on every port, so no TX queue is shared). Counters and the per-burst latency
-//! histogram are the lcore's own; a snapshot is published to the control thread about ten
+//! Per iteration (a round) it polls each of its RX queues once, hands every frame to the
+//! role, batches the round's frames per egress port and transmits them on its own TX queue
+//! of that port (one TX queue per worker on every port, so no TX queue is shared), one
+//! `tx_burst` per port and round. Counters and the per-burst latency histogram (one value
+//! per round with frames: first frame received to last transmitted) are the lcore's own; a snapshot is published to the control thread about ten
 //! times a second with `try_lock`, so the lcore never waits for the control thread.
 //! Between bursts it takes commands from the control thread (role updates, frames to send)
 //! with `try_recv`, and it hands punted frames over with `try_send` (see `lcore_link`).
@@ -55,10 +56,11 @@ pub fn new_slot(lcore: u32) -> Slot {
     Arc::new(Mutex::new(Published { lcore, counters: LcoreCounters::default(), burst_cycles: new_cycle_histogram() }))
 }
 
-/// Frames queued for one egress port during a burst.
+/// Frames queued for one egress port during a burst, and their bytes (frames that
+/// `tx_burst` refuses are still ours, so their bytes are taken back out of the sum).
 struct TxBatch {
     mbufs: Vec<*mut sys::rte_mbuf>,
-    bytes: Vec<u32>,
+    bytes: u64,
 }
 
 /// A worker lcore's whole state. Built by the control side, moved onto the lcore.
@@ -114,12 +116,15 @@ impl<R: Role + 'static> Worker<R> {
         let lib = dpdk();
         let burst = (self.cfg.burst as usize).clamp(1, MAX_BURST);
         let mut rx_buf: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); burst];
+        // A round holds at most one burst from each RX queue; sized so that pushing never
+        // allocates on the fast path.
+        let round = burst * self.rx.len();
         let mut tx: Vec<TxBatch> = self
             .dpdk_ports
             .iter()
-            .map(|_| TxBatch { mbufs: Vec::with_capacity(burst), bytes: Vec::with_capacity(burst) })
+            .map(|_| TxBatch { mbufs: Vec::with_capacity(round), bytes: 0 })
             .collect();
-        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(burst);
+        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(round);
         let mut counters = LcoreCounters::default();
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
@@ -139,6 +144,10 @@ impl<R: Role + 'static> Worker<R> {
                     Err(_) => break,
                 }
             }
+            // Frames of every RX queue polled in this round go out together: a balancer
+            // whose members sit on several ports would otherwise send each burst as several
+            // small tx_bursts, and a PMD's cost is per call as much as per frame.
+            let mut round_start: Option<u64> = None;
             for src in &self.rx {
                 counters.polls += 1;
                 // SAFETY: rx_buf has room for `burst` pointers; the queue belongs to us.
@@ -148,7 +157,9 @@ impl<R: Role + 'static> Worker<R> {
                     continue;
                 }
                 got = true;
-                let t0 = rdtsc();
+                let t0 = *round_start.get_or_insert_with(rdtsc);
+                counters.rx_packets += n as u64;
+                let mut rx_bytes = 0u64;
                 let mut ctx = Ctx { now_tsc: t0, counters: &mut counters };
                 for &m in &rx_buf[..n] {
                     // SAFETY: m is a valid mbuf that rx_burst handed to us.
@@ -157,8 +168,7 @@ impl<R: Role + 'static> Worker<R> {
                         let data = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
                         (std::slice::from_raw_parts_mut(data, mb.data_len as usize), mb.pkt_len)
                     };
-                    ctx.counters.rx_packets += 1;
-                    ctx.counters.rx_bytes += pkt_len as u64;
+                    rx_bytes += u64::from(pkt_len);
                     let out = match self.role.handle(src.port, frame, &mut ctx) {
                         Verdict::Tx(p) => Some(p),
                         Verdict::Reply => {
@@ -183,7 +193,7 @@ impl<R: Role + 'static> Worker<R> {
                     match out.and_then(|p| tx.get_mut(p as usize)) {
                         Some(batch) => {
                             batch.mbufs.push(m);
-                            batch.bytes.push(pkt_len);
+                            batch.bytes += u64::from(pkt_len);
                         }
                         None => {
                             if out.is_some() {
@@ -193,25 +203,30 @@ impl<R: Role + 'static> Worker<R> {
                         }
                     }
                 }
+                counters.rx_bytes += rx_bytes;
+            }
+            if let Some(t0) = round_start {
                 for (p, batch) in tx.iter_mut().enumerate() {
                     if batch.mbufs.is_empty() {
                         continue;
                     }
-                    let len = batch.mbufs.len();
+                    let len = batch.mbufs.len().min(usize::from(u16::MAX));
                     // SAFETY: the mbufs are ours; tx_burst takes ownership of those it sends.
                     let sent = unsafe {
                         lib.ts_tx_burst(self.dpdk_ports[p], self.tx_queue, batch.mbufs.as_mut_ptr(), len as u16)
                     } as usize;
                     counters.tx_packets += sent as u64;
-                    counters.tx_bytes += batch.bytes[..sent].iter().map(|b| *b as u64).sum::<u64>();
-                    if sent < len {
-                        for _ in sent..len {
+                    if sent < batch.mbufs.len() {
+                        for &m in &batch.mbufs[sent..] {
+                            // SAFETY: tx_burst did not take this mbuf; it is still ours.
+                            batch.bytes -= u64::from(unsafe { (*m).pkt_len });
                             counters.drops.count(DropReason::TxFull);
                         }
                         to_free.extend_from_slice(&batch.mbufs[sent..]);
                     }
+                    counters.tx_bytes += batch.bytes;
                     batch.mbufs.clear();
-                    batch.bytes.clear();
+                    batch.bytes = 0;
                 }
                 if !to_free.is_empty() {
                     // SAFETY: each pointer is an mbuf we own and hand back exactly once.

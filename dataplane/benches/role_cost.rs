@@ -1,0 +1,107 @@
+//! What a role costs per frame, without DPDK: the balance role's VIP fast path against the
+//! forward role (the baseline, measured in the same run), over the same 64-byte UDP
+//! datagrams from 256 flows, in bursts of 32 as an lcore sees them.
+//!
+//! `cargo bench -p dataplane --no-default-features --bench role_cost`
+//! prints ns per frame for each role, the balance/forward ratio, and the added cost of the
+//! balance role in ns. The lcore loop and the PMD are not included: see `testbed bench
+//! balance` for the whole appliance against dpdk-testpmd.
+
+use dataplane::balance::{member_key, FlowHasher, HashPolicy, MemberEntry, MemberSpec, SelectionTable};
+use dataplane::packet::build::{udp4, Udp4Addrs, UDP4_HEADERS};
+use dataplane::packet::ip_proto;
+use dataplane::role::balance::{Balance, BalanceTables, VipSpec};
+use dataplane::role::forward::Forward;
+use dataplane::role::local::LocalAddrs;
+use dataplane::role::{Ctx, Role, Verdict};
+use dataplane::stats::LcoreCounters;
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Instant;
+
+const FLOWS: usize = 256;
+const BURST: usize = 32;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
+const PORT_MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+
+fn frames() -> Vec<Vec<u8>> {
+    (0..FLOWS)
+        .map(|i| {
+            let a = Udp4Addrs {
+                src_mac: [2, 0, 0, 0, 1, 1],
+                dst_mac: PORT_MAC[0],
+                src: Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8),
+                dst: VIP,
+                sport: 1024 + i as u16,
+                dport: 9,
+            };
+            let mut f = vec![0u8; UDP4_HEADERS + 18];
+            let n = udp4(&mut f, &a, i as u16, &[0u8; 18]).expect("frame fits");
+            f.truncate(n);
+            f
+        })
+        .collect()
+}
+
+fn local() -> Vec<LocalAddrs> {
+    (0..2)
+        .map(|i| LocalAddrs { mac: PORT_MAC[i], ipv4: vec![Ipv4Addr::new(10, i as u8, 0, 1)], punt_udp: None, punt_arp: false })
+        .collect()
+}
+
+/// The balance role of `testbed bench balance`: one UDP VIP over four members, two per port.
+fn balance() -> Balance {
+    let members: Vec<MemberSpec> = (0..4u8)
+        .map(|i| MemberSpec {
+            key: member_key(&[i]),
+            weight: 1,
+            entry: MemberEntry { mac: [2, 0xee, 0, 0, 0, i], port: u16::from(i % 2) },
+        })
+        .collect();
+    let table = SelectionTable::build(FlowHasher::new(HashPolicy::L34, 0x5eed), &members, None).expect("table");
+    let vips = vec![VipSpec { addr: VIP, protocol: Some(ip_proto::UDP), ports: vec![(9, 9)], members: 4 }];
+    Balance::new(vips, Arc::new(BalanceTables { vips: vec![Some(table)] }), local(), &[0], None).expect("role")
+}
+
+/// ns per frame over `rounds` passes of every frame, in bursts; checks every verdict is a
+/// transmission (a role that dropped would look fast).
+fn run<R: Role>(role: &mut R, frames: &mut [Vec<u8>], rounds: usize) -> f64 {
+    let mut counters = LcoreCounters::default();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for burst in frames.chunks_mut(BURST) {
+            let mut ctx = Ctx { now_tsc: 0, counters: &mut counters };
+            for f in burst.iter_mut() {
+                match black_box(role.handle(0, f.as_mut_slice(), &mut ctx)) {
+                    Verdict::Tx(_) => {}
+                    v => panic!("{} role did not transmit: {v:?}", role.name()),
+                }
+            }
+        }
+    }
+    start.elapsed().as_nanos() as f64 / (rounds * frames.len()) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let mut frames = frames();
+    let mut forward = Forward::new(&[(0, 1)], local());
+    let mut balance = balance();
+    let rounds = 20_000;
+    let (mut fw, mut bal) = (Vec::new(), Vec::new());
+    // Alternate the roles so a noisy neighbour hits both alike; medians of 7.
+    run(&mut forward, &mut frames, rounds / 10);
+    run(&mut balance, &mut frames, rounds / 10);
+    for _ in 0..7 {
+        fw.push(run(&mut forward, &mut frames, rounds));
+        bal.push(run(&mut balance, &mut frames, rounds));
+    }
+    let (fw, bal) = (median(fw), median(bal));
+    println!("role_cost: forward {fw:.2} ns/frame, balance {bal:.2} ns/frame");
+    println!("role_cost: balance/forward {:.2}, balance adds {:.2} ns/frame", bal / fw, bal - fw);
+}
