@@ -54,6 +54,7 @@ const TYPES: &[&str] = &[
     "rte_eth_rxconf",
     "rte_eth_txconf",
     "rte_lcore_function_t",
+    "ts_bond_member",
 ];
 
 fn main() {
@@ -86,7 +87,7 @@ fn main() {
         cmd.arg(format!("-I{}", inc.display()));
     }
     cmd.args(libdirs.split_whitespace());
-    cmd.args(["-lrte_ethdev", "-lrte_mbuf", "-lrte_mempool", "-lrte_eal"]);
+    cmd.args(["-lrte_net_bond", "-lrte_ethdev", "-lrte_mbuf", "-lrte_mempool", "-lrte_eal"]);
     let status = cmd.status().expect("the C compiler runs");
     assert!(status.success(), "building the DPDK shim failed: {cmd:?}");
 

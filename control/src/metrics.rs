@@ -70,6 +70,7 @@ pub struct PortMetrics {
     pub tx_errors: u64,
     pub rx_nombuf: u64,
     pub rx_queue_packets: Vec<u64>,
+    pub bond: Option<crate::ctl::proto::BondInfo>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -287,6 +288,7 @@ impl PortMetrics {
             tx_errors: p.tx_errors,
             rx_nombuf: p.rx_nombuf,
             rx_queue_packets: p.rx_queue_packets.clone(),
+            bond: p.bond.clone(),
         }
     }
 }
@@ -393,6 +395,49 @@ impl Collector for SnapshotCollector {
             Gauge,
             s.ports.iter().map(|p| (port(p), ConstGauge::new(p.speed_mbps as i64))),
         )?;
+        // Bond members.
+        {
+            let members: Vec<(&PortMetrics, &crate::ctl::proto::BondMemberInfo)> =
+                s.ports.iter().flat_map(|p| p.bond.iter().flat_map(move |b| b.members.iter().map(move |m| (p, m)))).collect();
+            fn member<'a>(p: &'a PortMetrics, m: &'a crate::ctl::proto::BondMemberInfo) -> [(&'static str, Esc<'a>); 2] {
+                [("port", Esc(&p.name)), ("member", Esc(&m.name))]
+            }
+            family(
+                &mut enc,
+                "tapsplice_bond_member_link_up",
+                "Link state of a bond member (1 up, 0 down).",
+                Gauge,
+                members.iter().map(|(p, m)| (member(p, m), ConstGauge::new(m.link_up as i64))),
+            )?;
+            family(
+                &mut enc,
+                "tapsplice_bond_member_active",
+                "Whether the bond carries traffic on the member (802.3ad: in the active list).",
+                Gauge,
+                members.iter().map(|(p, m)| (member(p, m), ConstGauge::new(m.active as i64))),
+            )?;
+            family(
+                &mut enc,
+                "tapsplice_bond_member_lacp_distributing",
+                "802.3ad: the actor distributes on the member (LACP negotiated it into the aggregate).",
+                Gauge,
+                members.iter().filter(|(p, _)| p.bond.as_ref().is_some_and(|b| b.mode == "802.3ad")).map(|(p, m)| (member(p, m), ConstGauge::new(m.distributing() as i64))),
+            )?;
+            family(
+                &mut enc,
+                "tapsplice_bond_member_rx_packets",
+                "Packets received on a bond member.",
+                Counter,
+                members.iter().map(|(p, m)| (member(p, m), ConstCounter::new(m.rx_packets))),
+            )?;
+            family(
+                &mut enc,
+                "tapsplice_bond_member_tx_packets",
+                "Packets sent on a bond member.",
+                Counter,
+                members.iter().map(|(p, m)| (member(p, m), ConstCounter::new(m.tx_packets))),
+            )?;
+        }
         type PortField = fn(&PortMetrics) -> u64;
         let port_counters: [(&str, &str, PortField); 8] = [
             ("tapsplice_port_rx_packets", "Packets received by the port.", |p| p.rx_packets),

@@ -1,10 +1,11 @@
 //! From a validated rack configuration to what `run` does: EAL arguments, ports, workers
 //! and the role wiring. Pure, so it is unit-tested without DPDK.
 
-use crate::config::{is_pci_address, RackConfig, Role};
+use crate::config::{is_pci_address, BondMode, DataplanePort, RackConfig, Role};
 use std::net::Ipv4Addr;
 
-/// Port index as roles see it (position in the configuration's port list).
+/// Port index as roles see it (position in [`RackConfig::dataplane_ports`]: the ports that
+/// are no bond's member, then the bonds).
 pub type PortIndex = u16;
 
 /// Everything `run` needs, derived from the rack configuration.
@@ -56,6 +57,52 @@ pub struct PlanPort {
     /// The appliance's own IPv4 addresses on this port (answered for ARP and ICMP echo),
     /// with their prefix lengths.
     pub ipv4: Vec<(Ipv4Addr, u8)>,
+    /// `Some` for a `[[bond]]`: `device` is then the bonding vdev EAL creates over the
+    /// members (see `RackConfig::eal_args`).
+    pub bond: Option<PlanBond>,
+}
+
+/// A bonding device's make-up.
+#[derive(Clone, Debug)]
+pub struct PlanBond {
+    pub mode: BondMode,
+    /// The member ports: their names and DPDK devices (EAL's spelling).
+    pub members: Vec<PlanMember>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PlanMember {
+    pub name: String,
+    pub device: String,
+    pub is_pci: bool,
+}
+
+impl PlanPort {
+    /// Whether the port needs as many RX as TX queues: net_tap does, and a bond configures
+    /// its members with its own queue counts.
+    pub fn is_tap(&self) -> bool {
+        match &self.bond {
+            Some(b) => b.members.iter().any(|m| m.device.starts_with("net_tap")),
+            None => self.device.starts_with("net_tap"),
+        }
+    }
+
+    /// The devices preflight must check: the port's own, or a bond's members'.
+    pub fn devices(&self) -> Vec<(&str, &str, bool)> {
+        match &self.bond {
+            Some(b) => b.members.iter().map(|m| (m.name.as_str(), m.device.as_str(), m.is_pci)).collect(),
+            None => vec![(self.name.as_str(), self.device.as_str(), self.is_pci)],
+        }
+    }
+}
+
+/// EAL spells PCI addresses in lower case.
+fn eal_device(device: &str) -> String {
+    if is_pci_address(device) {
+        device.to_ascii_lowercase()
+    } else {
+        device.to_string()
+    }
 }
 
 /// The role sets `run` can start in this release (`check` accepts the whole rack schema):
@@ -77,27 +124,46 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
             cfg.source, list
         ));
     };
-    if !cfg.bond.is_empty() {
-        return Err(format!("{}: [[bond]] is accepted by `tapsplice check` but bonded ports are not implemented yet; remove the bond sections", cfg.source));
-    }
     let workers = cfg.worker_lcores();
     if workers.is_empty() {
         return Err(format!("{}: eal.lcores = {:?} names no worker lcore (the first lcore is the control lcore)", cfg.source, cfg.eal.lcores));
     }
     let ports = cfg
-        .port
-        .iter()
-        .map(|p| PlanPort {
-            name: p.name.clone(),
-            // EAL names PCI devices in lower case.
-            device: if is_pci_address(&p.device) { p.device.to_ascii_lowercase() } else { p.device.clone() },
-            is_pci: is_pci_address(&p.device),
-            rx_queues: p.rx_queues,
-            rx_desc: p.rx_desc,
-            tx_desc: p.tx_desc,
-            promiscuous: p.promiscuous,
-            mtu: p.mtu,
-            ipv4: p.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
+        .dataplane_ports()
+        .into_iter()
+        .map(|d| match d {
+            DataplanePort::Port(p) => PlanPort {
+                name: p.name.clone(),
+                device: eal_device(&p.device),
+                is_pci: is_pci_address(&p.device),
+                rx_queues: p.rx_queues,
+                rx_desc: p.rx_desc,
+                tx_desc: p.tx_desc,
+                promiscuous: p.promiscuous,
+                mtu: p.mtu,
+                ipv4: p.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
+                bond: None,
+            },
+            DataplanePort::Bond(b) => PlanPort {
+                name: b.name.clone(),
+                device: b.vdev_name(),
+                is_pci: false,
+                rx_queues: b.rx_queues,
+                rx_desc: b.rx_desc,
+                tx_desc: b.tx_desc,
+                promiscuous: b.promiscuous,
+                mtu: b.mtu,
+                ipv4: b.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
+                bond: Some(PlanBond {
+                    mode: b.mode,
+                    members: b
+                        .members
+                        .iter()
+                        .filter_map(|m| cfg.port.iter().find(|p| &p.name == m))
+                        .map(|p| PlanMember { name: p.name.clone(), device: eal_device(&p.device), is_pci: is_pci_address(&p.device) })
+                        .collect(),
+                }),
+            },
         })
         .collect();
     Ok(RunPlan {
@@ -164,6 +230,31 @@ mod tests {
         let mut cfg = cfg;
         cfg.node.roles.push(Role::Splice);
         assert!(from_config(&cfg).is_err());
+    }
+
+    /// configs/balance.toml: the uplink is a bond over up0 and up1; the roles see the
+    /// ports that are no member (proxies) and then the bond.
+    #[test]
+    fn bonds_replace_their_members_in_the_port_list() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/balance.toml");
+        let cfg = crate::config::load(std::path::Path::new(path)).expect("the bond example is valid");
+        let plan = from_config(&cfg).unwrap();
+        let names: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["proxies", "uplink"]);
+        let bond = &plan.ports[1];
+        assert_eq!(bond.device, "net_bonding_uplink");
+        let b = bond.bond.as_ref().unwrap();
+        assert_eq!(b.mode, BondMode::Lacp);
+        assert_eq!(b.members.iter().map(|m| (m.name.as_str(), m.device.as_str())).collect::<Vec<_>>(), [("up0", "net_tap0"), ("up1", "net_tap1")]);
+        assert!(bond.is_tap(), "net_tap members: as many RX as TX queues");
+        assert_eq!(bond.devices().len(), 2, "preflight checks the members");
+        assert_eq!(bond.ipv4, vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]);
+        // The pool faces port 0 (proxies) now, the bond is port 1.
+        assert_eq!(cfg.port_index("uplink"), Some(1));
+        assert_eq!(cfg.port_index("up0"), None, "a member is not a port of its own");
+        assert!(plan.balance[0].members.iter().all(|m| m.port == 0));
+        let eal = plan.eal_args.join(" ");
+        assert!(eal.contains("net_bonding_uplink,mode=4,slave=net_tap0,slave=net_tap1,xmit_policy=l34"), "{eal}");
     }
 
     #[test]

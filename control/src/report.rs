@@ -23,6 +23,9 @@ pub struct PortReport {
     pub rx_nombuf: u64,
     /// Packets received per RX queue (shows how RSS or the kernel spread the flows).
     pub rx_queue_packets: Vec<u64>,
+    /// A bond's members and their state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bond: Option<crate::ctl::proto::BondInfo>,
 }
 
 #[derive(Serialize, Clone, Debug, Default)]

@@ -8,6 +8,7 @@ use crate::events::EventLog;
 use crate::metrics::MetricsSnapshot;
 use crate::supervisor::Supervisor;
 use crate::preflight;
+use crate::ctl::proto::{lacp_flags, BondInfo, BondMemberInfo};
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
 use dataplane::port::eal::Eal;
 use dataplane::port::ethdev::{Port, PortSpec};
@@ -42,7 +43,8 @@ fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant
     let (_, lcores, hist) = collect(slots);
     let port_reports: Vec<PortReport> = ports
         .iter()
-        .map(|p| {
+        .zip(&plan.ports)
+        .map(|(p, pp)| {
             let s = p.stats();
             let (link_up, link_speed_mbps) = p.link();
             PortReport {
@@ -59,6 +61,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant
                 tx_errors: s.tx_errors,
                 rx_nombuf: s.rx_nombuf,
                 rx_queue_packets: s.rx_queue_packets,
+                bond: pp.bond.as_ref().map(|b| bond_info(b, p)),
             }
         })
         .collect();
@@ -74,6 +77,30 @@ fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant
         burst_cycles,
     };
     (report, hist)
+}
+
+/// A bond's members as the bonding PMD sees them, named as in the rack file.
+fn bond_info(plan: &crate::plan::PlanBond, port: &Port) -> BondInfo {
+    let members = port
+        .bond_members()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| BondMemberInfo {
+            name: plan.members.iter().find(|pm| pm.device == m.device).map(|pm| pm.name.clone()).unwrap_or_else(|| m.device.clone()),
+            device: m.device,
+            link_up: m.link_up,
+            active: m.active,
+            rx_packets: m.rx_packets,
+            tx_packets: m.tx_packets,
+            actor: m.lacp.map(|l| lacp_flags(l.actor_state)).unwrap_or_default(),
+            partner: m.lacp.map(|l| lacp_flags(l.partner_state)).unwrap_or_default(),
+            partner_system: m.lacp.filter(|l| l.partner_system != [0; 6]).map(|l| {
+                let b = l.partner_system;
+                format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+            }),
+        })
+        .collect();
+    BondInfo { mode: plan.mode.as_str().to_string(), members }
 }
 
 /// Merges what the workers published: totals, per-lcore reports, and the histogram.
@@ -106,10 +133,10 @@ fn rate_line(prev: &LcoreCounters, now: &LcoreCounters, dt: Duration) -> String 
 
 /// RX and TX queue counts for a port: every worker needs its own TX queue, and net_tap
 /// insists on as many RX as TX queues (the kernel spreads flows over all of them, so every
-/// RX queue configured is also polled).
-pub fn queue_counts(device: &str, rx_queues: u16, workers: u16) -> (u16, u16) {
+/// RX queue configured is also polled); `tap` also for a bond over net_tap members.
+pub fn queue_counts(tap: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
     let tx = workers.max(rx_queues).max(1);
-    if device.starts_with("net_tap") {
+    if tap {
         (tx, tx)
     } else {
         (rx_queues.max(1), tx)
@@ -131,8 +158,12 @@ pub fn assign_rx_queues(ports: &[(u16, u16)], workers: usize) -> Vec<Vec<(PortIn
 }
 
 pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
-    let needs: Vec<preflight::PortNeed<'_>> =
-        plan.ports.iter().map(|p| preflight::PortNeed { name: &p.name, device: &p.device, is_pci: p.is_pci }).collect();
+    let needs: Vec<preflight::PortNeed<'_>> = plan
+        .ports
+        .iter()
+        .flat_map(|p| p.devices())
+        .map(|(name, device, is_pci)| preflight::PortNeed { name, device, is_pci })
+        .collect();
     preflight::check(&plan.file_prefix, plan.hugepages, plan.memory_mb, &needs)?;
     if plan.pairs.is_empty() {
         eprintln!("tapsplice: warning: [forward] pairs is empty: every frame that is not for the appliance itself is dropped (no_route)");
@@ -217,6 +248,14 @@ impl WorkerSetup<'_> {
             Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
         })?;
         let dpdk_ports: Vec<u16> = ports.iter().map(|p| p.id).collect();
+        // 802.3ad bonds send LACPDUs only from inside tx_burst: every worker calls it on
+        // them now and then even when it has nothing to send.
+        let lacp_ports: Vec<u16> = ports
+            .iter()
+            .zip(&plan.ports)
+            .filter(|(_, pp)| pp.bond.as_ref().is_some_and(|b| b.mode == crate::config::BondMode::Lacp))
+            .map(|(p, _)| p.id)
+            .collect();
         let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
         let mut slots: Vec<Slot> = Vec::new();
         for (w, &lcore_id) in plan.workers.iter().enumerate() {
@@ -231,6 +270,7 @@ impl WorkerSetup<'_> {
                         .map(|&(port, queue)| RxSource { port, dpdk_port: dpdk_ports[port as usize], queue })
                         .collect(),
                     dpdk_ports: dpdk_ports.clone(),
+                    lacp_ports: lacp_ports.clone(),
                     tx_queue: w as u16,
                     cfg: LoopConfig {
                         burst: plan.burst,
@@ -286,7 +326,7 @@ fn serve(
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
     let workers = plan.workers.len() as u16;
     for p in &plan.ports {
-        let (rx_queues, tx_queues) = queue_counts(&p.device, p.rx_queues, workers);
+        let (rx_queues, tx_queues) = queue_counts(p.is_tap(), p.rx_queues, workers);
         let spec = PortSpec {
             name: p.name.clone(),
             device: p.device.clone(),
@@ -402,11 +442,11 @@ mod tests {
 
     #[test]
     fn every_worker_gets_a_tx_queue_and_tap_ports_get_as_many_rx_queues() {
-        assert_eq!(queue_counts("net_tap0", 1, 1), (1, 1));
-        assert_eq!(queue_counts("net_tap0", 2, 1), (2, 2));
-        assert_eq!(queue_counts("net_tap0", 1, 3), (3, 3));
-        assert_eq!(queue_counts("0000:03:00.0", 1, 3), (1, 3));
-        assert_eq!(queue_counts("net_vhost0", 4, 2), (4, 4));
+        assert_eq!(queue_counts(true, 1, 1), (1, 1));
+        assert_eq!(queue_counts(true, 2, 1), (2, 2));
+        assert_eq!(queue_counts(true, 1, 3), (3, 3));
+        assert_eq!(queue_counts(false, 1, 3), (1, 3));
+        assert_eq!(queue_counts(false, 4, 2), (4, 4));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tapsplice::ctl::proto::{lacp_flags, BondInfo, BondMemberInfo};
 use tapsplice::metrics::{
     self, FenceMetrics, HeartbeatMetrics, HttpLimits, LatencySnapshot, LcoreMetrics, MetricsSnapshot, PeerMetrics,
     PortMetrics, SnapshotCell, LATENCY_BOUNDS_NS,
@@ -50,6 +51,19 @@ fn snapshot() -> MetricsSnapshot {
                 tx_errors: 2,
                 rx_nombuf: 3,
                 rx_queue_packets: vec![600, 400],
+                bond: None,
+            },
+            PortMetrics {
+                name: "uplink".into(),
+                device: "net_bonding_uplink".into(),
+                bond: Some(BondInfo {
+                    mode: "802.3ad".into(),
+                    members: vec![
+                        BondMemberInfo { name: "up0".into(), device: "net_tap2".into(), link_up: true, active: true, rx_packets: 7, tx_packets: 8, actor: lacp_flags(0x3d), partner: lacp_flags(0x3d), partner_system: Some("02:00:00:00:0b:00".into()) },
+                        BondMemberInfo { name: "up1".into(), device: "net_tap3".into(), actor: lacp_flags(0x45), ..Default::default() },
+                    ],
+                }),
+                ..Default::default()
             },
             PortMetrics { name: "lan".into(), device: "net_tap1".into(), ..Default::default() },
         ],
@@ -276,6 +290,11 @@ fn check_exposition(body: &str) {
         ("tapsplice_port_tx_errors", "counter"),
         ("tapsplice_port_rx_nombuf", "counter"),
         ("tapsplice_port_rx_queue_packets", "counter"),
+        ("tapsplice_bond_member_link_up", "gauge"),
+        ("tapsplice_bond_member_active", "gauge"),
+        ("tapsplice_bond_member_lacp_distributing", "gauge"),
+        ("tapsplice_bond_member_rx_packets", "counter"),
+        ("tapsplice_bond_member_tx_packets", "counter"),
         ("tapsplice_lcore_rx_packets", "counter"),
         ("tapsplice_lcore_tx_packets", "counter"),
         ("tapsplice_lcore_rx_bytes", "counter"),
@@ -324,6 +343,17 @@ fn check_exposition(body: &str) {
         assert_eq!(value(s, name, &[("port", "wan")]), v, "{name}");
         assert_eq!(value(s, name, &[("port", "lan")]), 0.0, "{name}");
     }
+    // Bond members: state from the PMD, 802.3ad distributing from the actor state bits.
+    let up0 = [("port", "uplink"), ("member", "up0")];
+    let up1 = [("port", "uplink"), ("member", "up1")];
+    assert_eq!(value(s, "tapsplice_bond_member_link_up", &up0), 1.0);
+    assert_eq!(value(s, "tapsplice_bond_member_link_up", &up1), 0.0);
+    assert_eq!(value(s, "tapsplice_bond_member_active", &up0), 1.0);
+    assert_eq!(value(s, "tapsplice_bond_member_lacp_distributing", &up0), 1.0);
+    assert_eq!(value(s, "tapsplice_bond_member_lacp_distributing", &up1), 0.0);
+    assert_eq!(value(s, "tapsplice_bond_member_rx_packets_total", &up0), 7.0);
+    assert_eq!(value(s, "tapsplice_bond_member_tx_packets_total", &up0), 8.0);
+    assert!(find(s, "tapsplice_bond_member_active", &[("port", "wan"), ("member", "up0")]).is_none());
     assert_eq!(value(s, "tapsplice_port_rx_queue_packets_total", &[("port", "wan"), ("queue", "0")]), 600.0);
     assert_eq!(value(s, "tapsplice_port_rx_queue_packets_total", &[("port", "wan"), ("queue", "1")]), 400.0);
     assert_eq!(value(s, "tapsplice_lcore_rx_packets_total", &[("lcore", "1")]), 700.0);

@@ -5,6 +5,9 @@
 #include <rte_mbuf.h>
 #include <rte_cycles.h>
 #include <rte_pause.h>
+#include <string.h>
+#include <rte_eth_bond.h>
+#include <rte_eth_bond_8023ad.h>
 #include "shim.h"
 
 uint16_t ts_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
@@ -35,3 +38,37 @@ void ts_pause(void) { rte_pause(); }
 void *ts_mtod(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, void *); }
 
 int ts_eth_dev_is_valid_port(uint16_t port) { return rte_eth_dev_is_valid_port(port); }
+
+int ts_bond_mode(uint16_t bond) { return rte_eth_bond_mode_get(bond); }
+
+int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max)
+{
+    uint16_t members[RTE_MAX_ETHPORTS];
+    uint16_t active[RTE_MAX_ETHPORTS];
+    int mode = rte_eth_bond_mode_get(bond);
+    if (mode < 0)
+        return mode;
+    int n = rte_eth_bond_slaves_get(bond, members, RTE_MAX_ETHPORTS);
+    if (n < 0)
+        return n;
+    int na = rte_eth_bond_active_slaves_get(bond, active, RTE_MAX_ETHPORTS);
+    for (int i = 0; i < n && i < max; i++) {
+        struct ts_bond_member *m = &out[i];
+        memset(m, 0, sizeof(*m));
+        m->port_id = members[i];
+        for (int j = 0; j < na; j++)
+            if (active[j] == members[i])
+                m->active = 1;
+        if (mode == BONDING_MODE_8023AD) {
+            struct rte_eth_bond_8023ad_slave_info info;
+            if (rte_eth_bond_8023ad_slave_info(bond, members[i], &info) == 0) {
+                m->actor_state = info.actor_state;
+                m->partner_state = info.partner_state;
+                m->selected = info.selected;
+                m->agg_port_id = info.agg_port_id;
+                memcpy(m->partner_system, info.partner.system.addr_bytes, 6);
+            }
+        }
+    }
+    return n;
+}

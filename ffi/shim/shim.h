@@ -22,4 +22,24 @@ void ts_pause(void);
 void *ts_mtod(struct rte_mbuf *m);
 /* rte_eth_dev_is_valid_port */
 int ts_eth_dev_is_valid_port(uint16_t port);
+
+/* One member of a bonding device, as the bonding PMD sees it. */
+struct ts_bond_member {
+    uint16_t port_id;
+    /* In the bond's active list (link up; for 802.3ad: also collecting/distributing). */
+    uint8_t active;
+    /* 802.3ad only (else 0): actor and partner state bits (STATE_*), whether the
+     * selection logic chose this member's aggregator, the aggregator's port id and the
+     * partner's system MAC. */
+    uint8_t actor_state;
+    uint8_t partner_state;
+    uint8_t selected;
+    uint16_t agg_port_id;
+    uint8_t partner_system[6];
+};
+
+/* The bonding mode of `bond` (negative if it is not a bonding device). */
+int ts_bond_mode(uint16_t bond);
+/* Fills up to `max` members of `bond`; returns how many there are (negative on error). */
+int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max);
 #endif

@@ -149,6 +149,22 @@ pub fn classify_device(dev: &str) -> Result<DeviceKind, String> {
     ))
 }
 
+/// A port the roles see: a plain `[[port]]` or a `[[bond]]` over member ports.
+#[derive(Clone, Copy, Debug)]
+pub enum DataplanePort<'a> {
+    Port(&'a super::schema::PortConfig),
+    Bond(&'a super::schema::BondConfig),
+}
+
+impl DataplanePort<'_> {
+    pub fn name(&self) -> &str {
+        match self {
+            DataplanePort::Port(p) => &p.name,
+            DataplanePort::Bond(b) => &b.name,
+        }
+    }
+}
+
 impl RackConfig {
     /// The EAL argv: `program -l <lcores> --main-lcore <first> -m <MB> [--no-huge]
     /// --file-prefix <p> (-a <pci>[,devargs])... | --no-pci, --vdev <dev>[,args]...,
@@ -254,9 +270,28 @@ impl RackConfig {
         self.lcores().into_iter().skip(1).collect()
     }
 
-    /// Position of the `[[port]]` named `name` (its port index for the roles).
+    /// The dataplane ports as the roles see them, in port-index order: every `[[port]]`
+    /// that is no bond's member, in file order, then every `[[bond]]` (a bond's members
+    /// are driven by the bonding PMD, never by the appliance).
+    pub fn dataplane_ports(&self) -> Vec<DataplanePort<'_>> {
+        let member = |name: &str| self.bond.iter().any(|b| b.members.iter().any(|m| m == name));
+        self.port
+            .iter()
+            .filter(|p| !member(&p.name))
+            .map(DataplanePort::Port)
+            .chain(self.bond.iter().map(DataplanePort::Bond))
+            .collect()
+    }
+
+    /// The port index the roles use for the `[[port]]` or `[[bond]]` named `name` (its
+    /// position in [`RackConfig::dataplane_ports`]); `None` for a bond member.
     pub fn port_index(&self, name: &str) -> Option<usize> {
-        self.port.iter().position(|p| p.name == name)
+        self.dataplane_ports().iter().position(|p| p.name() == name)
+    }
+
+    /// Whether a `[[port]]` section is named `name` (bond member or not).
+    pub fn has_port(&self, name: &str) -> bool {
+        self.port.iter().any(|p| p.name == name)
     }
 
     /// Position of the `[[bond]]` named `name`.
@@ -269,8 +304,7 @@ impl RackConfig {
         self.node.roles.contains(&role)
     }
 
-    /// `[forward] pairs` as port indexes (pairs naming bonds are left out until bonds are
-    /// implemented in the dataplane).
+    /// `[forward] pairs` as port indexes (ports and bonds).
     pub fn forward_pairs(&self) -> Vec<(usize, usize)> {
         self.forward
             .iter()

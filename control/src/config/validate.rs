@@ -490,7 +490,7 @@ impl<'a, 'p> V<'a, 'p> {
             }
             for (j, m) in b.members.iter().enumerate() {
                 let mk = format!("{base}.members[{j}]");
-                if cfg.port_index(m).is_none() {
+                if !cfg.has_port(m) {
                     let hint = if cfg.bond_index(m).is_some() {
                         " (bonds cannot be nested)"
                     } else {

@@ -402,6 +402,31 @@ pub fn render_ports(r: &PortsResult) -> String {
     if r.ports.is_empty() {
         s.push_str("(no ports)\n");
     }
+    for p in &r.ports {
+        if let Some(b) = &p.bond {
+            s.push_str(&render_bond(&p.name, b));
+        }
+    }
+    s
+}
+
+/// A bond's members under the ports table: link, whether the bond uses it, its counters
+/// and, for 802.3ad, the LACP states and the partner.
+fn render_bond(name: &str, b: &BondInfo) -> String {
+    let mut s = format!("\nbond {name} ({}):\n", b.mode);
+    if b.members.is_empty() {
+        s.push_str("  (no members)\n");
+    }
+    for m in &b.members {
+        let link = if m.link_up { "up" } else { "down" };
+        let used = if m.active { "active" } else { "inactive" };
+        let _ = write!(s, "  {:<10} {:<14} link {:<4} {:<8} rx {} tx {}", m.name, m.device, link, used, fmt_count(m.rx_packets), fmt_count(m.tx_packets));
+        if b.mode == "802.3ad" {
+            let flags = |f: &[String]| if f.is_empty() { "-".to_string() } else { f.join(",") };
+            let _ = write!(s, "  actor {}  partner {} {}", flags(&m.actor), m.partner_system.as_deref().unwrap_or("none"), flags(&m.partner));
+        }
+        s.push('\n');
+    }
     s
 }
 
@@ -635,6 +660,39 @@ mod tests {
         assert_eq!(fmt_age_ms(Some(1500)), "1.50 s");
         assert_eq!(fmt_time_utc(0), "1970-01-01 00:00:00.000Z");
         assert_eq!(fmt_time_utc(1_709_251_199_123), "2024-02-29 23:59:59.123Z");
+    }
+
+    #[test]
+    fn bonds_are_shown_under_the_ports_with_their_members() {
+        let member = |name: &str, up: bool, state: u8| BondMemberInfo {
+            name: name.into(),
+            device: format!("net_tap_{name}"),
+            link_up: up,
+            active: up,
+            rx_packets: 1234,
+            tx_packets: 5,
+            actor: lacp_flags(state),
+            partner: lacp_flags(state),
+            partner_system: up.then(|| "02:00:00:00:0b:00".to_string()),
+        };
+        let r = PortsResult {
+            ports: vec![PortInfo {
+                name: "uplink".into(),
+                device: "net_bonding_uplink".into(),
+                bond: Some(BondInfo { mode: "802.3ad".into(), members: vec![member("up0", true, 0x3d), member("up1", false, 0x45)] }),
+                ..Default::default()
+            }],
+        };
+        let text = render_ports(&r);
+        assert!(text.contains("bond uplink (802.3ad):"), "{text}");
+        let up0 = text.lines().find(|l| l.trim_start().starts_with("up0")).unwrap();
+        assert!(up0.contains("link up") && up0.contains("active") && up0.contains("rx 1,234"), "{up0}");
+        assert!(up0.contains("actor active,aggregation,sync,collecting,distributing"), "{up0}");
+        assert!(up0.contains("partner 02:00:00:00:0b:00"), "{up0}");
+        let up1 = text.lines().find(|l| l.trim_start().starts_with("up1")).unwrap();
+        assert!(up1.contains("link down") && up1.contains("inactive") && up1.contains("partner none active,aggregation,defaulted"), "{up1}");
+        assert_eq!(lacp_flags(0xff).len(), 8);
+        assert!(lacp_flags(0).is_empty());
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub fn ports_result(s: &MetricsSnapshot) -> PortsResult {
                 tx_errors: p.tx_errors,
                 rx_nombuf: p.rx_nombuf,
                 rx_queue_packets: p.rx_queue_packets.clone(),
+                bond: p.bond.clone(),
             })
             .collect(),
     }

@@ -380,6 +380,56 @@ pub struct PortInfo {
     pub rx_nombuf: u64,
     /// Packets received per RX queue.
     pub rx_queue_packets: Vec<u64>,
+    /// A `[[bond]]`'s members and their state; absent for a plain port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bond: Option<BondInfo>,
+}
+
+/// A bonding port's mode and members (in `ports`, the report and the metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BondInfo {
+    /// `802.3ad`, `balance-xor` or `active-backup`.
+    pub mode: String,
+    pub members: Vec<BondMemberInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BondMemberInfo {
+    /// The member's `[[port]]` name.
+    pub name: String,
+    pub device: String,
+    pub link_up: bool,
+    /// Carrying traffic (in the bond's active list; 802.3ad: collecting and distributing).
+    pub active: bool,
+    /// The member's own packet counters.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// 802.3ad: the actor's and the partner's state flags (`active`, `short_timeout`,
+    /// `aggregation`, `sync`, `collecting`, `distributing`, `defaulted`, `expired`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actor: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partner: Vec<String>,
+    /// 802.3ad: the partner's system MAC, once a LACPDU has been received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_system: Option<String>,
+}
+
+impl BondMemberInfo {
+    /// 802.3ad: the actor distributes (sends) on this member.
+    pub fn distributing(&self) -> bool {
+        self.actor.iter().any(|f| f == "distributing")
+    }
+}
+
+/// The names of IEEE 802.1AX actor/partner state bits, lowest bit first.
+pub const LACP_STATE_FLAGS: [&str; 8] = ["active", "short_timeout", "aggregation", "sync", "collecting", "distributing", "defaulted", "expired"];
+
+/// The flags set in an 802.1AX state byte.
+pub fn lacp_flags(state: u8) -> Vec<String> {
+    LACP_STATE_FLAGS.iter().enumerate().filter(|(i, _)| state & (1 << i) != 0).map(|(_, n)| n.to_string()).collect()
 }
 
 /// `stats`.

@@ -195,6 +195,58 @@ impl Port {
         (l.link_status() != 0, speed)
     }
 
+    /// The members of a bonding port as the bonding PMD sees them (`None` for a port that
+    /// is not a bonding device).
+    pub fn bond_members(&self) -> Option<Vec<BondMember>> {
+        let lib = dpdk();
+        // SAFETY: a valid port id; the buffer holds `cap` entries and the shim writes at
+        // most that many.
+        unsafe {
+            if lib.ts_bond_mode(self.id) < 0 {
+                return None;
+            }
+            const CAP: usize = 32;
+            let mut raw: [sys::ts_bond_member; CAP] = std::mem::zeroed();
+            let n = lib.ts_bond_members(self.id, raw.as_mut_ptr(), CAP as i32);
+            if n < 0 {
+                return None;
+            }
+            let lacp = lib.ts_bond_mode(self.id) == 4;
+            Some(
+                raw[..(n as usize).min(CAP)]
+                    .iter()
+                    .map(|m| {
+                        let mut name = [0 as std::os::raw::c_char; 64];
+                        let device = if lib.rte_eth_dev_get_name_by_port(m.port_id, name.as_mut_ptr()) == 0 {
+                            std::ffi::CStr::from_ptr(name.as_ptr()).to_string_lossy().into_owned()
+                        } else {
+                            format!("port{}", m.port_id)
+                        };
+                        let mut l = sys::rte_eth_link::default();
+                        lib.rte_eth_link_get_nowait(m.port_id, &mut l);
+                        let mut st = sys::rte_eth_stats::default();
+                        lib.rte_eth_stats_get(m.port_id, &mut st);
+                        BondMember {
+                            device,
+                            port_id: m.port_id,
+                            link_up: l.link_status() != 0,
+                            active: m.active != 0,
+                            rx_packets: st.ipackets,
+                            tx_packets: st.opackets,
+                            lacp: lacp.then_some(LacpMember {
+                                actor_state: m.actor_state,
+                                partner_state: m.partner_state,
+                                selected: m.selected != 0,
+                                aggregator: m.agg_port_id,
+                                partner_system: m.partner_system,
+                            }),
+                        }
+                    })
+                    .collect(),
+            )
+        }
+    }
+
     /// Stops and closes the port (after every lcore has returned).
     pub fn shutdown(&self) {
         // SAFETY: no lcore polls the port any more.
@@ -203,6 +255,35 @@ impl Port {
             dpdk().rte_eth_dev_close(self.id);
         }
     }
+}
+
+/// One member of a bonding port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BondMember {
+    /// The member's DPDK device name (`net_tap0`, a PCI address ...).
+    pub device: String,
+    pub port_id: u16,
+    pub link_up: bool,
+    /// In the bond's active list: carrying traffic (802.3ad: collecting and distributing).
+    pub active: bool,
+    /// The member's own counters (the bond's are their sums).
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// 802.3ad bonds only.
+    pub lacp: Option<LacpMember>,
+}
+
+/// A member's 802.3ad state (IEEE 802.1AX actor/partner state bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LacpMember {
+    pub actor_state: u8,
+    pub partner_state: u8,
+    /// The selection logic chose this member's aggregator.
+    pub selected: bool,
+    /// Port id of the aggregator the member is attached to.
+    pub aggregator: u16,
+    /// The partner's system id (MAC); all zero until a LACPDU was received.
+    pub partner_system: [u8; 6],
 }
 
 fn errno_text(rc: i32) -> String {

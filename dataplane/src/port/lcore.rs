@@ -70,6 +70,10 @@ pub struct Worker<R: Role> {
     pub rx: Vec<RxSource>,
     /// DPDK port id for each configured port index.
     pub dpdk_ports: Vec<u16>,
+    /// 802.3ad bonding ports (DPDK ids): the bonding PMD sends its LACPDUs only from
+    /// inside `tx_burst`, so the loop calls it with no frames at least every
+    /// [`LACP_TX_EVERY`] (the PMD wants one call per 100 ms) on ports it had nothing for.
+    pub lacp_ports: Vec<u16>,
     /// This worker's TX queue id (the same on every port).
     pub tx_queue: u16,
     pub cfg: LoopConfig,
@@ -81,6 +85,9 @@ pub struct Worker<R: Role> {
     /// Where frames the control thread asks for are allocated.
     pub pool: Mempool,
 }
+
+/// How often an idle 802.3ad bond gets an empty `tx_burst` (see `Worker::lacp_ports`).
+pub const LACP_TX_EVERY: Duration = Duration::from_millis(20);
 
 /// Commands taken per loop iteration, so a flood of them cannot stall the RX queues.
 const COMMANDS_PER_ROUND: usize = 16;
@@ -129,6 +136,8 @@ impl<R: Role + 'static> Worker<R> {
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
         let mut next_publish = rdtsc() + publish_every;
+        let lacp_every = (self.tsc_hz / (1000 / LACP_TX_EVERY.as_millis() as u64).max(1)).max(1);
+        let mut next_lacp = rdtsc() + lacp_every;
         let mut idle_rounds: u32 = 0;
         let mut sleep_us: u32 = 0;
 
@@ -250,6 +259,13 @@ impl<R: Role + 'static> Worker<R> {
             }
 
             let now = rdtsc();
+            if now >= next_lacp {
+                next_lacp = now + lacp_every;
+                for &port in &self.lacp_ports {
+                    // SAFETY: an empty burst: the PMD only flushes its own control frames.
+                    unsafe { lib.ts_tx_burst(port, self.tx_queue, to_free.as_mut_ptr(), 0) };
+                }
+            }
             if now >= next_publish {
                 next_publish = now + publish_every;
                 if let Ok(mut slot) = self.slot.try_lock() {
