@@ -337,7 +337,14 @@ fn serve(
             promiscuous: p.promiscuous,
             mtu: p.mtu,
         };
-        let port = Port::setup(&spec, &pool).map_err(|e| e.to_string())?;
+        let port = Port::setup(&spec, &pool).map_err(|e| match &p.bond {
+            // The bonding PMD gives every member the bond's MAC in these modes.
+            Some(b) if b.mode != crate::config::BondMode::Lacp => format!(
+                "{e} (bond mode {} sets its members' MAC address to the bond's; every member device must allow that: net_tap and NICs do, net_vhost does not)",
+                b.mode.as_str()
+            ),
+            _ => e.to_string(),
+        })?;
         for w in &port.warnings {
             eprintln!("tapsplice: warning: {w}");
         }
