@@ -4,7 +4,8 @@
 //! role, batches the round's frames per egress port and transmits them on its own TX queue
 //! of that port (one TX queue per worker on every port, so no TX queue is shared), one
 //! `tx_burst` per port and round. Counters and the per-burst latency histogram (one value
-//! per round with frames: first frame received to last transmitted) are the lcore's own; a snapshot is published to the control thread about ten
+//! per timed round: first frame received to last transmitted; one round with frames in
+//! [`HIST_SAMPLE`] is timed, since reading the TSC is not free) are the lcore's own; a snapshot is published to the control thread about ten
 //! times a second with `try_lock`, so the lcore never waits for the control thread.
 //! Between bursts it takes commands from the control thread (role updates, frames to send)
 //! with `try_recv`, and it hands punted frames over with `try_send` (see `lcore_link`).
@@ -89,6 +90,12 @@ pub struct Worker<R: Role> {
 /// How often an idle 802.3ad bond gets an empty `tx_burst` (see `Worker::lacp_ports`).
 pub const LACP_TX_EVERY: Duration = Duration::from_millis(20);
 
+/// The loop reads the clock (for publishing, LACP and `Ctx::now_tsc`) every this many
+/// iterations: a few µs apart when busy.
+const CLOCK_EVERY: u32 = 16;
+/// One round with frames in this many is timed for the per-burst histogram.
+pub const HIST_SAMPLE: u32 = 8;
+
 /// Commands taken per loop iteration, so a flood of them cannot stall the RX queues.
 const COMMANDS_PER_ROUND: usize = 16;
 
@@ -135,9 +142,12 @@ impl<R: Role + 'static> Worker<R> {
         let mut counters = LcoreCounters::default();
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
-        let mut next_publish = rdtsc() + publish_every;
+        let mut clock = rdtsc();
+        let mut iteration: u32 = 0;
+        let mut rounds_with_frames: u32 = 0;
+        let mut next_publish = clock + publish_every;
         let lacp_every = (self.tsc_hz / (1000 / LACP_TX_EVERY.as_millis() as u64).max(1)).max(1);
-        let mut next_lacp = rdtsc() + lacp_every;
+        let mut next_lacp = clock + lacp_every;
         let mut idle_rounds: u32 = 0;
         let mut sleep_us: u32 = 0;
 
@@ -156,7 +166,7 @@ impl<R: Role + 'static> Worker<R> {
             // Frames of every RX queue polled in this round go out together: a balancer
             // whose members sit on several ports would otherwise send each burst as several
             // small tx_bursts, and a PMD's cost is per call as much as per frame.
-            let mut round_start: Option<u64> = None;
+            let mut round_start: Option<(u64, bool)> = None;
             for src in &self.rx {
                 counters.polls += 1;
                 // SAFETY: rx_buf has room for `burst` pointers; the queue belongs to us.
@@ -166,7 +176,11 @@ impl<R: Role + 'static> Worker<R> {
                     continue;
                 }
                 got = true;
-                let t0 = *round_start.get_or_insert_with(rdtsc);
+                let (t0, _) = *round_start.get_or_insert_with(|| {
+                    rounds_with_frames = rounds_with_frames.wrapping_add(1);
+                    let timed = rounds_with_frames % HIST_SAMPLE == 0;
+                    (if timed { rdtsc() } else { clock }, timed)
+                });
                 counters.rx_packets += n as u64;
                 let mut rx_bytes = 0u64;
                 let mut ctx = Ctx { now_tsc: t0, counters: &mut counters };
@@ -214,7 +228,7 @@ impl<R: Role + 'static> Worker<R> {
                 }
                 counters.rx_bytes += rx_bytes;
             }
-            if let Some(t0) = round_start {
+            if let Some((t0, timed)) = round_start {
                 for (p, batch) in tx.iter_mut().enumerate() {
                     if batch.mbufs.is_empty() {
                         continue;
@@ -242,7 +256,9 @@ impl<R: Role + 'static> Worker<R> {
                     unsafe { lib.ts_pktmbuf_free_bulk(to_free.as_mut_ptr(), to_free.len() as u32) };
                     to_free.clear();
                 }
-                hist.saturating_record(rdtsc().saturating_sub(t0).max(1));
+                if timed {
+                    hist.saturating_record(rdtsc().saturating_sub(t0).max(1));
+                }
             }
 
             if got {
@@ -258,7 +274,12 @@ impl<R: Role + 'static> Worker<R> {
                 }
             }
 
-            let now = rdtsc();
+            iteration = iteration.wrapping_add(1);
+            if iteration % CLOCK_EVERY != 0 {
+                continue;
+            }
+            clock = rdtsc();
+            let now = clock;
             if now >= next_lacp {
                 next_lacp = now + lacp_every;
                 for &port in &self.lacp_ports {

@@ -32,7 +32,8 @@ pub enum Verdict {
 
 /// Per-call context: the clock and the lcore's own counters.
 pub struct Ctx<'a> {
-    /// TSC at the start of the burst.
+    /// TSC at the start of the burst, or read within the last few loop iterations (µs)
+    /// before it (the loop does not read the clock for every burst).
     pub now_tsc: u64,
     pub counters: &'a mut LcoreCounters,
 }
