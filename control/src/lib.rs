@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod balancer;
+pub mod bondwatch;
 pub mod config;
 pub mod ctl;
 pub mod detector;

@@ -437,6 +437,13 @@ impl Collector for SnapshotCollector {
                 Counter,
                 members.iter().map(|(p, m)| (member(p, m), ConstCounter::new(m.tx_packets))),
             )?;
+            family(
+                &mut enc,
+                "tapsplice_bond_primary_moves",
+                "Times the appliance moved an active-backup bond's primary member to follow the members' links.",
+                Counter,
+                s.ports.iter().filter_map(|p| Some((port(p), ConstCounter::new(p.bond.as_ref()?.primary_moves)))),
+            )?;
         }
         type PortField = fn(&PortMetrics) -> u64;
         let port_counters: [(&str, &str, PortField); 8] = [

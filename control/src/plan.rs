@@ -66,6 +66,8 @@ pub struct PlanPort {
 #[derive(Clone, Debug)]
 pub struct PlanBond {
     pub mode: BondMode,
+    /// active-backup: the member (name) preferred while its link is up.
+    pub primary: Option<String>,
     /// The member ports: their names and DPDK devices (EAL's spelling).
     pub members: Vec<PlanMember>,
 }
@@ -156,6 +158,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                 ipv4: b.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
                 bond: Some(PlanBond {
                     mode: b.mode,
+                    primary: b.primary.clone(),
                     members: b
                         .members
                         .iter()

@@ -1,6 +1,7 @@
 //! `tapsplice run`: boot DPDK from the rack configuration, start the worker lcores with
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
+use crate::bondwatch::BondWatch;
 use crate::plan::RunPlan;
 use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
@@ -39,12 +40,13 @@ pub struct RunOptions {
 
 /// The appliance's statistics now: ports (read from the drivers), lcores and the merged
 /// per-burst histogram (from what the workers last published).
-fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
+fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
     let (_, lcores, hist) = collect(slots);
     let port_reports: Vec<PortReport> = ports
         .iter()
         .zip(&plan.ports)
-        .map(|(p, pp)| {
+        .enumerate()
+        .map(|(i, (p, pp))| {
             let s = p.stats();
             let (link_up, link_speed_mbps) = p.link();
             PortReport {
@@ -61,7 +63,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], slots: &[Slot], started: Instant
                 tx_errors: s.tx_errors,
                 rx_nombuf: s.rx_nombuf,
                 rx_queue_packets: s.rx_queue_packets,
-                bond: pp.bond.as_ref().map(|b| bond_info(b, p)),
+                bond: pp.bond.as_ref().map(|b| BondInfo { primary_moves: watch.failovers(i), ..bond_info(b, p) }),
             }
         })
         .collect();
@@ -99,8 +101,11 @@ fn bond_info(plan: &crate::plan::PlanBond, port: &Port) -> BondInfo {
                 format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
             }),
         })
-        .collect();
-    BondInfo { mode: plan.mode.as_str().to_string(), members }
+        .collect::<Vec<BondMemberInfo>>();
+    let primary = port.bond_primary().and_then(|id| port.bond_members()?.into_iter().find(|m| m.port_id == id)).map(|m| {
+        plan.members.iter().find(|pm| pm.device == m.device).map_or(m.device, |pm| pm.name.clone())
+    });
+    BondInfo { mode: plan.mode.as_str().to_string(), members, primary: primary.filter(|_| plan.mode == crate::config::BondMode::ActiveBackup), primary_moves: 0 }
 }
 
 /// Merges what the workers published: totals, per-lcore reports, and the histogram.
@@ -411,13 +416,16 @@ fn serve(
 
     let mut last = (Instant::now(), LcoreCounters::default());
     let mut published: Option<Instant> = None;
+    let mut bond_watch = BondWatch::new(plan);
+    let log = supervisor.log();
     // The detector needs a tick at least every half heartbeat interval.
     let period = supervisor.poll_period();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(period);
         supervisor.poll(Instant::now());
+        bond_watch.tick(plan, ports, &log);
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
-            let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
+            let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
             supervisor.fill(&mut snap, Instant::now());
             services.publish(snap);
@@ -434,7 +442,7 @@ fn serve(
     eprintln!("tapsplice: stopping");
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
-    let (report, hist) = build_report(plan, ports, &slots, started, eal.tsc_hz);
+    let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {

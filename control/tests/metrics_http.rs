@@ -62,6 +62,8 @@ fn snapshot() -> MetricsSnapshot {
                         BondMemberInfo { name: "up0".into(), device: "net_tap2".into(), link_up: true, active: true, rx_packets: 7, tx_packets: 8, actor: lacp_flags(0x3d), partner: lacp_flags(0x3d), partner_system: Some("02:00:00:00:0b:00".into()) },
                         BondMemberInfo { name: "up1".into(), device: "net_tap3".into(), actor: lacp_flags(0x45), ..Default::default() },
                     ],
+                    primary: None,
+                    primary_moves: 3,
                 }),
                 ..Default::default()
             },
@@ -295,6 +297,7 @@ fn check_exposition(body: &str) {
         ("tapsplice_bond_member_lacp_distributing", "gauge"),
         ("tapsplice_bond_member_rx_packets", "counter"),
         ("tapsplice_bond_member_tx_packets", "counter"),
+        ("tapsplice_bond_primary_moves", "counter"),
         ("tapsplice_lcore_rx_packets", "counter"),
         ("tapsplice_lcore_tx_packets", "counter"),
         ("tapsplice_lcore_rx_bytes", "counter"),
@@ -353,6 +356,7 @@ fn check_exposition(body: &str) {
     assert_eq!(value(s, "tapsplice_bond_member_lacp_distributing", &up1), 0.0);
     assert_eq!(value(s, "tapsplice_bond_member_rx_packets_total", &up0), 7.0);
     assert_eq!(value(s, "tapsplice_bond_member_tx_packets_total", &up0), 8.0);
+    assert_eq!(value(s, "tapsplice_bond_primary_moves_total", &[("port", "uplink")]), 3.0);
     assert!(find(s, "tapsplice_bond_member_active", &[("port", "wan"), ("member", "up0")]).is_none());
     assert_eq!(value(s, "tapsplice_port_rx_queue_packets_total", &[("port", "wan"), ("queue", "0")]), 600.0);
     assert_eq!(value(s, "tapsplice_port_rx_queue_packets_total", &[("port", "wan"), ("queue", "1")]), 400.0);

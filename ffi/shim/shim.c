@@ -41,6 +41,10 @@ int ts_eth_dev_is_valid_port(uint16_t port) { return rte_eth_dev_is_valid_port(p
 
 int ts_bond_mode(uint16_t bond) { return rte_eth_bond_mode_get(bond); }
 
+int ts_bond_primary_get(uint16_t bond) { return rte_eth_bond_primary_get(bond); }
+
+int ts_bond_primary_set(uint16_t bond, uint16_t member) { return rte_eth_bond_primary_set(bond, member); }
+
 int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max)
 {
     uint16_t members[RTE_MAX_ETHPORTS];

@@ -40,6 +40,9 @@ struct ts_bond_member {
 
 /* The bonding mode of `bond` (negative if it is not a bonding device). */
 int ts_bond_mode(uint16_t bond);
+/* rte_eth_bond_primary_get / _set. */
+int ts_bond_primary_get(uint16_t bond);
+int ts_bond_primary_set(uint16_t bond, uint16_t member);
 /* Fills up to `max` members of `bond`; returns how many there are (negative on error). */
 int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max);
 #endif

@@ -413,7 +413,10 @@ pub fn render_ports(r: &PortsResult) -> String {
 /// A bond's members under the ports table: link, whether the bond uses it, its counters
 /// and, for 802.3ad, the LACP states and the partner.
 fn render_bond(name: &str, b: &BondInfo) -> String {
-    let mut s = format!("\nbond {name} ({}):\n", b.mode);
+    let mut s = match &b.primary {
+        Some(p) => format!("\nbond {name} ({}, primary {p}, moved {}×):\n", b.mode, b.primary_moves),
+        None => format!("\nbond {name} ({}):\n", b.mode),
+    };
     if b.members.is_empty() {
         s.push_str("  (no members)\n");
     }
@@ -679,7 +682,7 @@ mod tests {
             ports: vec![PortInfo {
                 name: "uplink".into(),
                 device: "net_bonding_uplink".into(),
-                bond: Some(BondInfo { mode: "802.3ad".into(), members: vec![member("up0", true, 0x3d), member("up1", false, 0x45)] }),
+                bond: Some(BondInfo { mode: "802.3ad".into(), members: vec![member("up0", true, 0x3d), member("up1", false, 0x45)], ..Default::default() }),
                 ..Default::default()
             }],
         };
@@ -692,6 +695,8 @@ mod tests {
         let up1 = text.lines().find(|l| l.trim_start().starts_with("up1")).unwrap();
         assert!(up1.contains("link down") && up1.contains("inactive") && up1.contains("partner none active,aggregation,defaulted"), "{up1}");
         assert_eq!(lacp_flags(0xff).len(), 8);
+        let ab = BondInfo { mode: "active-backup".into(), members: vec![], primary: Some("up1".into()), primary_moves: 2 };
+        assert!(render_bond("uplink", &ab).contains("bond uplink (active-backup, primary up1, moved 2×):"));
         assert!(lacp_flags(0).is_empty());
     }
 

@@ -392,6 +392,11 @@ pub struct BondInfo {
     /// `802.3ad`, `balance-xor` or `active-backup`.
     pub mode: String,
     pub members: Vec<BondMemberInfo>,
+    /// active-backup: the member in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// active-backup: how often the appliance moved the primary to follow member links.
+    pub primary_moves: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

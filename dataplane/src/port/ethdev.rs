@@ -247,6 +247,23 @@ impl Port {
         }
     }
 
+    /// The DPDK port id of a bonding port's primary member (`None` if not a bond).
+    pub fn bond_primary(&self) -> Option<u16> {
+        // SAFETY: a valid port id.
+        let p = unsafe { dpdk().ts_bond_primary_get(self.id) };
+        u16::try_from(p).ok()
+    }
+
+    /// Makes `member` the bonding port's primary (active-backup: the member it uses).
+    pub fn set_bond_primary(&self, member: u16) -> Result<(), PortError> {
+        // SAFETY: valid port ids; the PMD takes its own lock.
+        let rc = unsafe { dpdk().ts_bond_primary_set(self.id, member) };
+        if rc != 0 {
+            return Err(PortError::Port { port: self.name.clone(), what: format!("setting the primary member to port {member} failed: {}", errno_text(rc)) });
+        }
+        Ok(())
+    }
+
     /// Stops and closes the port (after every lcore has returned).
     pub fn shutdown(&self) {
         // SAFETY: no lcore polls the port any more.
