@@ -19,8 +19,12 @@ pub mod icmp_type {
     pub const DEST_UNREACHABLE: u8 = 3;
     /// Echo request (ping).
     pub const ECHO_REQUEST: u8 = 8;
+    /// Source quench (deprecated, RFC 6633; still quotes the offending header).
+    pub const SOURCE_QUENCH: u8 = 4;
     /// Time exceeded (traceroute).
     pub const TIME_EXCEEDED: u8 = 11;
+    /// Parameter problem (quotes the offending header).
+    pub const PARAMETER_PROBLEM: u8 = 12;
     /// ICMPv6 echo request.
     pub const V6_ECHO_REQUEST: u8 = 128;
     /// ICMPv6 echo reply.
@@ -177,8 +181,91 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmp<T> {
     }
 }
 
+/// The flow of the datagram an ICMPv4 error message quotes (RFC 792: its IPv4 header and
+/// at least the first 8 bytes of its payload, i.e. the TCP/UDP ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuotedV4 {
+    pub src: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    /// `ip_proto::TCP` or `ip_proto::UDP`.
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The quoted TCP or UDP flow of an ICMPv4 error (destination unreachable — PMTU's
+/// "fragmentation needed" —, source quench, time exceeded, parameter problem); `msg` is
+/// the ICMP message (header and body). `None` for other messages, a quoted header that is
+/// not a well-formed IPv4 header, another protocol, a non-first fragment (no ports), or a
+/// quote too short to hold the ports.
+pub fn quoted_v4(msg: &[u8]) -> Option<QuotedV4> {
+    use icmp_type::*;
+    let kind = *msg.first()?;
+    if ![DEST_UNREACHABLE, SOURCE_QUENCH, TIME_EXCEEDED, PARAMETER_PROBLEM].contains(&kind) {
+        return None;
+    }
+    let ip = msg.get(HEADER_LEN..)?;
+    let (&vihl, _) = ip.split_first()?;
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 {
+        return None;
+    }
+    let frag = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]);
+    if frag & 0x1fff != 0 {
+        return None;
+    }
+    let protocol = *ip.get(9)?;
+    if protocol != crate::packet::ip_proto::TCP && protocol != crate::packet::ip_proto::UDP {
+        return None;
+    }
+    let a = |o: usize| -> Option<std::net::Ipv4Addr> { Some(std::net::Ipv4Addr::new(*ip.get(o)?, *ip.get(o + 1)?, *ip.get(o + 2)?, *ip.get(o + 3)?)) };
+    let ports = ip.get(ihl..ihl + 4)?;
+    Some(QuotedV4 {
+        src: a(12)?,
+        dst: a(16)?,
+        protocol,
+        src_port: u16::from_be_bytes([ports[0], ports[1]]),
+        dst_port: u16::from_be_bytes([ports[2], ports[3]]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    /// ICMP type/code, then a quoted IPv4 header (proto, src, dst) and ports.
+    fn error(kind: u8, proto: u8, frag: u16, ports: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, 4, 0, 0, 0, 0, 0x05, 0xdc];
+        m.extend_from_slice(&[0x45, 0, 0, 60, 0, 0]);
+        m.extend_from_slice(&frag.to_be_bytes());
+        m.extend_from_slice(&[64, proto, 0, 0, 192, 0, 2, 10, 198, 51, 100, 7]);
+        m.extend_from_slice(ports);
+        m
+    }
+
+    #[test]
+    fn quoted_flows_of_icmp_errors() {
+        let q = quoted_v4(&error(3, 6, 0, &[0, 80, 0x9c, 0x40, 1, 2, 3, 4])).unwrap();
+        assert_eq!(q, QuotedV4 { src: [192, 0, 2, 10].into(), dst: [198, 51, 100, 7].into(), protocol: 6, src_port: 80, dst_port: 40000 });
+        for kind in [4, 11, 12] {
+            assert!(quoted_v4(&error(kind, 17, 0x4000, &[0, 53, 0, 99])).is_some(), "type {kind}, DF set");
+        }
+        assert_eq!(quoted_v4(&error(8, 6, 0, &[0, 80, 0, 81])), None, "echo request");
+        assert_eq!(quoted_v4(&error(3, 1, 0, &[0, 80, 0, 81])), None, "quoted ICMP");
+        assert_eq!(quoted_v4(&error(3, 6, 0x0010, &[0, 80, 0, 81])), None, "non-first fragment");
+        assert_eq!(quoted_v4(&error(3, 6, 0, &[0, 80, 0])), None, "ports cut");
+        let mut bad = error(3, 6, 0, &[0, 80, 0, 81]);
+        bad[8] = 0x65;
+        assert_eq!(quoted_v4(&bad), None, "not IPv4");
+    }
+
+    proptest! {
+        #[test]
+        fn quoted_v4_never_panics(msg in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = quoted_v4(&msg);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -84,6 +84,7 @@ use super::forward::Forward;
 use super::local::{answer_local, LocalAddrs, LocalVerdict};
 use super::{Ctx, PortIndex, Role, Verdict};
 use crate::balance::SelectionTable;
+use crate::packet::icmp::quoted_v4;
 use crate::packet::{classify_l4, ethertype, fast_v4, ip_proto, parse_frame, Ethernet, FlowKey, Ipv4, Parsed, L4};
 use crate::stats::DropReason;
 
@@ -357,6 +358,19 @@ impl Balance {
                 Err(r) => return Verdict::Drop(r),
             }
         };
+        // An ICMP error about a datagram the VIP sent (a member's reply: "fragmentation
+        // needed" for PMTU discovery, unreachable, time exceeded) goes to the member of the
+        // flow it quotes, whatever VIP covers ICMP: the flow seen from the client's side.
+        if let L4::Icmp(info) = l4 {
+            if let Some(q) = frame.get(info.offset..info.end).and_then(quoted_v4).filter(|q| q.src == dst) {
+                let candidates = self.vips_of_addr.get(addr).map(|v| &v[..]).unwrap_or(&[]);
+                let port = PortTest::Port(q.src_port);
+                if let Some(vip) = candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(q.protocol, port))) {
+                    let key = FlowKey { src: IpAddr::V4(q.dst), dst: IpAddr::V4(q.src), protocol: q.protocol, src_port: q.dst_port, dst_port: q.src_port };
+                    return self.to_member(vip, &key, frame);
+                }
+            }
+        }
         let (ports, (src_port, dst_port)) = match l4 {
             L4::Fragment { .. } => (PortTest::Fragment, (0, 0)),
             L4::Tcp(l4) | L4::Udp(l4) => {
@@ -885,6 +899,60 @@ mod tests {
         l[1].punt_udp = Some(7400);
         let mut b = Balance::new(vips(), tables(), l, &[0], None).unwrap();
         assert_eq!(run(&mut b, 1, &mut udp(CLIENT, 7400, OWN[1], 7400, b"hb")), Verdict::Punt);
+    }
+
+    /// A router's ICMP error (type, code) to `to` about `quote` (an IPv4 header and 8 bytes).
+    fn icmp_error(router: Ipv4Addr, to: Ipv4Addr, kind: u8, code: u8, quote: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&PORT_MAC[0]);
+        f.extend_from_slice(&ROUTER_MAC);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + quote.len()) as u16;
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, ip_proto::ICMP, 0, 0]);
+        f.extend_from_slice(&router.octets());
+        f.extend_from_slice(&to.octets());
+        f.extend_from_slice(&[kind, code, 0, 0, 0, 0, 0x05, 0x78]);
+        f.extend_from_slice(quote);
+        let c = crate::packet::checksum::checksum(&f[34..]);
+        f[36..38].copy_from_slice(&c.to_be_bytes());
+        refix_ip(&mut f);
+        f
+    }
+
+    /// PMTU discovery through a balancer with direct server return: a router on the
+    /// members' reply path sends "fragmentation needed" to the VIP, quoting the reply. It
+    /// must reach the member that owns the flow (a hash of its own headers would pick any).
+    #[test]
+    fn icmp_errors_about_a_members_reply_go_to_that_member() {
+        let mut b = balance(Some(&[(0, 1)]));
+        let router = Ipv4Addr::new(203, 0, 113, 1);
+        let mut members_seen = HashSet::new();
+        for i in 0..64u16 {
+            let client = Ipv4Addr::new(198, 51, 100, i as u8);
+            for (mut flow, reply) in [
+                (tcp(client, 40000 + i, VIP_A, 80), tcp(VIP_A, 80, client, 40000 + i)),
+                (udp(client, 6000 + i, VIP_A, 53, b"q"), udp(VIP_A, 53, client, 6000 + i, b"answer")),
+            ] {
+                let to_flow = run(&mut b, 0, &mut flow);
+                assert!(matches!(to_flow, Verdict::Tx(_)));
+                for (kind, code) in [(3, 4), (11, 0)] {
+                    let mut err = icmp_error(router, VIP_A, kind, code, &reply[14..14 + 28]);
+                    assert_eq!(run(&mut b, 0, &mut err), to_flow, "client {client}");
+                    assert_eq!(err[..6], flow[..6], "the flow's member");
+                }
+                members_seen.insert(flow[..6].to_vec());
+            }
+        }
+        assert!(members_seen.len() >= 3, "{members_seen:?}");
+        // Quoting a datagram another host sent, or a port no VIP covers: not balanced.
+        let stranger = tcp(Ipv4Addr::new(192, 0, 2, 99), 80, CLIENT, 40000);
+        let mut err = icmp_error(router, VIP_A, 3, 4, &stranger[14..14 + 28]);
+        assert_eq!(run(&mut b, 0, &mut err), Verdict::Drop(DropReason::NotVip));
+        let uncovered = tcp(VIP_A, 9999, CLIENT, 40000);
+        let mut err = icmp_error(router, VIP_A, 3, 4, &uncovered[14..14 + 28]);
+        assert_eq!(run(&mut b, 0, &mut err), Verdict::Drop(DropReason::NotVip));
     }
 
     #[test]
