@@ -7,6 +7,8 @@
 //! * [`role`] — what an lcore does with a frame: the `Role` trait and its implementations
 //!   (forward today; balance, splice and tap beside it). Pure: bytes and a clock in,
 //!   verdicts and bytes out.
+//! * [`splice`] — TCP splicing (issue 5): the per-segment rewrite of a spliced connection.
+//!   Pure.
 //! * [`stats`] — per-lcore counters, drop reasons and latency histograms.
 //! * `port` (feature `dpdk`) — the only code that touches DPDK: EAL, mempools, ports,
 //!   mbufs and the lcore burst loop.
@@ -15,6 +17,7 @@ pub mod balance;
 pub mod lcore_link;
 pub mod packet;
 pub mod role;
+pub mod splice;
 pub mod stats;
 
 #[cfg(feature = "dpdk")]

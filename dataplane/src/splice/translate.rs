@@ -1,0 +1,380 @@
+//! The rewrite of one segment of a spliced connection (DESIGN.md "Splice", step 4).
+//!
+//! The appliance A answered the client C's handshake with ISN a0 and opened the backend
+//! leg to S with C's own ISN, so only the server's sequence space moves: with s0 the ISN S
+//! chose, Δ = a0 − s0. Toward S acknowledgement numbers and SACK edges lose Δ; toward C
+//! sequence numbers and SACK edges gain Δ. Windows are rescaled from the sender's
+//! advertised shift to the one its peer expects (rounded up — a window must never look
+//! smaller than the sender offered, or the receiver sees it shrink); timestamps move by the
+//! offset between A's clock and S's. Addresses and ports are rewritten for FullNAT or
+//! transparent mode. Every change updates the IPv4 and TCP checksums incrementally
+//! (RFC 1624, over the 16-bit words the changed bytes fall in, whatever their alignment),
+//! so the cost does not grow with the payload.
+
+use crate::packet::checksum;
+use crate::stats::DropReason;
+use std::net::Ipv4Addr;
+
+/// Which way a segment travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From the client to the backend.
+    ToServer,
+    /// From the backend to the client.
+    ToClient,
+}
+
+/// An address and port as they must appear on the wire after the rewrite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The numbers that relate the two legs of a splice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// Δ = a0 − s0 (mod 2³²).
+    pub delta: u32,
+    /// A's timestamp clock minus S's at the handshake; `None` when timestamps were not
+    /// negotiated (then no segment carries them).
+    pub ts_delta: Option<u32>,
+    /// The window shift S advertised to A (S's windows arrive in it).
+    pub ws_server: u8,
+    /// The window shift A promised C (C reads S's windows in it).
+    pub ws_promised: u8,
+}
+
+/// Rewrites the TCP segment in `ip` (an IPv4 packet without options trimmed to its total
+/// length is not required: the IPv4 header length is read) for `dir`: source and
+/// destination become `src` and `dst`, and the sequence space, windows, SACK blocks and
+/// timestamps are translated by `o`. Both checksums stay valid if they were.
+#[inline]
+pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &Offsets) -> Result<(), DropReason> {
+    let ihl = usize::from(*ip.first().ok_or(DropReason::MalformedIpv4)? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2).ok_or(DropReason::MalformedIpv4)?, *ip.get(3).ok_or(DropReason::MalformedIpv4)?]));
+    if ihl < 20 || total < ihl + 20 || total > ip.len() {
+        return Err(DropReason::MalformedIpv4);
+    }
+    let (hdr, rest) = ip.split_at_mut(ihl);
+    let tcp = &mut rest[..total - ihl];
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    if doff < 20 || doff > tcp.len() {
+        return Err(DropReason::MalformedTcp);
+    }
+
+    // Addresses: in the IPv4 header and in the TCP pseudo-header.
+    let mut ip_sum = u16::from_be_bytes([hdr[10], hdr[11]]);
+    let mut tcp_sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+    for (at, new) in [(12, src.addr.octets()), (16, dst.addr.octets())] {
+        let old: [u8; 4] = hdr[at..at + 4].try_into().expect("4 bytes");
+        ip_sum = patched(ip_sum, at, &old, &new);
+        tcp_sum = patched(tcp_sum, 0, &old, &new);
+        hdr[at..at + 4].copy_from_slice(&new);
+    }
+    hdr[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+
+    let mut edit = Edit { tcp, sum: tcp_sum };
+    edit.set(0, src.port.to_be_bytes());
+    edit.set(2, dst.port.to_be_bytes());
+    match dir {
+        Direction::ToServer => {
+            let ack = edit.u32_at(8).wrapping_sub(o.delta);
+            edit.set(8, ack.to_be_bytes());
+        }
+        Direction::ToClient => {
+            let seq = edit.u32_at(4).wrapping_add(o.delta);
+            edit.set(4, seq.to_be_bytes());
+            // SYN segments carry unscaled windows; the handshake is A's, never relayed.
+            let win = rescale(edit.u16_at(14), o.ws_server, o.ws_promised);
+            edit.set(14, win.to_be_bytes());
+        }
+    }
+
+    // Options: SACK edges and timestamps.
+    let mut at = 20;
+    while at < doff {
+        let kind = edit.tcp[at];
+        match kind {
+            0 => break,
+            1 => {
+                at += 1;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(&len) = edit.tcp.get(at + 1) else { break };
+        let len = usize::from(len);
+        if len < 2 || at + len > doff {
+            break;
+        }
+        match (kind, len) {
+            (5, l) if (l - 2) % 8 == 0 => {
+                for edge in (at + 2..at + l).step_by(4) {
+                    let v = edit.u32_at(edge);
+                    let v = match dir {
+                        Direction::ToServer => v.wrapping_sub(o.delta),
+                        Direction::ToClient => v.wrapping_add(o.delta),
+                    };
+                    edit.set(edge, v.to_be_bytes());
+                }
+            }
+            (8, 10) => {
+                if let Some(d) = o.ts_delta {
+                    match dir {
+                        // C echoes A's clock: S expects its own.
+                        Direction::ToServer => {
+                            let ecr = edit.u32_at(at + 6).wrapping_sub(d);
+                            edit.set(at + 6, ecr.to_be_bytes());
+                        }
+                        // S's clock shown to C as A's.
+                        Direction::ToClient => {
+                            let val = edit.u32_at(at + 2).wrapping_add(d);
+                            edit.set(at + 2, val.to_be_bytes());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        at += len;
+    }
+    let sum = edit.sum;
+    edit.tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+/// A window of `win` units of 2^`from` bytes, in units of 2^`to` bytes, rounded up and
+/// capped at the field's maximum.
+pub fn rescale(win: u16, from: u8, to: u8) -> u16 {
+    let bytes = u64::from(win) << from.min(14);
+    let unit = 1u64 << to.min(14);
+    u16::try_from(bytes.div_ceil(unit)).unwrap_or(u16::MAX)
+}
+
+/// A TCP segment being rewritten and its checksum, kept up to date field by field.
+struct Edit<'a> {
+    tcp: &'a mut [u8],
+    sum: u16,
+}
+
+impl Edit<'_> {
+    fn u16_at(&self, at: usize) -> u16 {
+        u16::from_be_bytes([self.tcp[at], self.tcp[at + 1]])
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_be_bytes([self.tcp[at], self.tcp[at + 1], self.tcp[at + 2], self.tcp[at + 3]])
+    }
+
+    /// Writes `new` at `at` and updates the checksum for it (no allocation: fields are
+    /// 2 or 4 bytes).
+    #[inline(always)]
+    fn set<const N: usize>(&mut self, at: usize, new: [u8; N]) {
+        let mut old = [0u8; N];
+        old.copy_from_slice(&self.tcp[at..at + N]);
+        if old != new {
+            self.sum = patched(self.sum, at, &old, &new);
+            self.tcp[at..at + N].copy_from_slice(&new);
+        }
+    }
+}
+
+/// The checksum `sum` of a buffer after the bytes at offset `at` (relative to where the
+/// checksummed data starts) change from `old` to `new` (RFC 1624 eqn. 3, HC' = ~(~HC + ~m
+/// + m'), summed over the 16-bit words the bytes fall in: a field at an odd offset moves
+/// its bytes into the other half of those words).
+#[inline(always)]
+fn patched(sum: u16, at: usize, old: &[u8], new: &[u8]) -> u16 {
+    let words = |bytes: &[u8]| -> u64 {
+        let mut acc = 0u64;
+        for (i, &b) in bytes.iter().enumerate() {
+            let high = (at + i) % 2 == 0;
+            acc += if high { u64::from(b) << 8 } else { u64::from(b) };
+        }
+        acc
+    };
+    let (m, m_new) = (words(old), words(new));
+    // ~HC + ~m + m' in one's complement: ~m is 0xffff·k − m over k words; adding
+    // 0xffff·(old.len() + 1) keeps every term non-negative.
+    let k = old.len() as u64 + 1;
+    let acc = u64::from(!sum) + 0xffff * k - m + m_new;
+    !checksum::fold(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{ip_proto, Ipv4, Tcp, TcpOption};
+    use proptest::prelude::*;
+
+    /// A TCP segment with the given options (padded with NOPs before them, `lead` of them,
+    /// to try every alignment) and payload, checksums valid.
+    fn segment(seq: u32, ack: u32, win: u16, lead: usize, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut o = vec![1u8; lead];
+        o.extend_from_slice(opts);
+        while o.len() % 4 != 0 {
+            o.push(0);
+        }
+        let doff = 20 + o.len();
+        let total = 20 + doff + payload.len();
+        let mut p = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, ip_proto::TCP, 0, 0, 198, 51, 100, 7, 192, 0, 2, 10];
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&80u16.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ack.to_be_bytes());
+        p.push(((doff / 4) as u8) << 4);
+        p.push(0x10);
+        p.extend_from_slice(&win.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(&o);
+        p.extend_from_slice(payload);
+        fill(&mut p);
+        p
+    }
+
+    /// Both checksums computed from scratch.
+    fn fill(p: &mut [u8]) {
+        Ipv4::new_unchecked(&mut p[..]).fill_checksum();
+        p[36] = 0;
+        p[37] = 0;
+        let c = full_tcp(p);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+    }
+
+    fn full_tcp(p: &[u8]) -> u16 {
+        let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
+        let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+        let mut c = p.to_vec();
+        c[36] = 0;
+        c[37] = 0;
+        checksum::l4_checksum_v4(src, dst, ip_proto::TCP, &c[20..])
+    }
+
+    fn sack(blocks: &[(u32, u32)]) -> Vec<u8> {
+        let mut o = vec![5, (2 + 8 * blocks.len()) as u8];
+        for (l, r) in blocks {
+            o.extend_from_slice(&l.to_be_bytes());
+            o.extend_from_slice(&r.to_be_bytes());
+        }
+        o
+    }
+
+    fn ts(val: u32, ecr: u32) -> Vec<u8> {
+        let mut o = vec![8, 10];
+        o.extend_from_slice(&val.to_be_bytes());
+        o.extend_from_slice(&ecr.to_be_bytes());
+        o
+    }
+
+    const NAT: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 2, 0, 1), port: 61000 };
+    const SERVER: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 2, 0, 21), port: 8080 };
+
+    #[test]
+    fn a_segment_toward_the_server_loses_delta_on_ack_and_sack() {
+        let o = Offsets { delta: 1000, ts_delta: Some(50), ws_server: 7, ws_promised: 7 };
+        let opts = [ts(500, 9000), sack(&[(5000, 6000)])].concat();
+        let mut p = segment(111, 2000, 300, 2, &opts, b"GET / HTTP/1.1\r\n");
+        rewrite(&mut p, Direction::ToServer, NAT, SERVER, &o).unwrap();
+        assert_eq!(u32::from_be_bytes(p[24..28].try_into().unwrap()), 111, "seq unchanged");
+        assert_eq!(u32::from_be_bytes(p[28..32].try_into().unwrap()), 1000, "ack - delta");
+        assert_eq!(u16::from_be_bytes([p[34], p[35]]), 300, "window of C unchanged");
+        assert_eq!(&p[12..20], &[10, 2, 0, 1, 10, 2, 0, 21]);
+        assert_eq!(u16::from_be_bytes([p[20], p[21]]), 61000);
+        let tcp = Tcp::parse(&p[20..]).unwrap();
+        let opts: Vec<TcpOption<'_>> = tcp.options().collect();
+        assert!(opts.contains(&TcpOption::Timestamps { tsval: 500, tsecr: 8950 }), "{opts:?}");
+        let sacks: Vec<(u32, u32)> = opts.iter().filter_map(|o| if let TcpOption::Sack(b) = o { Some(b.iter()) } else { None }).flatten().collect();
+        assert_eq!(sacks, [(4000, 5000)]);
+        assert!(checksum::verify(&p[..20]));
+        assert_eq!(full_tcp(&p), u16::from_be_bytes([p[36], p[37]]));
+    }
+
+    #[test]
+    fn windows_are_rescaled_up_never_down() {
+        assert_eq!(rescale(100, 7, 7), 100);
+        assert_eq!(rescale(100, 7, 5), 400);
+        assert_eq!(rescale(100, 5, 7), 25);
+        assert_eq!(rescale(101, 5, 7), 26, "rounded up");
+        assert_eq!(rescale(u16::MAX, 9, 0), u16::MAX, "capped");
+        assert_eq!(rescale(0, 3, 2), 0);
+    }
+
+    #[test]
+    fn short_or_inconsistent_packets_are_refused() {
+        let o = Offsets { delta: 1, ts_delta: None, ws_server: 0, ws_promised: 0 };
+        let p = segment(1, 2, 3, 0, &[], b"");
+        assert!(rewrite(&mut p[..30].to_vec(), Direction::ToClient, NAT, SERVER, &o).is_err());
+        let mut q = p.clone();
+        q[32] = 0x20; // data offset 8 bytes
+        assert_eq!(rewrite(&mut q, Direction::ToClient, NAT, SERVER, &o), Err(DropReason::MalformedTcp));
+        let mut r = p.clone();
+        r[2..4].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(rewrite(&mut r, Direction::ToClient, NAT, SERVER, &o), Err(DropReason::MalformedIpv4));
+    }
+
+    proptest! {
+        /// For random Δ (wrap-around included), timestamp offsets, window scales, SACK
+        /// blocks, option alignments and payloads: every number is what the peer's TCP
+        /// expects, and the incremental checksums equal a full recomputation.
+        #[test]
+        fn rewrites_match_the_peers_expectations_and_checksums_stay_exact(
+            seq in any::<u32>(), ack in any::<u32>(), win in any::<u16>(),
+            delta in any::<u32>(), tsd in proptest::option::of(any::<u32>()),
+            ws_server in 0u8..15, ws_promised in 0u8..15,
+            lead in 0usize..4, with_ts in any::<bool>(),
+            blocks in proptest::collection::vec((any::<u32>(), any::<u32>()), 0..4),
+            tsval in any::<u32>(), tsecr in any::<u32>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            to_client in any::<bool>(),
+        ) {
+            let mut opts = Vec::new();
+            if with_ts { opts.extend(ts(tsval, tsecr)); }
+            if !blocks.is_empty() { opts.extend(sack(&blocks)); }
+            let p0 = segment(seq, ack, win, lead, &opts, &payload);
+            let mut p = p0.clone();
+            let o = Offsets { delta, ts_delta: tsd, ws_server, ws_promised };
+            let dir = if to_client { Direction::ToClient } else { Direction::ToServer };
+            rewrite(&mut p, dir, NAT, SERVER, &o).unwrap();
+            prop_assert!(checksum::verify(&p[..20]), "IPv4 checksum");
+            prop_assert_eq!(full_tcp(&p), u16::from_be_bytes([p[36], p[37]]), "TCP checksum");
+            let rd = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+            let shift = |v: u32| if to_client { v.wrapping_add(delta) } else { v.wrapping_sub(delta) };
+            if to_client {
+                prop_assert_eq!(rd(&p, 24), seq.wrapping_add(delta));
+                prop_assert_eq!(rd(&p, 28), ack);
+                let w = u16::from_be_bytes([p[34], p[35]]);
+                let offered = u64::from(win) << ws_server;
+                let shown = u64::from(w) << ws_promised;
+                prop_assert!(shown >= offered || w == u16::MAX, "never smaller: {} < {}", shown, offered);
+                prop_assert!(w == 0 || shown - offered < (1u64 << ws_promised) || w == u16::MAX);
+            } else {
+                prop_assert_eq!(rd(&p, 24), seq);
+                prop_assert_eq!(rd(&p, 28), ack.wrapping_sub(delta));
+                prop_assert_eq!(&p[34..36], &p0[34..36]);
+            }
+            // Options at the same offsets: SACK edges shifted, timestamps translated.
+            let tcp = Tcp::parse(&p[20..]).unwrap();
+            for opt in tcp.options() {
+                match opt {
+                    TcpOption::Sack(got) => {
+                        let got: Vec<(u32, u32)> = got.iter().collect();
+                        let want: Vec<(u32, u32)> = blocks.iter().map(|&(l, r)| (shift(l), shift(r))).collect();
+                        prop_assert_eq!(got, want);
+                    }
+                    TcpOption::Timestamps { tsval: v, tsecr: e } => {
+                        let (wv, we) = match (tsd, to_client) {
+                            (None, _) => (tsval, tsecr),
+                            (Some(d), true) => (tsval.wrapping_add(d), tsecr),
+                            (Some(d), false) => (tsval, tsecr.wrapping_sub(d)),
+                        };
+                        prop_assert_eq!((v, e), (wv, we));
+                    }
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(&p[p.len() - payload.len()..], &payload[..], "payload untouched");
+        }
+    }
+}
