@@ -59,6 +59,7 @@ pub struct MetricsSnapshot {
 pub struct PortMetrics {
     pub name: String,
     pub device: String,
+    pub mac: String,
     pub link_up: bool,
     pub speed_mbps: u32,
     pub rx_packets: u64,
@@ -277,6 +278,7 @@ impl PortMetrics {
         PortMetrics {
             name: p.name.clone(),
             device: p.device.clone(),
+            mac: p.mac.clone(),
             link_up: p.link_up,
             speed_mbps: p.link_speed_mbps,
             rx_packets: p.rx_packets,
@@ -381,6 +383,13 @@ impl Collector for SnapshotCollector {
         fn port(p: &PortMetrics) -> [(&'static str, Esc<'_>); 1] {
             [("port", Esc(&p.name))]
         }
+        family(
+            &mut enc,
+            "tapsplice_port_info",
+            "A dataplane port's device and MAC address (value 1).",
+            Gauge,
+            s.ports.iter().map(|p| ([("port", Esc(&p.name)), ("device", Esc(&p.device)), ("mac", Esc(&p.mac))], ConstGauge::new(1i64))),
+        )?;
         family(
             &mut enc,
             "tapsplice_port_up",

@@ -11,6 +11,8 @@ use std::fmt::Write;
 pub struct PortReport {
     pub name: String,
     pub device: String,
+    /// The port's MAC address (aa:bb:cc:dd:ee:ff).
+    pub mac: String,
     pub link_up: bool,
     pub link_speed_mbps: u32,
     pub rx_packets: u64,

@@ -52,6 +52,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
             PortReport {
                 name: p.name.clone(),
                 device: p.device.clone(),
+                mac: mac_text(p.mac),
                 link_up,
                 link_speed_mbps,
                 rx_packets: s.rx_packets,
@@ -81,6 +82,10 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
     (report, hist)
 }
 
+fn mac_text(m: [u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
 /// A bond's members as the bonding PMD sees them, named as in the rack file.
 fn bond_info(plan: &crate::plan::PlanBond, port: &Port) -> BondInfo {
     let members = port
@@ -96,10 +101,7 @@ fn bond_info(plan: &crate::plan::PlanBond, port: &Port) -> BondInfo {
             tx_packets: m.tx_packets,
             actor: m.lacp.map(|l| lacp_flags(l.actor_state)).unwrap_or_default(),
             partner: m.lacp.map(|l| lacp_flags(l.partner_state)).unwrap_or_default(),
-            partner_system: m.lacp.filter(|l| l.partner_system != [0; 6]).map(|l| {
-                let b = l.partner_system;
-                format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
-            }),
+            partner_system: m.lacp.filter(|l| l.partner_system != [0; 6]).map(|l| mac_text(l.partner_system)),
         })
         .collect::<Vec<BondMemberInfo>>();
     let primary = port.bond_primary().and_then(|id| port.bond_members()?.into_iter().find(|m| m.port_id == id)).map(|m| {

@@ -45,6 +45,7 @@ fn snapshot() -> MetricsSnapshot {
             PortMetrics {
                 name: "wan".into(),
                 device: "net_tap0".into(),
+                mac: "02:00:00:00:0a:01".into(),
                 link_up: true,
                 speed_mbps: 10_000,
                 rx_packets: 1_234_567,
@@ -500,7 +501,7 @@ fn renderers_have_the_expected_columns() {
     assert_eq!(header_columns(&ports), cli::PORTS_COLUMNS);
     assert_eq!(ports.lines().count(), 3);
     let wan = ports.lines().nth(1).unwrap();
-    for cell in ["wan", "net_tap0", "up 10G", "1,234,567", "98.8 MB", "700 B", "1,000,000 / 234,567"] {
+    for cell in ["wan", "net_tap0", "02:00:00:00:0a:01", "up 10G", "1,234,567", "98.8 MB", "700 B", "1,000,000 / 234,567"] {
         assert!(wan.contains(cell), "{cell:?} not in {wan:?}");
     }
     assert!(ports.lines().nth(2).unwrap().contains("down"));

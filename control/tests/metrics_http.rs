@@ -40,6 +40,7 @@ fn snapshot() -> MetricsSnapshot {
             PortMetrics {
                 name: "wan".into(),
                 device: "net_tap0".into(),
+                mac: "02:00:00:00:0a:01".into(),
                 link_up: true,
                 speed_mbps: 10_000,
                 rx_packets: 1000,
@@ -281,6 +282,7 @@ fn check_exposition(body: &str) {
     for (name, ty) in [
         ("tapsplice_node", "info"),
         ("tapsplice_uptime_seconds", "gauge"),
+        ("tapsplice_port_info", "gauge"),
         ("tapsplice_port_up", "gauge"),
         ("tapsplice_port_speed_mbps", "gauge"),
         ("tapsplice_port_rx_packets", "counter"),
@@ -331,6 +333,7 @@ fn check_exposition(body: &str) {
     assert!(node.is_some(), "node info");
     assert_eq!(value(s, "tapsplice_uptime_seconds", &[]), 42.5);
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "wan")]), 1.0);
+    assert!(find(s, "tapsplice_port_info", &[("port", "wan"), ("device", "net_tap0"), ("mac", "02:00:00:00:0a:01")]).is_some(), "port info");
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "lan")]), 0.0);
     assert_eq!(value(s, "tapsplice_port_speed_mbps", &[("port", "wan")]), 10_000.0);
     for (name, v) in [

@@ -373,12 +373,12 @@ pub fn render_status(r: &StatusResult) -> String {
     ])
 }
 
-pub const PORTS_COLUMNS: [&str; 12] =
-    ["PORT", "DEVICE", "LINK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "MISSED", "RX ERR", "TX ERR", "NOMBUF", "RX PER QUEUE"];
+pub const PORTS_COLUMNS: [&str; 13] =
+    ["PORT", "DEVICE", "MAC", "LINK", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "MISSED", "RX ERR", "TX ERR", "NOMBUF", "RX PER QUEUE"];
 
 pub fn render_ports(r: &PortsResult) -> String {
     use Align::*;
-    let aligns = [Left, Left, Left, Right, Right, Right, Right, Right, Right, Right, Right, Left];
+    let aligns = [Left, Left, Left, Left, Right, Right, Right, Right, Right, Right, Right, Right, Left];
     let cols: Vec<(&str, Align)> = PORTS_COLUMNS.iter().copied().zip(aligns).collect();
     let mut t = Table::new(&cols);
     for p in &r.ports {
@@ -386,6 +386,7 @@ pub fn render_ports(r: &PortsResult) -> String {
         t.row(vec![
             p.name.clone(),
             p.device.clone(),
+            if p.mac.is_empty() { "-".to_string() } else { p.mac.clone() },
             link.trim_end_matches(" -").to_string(),
             fmt_count(p.rx_packets),
             fmt_bytes(p.rx_bytes),

@@ -102,6 +102,7 @@ pub fn ports_result(s: &MetricsSnapshot) -> PortsResult {
             .map(|p| PortInfo {
                 name: p.name.clone(),
                 device: p.device.clone(),
+                mac: p.mac.clone(),
                 link: LinkInfo { up: p.link_up, speed_mbps: p.speed_mbps },
                 rx_packets: p.rx_packets,
                 tx_packets: p.tx_packets,

@@ -369,6 +369,8 @@ pub struct LinkInfo {
 pub struct PortInfo {
     pub name: String,
     pub device: String,
+    /// The port's MAC address.
+    pub mac: String,
     pub link: LinkInfo,
     pub rx_packets: u64,
     pub tx_packets: u64,
