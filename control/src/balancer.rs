@@ -349,9 +349,7 @@ impl Balancer {
                     member: m.address.to_string(),
                     peer: m.peer.clone(),
                     state: self.states[si][mi].to_string(),
-                    mac: self.neighbours.get(m.port, m.address).map(|a| {
-                        format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", a[0], a[1], a[2], a[3], a[4], a[5])
-                    }),
+                    mac: self.neighbours.get(m.port, m.address).map(|a| crate::config::MacAddr(a).to_string()),
                     weight: m.weight,
                     effective_weight: self.weights[si][mi],
                     share,

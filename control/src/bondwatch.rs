@@ -76,8 +76,8 @@ impl BondWatch {
             let links: Vec<MemberLink> = members.iter().map(|m| MemberLink { port_id: m.port_id, link_up: m.link_up }).collect();
             let Some(want) = wanted_primary(w.preferred.as_deref().and_then(id_of), current, &links) else { continue };
             let name_of = |id: u16| {
-                let device = members.iter().find(|m| m.port_id == id).map(|m| m.device.as_str()).unwrap_or("?");
-                bond.members.iter().find(|m| m.device == device).map_or_else(|| device.to_string(), |m| m.name.clone())
+                let device = members.iter().find(|m| m.port_id == id).map_or("?", |m| m.device.as_str());
+                bond.member_name(device).unwrap_or(device).to_string()
             };
             match port.set_bond_primary(want) {
                 Ok(()) => {

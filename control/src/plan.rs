@@ -79,6 +79,13 @@ pub struct PlanMember {
     pub is_pci: bool,
 }
 
+impl PlanBond {
+    /// The `[[port]]` name of the member whose DPDK device is `device`.
+    pub fn member_name(&self, device: &str) -> Option<&str> {
+        self.members.iter().find(|m| m.device == device).map(|m| m.name.as_str())
+    }
+}
+
 impl PlanPort {
     /// Whether the port needs as many RX as TX queues: net_tap does, and a bond configures
     /// its members with its own queue counts.

@@ -2,6 +2,7 @@
 //! their role, wait for SIGINT/SIGTERM, stop cleanly and report.
 
 use crate::bondwatch::BondWatch;
+use crate::config::MacAddr;
 use crate::plan::RunPlan;
 use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
@@ -52,7 +53,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
             PortReport {
                 name: p.name.clone(),
                 device: p.device.clone(),
-                mac: mac_text(p.mac),
+                mac: MacAddr(p.mac).to_string(),
                 link_up,
                 link_speed_mbps,
                 rx_packets: s.rx_packets,
@@ -64,7 +65,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
                 tx_errors: s.tx_errors,
                 rx_nombuf: s.rx_nombuf,
                 rx_queue_packets: s.rx_queue_packets,
-                bond: pp.bond.as_ref().map(|b| BondInfo { primary_moves: watch.failovers(i), ..bond_info(b, p) }),
+                bond: pp.bond.as_ref().map(|b| bond_info(b, p, watch.failovers(i))),
             }
         })
         .collect();
@@ -82,32 +83,31 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
     (report, hist)
 }
 
-fn mac_text(m: [u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-}
-
-/// A bond's members as the bonding PMD sees them, named as in the rack file.
-fn bond_info(plan: &crate::plan::PlanBond, port: &Port) -> BondInfo {
-    let members = port
-        .bond_members()
-        .unwrap_or_default()
-        .into_iter()
+/// A bond's members as the bonding PMD sees them, named as in the rack file;
+/// `primary_moves` from the bond watch.
+fn bond_info(plan: &crate::plan::PlanBond, port: &Port, primary_moves: u64) -> BondInfo {
+    let found = port.bond_members().unwrap_or_default();
+    let name = |device: &str| plan.member_name(device).unwrap_or(device).to_string();
+    let primary = port
+        .bond_primary()
+        .and_then(|id| found.iter().find(|m| m.port_id == id))
+        .map(|m| name(&m.device))
+        .filter(|_| plan.mode == crate::config::BondMode::ActiveBackup);
+    let members = found
+        .iter()
         .map(|m| BondMemberInfo {
-            name: plan.members.iter().find(|pm| pm.device == m.device).map(|pm| pm.name.clone()).unwrap_or_else(|| m.device.clone()),
-            device: m.device,
+            name: name(&m.device),
+            device: m.device.clone(),
             link_up: m.link_up,
             active: m.active,
             rx_packets: m.rx_packets,
             tx_packets: m.tx_packets,
             actor: m.lacp.map(|l| lacp_flags(l.actor_state)).unwrap_or_default(),
             partner: m.lacp.map(|l| lacp_flags(l.partner_state)).unwrap_or_default(),
-            partner_system: m.lacp.filter(|l| l.partner_system != [0; 6]).map(|l| mac_text(l.partner_system)),
+            partner_system: m.lacp.filter(|l| l.partner_system != [0; 6]).map(|l| MacAddr(l.partner_system).to_string()),
         })
-        .collect::<Vec<BondMemberInfo>>();
-    let primary = port.bond_primary().and_then(|id| port.bond_members()?.into_iter().find(|m| m.port_id == id)).map(|m| {
-        plan.members.iter().find(|pm| pm.device == m.device).map_or(m.device, |pm| pm.name.clone())
-    });
-    BondInfo { mode: plan.mode.as_str().to_string(), members, primary: primary.filter(|_| plan.mode == crate::config::BondMode::ActiveBackup), primary_moves: 0 }
+        .collect();
+    BondInfo { mode: plan.mode.as_str().to_string(), members, primary, primary_moves }
 }
 
 /// Merges what the workers published: totals, per-lcore reports, and the histogram.
@@ -405,11 +405,10 @@ fn serve(
 
     let started = Instant::now();
     for p in ports.iter() {
-        let m = p.mac;
         let (up, speed) = p.link();
         eprintln!(
-            "tapsplice: port {} ({}) dpdk id {} mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} link {} {} Mbit/s, {} rx queue(s)",
-            p.name, p.device, p.id, m[0], m[1], m[2], m[3], m[4], m[5], if up { "up" } else { "down" }, speed, p.rx_queues
+            "tapsplice: port {} ({}) dpdk id {} mac {} link {} {} Mbit/s, {} rx queue(s)",
+            p.name, p.device, p.id, MacAddr(p.mac), if up { "up" } else { "down" }, speed, p.rx_queues
         );
     }
     eprintln!("tapsplice: {}", services.describe());

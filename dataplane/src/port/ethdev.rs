@@ -202,7 +202,8 @@ impl Port {
         // SAFETY: a valid port id; the buffer holds `cap` entries and the shim writes at
         // most that many.
         unsafe {
-            if lib.ts_bond_mode(self.id) < 0 {
+            let mode = lib.ts_bond_mode(self.id);
+            if mode < 0 {
                 return None;
             }
             const CAP: usize = 32;
@@ -211,7 +212,7 @@ impl Port {
             if n < 0 {
                 return None;
             }
-            let lacp = lib.ts_bond_mode(self.id) == 4;
+            let lacp = mode == 4;
             Some(
                 raw[..(n as usize).min(CAP)]
                     .iter()

@@ -146,7 +146,7 @@ impl<R: Role + 'static> Worker<R> {
         let mut iteration: u32 = 0;
         let mut rounds_with_frames: u32 = 0;
         let mut next_publish = clock + publish_every;
-        let lacp_every = (self.tsc_hz / (1000 / LACP_TX_EVERY.as_millis() as u64).max(1)).max(1);
+        let lacp_every = (self.tsc_hz * LACP_TX_EVERY.as_millis() as u64 / 1000).max(1);
         let mut next_lacp = clock + lacp_every;
         let mut idle_rounds: u32 = 0;
         let mut sleep_us: u32 = 0;

@@ -363,9 +363,7 @@ impl Balance {
         // flow it quotes, whatever VIP covers ICMP: the flow seen from the client's side.
         if let L4::Icmp(info) = l4 {
             if let Some(q) = frame.get(info.offset..info.end).and_then(quoted_v4).filter(|q| q.src == dst) {
-                let candidates = self.vips_of_addr.get(addr).map(|v| &v[..]).unwrap_or(&[]);
-                let port = PortTest::Port(q.src_port);
-                if let Some(vip) = candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(q.protocol, port))) {
+                if let Some(vip) = self.match_vip(addr, q.protocol, PortTest::Port(q.src_port)) {
                     let key = FlowKey { src: IpAddr::V4(q.dst), dst: IpAddr::V4(q.src), protocol: q.protocol, src_port: q.dst_port, dst_port: q.src_port };
                     return self.to_member(vip, &key, frame);
                 }
@@ -380,8 +378,7 @@ impl Balance {
             }
             _ => (PortTest::NoPort, (0, 0)),
         };
-        let candidates = self.vips_of_addr.get(addr).map(|v| &v[..]).unwrap_or(&[]);
-        let Some(vip) = candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(protocol, ports))) else {
+        let Some(vip) = self.match_vip(addr, protocol, ports) else {
             return match parse_frame(frame) {
                 Ok(parsed) => self.unmatched(ingress, frame, &parsed),
                 Err(r) => Verdict::Drop(r),
@@ -389,6 +386,14 @@ impl Balance {
         };
         let key = FlowKey { src: IpAddr::V4(src), dst: IpAddr::V4(dst), protocol, src_port, dst_port };
         self.to_member(vip, &key, frame)
+    }
+
+    /// The first VIP on the address `vip_addrs[addr]` that takes this protocol and port
+    /// test (matching order as configured).
+    #[inline(always)]
+    fn match_vip(&self, addr: usize, protocol: u8, ports: PortTest) -> Option<usize> {
+        let candidates = self.vips_of_addr.get(addr).map_or(&[][..], |v| &v[..]);
+        candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(protocol, ports)))
     }
 
     /// The frame of `key`, matched to VIP `vip`, rewritten toward the member its flow hash
@@ -463,9 +468,7 @@ impl Role for Balance {
             let Some(addr) = self.vip_addrs.iter().position(|&v| v == f.dst) else {
                 return self.other(ingress, frame, ctx);
             };
-            let candidates = self.vips_of_addr.get(addr).map(|v| &v[..]).unwrap_or(&[]);
-            let port = PortTest::Port(f.dst_port);
-            if let Some(vip) = candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(f.protocol, port))) {
+            if let Some(vip) = self.match_vip(addr, f.protocol, PortTest::Port(f.dst_port)) {
                 let key = FlowKey { src: IpAddr::V4(f.src), dst: IpAddr::V4(f.dst), protocol: f.protocol, src_port: f.src_port, dst_port: f.dst_port };
                 return self.to_member(vip, &key, frame);
             }

@@ -117,9 +117,9 @@ pub fn check(keys: &CookieKeys, t: &Tuple, c0: u32, isn: u32, now_slot: u64) -> 
     let slot2 = u64::from(low8 >> 6);
     // The slot the cookie was made in: now or the one before, with the same low bits.
     let made = if now_slot % 4 == slot2 { now_slot } else { now_slot.checked_sub(1).filter(|p| p % 4 == slot2)? };
-    let keys_to_try = std::iter::once(keys.current).chain(keys.previous.filter(|&(_, until)| now_slot <= until).map(|(k, _)| k));
+    let mut keys_to_try = std::iter::once(keys.current).chain(keys.previous.filter(|&(_, until)| now_slot <= until).map(|(k, _)| k));
     let want = isn >> 8;
-    let good = keys_to_try.into_iter().any(|k| mac(&k, t, c0, made, low8) == want);
+    let good = keys_to_try.any(|k| mac(&k, t, c0, made, low8) == want);
     if !good {
         return None;
     }

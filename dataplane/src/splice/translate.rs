@@ -45,10 +45,10 @@ pub struct Offsets {
     pub ws_promised: u8,
 }
 
-/// Rewrites the TCP segment in `ip` (an IPv4 packet without options trimmed to its total
-/// length is not required: the IPv4 header length is read) for `dir`: source and
-/// destination become `src` and `dst`, and the sequence space, windows, SACK blocks and
-/// timestamps are translated by `o`. Both checksums stay valid if they were.
+/// Rewrites the TCP segment in `ip` (an IPv4 packet, options allowed, possibly followed
+/// by link padding beyond its total length) for `dir`: source and destination become
+/// `src` and `dst`, and the sequence space, windows, SACK blocks and timestamps are
+/// translated by `o`. Both checksums stay valid if they were.
 #[inline]
 pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &Offsets) -> Result<(), DropReason> {
     let ihl = usize::from(*ip.first().ok_or(DropReason::MalformedIpv4)? & 0x0f) * 4;
