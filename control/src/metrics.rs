@@ -87,6 +87,9 @@ pub struct LcoreMetrics {
     pub idle_sleeps: u64,
     pub punted: u64,
     pub control_tx: u64,
+    /// Frames the role originated (handshake answers, backend SYNs, resets).
+    #[serde(default)]
+    pub emitted: u64,
     /// Drops by reason name. [`MetricsSnapshot::from_report`] lists every known reason
     /// (zeros included) so that the series exist from the first scrape.
     pub drops: BTreeMap<String, u64>,
@@ -240,6 +243,7 @@ impl MetricsSnapshot {
                     idle_sleeps: l.idle_sleeps,
                     punted: l.punted,
                     control_tx: l.control_tx,
+                    emitted: l.emitted,
                     drops,
                 }
             })
@@ -486,7 +490,7 @@ impl Collector for SnapshotCollector {
         // Lcores.
         type LcoreField = fn(&LcoreMetrics) -> u64;
         let lcore_names: Vec<String> = s.lcores.iter().map(|l| l.lcore.to_string()).collect();
-        let lcore_counters: [(&str, &str, LcoreField); 10] = [
+        let lcore_counters: [(&str, &str, LcoreField); 11] = [
             ("tapsplice_lcore_rx_packets", "Packets the worker lcore received.", |l| l.rx_packets),
             ("tapsplice_lcore_tx_packets", "Packets the worker lcore handed to TX.", |l| l.tx_packets),
             ("tapsplice_lcore_rx_bytes", "Bytes the worker lcore received.", |l| l.rx_bytes),
@@ -497,6 +501,7 @@ impl Collector for SnapshotCollector {
             ("tapsplice_lcore_idle_sleeps", "Times the idle back-off slept.", |l| l.idle_sleeps),
             ("tapsplice_lcore_punted", "Frames handed to the control thread (in-band heartbeats, ARP replies).", |l| l.punted),
             ("tapsplice_lcore_control_tx", "Frames sent for the control thread (in-band heartbeats, ARP requests).", |l| l.control_tx),
+            ("tapsplice_lcore_emitted", "Frames the role originated (handshake answers, backend SYNs, resets).", |l| l.emitted),
         ];
         for (name, help, f) in lcore_counters {
             family(

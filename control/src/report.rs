@@ -43,6 +43,8 @@ pub struct LcoreReport {
     pub idle_sleeps: u64,
     pub punted: u64,
     pub control_tx: u64,
+    /// Frames the role originated (handshake answers, backend SYNs, resets).
+    pub emitted: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -60,6 +62,7 @@ impl LcoreReport {
             idle_sleeps: c.idle_sleeps,
             punted: c.punted,
             control_tx: c.control_tx,
+            emitted: c.emitted,
             drops: c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect(),
         }
     }

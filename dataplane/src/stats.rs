@@ -138,6 +138,8 @@ pub struct LcoreCounters {
     pub punted: u64,
     /// Frames the control thread asked this lcore to send (in-band heartbeats, ARP).
     pub control_tx: u64,
+    /// Frames a role originated (SYN-ACKs, backend SYNs, ACKs, resets) and queued to send.
+    pub emitted: u64,
     pub drops: DropCounters,
 }
 
@@ -153,6 +155,7 @@ impl LcoreCounters {
         self.idle_sleeps += o.idle_sleeps;
         self.punted += o.punted;
         self.control_tx += o.control_tx;
+        self.emitted += o.emitted;
         self.drops.merge(&o.drops);
     }
 }

@@ -139,6 +139,7 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
             idle_sleeps: l.idle_sleeps,
             punted: l.punted,
             control_tx: l.control_tx,
+            emitted: l.emitted,
             drops,
         });
     }

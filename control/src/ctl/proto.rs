@@ -462,6 +462,9 @@ pub struct LcoreInfo {
     pub idle_sleeps: u64,
     pub punted: u64,
     pub control_tx: u64,
+    /// Frames the role originated (handshake answers, backend SYNs, resets).
+    #[serde(default)]
+    pub emitted: u64,
     /// Drops by reason (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
 }

@@ -13,7 +13,7 @@
 use super::mempool::Mempool;
 use super::{dpdk, eal::rdtsc, sys, PortError};
 use crate::lcore_link::{LcoreEnd, SmallFrame, ToLcore};
-use crate::role::{Ctx, PortIndex, Role, Verdict};
+use crate::role::{Ctx, Emit, PortIndex, Role, Verdict};
 use crate::stats::{new_cycle_histogram, DropReason, LcoreCounters};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +62,43 @@ pub fn new_slot(lcore: u32) -> Slot {
 struct TxBatch {
     mbufs: Vec<*mut sys::rte_mbuf>,
     bytes: u64,
+}
+
+/// The lcore's [`Emit`]: frames a role originates, in fresh mbufs from the worker's
+/// mempool, held until the round's frames go out (then appended to their port's batch).
+struct MbufEmit {
+    pool: Mempool,
+    frames: Vec<(PortIndex, *mut sys::rte_mbuf)>,
+    /// Frames per round at most (the batches are sized for it, so pushing never allocates).
+    budget: usize,
+}
+
+impl Emit for MbufEmit {
+    fn frame(&mut self, port: PortIndex, len: usize) -> Option<&mut [u8]> {
+        if self.frames.len() >= self.budget {
+            return None;
+        }
+        let lib = dpdk();
+        // SAFETY: the pool lives as long as the process; a fresh mbuf is ours until it is
+        // handed to tx_burst or freed; the slice covers `len` bytes of its data room,
+        // checked just before, and lives no longer than our borrow of `self`.
+        unsafe {
+            let m = lib.ts_pktmbuf_alloc(self.pool.raw);
+            if m.is_null() {
+                return None;
+            }
+            let mb = &mut *m;
+            let room = (mb.buf_len as usize).saturating_sub(mb.data_off as usize);
+            if len > room || len > usize::from(u16::MAX) {
+                lib.ts_pktmbuf_free(m);
+                return None;
+            }
+            mb.data_len = len as u16;
+            mb.pkt_len = len as u32;
+            self.frames.push((port, m));
+            Some(std::slice::from_raw_parts_mut((mb.buf_addr as *mut u8).add(mb.data_off as usize), len))
+        }
+    }
 }
 
 /// A worker lcore's whole state. Built by the control side, moved onto the lcore.
@@ -133,12 +170,14 @@ impl<R: Role + 'static> Worker<R> {
         // A round holds at most one burst from each RX queue; sized so that pushing never
         // allocates on the fast path.
         let round = burst * self.rx.len();
+        // Roles emit rarely (handshakes, resets); two frames per received frame is ample.
+        let mut emitter = MbufEmit { pool: self.pool, frames: Vec::with_capacity(2 * round), budget: 2 * round };
         let mut tx: Vec<TxBatch> = self
             .dpdk_ports
             .iter()
-            .map(|_| TxBatch { mbufs: Vec::with_capacity(round), bytes: 0 })
+            .map(|_| TxBatch { mbufs: Vec::with_capacity(3 * round), bytes: 0 })
             .collect();
-        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(round);
+        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(3 * round);
         let mut counters = LcoreCounters::default();
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
@@ -183,7 +222,7 @@ impl<R: Role + 'static> Worker<R> {
                 });
                 counters.rx_packets += n as u64;
                 let mut rx_bytes = 0u64;
-                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters };
+                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter };
                 for &m in &rx_buf[..n] {
                     // SAFETY: m is a valid mbuf that rx_burst handed to us.
                     let (frame, pkt_len) = unsafe {
@@ -202,6 +241,7 @@ impl<R: Role + 'static> Worker<R> {
                             ctx.counters.drops.count(r);
                             None
                         }
+                        Verdict::Consumed => None,
                         Verdict::Punt => {
                             match SmallFrame::copy_from(src.port, frame) {
                                 Some(f) => match self.link.punts.try_send(f) {
@@ -229,6 +269,20 @@ impl<R: Role + 'static> Worker<R> {
                 counters.rx_bytes += rx_bytes;
             }
             if let Some((t0, timed)) = round_start {
+                for (port, m) in emitter.frames.drain(..) {
+                    match tx.get_mut(usize::from(port)) {
+                        Some(batch) => {
+                            batch.mbufs.push(m);
+                            // SAFETY: an mbuf the emitter allocated and set up.
+                            batch.bytes += u64::from(unsafe { (*m).pkt_len });
+                            counters.emitted += 1;
+                        }
+                        None => {
+                            counters.drops.count(DropReason::NoRoute);
+                            to_free.push(m);
+                        }
+                    }
+                }
                 for (p, batch) in tx.iter_mut().enumerate() {
                     if batch.mbufs.is_empty() {
                         continue;

@@ -28,14 +28,70 @@ pub enum Verdict {
     /// neighbour table), then free it. Counted as `punted`, or dropped and counted when
     /// it is too big to copy or the control thread's queue is full.
     Punt,
+    /// The role is done with the frame and it is not a drop (what it meant has been
+    /// answered with frames from [`Ctx::emit`], e.g. a SYN answered by a SYN-ACK): free it.
+    Consumed,
 }
 
-/// Per-call context: the clock and the lcore's own counters.
+/// Frames a role originates: new frames (a SYN toward a backend, an ACK, a RST) or a
+/// received frame at another length (a SYN-ACK with other options than the SYN had).
+/// They leave with the round's frames, in the order they were emitted, after nothing
+/// else the role emitted before them.
+pub trait Emit {
+    /// A buffer of exactly `len` bytes (contents unspecified: write every byte) that is
+    /// sent on `port`; `None` when no buffer is left (the lcore's mempool or its per-round
+    /// budget is exhausted), which the role counts as [`DropReason::NoMbuf`].
+    fn frame(&mut self, port: PortIndex, len: usize) -> Option<&mut [u8]>;
+}
+
+/// An emitter that has no buffers: for roles that never emit (and their tests).
+pub struct NoEmit;
+
+impl Emit for NoEmit {
+    fn frame(&mut self, _port: PortIndex, _len: usize) -> Option<&mut [u8]> {
+        None
+    }
+}
+
+/// An emitter into plain vectors, for tests and tools that drive a role without DPDK.
+#[derive(Debug, Default)]
+pub struct VecEmit {
+    /// Emitted frames with their ports, oldest first.
+    pub frames: Vec<(PortIndex, Vec<u8>)>,
+    /// Refuse buffers once this many frames are held (`None`: no limit).
+    pub limit: Option<usize>,
+}
+
+impl Emit for VecEmit {
+    fn frame(&mut self, port: PortIndex, len: usize) -> Option<&mut [u8]> {
+        if self.limit.is_some_and(|l| self.frames.len() >= l) {
+            return None;
+        }
+        self.frames.push((port, vec![0; len]));
+        self.frames.last_mut().map(|(_, f)| f.as_mut_slice())
+    }
+}
+
+/// Per-call context: the clock, the lcore's own counters and its emitter.
 pub struct Ctx<'a> {
     /// TSC at the start of the burst, or read within the last few loop iterations (µs)
     /// before it (the loop does not read the clock for every burst).
     pub now_tsc: u64,
     pub counters: &'a mut LcoreCounters,
+    /// Where the role writes frames it originates (rare: handshakes, resets).
+    pub emit: &'a mut dyn Emit,
+}
+
+impl Ctx<'_> {
+    /// A buffer for a new frame of `len` bytes on `port`; counts `no_mbuf` when none is
+    /// left.
+    pub fn emit(&mut self, port: PortIndex, len: usize) -> Option<&mut [u8]> {
+        let f = self.emit.frame(port, len);
+        if f.is_none() {
+            self.counters.drops.count(DropReason::NoMbuf);
+        }
+        f
+    }
 }
 
 /// A packet-processing role. One instance per worker lcore; never shared between lcores.
