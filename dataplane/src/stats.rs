@@ -45,10 +45,19 @@ pub enum DropReason {
     NoMember,
     /// Not for a balanced service, and the role does not forward other traffic.
     NotVip,
+    /// A handshake's last ACK whose SYN cookie does not validate (forged, altered,
+    /// expired, or a segment of a connection the appliance does not know).
+    BadCookie,
+    /// A segment of a spliced service's port for which no splice exists (not a SYN, not a
+    /// cookie ACK), or one the splice's state has no use for.
+    NoSplice,
+    /// A new connection refused because the splice table (or its service's share, or the
+    /// NAT ports, or the handshakes in progress) is full; the client got a RST.
+    SpliceFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 18;
+    pub const COUNT: usize = 21;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::MalformedArp,
@@ -68,6 +77,9 @@ impl DropReason {
         DropReason::PuntQueueFull,
         DropReason::NoMember,
         DropReason::NotVip,
+        DropReason::BadCookie,
+        DropReason::NoSplice,
+        DropReason::SpliceFull,
     ];
 
     /// Stable snake_case name used by ctl, metrics and reports.
@@ -91,6 +103,9 @@ impl DropReason {
             DropReason::PuntQueueFull => "punt_queue_full",
             DropReason::NoMember => "no_member",
             DropReason::NotVip => "not_vip",
+            DropReason::BadCookie => "bad_cookie",
+            DropReason::NoSplice => "no_splice",
+            DropReason::SpliceFull => "splice_full",
         }
     }
 }

@@ -268,7 +268,10 @@ impl<R: Role + 'static> Worker<R> {
                 }
                 counters.rx_bytes += rx_bytes;
             }
-            if let Some((t0, timed)) = round_start {
+            // Frames the role emitted from `tick` (timers) go out with the next round, even
+            // when it received nothing.
+            if round_start.is_some() || !emitter.frames.is_empty() {
+                let (t0, timed) = round_start.unwrap_or((clock, false));
                 for (port, m) in emitter.frames.drain(..) {
                     match tx.get_mut(usize::from(port)) {
                         Some(batch) => {
@@ -334,6 +337,7 @@ impl<R: Role + 'static> Worker<R> {
             }
             clock = rdtsc();
             let now = clock;
+            self.role.tick(&mut Ctx { now_tsc: now, counters: &mut counters, emit: &mut emitter });
             if now >= next_lacp {
                 next_lacp = now + lacp_every;
                 for &port in &self.lacp_ports {

@@ -9,6 +9,7 @@
 pub mod balance;
 pub mod forward;
 pub mod local;
+pub mod splice;
 
 use crate::stats::{DropReason, LcoreCounters};
 
@@ -106,6 +107,13 @@ pub trait Role: Send {
     /// Decide one frame that arrived on `ingress`. The role may rewrite the bytes in place
     /// (the length stays the same).
     fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict;
+
+    /// Timers (connection attempts, expiry): called on the lcore every few loop
+    /// iterations, busy or idle, with a fresh clock in `ctx.now_tsc`. Frames it emits
+    /// leave with the next round.
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
+    }
 
     /// Takes new derived state from the control thread. Called on the lcore between
     /// bursts, never concurrently with `handle`. Whatever it replaces is dropped here, so

@@ -3,10 +3,13 @@
 //! * [`cookie`] — SYN cookies: a stateless handshake any appliance of the rack validates.
 //! * [`options`] — the options a SYN offers, and the option block of the handshake
 //!   segments the appliance sends.
+//! * [`table`] — the splice table (fixed capacity, both legs' keys, idle expiry) and the
+//!   FullNAT port ring.
 //! * [`translate`] — the per-segment rewrite of a spliced connection: addresses and ports,
 //!   sequence and acknowledgement numbers by Δ, SACK blocks, window rescaling, timestamps,
 //!   with incremental checksums.
 
 pub mod cookie;
 pub mod options;
+pub mod table;
 pub mod translate;

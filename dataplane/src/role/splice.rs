@@ -1,0 +1,1057 @@
+//! Role `splice`: TCP connections to a service VIP are answered by the appliance with SYN
+//! cookies, continued to a backend with the client's own ISN, and then spliced segment by
+//! segment (DESIGN.md "Splice"; the design and its reasons are in `docs/splice.md`).
+//!
+//! # One connection's life
+//! 1. **SYN** from the client C to the VIP: answered with a SYN-ACK whose ISN a0 is a SYN
+//!    cookie ([`cookie::make`]) carrying C's MSS, window shift and SACK-permitted. Nothing
+//!    is stored: a SYN flood costs no memory.
+//! 2. **The handshake's ACK** (no entry yet): the cookie is checked ([`cookie::check`];
+//!    a miss is dropped as `bad_cookie`). Then the backend is chosen — the service's
+//!    weighted Maglev table (built by the control thread from health and weights, as for
+//!    `balance`) hashed on C's address and port — a FullNAT port taken, the entry created
+//!    ([`State::Connecting`]) and a SYN sent to the backend S with C's ISN c0 and C's
+//!    options (MSS clamped to the appliance's). A full table, a service at its
+//!    `max_connections`, no NAT port or no room for another handshake in progress answer
+//!    C with a RST (`splice_full`); a service without a live backend likewise (`no_member`).
+//! 3. **While connecting**, C's first bytes are kept in the handshake's buffer (in order,
+//!    up to `request_buffer_bytes`; beyond it C retransmits) and **not acknowledged**: if
+//!    the appliance dies now, C still holds them (`docs/splice.md`, "first request").
+//! 4. **S's SYN-ACK**: Δ = a0 − s0, S's window shift and the timestamp offset are
+//!    recorded, the buffered bytes are sent to S at their original sequence numbers (or a
+//!    pure ACK when there are none), and the entry is [`State::Established`]. S's RST, or
+//!    no answer within `connect_ms` after `connect_attempts` SYNs, moves the connection to
+//!    the next live backend; when none is left C gets a RST.
+//! 5. **Spliced**: every segment is rewritten by [`translate::rewrite`] (addresses, ports,
+//!    Δ, SACK, windows, timestamps) and its MACs set for the other leg. FINs and RSTs are
+//!    tracked: after a RST, or both FINs, the entry lingers [`CLOSED_LINGER_S`]; with one
+//!    FIN it expires after `half_closed_ms` of silence, otherwise after `idle_ms`.
+//!
+//! # What else the role answers
+//! ARP and echo for the VIP addresses on client-facing ports, and the appliance's own
+//! addresses as every role does ([`answer_local`]); other traffic is forwarded between
+//! port pairs when configured, else dropped as `not_vip`.
+//!
+//! # Lcores
+//! Each lcore has its own table and NAT ports (a slice of the configured range). The
+//! backend's replies must reach the lcore that owns the entry: with one worker that holds
+//! trivially; with several, the NAT port must be chosen so that the NIC's RSS hash of the
+//! reply lands on the owner's queue (`docs/splice.md`, not built yet).
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use super::forward::Forward;
+use super::local::{answer_local, LocalAddrs, LocalVerdict};
+use super::{Ctx, PortIndex, Role, Verdict};
+use super::balance::BalanceTables;
+use crate::packet::build::{tcp4, Tcp4Segment};
+use crate::packet::tcp::flags;
+use crate::packet::{ethertype, fast_v4, ip_proto, Ethernet, Tcp, TcpOption};
+use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
+use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
+use crate::splice::table::{flag, Entry, LegKey, NatPorts, SpliceTable, State};
+use crate::splice::translate::{rewrite, Direction, Endpoint};
+use crate::stats::DropReason;
+
+/// Seconds a closed connection (RST, or both FINs) stays in the table, so that the last
+/// ACK and retransmitted FINs still find it.
+pub const CLOSED_LINGER_S: u32 = 2;
+/// Table slots the expiry hand looks at per tick.
+const SWEEP_PER_TICK: usize = 64;
+
+/// One spliced service, as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpliceService {
+    pub vip: Ipv4Addr,
+    /// Destination port ranges, inclusive.
+    pub ports: Vec<(u16, u16)>,
+    /// The backends by member index (the order of the service's selection table): address
+    /// and TCP port (`None` = the client's destination port).
+    pub backends: Vec<(Ipv4Addr, Option<u16>)>,
+    /// Connections of this service one lcore holds at most.
+    pub max_connections: u32,
+    pub connect_ms: u32,
+    /// SYNs sent to one backend before the next one is tried.
+    pub connect_attempts: u32,
+    pub idle_ms: u32,
+    pub half_closed_ms: u32,
+}
+
+impl SpliceService {
+    fn covers(&self, port: u16) -> bool {
+        self.ports.iter().any(|&(lo, hi)| lo <= port && port <= hi)
+    }
+}
+
+/// The appliance clock as the role sees it: TSC → Unix milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub tsc_hz: u64,
+    /// A TSC reading and the Unix time in milliseconds at that moment.
+    pub tsc0: u64,
+    pub unix_ms0: u64,
+}
+
+impl Clock {
+    pub fn unix_ms(&self, tsc: u64) -> u64 {
+        let dt = u128::from(tsc.saturating_sub(self.tsc0)) * 1000 / u128::from(self.tsc_hz.max(1));
+        self.unix_ms0 + dt as u64
+    }
+}
+
+/// Per-lcore settings of the role.
+#[derive(Clone, Debug)]
+pub struct SpliceSettings {
+    /// MSS announced to clients, and the most a backend is offered.
+    pub mss: u16,
+    /// Window shift promised to clients that offer window scaling.
+    pub wscale: u8,
+    /// Connections this lcore's table holds.
+    pub capacity: usize,
+    /// Handshakes toward backends in progress at once (each has a request buffer).
+    pub handshakes: usize,
+    pub request_buffer_bytes: usize,
+    /// This lcore's FullNAT source ports.
+    pub nat_ports: (u16, u16),
+    /// Seeds the backend choice (the same on every appliance of the rack).
+    pub seed: u64,
+    pub clock: Clock,
+}
+
+/// What the control thread pushes to the lcores.
+#[derive(Clone, Debug)]
+pub enum SpliceUpdate {
+    /// The services' backend tables (indexed like the services).
+    Tables(Arc<BalanceTables>),
+    /// The SYN-cookie keys after a rotation.
+    Keys(CookieKeys),
+}
+
+/// Why [`Splice::new`] refused a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpliceError {
+    VipIsLocal { service: usize },
+    NoPorts { service: usize },
+    NoSuchPort(PortIndex),
+    TooManyBackends { service: usize },
+    NoNatPorts,
+}
+
+impl std::fmt::Display for SpliceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpliceError::VipIsLocal { service } => write!(f, "splice service {service}: its VIP is also an address of a port"),
+            SpliceError::NoPorts { service } => write!(f, "splice service {service}: no ports, or a port range whose start is above its end"),
+            SpliceError::NoSuchPort(p) => write!(f, "client-facing port {p} is not configured"),
+            SpliceError::TooManyBackends { service } => write!(f, "splice service {service}: more than 64 backends"),
+            SpliceError::NoNatPorts => write!(f, "the NAT port range is empty"),
+        }
+    }
+}
+
+impl std::error::Error for SpliceError {}
+
+/// The role's own counters, by event (see [`SpliceCounters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum SpliceStat {
+    /// SYN-ACKs with a cookie sent.
+    SynCookies = 0,
+    /// Handshake ACKs whose cookie validated.
+    CookiesValid,
+    /// New connections refused for want of room (table, service share, NAT ports,
+    /// handshakes in progress).
+    RefusedFull,
+    /// New connections refused because the service had no live backend.
+    RefusedNoBackend,
+    /// SYNs sent to backends (retransmissions included).
+    BackendSyns,
+    /// Backends that answered a SYN with RST.
+    BackendRefused,
+    /// Backends that did not answer `connect_attempts` SYNs.
+    BackendTimeouts,
+    /// Connections given up after every backend failed (the client got a RST).
+    BackendsExhausted,
+    /// Splices set up (backend SYN-ACK received).
+    Established,
+    /// Request bytes replayed to backends.
+    ReplayedBytes,
+    /// Request bytes not kept because the handshake's buffer was full.
+    BufferOverflow,
+    /// Connections ended by a RST from either side.
+    Resets,
+    /// Connections ended by FINs from both sides.
+    Finished,
+    /// Entries removed by the expiry hand (idle, half-closed, or closed and lingered).
+    Expired,
+    /// Segments spliced toward backends, and their bytes (frames on the wire).
+    ToServerPackets,
+    ToServerBytes,
+    /// Segments spliced toward clients, and their bytes.
+    ToClientPackets,
+    ToClientBytes,
+    /// Connections in the table (a gauge, written at every tick).
+    Active,
+}
+
+impl SpliceStat {
+    pub const COUNT: usize = 19;
+    pub const ALL: [SpliceStat; Self::COUNT] = [
+        SpliceStat::SynCookies,
+        SpliceStat::CookiesValid,
+        SpliceStat::RefusedFull,
+        SpliceStat::RefusedNoBackend,
+        SpliceStat::BackendSyns,
+        SpliceStat::BackendRefused,
+        SpliceStat::BackendTimeouts,
+        SpliceStat::BackendsExhausted,
+        SpliceStat::Established,
+        SpliceStat::ReplayedBytes,
+        SpliceStat::BufferOverflow,
+        SpliceStat::Resets,
+        SpliceStat::Finished,
+        SpliceStat::Expired,
+        SpliceStat::ToServerPackets,
+        SpliceStat::ToServerBytes,
+        SpliceStat::ToClientPackets,
+        SpliceStat::ToClientBytes,
+        SpliceStat::Active,
+    ];
+
+    /// Stable snake_case name for ctl and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpliceStat::SynCookies => "syn_cookies",
+            SpliceStat::CookiesValid => "cookies_valid",
+            SpliceStat::RefusedFull => "refused_full",
+            SpliceStat::RefusedNoBackend => "refused_no_backend",
+            SpliceStat::BackendSyns => "backend_syns",
+            SpliceStat::BackendRefused => "backend_refused",
+            SpliceStat::BackendTimeouts => "backend_timeouts",
+            SpliceStat::BackendsExhausted => "backends_exhausted",
+            SpliceStat::Established => "established",
+            SpliceStat::ReplayedBytes => "replayed_bytes",
+            SpliceStat::BufferOverflow => "buffer_overflow_bytes",
+            SpliceStat::Resets => "resets",
+            SpliceStat::Finished => "finished",
+            SpliceStat::Expired => "expired",
+            SpliceStat::ToServerPackets => "to_server_packets",
+            SpliceStat::ToServerBytes => "to_server_bytes",
+            SpliceStat::ToClientPackets => "to_client_packets",
+            SpliceStat::ToClientBytes => "to_client_bytes",
+            SpliceStat::Active => "active",
+        }
+    }
+}
+
+/// One lcore's splice counters, readable by the control thread without locks (the lcore
+/// is the only writer: a relaxed load and store, no locked instruction). Cloning gives
+/// another handle on the same cells.
+#[derive(Clone, Debug)]
+pub struct SpliceCounters(Arc<[AtomicU64; SpliceStat::COUNT]>);
+
+impl Default for SpliceCounters {
+    fn default() -> Self {
+        SpliceCounters(Arc::new(std::array::from_fn(|_| AtomicU64::new(0))))
+    }
+}
+
+impl SpliceCounters {
+    #[inline(always)]
+    fn add(&self, s: SpliceStat, n: u64) {
+        let c = &self.0[s as usize];
+        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    fn set(&self, s: SpliceStat, v: u64) {
+        self.0[s as usize].store(v, Relaxed);
+    }
+
+    pub fn get(&self, s: SpliceStat) -> u64 {
+        self.0[s as usize].load(Relaxed)
+    }
+}
+
+/// A handshake toward a backend in progress: what the backend leg's segments need that
+/// the entry does not keep, and the client's first bytes.
+#[derive(Debug)]
+struct Handshake {
+    /// The entry's slot; `None` = this handshake slot is free.
+    entry: Option<u32>,
+    c0: u32,
+    a0: u32,
+    opts: SynOptions,
+    /// The client's TSval on its handshake ACK, when timestamps are on.
+    client_tsval: Option<u32>,
+    /// The client's window field (in its own shift) on its last segment.
+    client_window: u16,
+    buf: Vec<u8>,
+    /// SYNs sent to the current backend.
+    attempts: u32,
+    /// Members tried (bit per member index).
+    tried: u64,
+    deadline_ms: u64,
+}
+
+/// The role; see the module docs.
+pub struct Splice {
+    services: Vec<SpliceService>,
+    vip_addrs: Vec<Ipv4Addr>,
+    settings: SpliceSettings,
+    local: Vec<LocalAddrs>,
+    vip_local: Vec<Option<LocalAddrs>>,
+    forward: Option<Forward>,
+    tables: Arc<BalanceTables>,
+    keys: CookieKeys,
+    table: SpliceTable,
+    nat: NatPorts,
+    handshakes: Vec<Handshake>,
+    free_handshakes: Vec<u16>,
+    /// Per entry slot: its handshake while connecting.
+    handshake_of: Vec<u16>,
+    per_service: Vec<u32>,
+    counters: SpliceCounters,
+    /// The TSC the cached clock values below were computed for.
+    clock_tsc: u64,
+    now_ms: u64,
+}
+
+impl Splice {
+    pub fn new(
+        services: Vec<SpliceService>,
+        settings: SpliceSettings,
+        keys: CookieKeys,
+        tables: Arc<BalanceTables>,
+        local: Vec<LocalAddrs>,
+        client_ports: &[PortIndex],
+        forward_pairs: Option<&[(PortIndex, PortIndex)]>,
+    ) -> Result<Splice, SpliceError> {
+        for (i, s) in services.iter().enumerate() {
+            if local.iter().any(|l| l.owns(s.vip)) {
+                return Err(SpliceError::VipIsLocal { service: i });
+            }
+            if s.ports.is_empty() || s.ports.iter().any(|(lo, hi)| lo > hi) {
+                return Err(SpliceError::NoPorts { service: i });
+            }
+            if s.backends.len() > 64 {
+                return Err(SpliceError::TooManyBackends { service: i });
+            }
+        }
+        if settings.nat_ports.0 > settings.nat_ports.1 {
+            return Err(SpliceError::NoNatPorts);
+        }
+        let mut vip_addrs: Vec<Ipv4Addr> = Vec::new();
+        for s in &services {
+            if !vip_addrs.contains(&s.vip) {
+                vip_addrs.push(s.vip);
+            }
+        }
+        let mut vip_local = vec![None; local.len()];
+        for &p in client_ports {
+            let (Some(slot), Some(me)) = (vip_local.get_mut(usize::from(p)), local.get(usize::from(p))) else {
+                return Err(SpliceError::NoSuchPort(p));
+            };
+            *slot = Some(LocalAddrs { mac: me.mac, ipv4: vip_addrs.clone(), punt_udp: None, punt_arp: false });
+        }
+        let handshakes = (0..settings.handshakes.max(1))
+            .map(|_| Handshake {
+                entry: None,
+                c0: 0,
+                a0: 0,
+                opts: SynOptions { mss: 536, wscale: None, sack: false },
+                client_tsval: None,
+                client_window: 0,
+                buf: Vec::with_capacity(settings.request_buffer_bytes),
+                attempts: 0,
+                tried: 0,
+                deadline_ms: 0,
+            })
+            .collect::<Vec<_>>();
+        let free_handshakes = (0..handshakes.len() as u16).rev().collect();
+        let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
+        let per_service = vec![0; services.len()];
+        let table = SpliceTable::new(settings.capacity);
+        let handshake_of = vec![u16::MAX; table.capacity()];
+        let nat = NatPorts::new(settings.nat_ports.0, settings.nat_ports.1);
+        let now_ms = settings.clock.unix_ms0;
+        Ok(Splice {
+            services,
+            vip_addrs,
+            settings,
+            local,
+            vip_local,
+            forward,
+            tables,
+            keys,
+            table,
+            nat,
+            handshakes,
+            free_handshakes,
+            handshake_of,
+            per_service,
+            counters: SpliceCounters::default(),
+            clock_tsc: 0,
+            now_ms,
+        })
+    }
+
+    /// Another handle on this lcore's counters.
+    pub fn counters(&self) -> SpliceCounters {
+        self.counters.clone()
+    }
+
+    /// The connection table (for tests and the operator view).
+    pub fn table(&self) -> &SpliceTable {
+        &self.table
+    }
+
+    fn tick_clock(&mut self, tsc: u64) {
+        if tsc != self.clock_tsc {
+            self.clock_tsc = tsc;
+            self.now_ms = self.settings.clock.unix_ms(tsc);
+        }
+    }
+
+    fn now_s(&self) -> u32 {
+        (self.now_ms / 1000) as u32
+    }
+
+    /// Our timestamp clock (milliseconds).
+    fn ts_now(&self) -> u32 {
+        self.now_ms as u32
+    }
+
+    fn service_for(&self, vip: Ipv4Addr, port: u16) -> Option<usize> {
+        self.services.iter().position(|s| s.vip == vip && s.covers(port))
+    }
+
+    fn other(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
+        if let Some((et, l3)) = Ethernet::parse(&*frame).ok().map(|e| (e.ethertype(), e.l3_offset())) {
+            let to_vip = et == ethertype::IPV4
+                && frame.get(l3 + 16..l3 + 20).is_some_and(|d| self.vip_addrs.contains(&Ipv4Addr::new(d[0], d[1], d[2], d[3])));
+            if et == ethertype::ARP || to_vip {
+                // ARP requests for a VIP and pings of it are answered on client ports;
+                // other ARP goes on as usual, other traffic to a VIP is not ours to pass.
+                if let Some(Some(me)) = self.vip_local.get(usize::from(ingress)) {
+                    if answer_local(frame, me) == LocalVerdict::Replied {
+                        return Verdict::Reply;
+                    }
+                }
+                if to_vip {
+                    return Verdict::Drop(DropReason::NotVip);
+                }
+            }
+        }
+        if let Some(forward) = self.forward.as_mut() {
+            return forward.handle(ingress, frame, ctx);
+        }
+        if let Some(me) = self.local.get(usize::from(ingress)) {
+            match answer_local(frame, me) {
+                LocalVerdict::NotLocal => {}
+                LocalVerdict::Replied => return Verdict::Reply,
+                LocalVerdict::Punt => return Verdict::Punt,
+                LocalVerdict::Drop(r) => return Verdict::Drop(r),
+            }
+        }
+        Verdict::Drop(DropReason::NotVip)
+    }
+
+    /// Writes a segment into a fresh frame on `port`.
+    fn send(&self, port: PortIndex, seg: &Tcp4Segment, opts: &[u8], payload: &[u8], ctx: &mut Ctx<'_>) -> bool {
+        let len = crate::packet::build::TCP4_HEADERS + opts.len() + payload.len();
+        match ctx.emit(port, len) {
+            Some(buf) => tcp4(buf, seg, opts, payload).is_some(),
+            None => false,
+        }
+    }
+
+    /// A RST for the segment `tcp` (from `from` to `to`, arrived on `port` from `mac`):
+    /// RFC 793's reset generation (seq = its ack when it has one, else ack its end).
+    fn reset(&self, port: PortIndex, mac: [u8; 6], from: Endpoint, to: Endpoint, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) {
+        let Some(me) = self.local.get(usize::from(port)) else { return };
+        let (seq, ack, fl) = if tcp.ack_flag() {
+            (tcp.ack(), 0, flags::RST)
+        } else {
+            let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+            (0, tcp.seq().wrapping_add(len), flags::RST | flags::ACK)
+        };
+        let seg = Tcp4Segment { src_mac: me.mac, dst_mac: mac, src: to.addr, dst: from.addr, sport: to.port, dport: from.port, seq, ack, flags: fl, window: 0, ip_id: 0 };
+        self.send(port, &seg, &[], &[], ctx);
+    }
+
+    fn syn_ack(&mut self, ingress: PortIndex, frame: &[u8], t: &Tuple, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) -> Verdict {
+        let Some(me) = self.local.get(usize::from(ingress)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let offer = match SynOffer::parse(tcp.option_bytes()) {
+            Ok(o) => o,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let c0 = tcp.seq();
+        let offered = SynOptions { mss: offer.mss.unwrap_or(536), wscale: offer.wscale, sack: offer.sack };
+        let (isn, _) = cookie::make(&self.keys, t, c0, offered, cookie::slot_of(self.now_ms / 1000));
+        let reply = SynOffer {
+            mss: Some(self.settings.mss),
+            wscale: offer.wscale.map(|_| self.settings.wscale),
+            sack: offer.sack,
+            ts: offer.ts.map(|(tsval, _)| (self.ts_now(), tsval)),
+        };
+        let mut opts = [0u8; SYN_OPTIONS_MAX];
+        let n = write_syn_options(&mut opts, &reply);
+        let seg = Tcp4Segment {
+            src_mac: me.mac,
+            dst_mac: mac_at(frame, 6),
+            src: t.vip,
+            dst: t.client,
+            sport: t.vip_port,
+            dport: t.client_port,
+            seq: isn,
+            ack: c0.wrapping_add(1),
+            flags: flags::SYN | flags::ACK,
+            window: u16::MAX,
+            ip_id: 0,
+        };
+        if self.send(ingress, &seg, &opts[..n], &[], ctx) {
+            self.counters.add(SpliceStat::SynCookies, 1);
+        }
+        Verdict::Consumed
+    }
+
+    /// The handshake's last ACK from `t` (no entry yet): validate, choose a backend, open
+    /// the backend leg.
+    fn open(&mut self, ingress: PortIndex, frame: &[u8], service: usize, t: &Tuple, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) -> Verdict {
+        let c0 = tcp.seq().wrapping_sub(1);
+        let a0 = tcp.ack().wrapping_sub(1);
+        let slot = cookie::slot_of(self.now_ms / 1000);
+        let Some(opts) = cookie::check(&self.keys, t, c0, a0, slot) else {
+            return Verdict::Drop(DropReason::BadCookie);
+        };
+        self.counters.add(SpliceStat::CookiesValid, 1);
+        let client = Endpoint { addr: t.client, port: t.client_port };
+        let vip = Endpoint { addr: t.vip, port: t.vip_port };
+        let client_mac = mac_at(frame, 6);
+        let svc = &self.services[service];
+        let full = self.per_service[service] >= svc.max_connections || self.free_handshakes.is_empty() || self.nat.available() == 0 || self.table.len() >= self.table.capacity();
+        if full {
+            self.counters.add(SpliceStat::RefusedFull, 1);
+            self.reset(ingress, client_mac, client, vip, tcp, ctx);
+            return Verdict::Drop(DropReason::SpliceFull);
+        }
+        let hash = client_hash(self.settings.seed, t);
+        let Some((member, m)) = self.tables.vips.get(service).and_then(Option::as_ref).and_then(|tab| tab.select_hash(hash)) else {
+            self.counters.add(SpliceStat::RefusedNoBackend, 1);
+            self.reset(ingress, client_mac, client, vip, tcp, ctx);
+            return Verdict::Drop(DropReason::NoMember);
+        };
+        let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        let (baddr, bport) = svc.backends.get(usize::from(member)).copied().unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+        let Some(nat_port) = self.nat.take() else {
+            return Verdict::Drop(DropReason::SpliceFull);
+        };
+        let ts = timestamps(tcp);
+        let entry = Entry {
+            client,
+            vip,
+            backend: Endpoint { addr: baddr, port: bport.unwrap_or(t.vip_port) },
+            nat: Endpoint { addr: nat_addr, port: nat_port },
+            delta: 0,
+            ts_delta: 0,
+            ws_server: 0,
+            ws_promised: if opts.wscale.is_some() { self.settings.wscale } else { 0 },
+            flags: if ts.is_some() { flag::TS } else { 0 },
+            state: State::Connecting,
+            service: service as u16,
+            member,
+            client_mac,
+            client_if: ingress as u8,
+            backend_if: m.port as u8,
+            backend_mac: m.mac,
+            last_seen: self.now_s(),
+        };
+        let Some(slot) = self.table.insert(entry) else {
+            // The backend leg's tuple is taken (a NAT port still in use toward it).
+            self.nat.give_back(nat_port);
+            self.counters.add(SpliceStat::RefusedFull, 1);
+            self.reset(ingress, client_mac, client, vip, tcp, ctx);
+            return Verdict::Drop(DropReason::SpliceFull);
+        };
+        self.per_service[service] += 1;
+        let h = self.free_handshakes.pop().expect("checked above");
+        self.handshake_of[slot as usize] = h;
+        let connect_ms = u64::from(svc.connect_ms);
+        let hs = &mut self.handshakes[usize::from(h)];
+        hs.entry = Some(slot);
+        hs.c0 = c0;
+        hs.a0 = a0;
+        hs.opts = opts;
+        hs.client_tsval = ts.map(|(v, _)| v);
+        hs.client_window = tcp.window();
+        hs.buf.clear();
+        hs.attempts = 1;
+        hs.tried = 1u64 << member;
+        hs.deadline_ms = self.now_ms + connect_ms;
+        self.keep_request_bytes(h, tcp);
+        self.backend_syn(h, ctx);
+        Verdict::Consumed
+    }
+
+    /// Appends the in-order part of `tcp`'s payload to the handshake's buffer.
+    fn keep_request_bytes(&mut self, h: u16, tcp: &Tcp<&[u8]>) {
+        let hs = &mut self.handshakes[usize::from(h)];
+        let payload = tcp.payload();
+        if payload.is_empty() {
+            return;
+        }
+        let have = hs.buf.len();
+        // Offset of this segment in the request stream (seq c0 + 1 is byte 0).
+        let off = tcp.seq().wrapping_sub(hs.c0.wrapping_add(1)) as usize;
+        if off > have || off + payload.len() <= have {
+            return; // a gap (C will retransmit) or nothing new
+        }
+        let new = &payload[have - off..];
+        let room = self.settings.request_buffer_bytes.saturating_sub(have);
+        let take = new.len().min(room);
+        hs.buf.extend_from_slice(&new[..take]);
+        if take < new.len() {
+            self.counters.add(SpliceStat::BufferOverflow, (new.len() - take) as u64);
+        }
+        hs.client_window = tcp.window();
+    }
+
+    fn backend_syn(&mut self, h: u16, ctx: &mut Ctx<'_>) {
+        let hs = &self.handshakes[usize::from(h)];
+        let Some(e) = hs.entry.and_then(|s| self.table.get(s)) else { return };
+        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
+        let offer = SynOffer {
+            mss: Some(hs.opts.mss.min(self.settings.mss)),
+            wscale: hs.opts.wscale,
+            sack: hs.opts.sack,
+            ts: hs.client_tsval.map(|v| (v, 0)),
+        };
+        let mut opts = [0u8; SYN_OPTIONS_MAX];
+        let n = write_syn_options(&mut opts, &offer);
+        // A SYN's window is never scaled: the client's, unscaled, capped.
+        let shift = hs.opts.wscale.unwrap_or(0);
+        let window = (u32::from(hs.client_window) << shift).min(u32::from(u16::MAX)) as u16;
+        let seg = Tcp4Segment {
+            src_mac: me.mac,
+            dst_mac: e.backend_mac,
+            src: e.nat.addr,
+            dst: e.backend.addr,
+            sport: e.nat.port,
+            dport: e.backend.port,
+            seq: hs.c0,
+            ack: 0,
+            flags: flags::SYN,
+            window,
+            ip_id: 0,
+        };
+        if self.send(e.backend_port(), &seg, &opts[..n], &[], ctx) {
+            self.counters.add(SpliceStat::BackendSyns, 1);
+        }
+    }
+
+    /// The backend's SYN-ACK: the splice is set up and the request replayed.
+    fn established(&mut self, slot: u32, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) {
+        let h = self.handshake_of[slot as usize];
+        let offer = SynOffer::parse(tcp.option_bytes()).unwrap_or_default();
+        let s0 = tcp.seq();
+        let ts_now = self.ts_now();
+        let (a0, c0, client_tsval, window, scaling) = {
+            let hs = &self.handshakes[usize::from(h)];
+            (hs.a0, hs.c0, hs.client_tsval, hs.client_window, hs.opts.wscale.is_some())
+        };
+        let Some((e, _)) = self.table.get_mut(slot) else { return };
+        e.delta = a0.wrapping_sub(s0);
+        // Scaling is on only if we offered it (the client did) and the backend answered.
+        e.ws_server = if scaling { offer.wscale.unwrap_or(0) } else { 0 };
+        match offer.ts {
+            Some((s_tsval, _)) if e.flags & flag::TS != 0 => e.ts_delta = ts_now.wrapping_sub(s_tsval),
+            _ => e.flags &= !flag::TS,
+        }
+        e.state = State::Established;
+        let e = *e;
+        let s_tsval = offer.ts.map(|(v, _)| v).unwrap_or(0);
+        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
+        let mss = usize::from(offer.mss.unwrap_or(536).clamp(64, self.settings.mss));
+        let mut seg = Tcp4Segment {
+            src_mac: me.mac,
+            dst_mac: e.backend_mac,
+            src: e.nat.addr,
+            dst: e.backend.addr,
+            sport: e.nat.port,
+            dport: e.backend.port,
+            seq: c0.wrapping_add(1),
+            ack: s0.wrapping_add(1),
+            flags: flags::ACK,
+            window,
+            ip_id: 0,
+        };
+        let ts_opt = |buf: &mut [u8; 12]| -> usize {
+            match client_tsval {
+                Some(v) if e.flags & flag::TS != 0 => {
+                    buf[..2].copy_from_slice(&[1, 1]);
+                    TcpOption::Timestamps { tsval: v, tsecr: s_tsval }.emit(&mut buf[2..]).map_or(0, |n| n + 2)
+                }
+                _ => 0,
+            }
+        };
+        let mut opts = [0u8; 12];
+        let n = ts_opt(&mut opts);
+        let buf = std::mem::take(&mut self.handshakes[usize::from(h)].buf);
+        if buf.is_empty() {
+            self.send(e.backend_port(), &seg, &opts[..n], &[], ctx);
+        } else {
+            let chunks = buf.len().div_ceil(mss);
+            for (i, chunk) in buf.chunks(mss).enumerate() {
+                if i + 1 == chunks {
+                    seg.flags |= flags::PSH;
+                }
+                self.send(e.backend_port(), &seg, &opts[..n], chunk, ctx);
+                seg.seq = seg.seq.wrapping_add(chunk.len() as u32);
+            }
+            self.counters.add(SpliceStat::ReplayedBytes, buf.len() as u64);
+        }
+        self.handshakes[usize::from(h)].buf = buf;
+        self.release_handshake(slot);
+        self.counters.add(SpliceStat::Established, 1);
+    }
+
+    fn release_handshake(&mut self, slot: u32) {
+        let h = std::mem::replace(&mut self.handshake_of[slot as usize], u16::MAX);
+        if let Some(hs) = self.handshakes.get_mut(usize::from(h)) {
+            hs.entry = None;
+            hs.buf.clear();
+            self.free_handshakes.push(h);
+        }
+    }
+
+    /// Removes a connection and gives back what it held.
+    fn drop_entry(&mut self, slot: u32) {
+        if self.handshake_of[slot as usize] != u16::MAX {
+            self.release_handshake(slot);
+        }
+        if let Some(e) = self.table.remove(slot) {
+            self.nat.give_back(e.nat.port);
+            if let Some(n) = self.per_service.get_mut(usize::from(e.service)) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// The current backend failed (`why`): try the next live one, or give up and reset the
+    /// client.
+    fn next_backend(&mut self, slot: u32, why: SpliceStat, ctx: &mut Ctx<'_>) {
+        self.counters.add(why, 1);
+        let h = self.handshake_of[slot as usize];
+        let Some(e) = self.table.get(slot).copied() else { return };
+        let tried = self.handshakes[usize::from(h)].tried;
+        let next = self.tables.vips.get(usize::from(e.service)).and_then(Option::as_ref).and_then(|tab| {
+            let n = tab.members().len();
+            (1..=n)
+                .map(|k| (usize::from(e.member) + k) % n)
+                .find(|&i| tried & (1u64 << i) == 0 && tab.table().shares().get(i).is_some_and(|&s| s > 0))
+                .map(|i| (i as u16, tab.members()[i]))
+        });
+        let svc = &self.services[usize::from(e.service)];
+        let target = next.and_then(|(member, m)| {
+            let nat = self.local.get(usize::from(m.port))?.ipv4.first().copied()?;
+            let (addr, port) = svc.backends.get(usize::from(member)).copied()?;
+            Some((member, m, Endpoint { addr, port: port.unwrap_or(e.vip.port) }, nat))
+        });
+        let Some((member, m, backend, nat_addr)) = target else {
+            self.counters.add(SpliceStat::BackendsExhausted, 1);
+            self.reset_client(&e, h, ctx);
+            self.drop_entry(slot);
+            return;
+        };
+        // The backend leg's key changes: re-insert under the new tuple (same NAT port).
+        self.handshake_of[slot as usize] = u16::MAX;
+        let Some(mut moved) = self.table.remove(slot) else { return };
+        moved.member = member;
+        moved.backend = backend;
+        moved.nat.addr = nat_addr;
+        moved.backend_if = m.port as u8;
+        moved.backend_mac = m.mac;
+        let connect_ms = u64::from(svc.connect_ms);
+        match self.table.insert(moved) {
+            Some(new_slot) => {
+                self.handshake_of[new_slot as usize] = h;
+                let hs = &mut self.handshakes[usize::from(h)];
+                hs.entry = Some(new_slot);
+                hs.tried |= 1u64 << member;
+                hs.attempts = 1;
+                hs.deadline_ms = self.now_ms + connect_ms;
+                self.backend_syn(h, ctx);
+            }
+            None => {
+                // Cannot happen (the slot just freed); give everything back all the same.
+                self.reset_client(&moved, h, ctx);
+                self.nat.give_back(moved.nat.port);
+                let hs = &mut self.handshakes[usize::from(h)];
+                hs.entry = None;
+                self.free_handshakes.push(h);
+                if let Some(n) = self.per_service.get_mut(usize::from(moved.service)) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// A RST to the client of a connection still connecting (the backend leg failed).
+    fn reset_client(&self, e: &Entry, h: u16, ctx: &mut Ctx<'_>) {
+        let Some(me) = self.local.get(usize::from(e.client_port())) else { return };
+        let hs = &self.handshakes[usize::from(h)];
+        let seg = Tcp4Segment {
+            src_mac: me.mac,
+            dst_mac: e.client_mac,
+            src: e.vip.addr,
+            dst: e.client.addr,
+            sport: e.vip.port,
+            dport: e.client.port,
+            seq: hs.a0.wrapping_add(1),
+            ack: hs.c0.wrapping_add(1).wrapping_add(hs.buf.len() as u32),
+            flags: flags::RST | flags::ACK,
+            window: 0,
+            ip_id: 0,
+        };
+        self.send(e.client_port(), &seg, &[], &[], ctx);
+    }
+
+    /// A segment from a client to a spliced service.
+    fn from_client(&mut self, ingress: PortIndex, frame: &mut [u8], service: usize, t: Tuple, ctx: &mut Ctx<'_>) -> Verdict {
+        let key = LegKey { remote: t.client, local: t.vip, remote_port: t.client_port, local_port: t.vip_port };
+        let ip_end = 14 + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let found = self.table.find(&key);
+        let (fl, state) = {
+            let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
+            (tcp.flags(), found.and_then(|s| self.table.get(s)).map(|e| e.state))
+        };
+        let syn_only = fl & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
+        if let (Some(slot), Some(st)) = (found, state) {
+            if syn_only && st != State::Connecting {
+                // A new connection on a tuple whose old one we still hold: the old one is
+                // over for the client.
+                self.drop_entry(slot);
+            } else if st == State::Connecting {
+                if fl & flags::RST != 0 {
+                    self.drop_entry(slot);
+                    self.counters.add(SpliceStat::Resets, 1);
+                } else {
+                    let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
+                    let h = self.handshake_of[slot as usize];
+                    self.keep_request_bytes(h, &tcp);
+                }
+                return Verdict::Consumed;
+            } else {
+                return self.splice(slot, frame, ip_end, Direction::ToServer, fl);
+            }
+        }
+        let f: &[u8] = frame;
+        let tcp = Tcp::new_unchecked(&f[34..ip_end]);
+        if syn_only {
+            return self.syn_ack(ingress, f, &t, &tcp, ctx);
+        }
+        if fl & (flags::SYN | flags::RST | flags::ACK) == flags::ACK {
+            return self.open(ingress, f, service, &t, &tcp, ctx);
+        }
+        Verdict::Drop(DropReason::NoSplice)
+    }
+
+    /// A segment from a backend to one of our NAT addresses.
+    fn from_backend(&mut self, slot: u32, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
+        let ip_end = 14 + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+        let Some(e) = self.table.get(slot).copied() else {
+            return Verdict::Drop(DropReason::NoSplice);
+        };
+        let fl = frame[34 + 13];
+        if e.state != State::Connecting {
+            if fl & flags::SYN != 0 {
+                // A retransmitted SYN-ACK (our ACK or replay was lost): the client's next
+                // segment, spliced, completes the backend's handshake.
+                return Verdict::Drop(DropReason::NoSplice);
+            }
+            return self.splice(slot, frame, ip_end, Direction::ToClient, fl);
+        }
+        let h = self.handshake_of[slot as usize];
+        let c0 = self.handshakes[usize::from(h)].c0;
+        let f: &[u8] = frame;
+        let tcp = Tcp::new_unchecked(&f[34..ip_end]);
+        if tcp.ack_flag() && tcp.ack() == c0.wrapping_add(1) {
+            if fl & (flags::SYN | flags::RST) == flags::SYN {
+                self.established(slot, &tcp, ctx);
+                return Verdict::Consumed;
+            }
+            if fl & flags::RST != 0 {
+                self.next_backend(slot, SpliceStat::BackendRefused, ctx);
+                return Verdict::Consumed;
+            }
+        }
+        Verdict::Drop(DropReason::NoSplice)
+    }
+
+    /// Rewrites a segment of an established (or closing) splice for the other leg.
+    fn splice(&mut self, slot: u32, frame: &mut [u8], ip_end: usize, dir: Direction, fl: u8) -> Verdict {
+        let now_s = self.now_s();
+        let Some((e, traffic)) = self.table.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoSplice);
+        };
+        let (src, dst, out, src_mac, dst_mac) = match dir {
+            Direction::ToServer => (e.nat, e.backend, e.backend_port(), e.backend_if, e.backend_mac),
+            Direction::ToClient => (e.vip, e.client, e.client_port(), e.client_if, e.client_mac),
+        };
+        let Some(me) = self.local.get(usize::from(src_mac)) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        if let Err(r) = rewrite(&mut frame[14..ip_end], dir, src, dst, &e.offsets()) {
+            return Verdict::Drop(r);
+        }
+        frame[0..6].copy_from_slice(&dst_mac);
+        frame[6..12].copy_from_slice(&me.mac);
+        e.last_seen = now_s;
+        let bytes = frame.len() as u64;
+        let (pk, by) = match dir {
+            Direction::ToServer => {
+                traffic.to_server += bytes;
+                (SpliceStat::ToServerPackets, SpliceStat::ToServerBytes)
+            }
+            Direction::ToClient => {
+                traffic.to_client += bytes;
+                (SpliceStat::ToClientPackets, SpliceStat::ToClientBytes)
+            }
+        };
+        if fl & flags::RST != 0 && e.state != State::Closed {
+            e.state = State::Closed;
+            self.counters.add(SpliceStat::Resets, 1);
+        } else if fl & flags::FIN != 0 {
+            e.flags |= if dir == Direction::ToServer { flag::FIN_CLIENT } else { flag::FIN_SERVER };
+            if e.flags & (flag::FIN_CLIENT | flag::FIN_SERVER) == flag::FIN_CLIENT | flag::FIN_SERVER && e.state != State::Closed {
+                e.state = State::Closed;
+                self.counters.add(SpliceStat::Finished, 1);
+            }
+        }
+        self.counters.add(pk, 1);
+        self.counters.add(by, bytes);
+        Verdict::Tx(out)
+    }
+}
+
+/// The source MAC (or any 6 bytes) of a frame at `at`.
+fn mac_at(frame: &[u8], at: usize) -> [u8; 6] {
+    let mut m = [0; 6];
+    m.copy_from_slice(&frame[at..at + 6]);
+    m
+}
+
+/// The timestamps option of a segment.
+fn timestamps(tcp: &Tcp<&[u8]>) -> Option<(u32, u32)> {
+    tcp.options().find_map(|o| match o {
+        TcpOption::Timestamps { tsval, tsecr } => Some((tsval, tsecr)),
+        _ => None,
+    })
+}
+
+/// The backend choice's hash of a client (address and port), seeded per rack.
+fn client_hash(seed: u64, t: &Tuple) -> u64 {
+    let mut x = seed ^ (u64::from(u32::from(t.client)) << 16 | u64::from(t.client_port));
+    // splitmix64's finaliser: every input bit moves every output bit.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Role for Splice {
+    type Update = SpliceUpdate;
+
+    fn name(&self) -> &'static str {
+        "splice"
+    }
+
+    fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
+        self.tick_clock(ctx.now_tsc);
+        if let Some(f) = fast_v4(frame).filter(|f| f.protocol == ip_proto::TCP) {
+            if let Some(service) = self.service_for(f.dst, f.dst_port) {
+                let t = Tuple { client: f.src, client_port: f.src_port, vip: f.dst, vip_port: f.dst_port };
+                return self.from_client(ingress, frame, service, t, ctx);
+            }
+            let key = LegKey { remote: f.src, local: f.dst, remote_port: f.src_port, local_port: f.dst_port };
+            if let Some(slot) = self.table.find(&key).filter(|&s| self.table.get(s).is_some_and(|e| e.nat == Endpoint { addr: f.dst, port: f.dst_port })) {
+                return self.from_backend(slot, frame, ctx);
+            }
+            let (lo, hi) = self.settings.nat_ports;
+            if (lo..=hi).contains(&f.dst_port) && self.local.iter().any(|l| l.owns(f.dst)) {
+                // A backend's segment for a splice that is gone (expired, or moved to
+                // another backend).
+                return Verdict::Drop(DropReason::NoSplice);
+            }
+        }
+        self.other(ingress, frame, ctx)
+    }
+
+    fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        self.tick_clock(ctx.now_tsc);
+        let now = self.now_ms;
+        // Backend handshakes whose SYN went unanswered.
+        for h in 0..self.handshakes.len() {
+            let (Some(slot), true) = (self.handshakes[h].entry, self.handshakes[h].deadline_ms <= now) else { continue };
+            let Some(service) = self.table.get(slot).map(|e| usize::from(e.service)) else { continue };
+            let svc = &self.services[service];
+            let (attempts, connect_ms) = (svc.connect_attempts.max(1), u64::from(svc.connect_ms));
+            let hs = &mut self.handshakes[h];
+            if hs.attempts < attempts {
+                hs.attempts += 1;
+                hs.deadline_ms = now + connect_ms;
+                self.backend_syn(h as u16, ctx);
+            } else {
+                self.next_backend(slot, SpliceStat::BackendTimeouts, ctx);
+            }
+        }
+        // Expiry.
+        let now_s = self.now_s();
+        let services = &self.services;
+        let mut expired = [u32::MAX; SWEEP_PER_TICK];
+        let mut n = 0;
+        self.table.sweep(
+            SWEEP_PER_TICK,
+            |e| {
+                let quiet = now_s.saturating_sub(e.last_seen);
+                let svc = &services[usize::from(e.service)];
+                match e.state {
+                    State::Connecting => false,
+                    State::Closed => quiet >= CLOSED_LINGER_S,
+                    State::Established if e.flags & (flag::FIN_CLIENT | flag::FIN_SERVER) != 0 => u64::from(quiet) * 1000 >= u64::from(svc.half_closed_ms),
+                    State::Established => u64::from(quiet) * 1000 >= u64::from(svc.idle_ms),
+                }
+            },
+            |_, e| {
+                if n < expired.len() {
+                    expired[n] = u32::from(e.nat.port) | (u32::from(e.service) << 16);
+                    n += 1;
+                }
+            },
+        );
+        for &x in &expired[..n] {
+            self.nat.give_back(x as u16);
+            if let Some(c) = self.per_service.get_mut((x >> 16) as usize) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        self.counters.add(SpliceStat::Expired, n as u64);
+        self.counters.set(SpliceStat::Active, self.table.len() as u64);
+    }
+
+    fn update(&mut self, update: SpliceUpdate) {
+        match update {
+            SpliceUpdate::Tables(t) => self.tables = t,
+            SpliceUpdate::Keys(k) => self.keys = k,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "splice_tests.rs"]
+mod tests;

@@ -1,0 +1,475 @@
+//! Tests of the splice role: whole connections driven through it with frames as the
+//! clients' and backends' TCP stacks would send them, every emitted and rewritten frame
+//! checked field by field (and its checksums recomputed).
+
+use super::*;
+use crate::balance::{member_key, FlowHasher, HashPolicy, MemberEntry, MemberSpec, SelectionTable};
+use crate::packet::build::TCP4_HEADERS;
+use crate::packet::{arp, Arp, Ipv4};
+use crate::role::VecEmit;
+use crate::stats::LcoreCounters;
+use proptest::prelude::*;
+
+const PORT_MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 0xa0], [2, 0, 0, 0, 0, 0xb0]];
+const OWN: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 1, 0, 2)];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 21), Ipv4Addr::new(10, 1, 0, 22)];
+const BACKEND_MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 1, 21], [2, 0, 0, 0, 1, 22]];
+/// The role's clock runs at 1000 ticks per second: one tick is a millisecond.
+const T0_MS: u64 = 1_700_000_000_000;
+
+fn local() -> Vec<LocalAddrs> {
+    (0..2).map(|i| LocalAddrs { mac: PORT_MAC[i], ipv4: vec![OWN[i]], punt_udp: None, punt_arp: true }).collect()
+}
+
+fn tables(weights: &[u32]) -> Arc<BalanceTables> {
+    let members: Vec<MemberSpec> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| MemberSpec { key: member_key(format!("b{i}").as_bytes()), weight, entry: MemberEntry { mac: BACKEND_MAC[i], port: 1 } })
+        .collect();
+    let t = SelectionTable::build(FlowHasher::new(HashPolicy::L34, 1), &members, None).ok();
+    Arc::new(BalanceTables { vips: vec![t.filter(|_| weights.iter().any(|&w| w > 0))] })
+}
+
+fn keys() -> CookieKeys {
+    CookieKeys { current: cookie::Key([7; 16]), previous: None }
+}
+
+struct Net {
+    role: Splice,
+    counters: LcoreCounters,
+    /// Milliseconds since T0_MS.
+    now: u64,
+}
+
+impl Net {
+    fn new(capacity: usize, attempts: u32) -> Net {
+        Net::with(capacity, attempts, tables(&[1, 1]))
+    }
+
+    fn with(capacity: usize, attempts: u32, tables: Arc<BalanceTables>) -> Net {
+        let service = SpliceService {
+            vip: VIP,
+            ports: vec![(80, 80)],
+            backends: BACKENDS.iter().map(|&a| (a, Some(8080))).collect(),
+            max_connections: 1000,
+            connect_ms: 1000,
+            connect_attempts: attempts,
+            idle_ms: 60_000,
+            half_closed_ms: 10_000,
+        };
+        let settings = SpliceSettings {
+            mss: 1400,
+            wscale: 9,
+            capacity,
+            handshakes: 16,
+            request_buffer_bytes: 4096,
+            nat_ports: (20_000, 20_099),
+            seed: 42,
+            clock: Clock { tsc_hz: 1000, tsc0: 0, unix_ms0: T0_MS },
+        };
+        let role = Splice::new(vec![service], settings, keys(), tables, local(), &[0], None).unwrap();
+        Net { role, counters: LcoreCounters::default(), now: 0 }
+    }
+
+    /// One frame in; the verdict, the frame as it leaves, and what was emitted.
+    fn send(&mut self, port: PortIndex, frame: &[u8]) -> (Verdict, Vec<u8>, Vec<(PortIndex, Vec<u8>)>) {
+        let mut f = frame.to_vec();
+        let mut emit = VecEmit::default();
+        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit };
+        let v = self.role.handle(port, &mut f, &mut ctx);
+        (v, f, emit.frames)
+    }
+
+    fn tick(&mut self) -> Vec<(PortIndex, Vec<u8>)> {
+        let mut emit = VecEmit::default();
+        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit };
+        self.role.tick(&mut ctx);
+        emit.frames
+    }
+
+    fn stat(&self, s: SpliceStat) -> u64 {
+        self.role.counters().get(s)
+    }
+}
+
+/// A segment as a peer's stack sends it.
+#[allow(clippy::too_many_arguments)]
+fn seg(src_mac: [u8; 6], dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), seq: u32, ack: u32, fl: u8, window: u16, opts: &[u8], payload: &[u8]) -> Vec<u8> {
+    let s = Tcp4Segment { src_mac, dst_mac, src: src.0, dst: dst.0, sport: src.1, dport: dst.1, seq, ack, flags: fl, window, ip_id: 1 };
+    let mut buf = vec![0u8; TCP4_HEADERS + opts.len() + payload.len()];
+    tcp4(&mut buf, &s, opts, payload).unwrap();
+    buf
+}
+
+fn ts_opt(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend(tsval.to_be_bytes());
+    o.extend(tsecr.to_be_bytes());
+    o
+}
+
+/// A frame's TCP segment, after checking both checksums.
+struct Seen {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    opts: SynOffer,
+    payload: Vec<u8>,
+}
+
+fn seen(frame: &[u8]) -> Seen {
+    let ip = Ipv4::parse(&frame[14..]).expect("IPv4 header and checksum");
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let end = 14 + ip.total_len();
+    let tcp = Tcp::parse(&frame[34..end]).unwrap();
+    assert!(tcp.verify_checksum_v4(src, dst), "TCP checksum");
+    Seen {
+        src_mac: mac_at(frame, 6),
+        dst_mac: mac_at(frame, 0),
+        src: (src, tcp.src_port()),
+        dst: (dst, tcp.dst_port()),
+        seq: tcp.seq(),
+        ack: tcp.ack(),
+        flags: tcp.flags(),
+        window: tcp.window(),
+        opts: SynOffer::parse(tcp.option_bytes()).unwrap(),
+        payload: tcp.payload().to_vec(),
+    }
+}
+
+const LINUX_SYN_OPTS: [u8; 20] = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0x13, 0x88, 0, 0, 0, 0, 1, 3, 3, 7];
+const C0: u32 = 0xffff_fff0; // the client's ISN: its sequence numbers wrap during the test
+const CPORT: u16 = 40_000;
+
+fn from_client(n: &mut Net, cport: u16, seq: u32, ack: u32, fl: u8, opts: &[u8], payload: &[u8]) -> (Verdict, Vec<u8>, Vec<(PortIndex, Vec<u8>)>) {
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, cport), (VIP, 80), seq, ack, fl, 502, opts, payload);
+    n.send(0, &f)
+}
+
+/// SYN and the handshake's ACK (with `payload`) from the client on `cport`: the cookie
+/// ISN a0 and the SYN the appliance sent the backend.
+fn connect(n: &mut Net, cport: u16, payload: &[u8]) -> (u32, Seen) {
+    let (v, _, out) = from_client(n, cport, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(out.len(), 1);
+    let synack = seen(&out[0].1);
+    let a0 = synack.seq;
+    let (v, _, out) = from_client(n, cport, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &ts_opt(5001, synack.opts.ts.unwrap().0), payload);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(out.len(), 1, "one SYN to a backend");
+    assert_eq!(out[0].0, 1);
+    (a0, seen(&out[0].1))
+}
+
+#[test]
+fn a_connection_is_answered_spliced_and_closed() {
+    let mut n = Net::new(64, 3);
+    n.now = 5;
+    // SYN → a SYN-ACK with a cookie and our options, nothing stored.
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(v, Verdict::Consumed);
+    let sa = seen(&out[0].1);
+    assert_eq!(out[0].0, 0);
+    assert_eq!((sa.src_mac, sa.dst_mac), (PORT_MAC[0], CLIENT_MAC));
+    assert_eq!((sa.src, sa.dst), ((VIP, 80), (CLIENT, CPORT)));
+    assert_eq!((sa.ack, sa.flags), (C0.wrapping_add(1), flags::SYN | flags::ACK));
+    assert_eq!(sa.opts, SynOffer { mss: Some(1400), wscale: Some(9), sack: true, ts: Some(((T0_MS + 5) as u32, 5000)) });
+    assert!(n.role.table().is_empty());
+    let a0 = sa.seq;
+    let t = Tuple { client: CLIENT, client_port: CPORT, vip: VIP, vip_port: 80 };
+    assert!(cookie::check(&keys(), &t, C0, a0, cookie::slot_of((T0_MS + 5) / 1000)).is_some());
+
+    // The handshake's ACK → a SYN to a backend with the client's ISN and options.
+    n.now = 7;
+    let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &ts_opt(5001, sa.opts.ts.unwrap().0), b"");
+    assert_eq!(v, Verdict::Consumed);
+    let syn = seen(&out[0].1);
+    assert_eq!(out[0].0, 1);
+    let b = BACKENDS.iter().position(|&a| a == syn.dst.0).expect("to a backend");
+    assert_eq!((syn.src_mac, syn.dst_mac), (PORT_MAC[1], BACKEND_MAC[b]));
+    assert_eq!((syn.src.0, syn.dst.1), (OWN[1], 8080));
+    assert!((20_000..=20_099).contains(&syn.src.1), "a NAT port");
+    assert_eq!((syn.seq, syn.flags), (C0, flags::SYN));
+    assert_eq!(syn.opts, SynOffer { mss: Some(1400), wscale: Some(7), sack: true, ts: Some((5001, 0)) });
+    assert_eq!(n.role.table().len(), 1);
+
+    // The request arrives before the backend answers: kept, not acknowledged.
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK | flags::PSH, &ts_opt(5002, sa.opts.ts.unwrap().0), req);
+    assert_eq!((v, out.len()), (Verdict::Consumed, 0));
+
+    // The backend's SYN-ACK → the request replayed at its own sequence numbers.
+    n.now = 9;
+    let nat = syn.src;
+    let backend = syn.dst;
+    let s0: u32 = 0x0000_0100;
+    let mut opts = vec![2, 4, 5, 0xb4, 4, 2];
+    opts.extend(ts_opt(90_000, 5001)[2..].iter());
+    opts.extend([1, 3, 3, 5]);
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], backend, nat, s0, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &opts, b"");
+    let (v, _, out) = n.send(1, &f);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(out.len(), 1);
+    let replay = seen(&out[0].1);
+    assert_eq!((replay.src, replay.dst), (nat, backend));
+    assert_eq!((replay.seq, replay.ack), (C0.wrapping_add(1), s0 + 1));
+    assert_eq!(replay.flags, flags::ACK | flags::PSH);
+    assert_eq!(replay.payload, req);
+    assert_eq!(replay.opts.ts, Some((5001, 90_000)));
+    assert_eq!(n.stat(SpliceStat::Established), 1);
+    assert_eq!(n.stat(SpliceStat::ReplayedBytes), req.len() as u64);
+
+    // The response, spliced to the client: seq + Δ, TSval + offset, window rescaled 5 → 9.
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let ack_req = C0.wrapping_add(1).wrapping_add(req.len() as u32);
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], backend, nat, s0 + 1, ack_req, flags::ACK | flags::PSH, 1000, &ts_opt(90_010, 5002), resp);
+    let (v, out_frame, _) = n.send(1, &f);
+    assert_eq!(v, Verdict::Tx(0));
+    let r = seen(&out_frame);
+    assert_eq!((r.src_mac, r.dst_mac), (PORT_MAC[0], CLIENT_MAC));
+    assert_eq!((r.src, r.dst), ((VIP, 80), (CLIENT, CPORT)));
+    assert_eq!((r.seq, r.ack), (a0.wrapping_add(1), ack_req));
+    assert_eq!(r.window, 63, "1000 << 5 >> 9, rounded up");
+    let ts_delta = ((T0_MS + 9) as u32).wrapping_sub(90_000);
+    assert_eq!(r.opts.ts, Some((90_010u32.wrapping_add(ts_delta), 5002)));
+    assert_eq!(r.payload, resp);
+
+    // The client's ACK of it, spliced to the backend: ack − Δ, TSecr − offset.
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, CPORT), (VIP, 80), ack_req, a0.wrapping_add(1 + resp.len() as u32), flags::ACK, 300, &ts_opt(5003, 90_010u32.wrapping_add(ts_delta)), b"");
+    let (v, out_frame, _) = n.send(0, &f);
+    assert_eq!(v, Verdict::Tx(1));
+    let c = seen(&out_frame);
+    assert_eq!((c.src_mac, c.dst_mac), (PORT_MAC[1], BACKEND_MAC[b]));
+    assert_eq!((c.src, c.dst), (nat, backend));
+    assert_eq!((c.seq, c.ack, c.window), (ack_req, s0 + 1 + resp.len() as u32, 300));
+    assert_eq!(c.opts.ts, Some((5003, 90_010)));
+
+    // FIN both ways: closed, then expired after the linger; the NAT port comes back.
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], backend, nat, s0 + 1 + resp.len() as u32, ack_req, flags::ACK | flags::FIN, 1000, &ts_opt(90_020, 5003), b"");
+    assert_eq!(n.send(1, &f).0, Verdict::Tx(0));
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, CPORT), (VIP, 80), ack_req, a0.wrapping_add(2 + resp.len() as u32), flags::ACK | flags::FIN, 300, &ts_opt(5004, 1), b"");
+    assert_eq!(n.send(0, &f).0, Verdict::Tx(1));
+    assert_eq!(n.stat(SpliceStat::Finished), 1);
+    assert_eq!(n.role.table().iter().next().unwrap().0.state, State::Closed);
+    n.now += 1000;
+    n.tick();
+    assert_eq!(n.role.table().len(), 1, "lingers");
+    n.now += u64::from(CLOSED_LINGER_S) * 1000;
+    n.tick();
+    n.tick();
+    assert!(n.role.table().is_empty());
+    assert_eq!(n.stat(SpliceStat::Expired), 1);
+    assert_eq!(n.role.nat.available(), 100);
+    assert_eq!(n.stat(SpliceStat::ToServerPackets), 2);
+    assert_eq!(n.stat(SpliceStat::ToClientPackets), 2);
+}
+
+#[test]
+fn a_request_larger_than_one_segment_is_replayed_in_order_and_beyond_the_buffer_is_left_to_the_client() {
+    let mut n = Net::new(64, 3);
+    let (a0, syn) = connect(&mut n, CPORT, b"");
+    let body: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+    // Three segments of 2000 bytes, the second one twice and the third one first.
+    for off in [4000usize, 0, 2000, 2000] {
+        let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1 + off as u32), a0.wrapping_add(1), flags::ACK, &ts_opt(5002, 0), &body[off..off + 2000]);
+        assert_eq!((v, out.len()), (Verdict::Consumed, 0));
+    }
+    // Kept: the first 4000 bytes in order (the third segment came before its gap was
+    // filled and is the client's to send again; the buffer holds 4096).
+    let f = seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 9, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[2, 4, 0x05, 0xb4], b"");
+    let (v, _, out) = n.send(1, &f);
+    assert_eq!(v, Verdict::Consumed);
+    let sent: Vec<Seen> = out.iter().map(|(p, f)| {
+        assert_eq!(*p, 1);
+        seen(f)
+    }).collect();
+    assert!(sent.iter().all(|s| s.payload.len() <= 1400), "no segment above the backend's MSS (ours caps it at 1400)");
+    let mut stream: Vec<u8> = Vec::new();
+    let mut seq = C0.wrapping_add(1);
+    for s in &sent {
+        assert_eq!(s.seq, seq);
+        assert_eq!(s.ack, 10);
+        assert_eq!(s.opts.ts, None, "the backend did not take timestamps");
+        seq = seq.wrapping_add(s.payload.len() as u32);
+        stream.extend(&s.payload);
+    }
+    assert_eq!(stream, &body[..4000]);
+    assert_eq!(sent.last().unwrap().flags & flags::PSH, flags::PSH);
+    // The client now sends the rest again: spliced.
+    let (v, f, _) = from_client(&mut n, CPORT, C0.wrapping_add(4001), a0.wrapping_add(1), flags::ACK, &[], &body[4000..]);
+    assert_eq!(v, Verdict::Tx(1));
+    assert_eq!(seen(&f).seq, C0.wrapping_add(4001));
+}
+
+#[test]
+fn forged_and_stale_handshakes_are_dropped_and_syn_floods_store_nothing() {
+    let mut n = Net::new(64, 3);
+    for i in 0..1000u16 {
+        let (v, _, out) = from_client(&mut n, 1000 + i, u32::from(i) * 7919, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+        assert_eq!((v, out.len()), (Verdict::Consumed, 1));
+    }
+    assert!(n.role.table().is_empty());
+    assert_eq!(n.stat(SpliceStat::SynCookies), 1000);
+    let (_, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    let a0 = seen(&out[0].1).seq;
+    // Wrong ISN, wrong client ISN, a blind ACK, and the right one after two slots.
+    for (seq, ack) in [(C0.wrapping_add(1), a0.wrapping_add(2)), (C0.wrapping_add(2), a0.wrapping_add(1)), (12345, 67890)] {
+        let (v, _, out) = from_client(&mut n, CPORT, seq, ack, flags::ACK, &[], b"");
+        assert_eq!((v, out.len()), (Verdict::Drop(DropReason::BadCookie), 0));
+    }
+    n.now += 3 * cookie::SLOT_SECONDS * 1000;
+    let (v, _, _) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"");
+    assert_eq!(v, Verdict::Drop(DropReason::BadCookie), "expired");
+    assert!(n.role.table().is_empty());
+    // Other segments without a splice are dropped too, and nothing answers them.
+    for fl in [flags::RST, flags::FIN | flags::ACK | flags::SYN, 0] {
+        let (v, _, out) = from_client(&mut n, CPORT, 1, 1, fl, &[], b"");
+        assert_eq!((v, out.len()), (Verdict::Drop(DropReason::NoSplice), 0));
+    }
+}
+
+#[test]
+fn a_refusing_backend_moves_the_connection_to_the_next_and_the_last_refusal_resets_the_client() {
+    let mut n = Net::new(64, 3);
+    let (a0, syn) = connect(&mut n, CPORT, b"");
+    let rst = |syn: &Seen| seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 0, C0.wrapping_add(1), flags::RST | flags::ACK, 0, &[], b"");
+    let (v, _, out) = n.send(1, &rst(&syn));
+    assert_eq!(v, Verdict::Consumed);
+    let syn2 = seen(&out[0].1);
+    assert_ne!(syn2.dst, syn.dst, "the other backend");
+    assert_eq!((syn2.seq, syn2.flags, syn2.src), (C0, flags::SYN, syn.src));
+    // A RST from the first backend's tuple is no longer ours.
+    assert_eq!(n.send(1, &rst(&syn)).0, Verdict::Drop(DropReason::NoSplice));
+    let (v, _, out) = n.send(1, &rst(&syn2));
+    assert_eq!(v, Verdict::Consumed);
+    let r = seen(&out[0].1);
+    assert_eq!(out[0].0, 0);
+    assert_eq!((r.src, r.dst), ((VIP, 80), (CLIENT, CPORT)));
+    assert_eq!((r.seq, r.ack, r.flags), (a0.wrapping_add(1), C0.wrapping_add(1), flags::RST | flags::ACK));
+    assert!(n.role.table().is_empty());
+    assert_eq!((n.stat(SpliceStat::BackendRefused), n.stat(SpliceStat::BackendsExhausted)), (2, 1));
+    assert_eq!(n.role.nat.available(), 100);
+}
+
+#[test]
+fn a_silent_backend_gets_its_attempts_then_the_next_backend_is_tried() {
+    let mut n = Net::new(64, 2);
+    let (_, syn) = connect(&mut n, CPORT, b"hello");
+    n.now += 500;
+    assert!(n.tick().is_empty());
+    n.now += 600;
+    let out = n.tick();
+    assert_eq!(out.len(), 1);
+    assert_eq!(seen(&out[0].1).dst, syn.dst, "second attempt, same backend");
+    n.now += 1100;
+    let out = n.tick();
+    let next = seen(&out[0].1);
+    assert_ne!(next.dst, syn.dst);
+    assert_eq!(n.stat(SpliceStat::BackendTimeouts), 1);
+    assert_eq!(n.stat(SpliceStat::BackendSyns), 3);
+    // The next backend answers: the buffered request follows.
+    let f = seg(BACKEND_MAC[1], PORT_MAC[1], next.dst, next.src, 5, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[], b"");
+    let (_, _, out) = n.send(1, &f);
+    assert_eq!(seen(&out[0].1).payload, b"hello");
+}
+
+#[test]
+fn a_full_table_refuses_new_connections_with_a_reset_and_the_old_one_goes_on() {
+    let mut n = Net::new(1, 3);
+    let (a0, syn) = connect(&mut n, CPORT, b"");
+    let (_, _, out) = from_client(&mut n, CPORT + 1, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    let b0 = seen(&out[0].1).seq;
+    let (v, _, out) = from_client(&mut n, CPORT + 1, C0.wrapping_add(1), b0.wrapping_add(1), flags::ACK, &[], b"");
+    assert_eq!(v, Verdict::Drop(DropReason::SpliceFull));
+    let r = seen(&out[0].1);
+    assert_eq!((r.dst.1, r.seq, r.flags), (CPORT + 1, b0.wrapping_add(1), flags::RST));
+    assert_eq!(n.stat(SpliceStat::RefusedFull), 1);
+    let f = seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 9, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[], b"");
+    assert_eq!(n.send(1, &f).0, Verdict::Consumed);
+    let (v, _, _) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"x");
+    assert_eq!(v, Verdict::Tx(1));
+}
+
+#[test]
+fn no_live_backend_resets_the_client() {
+    let mut n = Net::with(64, 3, tables(&[0, 0]));
+    let (_, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    let a0 = seen(&out[0].1).seq;
+    let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"");
+    assert_eq!(v, Verdict::Drop(DropReason::NoMember));
+    assert_eq!(seen(&out[0].1).flags, flags::RST);
+    assert_eq!(n.stat(SpliceStat::RefusedNoBackend), 1);
+    // A table arrives: the next connection is spliced.
+    n.role.update(SpliceUpdate::Tables(tables(&[1, 0])));
+    let (_, syn) = connect(&mut n, CPORT + 1, b"");
+    assert_eq!(syn.dst.0, BACKENDS[0]);
+}
+
+#[test]
+fn idle_connections_expire() {
+    let mut n = Net::new(64, 3);
+    let (_, syn) = connect(&mut n, CPORT, b"");
+    let f = seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 9, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[], b"");
+    n.send(1, &f);
+    n.now += 59_000;
+    n.tick();
+    assert_eq!(n.role.table().len(), 1);
+    n.now += 2_000;
+    n.tick();
+    assert!(n.role.table().is_empty());
+}
+
+#[test]
+fn arp_and_ping_for_the_vip_are_answered_on_client_ports_only() {
+    let mut n = Net::new(64, 3);
+    let mut req = vec![0u8; 42];
+    crate::packet::build::arp_request(&mut req, CLIENT_MAC, CLIENT, VIP).unwrap();
+    let (v, f, _) = n.send(0, &req);
+    assert_eq!(v, Verdict::Reply);
+    let a = Arp::parse(&f[14..]).unwrap();
+    assert_eq!((a.operation(), a.sender_ip(), a.sender_mac()), (arp::OP_REPLY, VIP, PORT_MAC[0]));
+    assert_eq!(n.send(1, &req).0, Verdict::Drop(DropReason::NotVip));
+    // Another port of the VIP, or UDP to it: not ours to pass.
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, 1), (VIP, 81), 1, 0, flags::SYN, 1, &[], b"");
+    assert_eq!(n.send(0, &f).0, Verdict::Drop(DropReason::NotVip));
+    // The appliance's own address still answers.
+    let mut req = vec![0u8; 42];
+    crate::packet::build::arp_request(&mut req, CLIENT_MAC, CLIENT, OWN[0]).unwrap();
+    assert_eq!(n.send(0, &req).0, Verdict::Reply);
+}
+
+proptest! {
+    /// Arbitrary frames, and mutations of a live connection's segments, never panic and
+    /// never leave the table inconsistent with its NAT ports.
+    #[test]
+    fn hostile_frames_do_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200),
+                                   flip in 0usize..80, val: u8, fl: u8, from_backend: bool) {
+        let mut n = Net::new(8, 3);
+        let (a0, syn) = connect(&mut n, CPORT, b"");
+        n.send(0, &bytes);
+        n.send(1, &bytes);
+        let mut f = if from_backend {
+            seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 9, C0.wrapping_add(1), fl, 65_535, &[], b"xyz")
+        } else {
+            seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, CPORT), (VIP, 80), C0.wrapping_add(1), a0.wrapping_add(1), fl, 9, &[], b"xyz")
+        };
+        if let Some(b) = f.get_mut(flip) {
+            *b = val;
+        }
+        n.send(if from_backend { 1 } else { 0 }, &f);
+        n.now += 100_000;
+        for _ in 0..4 {
+            n.tick();
+        }
+        prop_assert_eq!(n.role.nat.available() + n.role.table().len(), 100);
+    }
+}

@@ -1,0 +1,335 @@
+//! The splice table of one lcore: every connection it splices, found by either leg's
+//! tuple, with a fixed capacity and idle expiry.
+//!
+//! * Entries live in a slab allocated once at start-up ([`SpliceTable::new`]); a full
+//!   table refuses new connections ([`SpliceTable::insert`] returns `None`, the role
+//!   answers the client with a RST and counts it) and never disturbs existing ones.
+//! * Each entry is reachable by two keys, the client leg's tuple (client, VIP) and the
+//!   backend leg's (backend, NAT address), in one hashbrown map reserved for twice the
+//!   capacity, so lookups and inserts never allocate.
+//! * Expiry is a clock hand: every [`SpliceTable::sweep`] looks at the next few slots and
+//!   frees the entries whose timeout has passed. With `n` slots per sweep and a sweep
+//!   every few microseconds, a table of a million entries is walked in well under a
+//!   second, so an entry outlives its timeout by less than that.
+//!
+//! [`Entry`] is everything needed to forward a segment of the connection, in at most 64
+//! bytes and `Copy`, so that replication (issue 6) can send exactly this.
+
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+
+use super::translate::{Endpoint, Offsets};
+use crate::role::PortIndex;
+
+/// One side's tuple as it appears on the wire toward the appliance: the remote end's
+/// address and port, and ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LegKey {
+    pub remote: Ipv4Addr,
+    pub local: Ipv4Addr,
+    pub remote_port: u16,
+    pub local_port: u16,
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    /// The client's handshake is done; the backend leg's SYN is out.
+    Connecting = 0,
+    /// Both legs are up: segments are spliced.
+    Established = 1,
+    /// A RST went through, or both sides finished: kept a little for stragglers.
+    Closed = 2,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Established => "established",
+            State::Closed => "closed",
+        }
+    }
+}
+
+/// Flag bits of [`Entry::flags`].
+pub mod flag {
+    /// Timestamps are on for the connection (both legs negotiated them).
+    pub const TS: u8 = 0x01;
+    /// The client sent its FIN.
+    pub const FIN_CLIENT: u8 = 0x02;
+    /// The backend sent its FIN.
+    pub const FIN_SERVER: u8 = 0x04;
+}
+
+/// A spliced connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub client: Endpoint,
+    pub vip: Endpoint,
+    pub backend: Endpoint,
+    /// Our address and port on the backend leg (FullNAT).
+    pub nat: Endpoint,
+    /// Δ = a0 − s0.
+    pub delta: u32,
+    /// A's timestamp clock minus S's; meaningful when `flags & flag::TS`.
+    pub ts_delta: u32,
+    /// The window shift the backend announced.
+    pub ws_server: u8,
+    /// The window shift promised to the client (0 when it offered no scaling).
+    pub ws_promised: u8,
+    pub flags: u8,
+    pub state: State,
+    /// Service index and the backend's index among the service's members.
+    pub service: u16,
+    pub member: u16,
+    /// The client leg's next hop (the client, or its router) and port.
+    pub client_mac: [u8; 6],
+    pub client_if: u8,
+    pub backend_if: u8,
+    pub backend_mac: [u8; 6],
+    /// Seconds on the lcore's clock when the last segment passed.
+    pub last_seen: u32,
+}
+
+impl Entry {
+    /// The translation numbers of the connection.
+    pub fn offsets(&self) -> Offsets {
+        Offsets {
+            delta: self.delta,
+            ts_delta: (self.flags & flag::TS != 0).then_some(self.ts_delta),
+            ws_server: self.ws_server,
+            ws_promised: self.ws_promised,
+        }
+    }
+
+    pub fn client_key(&self) -> LegKey {
+        LegKey { remote: self.client.addr, local: self.vip.addr, remote_port: self.client.port, local_port: self.vip.port }
+    }
+
+    pub fn backend_key(&self) -> LegKey {
+        LegKey { remote: self.backend.addr, local: self.nat.addr, remote_port: self.backend.port, local_port: self.nat.port }
+    }
+
+    pub fn client_port(&self) -> PortIndex {
+        PortIndex::from(self.client_if)
+    }
+
+    pub fn backend_port(&self) -> PortIndex {
+        PortIndex::from(self.backend_if)
+    }
+}
+
+/// Bytes each way, kept apart from the entry (not needed to forward, not replicated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub to_server: u64,
+    pub to_client: u64,
+    /// Seconds on the lcore's clock when the connection was set up.
+    pub since: u32,
+}
+
+/// The table; see the module docs.
+pub struct SpliceTable {
+    slots: Vec<Option<Entry>>,
+    traffic: Vec<Traffic>,
+    free: Vec<u32>,
+    keys: HashMap<LegKey, u32>,
+    hand: usize,
+}
+
+impl SpliceTable {
+    /// A table for `capacity` connections (at least 1), allocated now.
+    pub fn new(capacity: usize) -> SpliceTable {
+        let capacity = capacity.max(1);
+        SpliceTable {
+            slots: vec![None; capacity],
+            traffic: vec![Traffic::default(); capacity],
+            free: (0..capacity as u32).rev().collect(),
+            keys: HashMap::with_capacity(2 * capacity),
+            hand: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `e`; its slot, or `None` when the table is full or either key is taken.
+    pub fn insert(&mut self, e: Entry) -> Option<u32> {
+        let (ck, bk) = (e.client_key(), e.backend_key());
+        if self.keys.contains_key(&ck) || self.keys.contains_key(&bk) {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        self.keys.insert(ck, slot);
+        self.keys.insert(bk, slot);
+        self.slots[slot as usize] = Some(e);
+        self.traffic[slot as usize] = Traffic { since: e.last_seen, ..Traffic::default() };
+        Some(slot)
+    }
+
+    /// The slot of the connection with this leg key (either leg).
+    #[inline]
+    pub fn find(&self, key: &LegKey) -> Option<u32> {
+        self.keys.get(key).copied()
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32) -> Option<&Entry> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, slot: u32) -> Option<(&mut Entry, &mut Traffic)> {
+        let e = self.slots.get_mut(slot as usize)?.as_mut()?;
+        Some((e, &mut self.traffic[slot as usize]))
+    }
+
+    /// Frees a slot; the entry it held.
+    pub fn remove(&mut self, slot: u32) -> Option<Entry> {
+        let e = self.slots.get_mut(slot as usize)?.take()?;
+        self.keys.remove(&e.client_key());
+        self.keys.remove(&e.backend_key());
+        self.free.push(slot);
+        Some(e)
+    }
+
+    /// Looks at the next `n` slots and removes the entries `expired` says are done, calling
+    /// `gone` with each (slot and entry) after it is removed.
+    pub fn sweep(&mut self, n: usize, expired: impl Fn(&Entry) -> bool, mut gone: impl FnMut(u32, &Entry)) {
+        for _ in 0..n.min(self.slots.len()) {
+            let slot = self.hand as u32;
+            self.hand = (self.hand + 1) % self.slots.len();
+            if self.slots[slot as usize].as_ref().is_some_and(&expired) {
+                if let Some(e) = self.remove(slot) {
+                    gone(slot, &e);
+                }
+            }
+        }
+    }
+
+    /// Every live entry with its traffic (for the operator view; not on the fast path).
+    pub fn iter(&self) -> impl Iterator<Item = (&Entry, &Traffic)> {
+        self.slots.iter().zip(self.traffic.iter()).filter_map(|(e, t)| e.as_ref().map(|e| (e, t)))
+    }
+}
+
+/// FullNAT source ports of one lcore: a ring of free ports, so a released port is reused
+/// last (the backend may still hold the old connection in TIME_WAIT).
+pub struct NatPorts {
+    free: std::collections::VecDeque<u16>,
+}
+
+impl NatPorts {
+    /// Ports `first..=last`.
+    pub fn new(first: u16, last: u16) -> NatPorts {
+        NatPorts { free: (first..=last).collect() }
+    }
+
+    pub fn take(&mut self) -> Option<u16> {
+        self.free.pop_front()
+    }
+
+    pub fn give_back(&mut self, port: u16) {
+        self.free.push_back(port);
+    }
+
+    pub fn available(&self) -> usize {
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(a: u8, port: u16) -> Endpoint {
+        Endpoint { addr: Ipv4Addr::new(10, 0, 0, a), port }
+    }
+
+    fn entry(cport: u16, nport: u16) -> Entry {
+        Entry {
+            client: ep(1, cport),
+            vip: ep(100, 80),
+            backend: ep(20, 8080),
+            nat: ep(2, nport),
+            delta: 0,
+            ts_delta: 0,
+            ws_server: 7,
+            ws_promised: 9,
+            flags: 0,
+            state: State::Established,
+            service: 0,
+            member: 0,
+            client_mac: [2, 0, 0, 0, 0, 1],
+            client_if: 0,
+            backend_if: 1,
+            backend_mac: [2, 0, 0, 0, 0, 2],
+            last_seen: 0,
+        }
+    }
+
+    #[test]
+    fn an_entry_fits_a_cache_line() {
+        assert!(std::mem::size_of::<Entry>() <= 64, "{} bytes", std::mem::size_of::<Entry>());
+    }
+
+    #[test]
+    fn both_legs_find_the_entry_and_a_full_table_refuses() {
+        let mut t = SpliceTable::new(2);
+        let a = t.insert(entry(1000, 5000)).unwrap();
+        let b = t.insert(entry(1001, 5001)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.find(&entry(1000, 5000).client_key()), Some(a));
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some(a));
+        assert_eq!(t.insert(entry(1002, 5002)), None, "full");
+        assert_eq!(t.len(), 2);
+        // A taken key is refused even with room.
+        t.remove(b).unwrap();
+        assert_eq!(t.insert(entry(1000, 5003)), None, "client leg taken");
+        assert_eq!(t.insert(entry(1003, 5000)), None, "backend leg taken");
+        let c = t.insert(entry(1002, 5002)).unwrap();
+        assert_eq!(t.find(&entry(1001, 5001).client_key()), None, "removed keys are gone");
+        assert_eq!(t.get(c).unwrap().client.port, 1002);
+    }
+
+    #[test]
+    fn the_sweep_walks_every_slot_and_removes_only_the_expired() {
+        let mut t = SpliceTable::new(8);
+        for i in 0..8 {
+            let mut e = entry(1000 + i, 5000 + i);
+            e.last_seen = u32::from(i);
+            t.insert(e).unwrap();
+        }
+        let mut gone = Vec::new();
+        for _ in 0..4 {
+            t.sweep(2, |e| e.last_seen % 2 == 0, |_, e| gone.push(e.client.port));
+        }
+        gone.sort_unstable();
+        assert_eq!(gone, vec![1000, 1002, 1004, 1006]);
+        assert_eq!(t.len(), 4);
+        assert!(t.iter().all(|(e, _)| e.last_seen % 2 == 1));
+    }
+
+    #[test]
+    fn nat_ports_reuse_a_released_port_last() {
+        let mut p = NatPorts::new(100, 102);
+        let (a, b, c) = (p.take().unwrap(), p.take().unwrap(), p.take().unwrap());
+        assert_eq!((a, b, c), (100, 101, 102));
+        assert_eq!(p.take(), None);
+        p.give_back(101);
+        p.give_back(100);
+        assert_eq!(p.take(), Some(101));
+        assert_eq!(p.available(), 1);
+    }
+}
