@@ -44,6 +44,8 @@ pub struct MemberPlan {
     pub peer: Option<String>,
     /// The port that reaches it (the pool's `via`).
     pub port: PortIndex,
+    /// splice: the backend's TCP port (`None` = the client's destination port).
+    pub tcp_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,17 +72,18 @@ impl ServicePlan {
     }
 }
 
-/// The balanced services of the rack (`[[service]] mode = "balance"`).
-pub fn services(cfg: &RackConfig) -> Result<Vec<ServicePlan>, String> {
+/// The services of the rack in `mode` (balance: `[[service]] mode = "balance"`; splice: its
+/// pools are planned the same way, the members being the backends).
+pub fn services(cfg: &RackConfig, mode: ServiceMode) -> Result<Vec<ServicePlan>, String> {
     let port_index = |name: &str, what: &str| -> Result<PortIndex, String> {
         cfg.port_index(name).map(|i| i as PortIndex).ok_or_else(|| {
             format!("{}: {what} {name:?}: balancing over a [[bond]] is not supported yet; name a [[port]]", cfg.source)
         })
     };
     let mut out = Vec::new();
-    for s in cfg.service.iter().filter(|s| s.mode == ServiceMode::Balance) {
+    for s in cfg.service.iter().filter(|s| s.mode == mode) {
         let IpAddr::V4(vip) = s.vip else {
-            return Err(format!("{}: service {:?}: the balance role serves IPv4 VIPs only", cfg.source, s.name));
+            return Err(format!("{}: service {:?}: the {} role serves IPv4 VIPs only", cfg.source, s.name, mode.as_str()));
         };
         let pool = cfg
             .pool
@@ -90,7 +93,7 @@ pub fn services(cfg: &RackConfig) -> Result<Vec<ServicePlan>, String> {
         let mut members = Vec::new();
         for m in &pool.members {
             let IpAddr::V4(address) = m.address else {
-                return Err(format!("{}: pool {:?}: member {} is IPv6; balance members are IPv4", cfg.source, pool.name, m.address));
+                return Err(format!("{}: pool {:?}: member {} is IPv6; {} members are IPv4", cfg.source, pool.name, m.address, mode.as_str()));
             };
             let via = match &pool.via {
                 Some(v) => v.clone(),
@@ -101,7 +104,7 @@ pub fn services(cfg: &RackConfig) -> Result<Vec<ServicePlan>, String> {
                     .map(|p| p.name.clone())
                     .ok_or_else(|| format!("{}: pool {:?}: no port has an address in member {address}'s subnet; set via", cfg.source, pool.name))?,
             };
-            members.push(MemberPlan { address, weight: m.weight, peer: m.peer.clone(), port: port_index(&via, "pool via")? });
+            members.push(MemberPlan { address, weight: m.weight, peer: m.peer.clone(), port: port_index(&via, "pool via")?, tcp_port: m.port });
         }
         out.push(ServicePlan {
             name: s.name.clone(),
@@ -153,11 +156,20 @@ pub struct ServiceView {
     pub no_member_drops: u64,
 }
 
+/// Hands a worker new tables; false when its command queue is full (tried again on the
+/// next poll).
+pub type TableSink = Box<dyn Fn(Arc<BalanceTables>) -> bool + Send>;
+
+/// A sink into a worker's command queue, wrapping the tables into the role's update type.
+pub fn table_sink<U: Send + 'static>(tx: Sender<ToLcore<U>>, wrap: fn(Arc<BalanceTables>) -> U) -> TableSink {
+    Box::new(move |t| tx.try_send(ToLcore::Update(wrap(t))).is_ok())
+}
+
 pub struct Balancer {
     services: Vec<ServicePlan>,
     neighbours: Neighbours,
     log: EventLog,
-    workers: Vec<Sender<ToLcore<Arc<BalanceTables>>>>,
+    workers: Vec<TableSink>,
     /// Workers whose queue refused the current table.
     pending: Vec<bool>,
     counters: Vec<BalanceCounters>,
@@ -204,7 +216,7 @@ impl Balancer {
     }
 
     /// Where new tables go, and the lcores' per-member counters.
-    pub fn attach(&mut self, workers: Vec<Sender<ToLcore<Arc<BalanceTables>>>>, counters: Vec<BalanceCounters>) {
+    pub fn attach(&mut self, workers: Vec<TableSink>, counters: Vec<BalanceCounters>) {
         self.pending = vec![false; workers.len()];
         self.workers = workers;
         self.counters = counters;
@@ -322,7 +334,7 @@ impl Balancer {
 
     fn push(&mut self) {
         for (i, w) in self.workers.iter().enumerate() {
-            if self.pending[i] && w.try_send(ToLcore::Update(self.current.clone())).is_ok() {
+            if self.pending[i] && w(self.current.clone()) {
                 self.pending[i] = false;
             }
         }
@@ -392,7 +404,7 @@ mod tests {
             hash: HashPolicy::L34,
             client_port: Some(0),
             members: (1..=3)
-                .map(|i| MemberPlan { address: Ipv4Addr::new(10, 0, 0, 20 + i), weight: 100, peer: Some(format!("m{i}")), port: 1 })
+                .map(|i| MemberPlan { address: Ipv4Addr::new(10, 0, 0, 20 + i), weight: 100, peer: Some(format!("m{i}")), port: 1, tcp_port: None })
                 .collect(),
         }]
     }
@@ -409,7 +421,7 @@ mod tests {
         ];
         let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
         let (tx, rx) = bounded(4);
-        b.attach(vec![tx], Vec::new());
+        b.attach(vec![table_sink(tx, |t| t)], Vec::new());
         (b, rx, n)
     }
 
@@ -525,7 +537,7 @@ mod tests {
         let mut b = Balancer::new(plan(), n.clone(), EventLog::new(), &ports);
         let (tx, rx) = bounded(1);
         tx.try_send(ToLcore::Update(Arc::new(BalanceTables::default()))).unwrap();
-        b.attach(vec![tx], Vec::new());
+        b.attach(vec![table_sink(tx, |t| t)], Vec::new());
         n.learn(1, Ipv4Addr::new(10, 0, 0, 21), [2, 0, 0, 0, 9, 1]);
         let t0 = Instant::now();
         b.poll(t0, &[peer("m1", "up", None)]);

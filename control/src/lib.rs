@@ -21,5 +21,6 @@ pub mod punts;
 pub mod report;
 #[cfg(feature = "dpdk")]
 pub mod run;
+pub mod splicer;
 pub mod supervisor;
 pub mod takeover;

@@ -53,6 +53,9 @@ pub struct MetricsSnapshot {
     /// Balance role: members and services.
     pub members: Vec<crate::balancer::MemberView>,
     pub services: Vec<crate::balancer::ServiceView>,
+    /// Splice role: its counters summed over the lcores, by event name
+    /// (`dataplane::role::splice::SpliceStat`); `active` is a gauge.
+    pub splice: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -90,6 +93,9 @@ pub struct LcoreMetrics {
     /// Frames the role originated (handshake answers, backend SYNs, resets).
     #[serde(default)]
     pub emitted: u64,
+    /// `tx_burst` calls repeated because a TX ring took only part of a batch.
+    #[serde(default)]
+    pub tx_retries: u64,
     /// Drops by reason name. [`MetricsSnapshot::from_report`] lists every known reason
     /// (zeros included) so that the series exist from the first scrape.
     pub drops: BTreeMap<String, u64>,
@@ -244,6 +250,7 @@ impl MetricsSnapshot {
                     punted: l.punted,
                     control_tx: l.control_tx,
                     emitted: l.emitted,
+                    tx_retries: l.tx_retries,
                     drops,
                 }
             })
@@ -490,7 +497,7 @@ impl Collector for SnapshotCollector {
         // Lcores.
         type LcoreField = fn(&LcoreMetrics) -> u64;
         let lcore_names: Vec<String> = s.lcores.iter().map(|l| l.lcore.to_string()).collect();
-        let lcore_counters: [(&str, &str, LcoreField); 11] = [
+        let lcore_counters: [(&str, &str, LcoreField); 12] = [
             ("tapsplice_lcore_rx_packets", "Packets the worker lcore received.", |l| l.rx_packets),
             ("tapsplice_lcore_tx_packets", "Packets the worker lcore handed to TX.", |l| l.tx_packets),
             ("tapsplice_lcore_rx_bytes", "Bytes the worker lcore received.", |l| l.rx_bytes),
@@ -502,6 +509,7 @@ impl Collector for SnapshotCollector {
             ("tapsplice_lcore_punted", "Frames handed to the control thread (in-band heartbeats, ARP replies).", |l| l.punted),
             ("tapsplice_lcore_control_tx", "Frames sent for the control thread (in-band heartbeats, ARP requests).", |l| l.control_tx),
             ("tapsplice_lcore_emitted", "Frames the role originated (handshake answers, backend SYNs, resets).", |l| l.emitted),
+            ("tapsplice_lcore_tx_retries", "tx_burst calls repeated because a TX ring took only part of a batch.", |l| l.tx_retries),
         ];
         for (name, help, f) in lcore_counters {
             family(
@@ -727,6 +735,20 @@ impl Collector for SnapshotCollector {
             "Members in the service's selection table with weight > 0.",
             Gauge,
             s.services.iter().map(|v| (service(v), ConstGauge::new(v.live_members as i64))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_splice_events",
+            "Splice role events by kind: handshakes answered (syn_cookies), cookies validated, refusals, backend SYNs, refusals and timeouts, splices established, replayed request bytes, resets, finished and expired connections, spliced packets and bytes each way.",
+            Counter,
+            s.splice.iter().filter(|(k, _)| k.as_str() != "active").map(|(k, v)| ([("event", Esc(k))], ConstCounter::new(*v))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_splice_active",
+            "Connections in the splice tables (all lcores).",
+            Gauge,
+            s.splice.get("active").map(|v| ([("role", Esc("splice"))], ConstGauge::new(*v as i64))),
         )?;
         family(
             &mut enc,
@@ -1030,6 +1052,7 @@ mod tests {
             lcores: vec![LcoreReport { lcore: 1, rx_packets: 10, drops, ..Default::default() }],
             burst_cycles: Quantiles::default(),
             burst_ns: Quantiles::default(),
+            splice: Default::default(),
         };
         let mut h = new_cycle_histogram();
         for v in [100u64, 100, 300, 5000] {

@@ -37,6 +37,8 @@ pub struct RunPlan {
     pub fence_targets: Vec<crate::fencing::FenceTarget>,
     /// Balance role: the balanced services.
     pub balance: Vec<crate::balancer::ServicePlan>,
+    /// Splice role: its services, settings and cookie secret.
+    pub splice: Option<crate::splicer::SplicePlan>,
     /// `[[server]]` pairs for the takeover logic.
     pub server_pairs: Vec<crate::takeover::PairSpec>,
     /// `[metrics] listen`, `None` when `[metrics] enabled = false`.
@@ -115,11 +117,13 @@ fn eal_device(device: &str) -> String {
 }
 
 /// The role sets `run` can start in this release (`check` accepts the whole rack schema):
-/// `forward`; `balance`, alone or with `forward` for the traffic that is not for a VIP.
+/// `forward`; `balance` or `splice`, alone or with `forward` for the traffic that is not
+/// for a VIP.
 fn runnable_role(roles: &[Role]) -> Option<Role> {
     match roles {
         [Role::Forward] => Some(Role::Forward),
         [Role::Balance] | [Role::Balance, Role::Forward] | [Role::Forward, Role::Balance] => Some(Role::Balance),
+        [Role::Splice] | [Role::Splice, Role::Forward] | [Role::Forward, Role::Splice] => Some(Role::Splice),
         _ => None,
     }
 }
@@ -129,7 +133,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
     let Some(role) = runnable_role(roles) else {
         let list: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         return Err(format!(
-            "{}: node.roles = {:?}: this release runs `forward`, or `balance` (with `forward` for other traffic); splice and tap are accepted by `tapsplice check` but not implemented yet",
+            "{}: node.roles = {:?}: this release runs `forward`, or `balance` or `splice` (each alone or with `forward` for other traffic); tap, and balance with splice on one node, are accepted by `tapsplice check` but not implemented yet",
             cfg.source, list
         ));
     };
@@ -196,7 +200,8 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
         ctl_socket: cfg.ctl.socket.clone(),
         membership: crate::membership::MembershipPlan::from_config(cfg)?,
         fence_targets: crate::fencing::targets(cfg),
-        balance: if role == Role::Balance { crate::balancer::services(cfg)? } else { Vec::new() },
+        balance: if role == Role::Balance { crate::balancer::services(cfg, crate::config::ServiceMode::Balance)? } else { Vec::new() },
+        splice: if role == Role::Splice { Some(crate::splicer::SplicePlan::from_config(cfg)?) } else { None },
         server_pairs: crate::takeover::PairSpec::from_config(cfg, &crate::fencing::targets(cfg)),
         metrics: cfg.metrics.enabled.then_some(cfg.metrics.listen),
     })
@@ -270,9 +275,35 @@ mod tests {
     #[test]
     fn roles_not_implemented_yet_are_refused_with_a_reason() {
         let mut cfg = example();
-        cfg.node.roles = vec![Role::Splice];
+        cfg.node.roles = vec![Role::Tap];
         let e = from_config(&cfg).unwrap_err();
         assert!(e.contains("not implemented yet"), "{e}");
+        // Splice runs, but needs a splice service.
+        cfg.node.roles = vec![Role::Splice];
+        let e = from_config(&cfg).unwrap_err();
+        assert!(e.contains("no [[service]] has mode = \"splice\""), "{e}");
+    }
+
+    /// testbed/topologies/splice-rack.toml: one port-routed splice service over two
+    /// backends on the `backends` port; clients on the other port.
+    #[test]
+    fn the_splice_rack_plans_its_service_backends_and_client_port() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/topologies/splice-rack.toml");
+        let cfg = crate::config::load(std::path::Path::new(path)).expect("the splice rack is valid");
+        let plan = from_config(&cfg).unwrap();
+        assert_eq!(plan.role, "splice");
+        let sp = plan.splice.expect("a splice plan");
+        assert_eq!(sp.specs.len(), 1);
+        let s = &sp.specs[0];
+        assert_eq!((s.vip, s.ports.clone(), s.connect_ms, s.connect_attempts), (Ipv4Addr::new(10, 0, 0, 100), vec![(80, 80)], 500, 2));
+        assert_eq!(s.backends, vec![(Ipv4Addr::new(10, 1, 0, 21), None), (Ipv4Addr::new(10, 1, 0, 22), None)]);
+        assert!(sp.services[0].members.iter().all(|m| m.port == 1));
+        assert_eq!(sp.client_ports(2), vec![0]);
+        assert_eq!((sp.mss, sp.wscale, sp.nat_ports, sp.capacity()), (1460, 9, (20_000, 59_999), 4096));
+        // Routing rules are refused until they are built.
+        let mut cfg = cfg;
+        cfg.service[0].route.push(crate::config::RouteRule { host: Some("a.example".into()), pool: "web".into(), ..Default::default() });
+        assert!(from_config(&cfg).unwrap_err().contains("not implemented yet"));
     }
 
     #[test]

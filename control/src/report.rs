@@ -45,6 +45,8 @@ pub struct LcoreReport {
     pub control_tx: u64,
     /// Frames the role originated (handshake answers, backend SYNs, resets).
     pub emitted: u64,
+    /// `tx_burst` calls repeated because a TX ring took only part of a batch.
+    pub tx_retries: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -63,6 +65,7 @@ impl LcoreReport {
             punted: c.punted,
             control_tx: c.control_tx,
             emitted: c.emitted,
+            tx_retries: c.tx_retries,
             drops: c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect(),
         }
     }
@@ -106,6 +109,9 @@ pub struct Report {
     pub burst_cycles: Quantiles,
     /// The same in nanoseconds.
     pub burst_ns: Quantiles,
+    /// Splice role: its events summed over the lcores (`SpliceStat` names).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub splice: BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -141,6 +147,10 @@ impl Report {
                 "{:<10} {:>12} {:>12} {:>10} {:>12} {:>12}  {}",
                 l.lcore, l.rx_packets, l.tx_packets, l.local_replies, l.polls, l.idle_sleeps, drops
             );
+        }
+        if !self.splice.is_empty() {
+            let line: Vec<String> = self.splice.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "splice: {}", if line.is_empty() { "-".to_string() } else { line.join(" ") });
         }
         let b = &self.burst_ns;
         let _ = writeln!(

@@ -19,9 +19,14 @@ use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
 use crate::neighbours::PortAddrs;
-use crate::balancer::Balancer;
+use crate::balancer::{table_sink, Balancer};
 use dataplane::lcore_link::{links, ControlEnd, ToLcore};
 use dataplane::role::balance::{Balance, VipSpec};
+use dataplane::role::splice::{Clock, Splice, SpliceSettings, SpliceUpdate};
+use dataplane::port::eal::rdtsc;
+use dataplane::balance::member_key;
+use crate::heartbeat::keyfile::load_rack_key;
+use crate::splicer::{SplicePlan, Splicer};
 use dataplane::role::{PortIndex, Role};
 use dataplane::stats::{new_cycle_histogram, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -29,7 +34,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Options of the `run` command that are not in the rack file.
 #[derive(Clone, Debug, Default)]
@@ -79,6 +84,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
         lcores,
         burst_ns: burst_cycles.cycles_to_ns(tsc_hz),
         burst_cycles,
+        splice: Default::default(),
     };
     (report, hist)
 }
@@ -319,6 +325,51 @@ fn balance_client_ports(plan: &RunPlan) -> Vec<PortIndex> {
     out
 }
 
+/// Starts the workers with the splice role: its backends are resolved and weighted by a
+/// balancer over the splice services, its cookie keys come from the splicer.
+fn start_splice(
+    sp: &SplicePlan,
+    plan: &RunPlan,
+    eal: &Eal,
+    workers: WorkerSetup<'_>,
+    supervisor: &mut Supervisor,
+    local: &[LocalAddrs],
+    port_addrs: &[PortAddrs],
+) -> Result<(Vec<Slot>, Box<dyn std::any::Any>), String> {
+    let secret = load_rack_key(&sp.secret).map_err(|e| format!("keys.syn_cookie_secret: {e}"))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
+    let mut splicer = Splicer::new(secret.bytes().to_vec(), sp.rotation_s, now.as_secs());
+    let mut balancer = Balancer::new(sp.services.clone(), supervisor.neighbours(), supervisor.log(), port_addrs);
+    let client_ports = sp.client_ports(plan.ports.len());
+    let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
+    let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
+    let n = plan.workers.len();
+    let mut counters = Vec::new();
+    let (slots, end) = workers.start(supervisor, |w| {
+        let settings = SpliceSettings {
+            mss: sp.mss,
+            wscale: sp.wscale,
+            capacity: sp.capacity(),
+            handshakes: sp.handshakes,
+            request_buffer_bytes: sp.request_buffer_bytes,
+            nat_ports: sp.nat_ports_of(w, n),
+            // The same on every appliance of the rack: a client goes to the same backend
+            // whichever appliance answers it.
+            seed: member_key(b"tapsplice splice backends"),
+            clock,
+        };
+        let role = Splice::new(sp.specs.clone(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
+            .map_err(|e| e.to_string())?;
+        counters.push(role.counters());
+        Ok(role)
+    })?;
+    balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), SpliceUpdate::Tables)).collect(), Vec::new());
+    splicer.attach(end.commands.clone(), counters);
+    supervisor.set_balancer(balancer);
+    supervisor.set_splicer(splicer);
+    Ok((slots, Box::new(end)))
+}
+
 /// Sets up the pool and ports (pushing every started port into `ports` so the caller can
 /// stop them on any path), runs the workers until `stop`, and returns the final report.
 fn serve(
@@ -384,7 +435,9 @@ fn serve(
     let inband: Vec<PortAddrs> = port_addrs.iter().filter(|p| inband_ports.contains(&p.index)).cloned().collect();
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband };
     // `_links` keeps the command queues open for the run.
-    let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if plan.balance.is_empty() {
+    let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
+        start_splice(sp, plan, eal, workers, supervisor, &local, &port_addrs)?
+    } else if plan.balance.is_empty() {
         let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
         (slots, Box::new(end))
     } else {
@@ -398,7 +451,7 @@ fn serve(
             counters.push(role.counters());
             Ok(role)
         })?;
-        balancer.attach(end.commands.clone(), counters);
+        balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), |t| t)).collect(), counters);
         supervisor.set_balancer(balancer);
         (slots, Box::new(end))
     };
@@ -443,7 +496,8 @@ fn serve(
     eprintln!("tapsplice: stopping");
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
-    let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
+    let (mut report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
+    report.splice = supervisor.splice_totals();
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {

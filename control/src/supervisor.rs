@@ -33,6 +33,7 @@ pub struct Supervisor {
     punt_counters: Arc<PuntCounters>,
     stop: Arc<AtomicBool>,
     balancer: Option<Balancer>,
+    splicer: Option<crate::splicer::Splicer>,
     fences: FenceDesk,
     takeover: Takeover,
     log: EventLog,
@@ -55,6 +56,7 @@ impl Supervisor {
             punt_counters: Arc::default(),
             stop,
             balancer: None,
+            splicer: None,
             fences,
             takeover: Takeover::new(plan.server_pairs.clone()),
             log,
@@ -73,6 +75,15 @@ impl Supervisor {
     }
 
     /// From now on, `poll` also rebuilds the balance tables.
+    /// The splice role's counters summed over the lcores (empty without the role).
+    pub fn splice_totals(&self) -> std::collections::BTreeMap<String, u64> {
+        self.splicer.as_ref().map(|s| s.totals().into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap_or_default()
+    }
+
+    pub fn set_splicer(&mut self, s: crate::splicer::Splicer) {
+        self.splicer = Some(s);
+    }
+
     pub fn set_balancer(&mut self, b: Balancer) {
         self.balancer = Some(b);
     }
@@ -118,6 +129,9 @@ impl Supervisor {
             let peers = self.membership.as_ref().map(|m| m.peer_metrics(now)).unwrap_or_default();
             b.poll(now, &peers);
         }
+        if let Some(s) = &mut self.splicer {
+            s.poll(crate::splicer::unix_now());
+        }
     }
 
     fn apply(&mut self, o: Outcome) {
@@ -156,6 +170,7 @@ impl Supervisor {
             snap.members = b.members();
             snap.services = b.service_views();
         }
+        snap.splice = self.splice_totals();
     }
 
     /// Stops fencing (queued requests are cancelled, running agents finish) and waits for

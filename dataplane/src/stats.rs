@@ -155,6 +155,8 @@ pub struct LcoreCounters {
     pub control_tx: u64,
     /// Frames a role originated (SYN-ACKs, backend SYNs, ACKs, resets) and queued to send.
     pub emitted: u64,
+    /// `tx_burst` calls repeated because a TX ring took only part of a batch.
+    pub tx_retries: u64,
     pub drops: DropCounters,
 }
 
@@ -171,6 +173,7 @@ impl LcoreCounters {
         self.punted += o.punted;
         self.control_tx += o.control_tx;
         self.emitted += o.emitted;
+        self.tx_retries += o.tx_retries;
         self.drops.merge(&o.drops);
     }
 }

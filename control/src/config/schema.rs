@@ -36,6 +36,8 @@ pub struct RackConfig {
     pub server: Vec<ServerConfig>,
     pub fence_device: Vec<FenceDeviceConfig>,
     pub mirror: Vec<MirrorConfig>,
+    /// `[splice]`: settings of the splice role shared by its services.
+    pub splice: SpliceConfig,
     pub timers: TimersConfig,
     pub keys: KeysConfig,
     pub ctl: CtlConfig,
@@ -817,6 +819,29 @@ impl TimersConfig {
             PeerClass::Server => self.missed_by_class.server,
         }
         .unwrap_or(self.missed_intervals)
+    }
+}
+
+/// `[splice]`: what the splice role does for every service it serves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpliceConfig {
+    /// MSS announced to clients in the SYN-ACK, and the most a backend is offered. Must fit
+    /// the smallest MTU of the ports (MTU − 40); the appliance does not re-segment.
+    pub mss: u16,
+    /// Window shift promised to clients that offer window scaling (0–14).
+    pub wscale: u8,
+    /// FullNAT source ports (on the address of the port that faces the backend), split
+    /// evenly between the worker lcores.
+    pub nat_ports: PortRange,
+    /// Backend handshakes in progress at once, per worker lcore (each holds a request
+    /// buffer of the service's `request_buffer_bytes`).
+    pub handshakes: u32,
+}
+
+impl Default for SpliceConfig {
+    fn default() -> Self {
+        SpliceConfig { mss: 1460, wscale: 9, nat_ports: PortRange { first: 20_000, last: 59_999 }, handshakes: 1024 }
     }
 }
 

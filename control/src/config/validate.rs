@@ -1320,12 +1320,25 @@ impl<'a, 'p> V<'a, 'p> {
         {
             self.err_near(&format!("service[{i}].mode"), "keys.syn_cookie_secret", "splice services answer handshakes with SYN cookies: set keys.syn_cookie_secret to the rack's secret file");
         }
+        // A cookie is good for two 64 s slots; a shorter period would retire keys while
+        // cookies made with them are still valid.
         self.range(
             "keys.syn_cookie_rotation_s",
             keys.syn_cookie_rotation_s,
-            1,
+            64,
             86_400,
         );
+
+        let sp = &cfg.splice;
+        self.range("splice.wscale", u32::from(sp.wscale), 0, 14);
+        self.range("splice.mss", u32::from(sp.mss), 536, 9000);
+        self.range("splice.handshakes", sp.handshakes, 1, 1 << 20);
+        if cfg.service.iter().any(|s| s.mode == ServiceMode::Splice) {
+            let smallest = cfg.port.iter().map(|p| p.mtu).chain(cfg.bond.iter().map(|b| b.mtu)).min();
+            if let Some(mtu) = smallest.filter(|&m| u32::from(sp.mss) + 40 > u32::from(m)) {
+                self.err("splice.mss", format!("{} does not fit the smallest port MTU {mtu} (at most {}): the appliance does not re-segment", sp.mss, mtu.saturating_sub(40)));
+            }
+        }
 
         let s = &cfg.ctl.socket;
         self.abs_path("ctl.socket", s);

@@ -140,6 +140,7 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
             punted: l.punted,
             control_tx: l.control_tx,
             emitted: l.emitted,
+            tx_retries: l.tx_retries,
             drops,
         });
     }

@@ -465,6 +465,9 @@ pub struct LcoreInfo {
     /// Frames the role originated (handshake answers, backend SYNs, resets).
     #[serde(default)]
     pub emitted: u64,
+    /// `tx_burst` calls repeated because a TX ring took only part of a batch.
+    #[serde(default)]
+    pub tx_retries: u64,
     /// Drops by reason (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
 }

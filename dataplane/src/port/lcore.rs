@@ -133,6 +133,9 @@ const CLOCK_EVERY: u32 = 16;
 /// One round with frames in this many is timed for the per-burst histogram.
 pub const HIST_SAMPLE: u32 = 8;
 
+/// `tx_burst` calls per port and round before the frames a full ring refused are dropped.
+const TX_TRIES: u32 = 4;
+
 /// Commands taken per loop iteration, so a flood of them cannot stall the RX queues.
 const COMMANDS_PER_ROUND: usize = 16;
 
@@ -291,10 +294,20 @@ impl<R: Role + 'static> Worker<R> {
                         continue;
                     }
                     let len = batch.mbufs.len().min(usize::from(u16::MAX));
-                    // SAFETY: the mbufs are ours; tx_burst takes ownership of those it sends.
-                    let sent = unsafe {
-                        lib.ts_tx_burst(self.dpdk_ports[p], self.tx_queue, batch.mbufs.as_mut_ptr(), len as u16)
-                    } as usize;
+                    // A full TX ring usually drains within microseconds: try the rest a
+                    // few more times before dropping it (bounded, so a stuck port cannot
+                    // stall the loop).
+                    let mut sent = 0usize;
+                    for _ in 0..TX_TRIES {
+                        // SAFETY: the mbufs are ours; tx_burst takes ownership of those it sends.
+                        sent += unsafe {
+                            lib.ts_tx_burst(self.dpdk_ports[p], self.tx_queue, batch.mbufs[sent..].as_mut_ptr(), (len - sent) as u16)
+                        } as usize;
+                        if sent >= len {
+                            break;
+                        }
+                        counters.tx_retries += 1;
+                    }
                     counters.tx_packets += sent as u64;
                     if sent < batch.mbufs.len() {
                         for &m in &batch.mbufs[sent..] {

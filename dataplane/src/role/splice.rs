@@ -870,10 +870,12 @@ impl Splice {
         };
         let fl = frame[34 + 13];
         if e.state != State::Connecting {
-            if fl & flags::SYN != 0 {
-                // A retransmitted SYN-ACK (our ACK or replay was lost): the client's next
-                // segment, spliced, completes the backend's handshake.
-                return Verdict::Drop(DropReason::NoSplice);
+            if fl & (flags::SYN | flags::ACK | flags::RST) == flags::SYN | flags::ACK {
+                // A retransmitted SYN-ACK: our ACK and replay were lost (or are late).
+                // Acknowledge it again so the backend's handshake completes now instead of
+                // at the client's next retransmission; the client retransmits the bytes.
+                self.ack_synack(&e, frame, ip_end, ctx);
+                return Verdict::Consumed;
             }
             return self.splice(slot, frame, ip_end, Direction::ToClient, fl);
         }
@@ -892,6 +894,30 @@ impl Splice {
             }
         }
         Verdict::Drop(DropReason::NoSplice)
+    }
+
+    /// A pure ACK of the backend's (retransmitted) SYN-ACK in `frame`: seq = its ack,
+    /// ack = its seq + 1. Without timestamps: any TSval we made up could be newer than the
+    /// client's clock and make the backend's PAWS drop the client's later segments, and a
+    /// segment without the option is accepted. The window is a modest placeholder (in the
+    /// client's shift) until the client's next segment carries its own.
+    fn ack_synack(&self, e: &Entry, frame: &[u8], ip_end: usize, ctx: &mut Ctx<'_>) {
+        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
+        let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
+        let seg = Tcp4Segment {
+            src_mac: me.mac,
+            dst_mac: e.backend_mac,
+            src: e.nat.addr,
+            dst: e.backend.addr,
+            sport: e.nat.port,
+            dport: e.backend.port,
+            seq: tcp.ack(),
+            ack: tcp.seq().wrapping_add(1),
+            flags: flags::ACK,
+            window: u16::MAX >> 4,
+            ip_id: 0,
+        };
+        self.send(e.backend_port(), &seg, &[], &[], ctx);
     }
 
     /// Rewrites a segment of an established (or closing) splice for the other leg.

@@ -473,3 +473,19 @@ proptest! {
         prop_assert_eq!(n.role.nat.available() + n.role.table().len(), 100);
     }
 }
+
+#[test]
+fn a_retransmitted_backend_syn_ack_is_acknowledged_again() {
+    let mut n = Net::new(64, 3);
+    let (_, syn) = connect(&mut n, CPORT, b"req");
+    let b = BACKENDS.iter().position(|&a| a == syn.dst.0).unwrap();
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], syn.dst, syn.src, 500, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &ts_opt(1, 5001), b"");
+    assert_eq!(n.send(1, &f).0, Verdict::Consumed);
+    // Our replay was lost: the backend sends its SYN-ACK again.
+    let (v, _, out) = n.send(1, &f);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(out.len(), 1);
+    let a = seen(&out[0].1);
+    assert_eq!((a.src, a.dst, a.seq, a.ack, a.flags), (syn.src, syn.dst, C0.wrapping_add(1), 501, flags::ACK));
+    assert_eq!((a.payload.len(), a.opts.ts), (0, None));
+}

@@ -1,0 +1,251 @@
+//! Control side of the splice role: the plan of its services, the SYN-cookie keys and
+//! their rotation, and the lcores' splice counters for ctl and the metrics.
+//!
+//! Backends are planned, resolved and weighted exactly like the members of a balanced
+//! service (`crate::balancer`): a [`crate::balancer::Balancer`] over the splice services
+//! builds their weighted tables from ARP and heartbeats and pushes them to the lcores as
+//! [`SpliceUpdate::Tables`]. This module adds what is particular to splicing.
+//!
+//! # Cookie keys
+//! The key of rotation period i (`unix_seconds / keys.syn_cookie_rotation_s`) is
+//! HMAC-SHA256(secret file, "tapsplice syn cookie" ‖ i) cut to 16 bytes. Every appliance
+//! of the rack derives the same keys from the same file and clock, so none needs to tell
+//! another, and a cookie made by one validates on any other. At a period change the
+//! lcores get the new key with the previous one, which stays accepted until the cookies
+//! made with it have expired (the slot after the one the period began in).
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use dataplane::lcore_link::ToLcore;
+use dataplane::role::splice::{SpliceCounters, SpliceService, SpliceStat, SpliceUpdate};
+use dataplane::role::PortIndex;
+use dataplane::splice::cookie::{self, CookieKeys, Key};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::balancer::ServicePlan;
+use crate::config::{RackConfig, ServiceMode};
+
+/// What `run` needs to start the splice role.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplicePlan {
+    /// The services as the balancer plans them (backends = members).
+    pub services: Vec<ServicePlan>,
+    /// The same services as the role takes them.
+    pub specs: Vec<SpliceService>,
+    pub mss: u16,
+    pub wscale: u8,
+    /// The whole FullNAT range (split between the lcores by [`SplicePlan::nat_ports_of`]).
+    pub nat_ports: (u16, u16),
+    pub handshakes: usize,
+    pub request_buffer_bytes: usize,
+    pub secret: PathBuf,
+    pub rotation_s: u64,
+}
+
+impl SplicePlan {
+    pub fn from_config(cfg: &RackConfig) -> Result<SplicePlan, String> {
+        let services = crate::balancer::services(cfg, ServiceMode::Splice)?;
+        if services.is_empty() {
+            return Err(format!("{}: node.roles has splice but no [[service]] has mode = \"splice\"", cfg.source));
+        }
+        let mut specs = Vec::new();
+        for (plan, s) in services.iter().zip(cfg.service.iter().filter(|s| s.mode == ServiceMode::Splice)) {
+            if !s.route.is_empty() {
+                return Err(format!("{}: service {:?}: routing rules ([[service.route]]) are not implemented yet; route by port with one pool", cfg.source, s.name));
+            }
+            specs.push(SpliceService {
+                vip: plan.vip,
+                ports: plan.ports.clone(),
+                backends: plan.members.iter().map(|m| (m.address, m.tcp_port)).collect(),
+                max_connections: s.max_connections,
+                connect_ms: s.timeouts.connect_ms,
+                connect_attempts: s.timeouts.connect_attempts,
+                idle_ms: s.timeouts.idle_ms,
+                half_closed_ms: s.timeouts.half_closed_ms,
+            });
+        }
+        let secret = cfg.keys.syn_cookie_secret.clone().ok_or_else(|| format!("{}: splice services need keys.syn_cookie_secret", cfg.source))?;
+        let request_buffer_bytes = cfg.service.iter().filter(|s| s.mode == ServiceMode::Splice).map(|s| s.request_buffer_bytes).max().unwrap_or(0) as usize;
+        Ok(SplicePlan {
+            services,
+            specs,
+            mss: cfg.splice.mss,
+            wscale: cfg.splice.wscale,
+            nat_ports: (cfg.splice.nat_ports.first, cfg.splice.nat_ports.last),
+            handshakes: cfg.splice.handshakes as usize,
+            request_buffer_bytes,
+            secret,
+            rotation_s: u64::from(cfg.keys.syn_cookie_rotation_s.max(1)),
+        })
+    }
+
+    /// The connections one lcore's table holds: every service's `max_connections`.
+    pub fn capacity(&self) -> usize {
+        self.specs.iter().map(|s| s.max_connections as usize).sum::<usize>().max(1)
+    }
+
+    /// Lcore `w` of `workers`' slice of the NAT ports (disjoint slices, so two lcores
+    /// never pick the same source port toward a backend).
+    pub fn nat_ports_of(&self, w: usize, workers: usize) -> (u16, u16) {
+        let (lo, hi) = (u32::from(self.nat_ports.0), u32::from(self.nat_ports.1));
+        let n = (hi - lo + 1) / workers.max(1) as u32;
+        let first = lo + n * w as u32;
+        let last = if w + 1 == workers { hi } else { first + n.max(1) - 1 };
+        (first as u16, last.min(hi) as u16)
+    }
+
+    /// Ports facing clients (ARP for the VIPs is answered there): the services' `via`, or
+    /// every port that faces no backend.
+    pub fn client_ports(&self, ports: usize) -> Vec<PortIndex> {
+        let backend_ports: Vec<PortIndex> = self.services.iter().flat_map(|s| s.members.iter().map(|m| m.port)).collect();
+        let mut out: Vec<PortIndex> = Vec::new();
+        for s in &self.services {
+            match s.client_port {
+                Some(p) => out.push(p),
+                None => out.extend((0..ports as PortIndex).filter(|p| !backend_ports.contains(p))),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// The cookie key of rotation period `period`.
+pub fn period_key(secret: &[u8], period: u64) -> Key {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"tapsplice syn cookie");
+    mac.update(&period.to_be_bytes());
+    let out = mac.finalize().into_bytes();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&out[..16]);
+    Key(k)
+}
+
+/// The keys in force at `unix_s`.
+pub fn keys_at(secret: &[u8], rotation_s: u64, unix_s: u64) -> CookieKeys {
+    let period = unix_s / rotation_s.max(1);
+    let began = cookie::slot_of(period * rotation_s.max(1));
+    CookieKeys { current: period_key(secret, period), previous: period.checked_sub(1).map(|p| (period_key(secret, p), began + 1)) }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The splice role's control-thread side: rotates keys and reads counters.
+pub struct Splicer {
+    secret: Vec<u8>,
+    rotation_s: u64,
+    period: u64,
+    workers: Vec<Sender<ToLcore<SpliceUpdate>>>,
+    /// Workers whose queue refused the current keys.
+    pending: Vec<bool>,
+    counters: Vec<SpliceCounters>,
+}
+
+impl Splicer {
+    /// `secret` is the content of `keys.syn_cookie_secret`.
+    pub fn new(secret: Vec<u8>, rotation_s: u64, now_unix: u64) -> Splicer {
+        let rotation_s = rotation_s.max(1);
+        Splicer { secret, rotation_s, period: now_unix / rotation_s, workers: Vec::new(), pending: Vec::new(), counters: Vec::new() }
+    }
+
+    /// The keys the lcores start with.
+    pub fn keys(&self, now_unix: u64) -> CookieKeys {
+        keys_at(&self.secret, self.rotation_s, now_unix)
+    }
+
+    pub fn attach(&mut self, workers: Vec<Sender<ToLcore<SpliceUpdate>>>, counters: Vec<SpliceCounters>) {
+        self.pending = vec![false; workers.len()];
+        self.workers = workers;
+        self.counters = counters;
+    }
+
+    /// One control-thread round: at a period change every lcore gets the new keys.
+    pub fn poll(&mut self, now_unix: u64) {
+        let period = now_unix / self.rotation_s;
+        if period != self.period {
+            self.period = period;
+            self.pending.iter_mut().for_each(|p| *p = true);
+        }
+        let keys = self.keys(now_unix);
+        for (i, w) in self.workers.iter().enumerate() {
+            if self.pending[i] && w.try_send(ToLcore::Update(SpliceUpdate::Keys(keys))).is_ok() {
+                self.pending[i] = false;
+            }
+        }
+    }
+
+    /// Every counter summed over the lcores, by name.
+    pub fn totals(&self) -> Vec<(&'static str, u64)> {
+        SpliceStat::ALL.iter().map(|&s| (s.name(), self.counters.iter().map(|c| c.get(s)).sum())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::bounded;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn keys_rotate_per_period_and_the_previous_key_is_kept_for_its_cookies() {
+        let s = b"0123456789abcdef0123".to_vec();
+        let a = keys_at(&s, 128, 1000 * 128 + 5);
+        let b = keys_at(&s, 128, 1000 * 128 + 127);
+        assert_eq!(a.current, b.current, "same period, same key");
+        let c = keys_at(&s, 128, 1001 * 128);
+        assert_ne!(c.current, a.current);
+        let (prev, until) = c.previous.unwrap();
+        assert_eq!(prev, a.current);
+        assert_eq!(until, cookie::slot_of(1001 * 128) + 1);
+        // Another secret, other keys.
+        assert_ne!(keys_at(b"another secret 16b", 128, 1000 * 128).current, a.current);
+        // A cookie made just before the rotation validates just after it.
+        let t = cookie::Tuple { client: Ipv4Addr::new(10, 0, 0, 1), client_port: 4000, vip: Ipv4Addr::new(10, 0, 0, 100), vip_port: 80 };
+        let o = cookie::SynOptions { mss: 1460, wscale: Some(7), sack: true };
+        let (isn, _) = cookie::make(&a, &t, 77, o, cookie::slot_of(1001 * 128 - 1));
+        assert!(cookie::check(&c, &t, 77, isn, cookie::slot_of(1001 * 128)).is_some());
+    }
+
+    #[test]
+    fn a_period_change_pushes_keys_to_every_worker_even_after_a_full_queue() {
+        let s = b"0123456789abcdef".to_vec();
+        let mut sp = Splicer::new(s.clone(), 64, 640);
+        let (tx, rx) = bounded(1);
+        sp.attach(vec![tx.clone()], Vec::new());
+        sp.poll(650);
+        assert!(rx.try_recv().is_err(), "same period: nothing to push");
+        tx.try_send(ToLcore::Update(SpliceUpdate::Keys(sp.keys(0)))).unwrap(); // queue full
+        sp.poll(704);
+        let _ = rx.try_recv();
+        sp.poll(705);
+        match rx.try_recv() {
+            Ok(ToLcore::Update(SpliceUpdate::Keys(k))) => assert_eq!(k.current, period_key(&s, 11)),
+            _ => panic!("no keys"),
+        }
+    }
+
+    #[test]
+    fn nat_port_slices_are_disjoint_and_cover_the_range() {
+        let mut p = SplicePlan {
+            services: Vec::new(),
+            specs: Vec::new(),
+            mss: 1460,
+            wscale: 9,
+            nat_ports: (20_000, 20_009),
+            handshakes: 1,
+            request_buffer_bytes: 1,
+            secret: PathBuf::new(),
+            rotation_s: 64,
+        };
+        assert_eq!(p.nat_ports_of(0, 1), (20_000, 20_009));
+        assert_eq!((p.nat_ports_of(0, 3), p.nat_ports_of(1, 3), p.nat_ports_of(2, 3)), ((20_000, 20_002), (20_003, 20_005), (20_006, 20_009)));
+        p.nat_ports = (1, 1);
+        assert_eq!(p.nat_ports_of(0, 1), (1, 1));
+    }
+}
