@@ -295,7 +295,7 @@ mod tests {
         let sp = plan.splice.expect("a splice plan");
         assert_eq!(sp.specs.len(), 1);
         let s = &sp.specs[0];
-        assert_eq!((s.vip, s.ports.clone(), s.connect_ms, s.connect_attempts), (Ipv4Addr::new(10, 0, 0, 100), vec![(80, 80)], 500, 2));
+        assert_eq!((s.vip, s.ports.clone(), s.connect_ms, s.connect_attempts), (Ipv4Addr::new(10, 0, 0, 100), vec![(80, 80), (8080, 8080)], 1000, 3));
         assert_eq!(s.backends, vec![(Ipv4Addr::new(10, 1, 0, 21), None), (Ipv4Addr::new(10, 1, 0, 22), None)]);
         assert!(sp.services[0].members.iter().all(|m| m.port == 1));
         assert_eq!(sp.client_ports(2), vec![0]);
