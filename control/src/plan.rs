@@ -284,11 +284,11 @@ mod tests {
         assert!(e.contains("no [[service]] has mode = \"splice\""), "{e}");
     }
 
-    /// testbed/topologies/splice-rack.toml: one port-routed splice service over two
+    /// configs/splice-taps.toml: one port-routed splice service over two
     /// backends on the `backends` port; clients on the other port.
     #[test]
     fn the_splice_rack_plans_its_service_backends_and_client_port() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../testbed/topologies/splice-rack.toml");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/splice-taps.toml");
         let cfg = crate::config::load(std::path::Path::new(path)).expect("the splice rack is valid");
         let plan = from_config(&cfg).unwrap();
         assert_eq!(plan.role, "splice");

@@ -16,7 +16,7 @@ fn workload<'a>(v: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn splice_rack_config_checks() {
-    let out = std::process::Command::new(tapsplice()).args(["check", "--config"]).arg(topology("splice-rack.toml")).output().unwrap();
+    let out = std::process::Command::new(tapsplice()).args(["check", "--config"]).arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/splice-taps.toml")).output().unwrap();
     assert!(out.status.success(), "tapsplice check: {}", String::from_utf8_lossy(&out.stderr));
 }
 
