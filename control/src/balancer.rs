@@ -85,27 +85,8 @@ pub fn services(cfg: &RackConfig, mode: ServiceMode) -> Result<Vec<ServicePlan>,
         let IpAddr::V4(vip) = s.vip else {
             return Err(format!("{}: service {:?}: the {} role serves IPv4 VIPs only", cfg.source, s.name, mode.as_str()));
         };
-        let pool = cfg
-            .pool
-            .iter()
-            .find(|p| Some(&p.name) == s.pool.as_ref())
-            .ok_or_else(|| format!("{}: service {:?} needs a pool", cfg.source, s.name))?;
-        let mut members = Vec::new();
-        for m in &pool.members {
-            let IpAddr::V4(address) = m.address else {
-                return Err(format!("{}: pool {:?}: member {} is IPv6; {} members are IPv4", cfg.source, pool.name, m.address, mode.as_str()));
-            };
-            let via = match &pool.via {
-                Some(v) => v.clone(),
-                None => cfg
-                    .port
-                    .iter()
-                    .find(|p| p.addresses.iter().any(|c| c.contains(&m.address)))
-                    .map(|p| p.name.clone())
-                    .ok_or_else(|| format!("{}: pool {:?}: no port has an address in member {address}'s subnet; set via", cfg.source, pool.name))?,
-            };
-            members.push(MemberPlan { address, weight: m.weight, peer: m.peer.clone(), port: port_index(&via, "pool via")?, tcp_port: m.port });
-        }
+        let pool = s.pool.as_deref().ok_or_else(|| format!("{}: service {:?} needs a pool", cfg.source, s.name))?;
+        let members = pool_members(cfg, pool, mode)?;
         out.push(ServicePlan {
             name: s.name.clone(),
             vip,
@@ -124,6 +105,33 @@ pub fn services(cfg: &RackConfig, mode: ServiceMode) -> Result<Vec<ServicePlan>,
         });
     }
     Ok(out)
+}
+
+/// The members of the pool named `name`, each with the port that reaches it.
+pub fn pool_members(cfg: &RackConfig, name: &str, mode: ServiceMode) -> Result<Vec<MemberPlan>, String> {
+    let port_index = |name: &str, what: &str| -> Result<PortIndex, String> {
+        cfg.port_index(name).map(|i| i as PortIndex).ok_or_else(|| {
+            format!("{}: {what} {name:?}: balancing over a [[bond]] is not supported yet; name a [[port]]", cfg.source)
+        })
+    };
+    let pool = cfg.pool.iter().find(|p| p.name == name).ok_or_else(|| format!("{}: no [[pool]] named {name:?}", cfg.source))?;
+    let mut members = Vec::new();
+    for m in &pool.members {
+        let IpAddr::V4(address) = m.address else {
+            return Err(format!("{}: pool {:?}: member {} is IPv6; {} members are IPv4", cfg.source, pool.name, m.address, mode.as_str()));
+        };
+        let via = match &pool.via {
+            Some(v) => v.clone(),
+            None => cfg
+                .port
+                .iter()
+                .find(|p| p.addresses.iter().any(|c| c.contains(&m.address)))
+                .map(|p| p.name.clone())
+                .ok_or_else(|| format!("{}: pool {:?}: no port has an address in member {address}'s subnet; set via", cfg.source, pool.name))?,
+        };
+        members.push(MemberPlan { address, weight: m.weight, peer: m.peer.clone(), port: port_index(&via, "pool via")?, tcp_port: m.port });
+    }
+    Ok(members)
 }
 
 /// The operator view of one member (`tapsplice ctl members`, metrics).

@@ -358,7 +358,7 @@ fn start_splice(
             seed: member_key(b"tapsplice splice backends"),
             clock,
         };
-        let role = Splice::new(sp.specs.clone(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
+        let role = Splice::new(sp.specs.clone(), sp.pools(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
             .map_err(|e| e.to_string())?;
         counters.push(role.counters());
         Ok(role)

@@ -14,12 +14,15 @@
 //! lcores get the new key with the previous one, which stays accepted until the cookies
 //! made with it have expired (the slot after the one the period began in).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
 use dataplane::lcore_link::ToLcore;
+use dataplane::balance::HashPolicy;
 use dataplane::role::splice::{SpliceCounters, SpliceService, SpliceStat, SpliceUpdate};
+use dataplane::splice::request::{HostMatch, Rule, Rules};
 use dataplane::role::PortIndex;
 use dataplane::splice::cookie::{self, CookieKeys, Key};
 use hmac::{Hmac, Mac};
@@ -31,7 +34,9 @@ use crate::config::{RackConfig, ServiceMode};
 /// What `run` needs to start the splice role.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SplicePlan {
-    /// The services as the balancer plans them (backends = members).
+    /// One plan per pool the splice services use, named after the pool (its members are
+    /// the backends); the balancer builds one selection table per entry, and the role's
+    /// pool indexes are positions in this list.
     pub services: Vec<ServicePlan>,
     /// The same services as the role takes them.
     pub specs: Vec<SpliceService>,
@@ -47,20 +52,59 @@ pub struct SplicePlan {
 
 impl SplicePlan {
     pub fn from_config(cfg: &RackConfig) -> Result<SplicePlan, String> {
-        let services = crate::balancer::services(cfg, ServiceMode::Splice)?;
-        if services.is_empty() {
+        let splice: Vec<&crate::config::ServiceConfig> = cfg.service.iter().filter(|s| s.mode == ServiceMode::Splice).collect();
+        if splice.is_empty() {
             return Err(format!("{}: node.roles has splice but no [[service]] has mode = \"splice\"", cfg.source));
         }
+        // One selection table per pool a splice service uses (its default pool and its
+        // rules' pools), planned like a balance service named after the pool.
+        let mut services: Vec<ServicePlan> = Vec::new();
+        let mut pool_index = |name: &str, s: &crate::config::ServiceConfig| -> Result<usize, String> {
+            if let Some(i) = services.iter().position(|p| p.name == name) {
+                return Ok(i);
+            }
+            let IpAddr::V4(vip) = s.vip else {
+                return Err(format!("{}: service {:?}: the splice role serves IPv4 VIPs only", cfg.source, s.name));
+            };
+            let client_port = s
+                .via
+                .as_deref()
+                .map(|v| cfg.port_index(v).map(|i| i as PortIndex).ok_or_else(|| format!("{}: service {:?}: via {v:?}: a splice service faces a [[port]]", cfg.source, s.name)))
+                .transpose()?;
+            services.push(ServicePlan {
+                name: name.to_string(),
+                vip,
+                protocol: 6,
+                ports: s.ports.iter().map(|r| (r.first, r.last)).collect(),
+                hash: HashPolicy::L34,
+                client_port,
+                members: crate::balancer::pool_members(cfg, name, ServiceMode::Splice)?,
+            });
+            Ok(services.len() - 1)
+        };
         let mut specs = Vec::new();
-        for (plan, s) in services.iter().zip(cfg.service.iter().filter(|s| s.mode == ServiceMode::Splice)) {
-            if !s.route.is_empty() {
-                return Err(format!("{}: service {:?}: routing rules ([[service.route]]) are not implemented yet; route by port with one pool", cfg.source, s.name));
+        for s in &splice {
+            let IpAddr::V4(vip) = s.vip else {
+                return Err(format!("{}: service {:?}: the splice role serves IPv4 VIPs only", cfg.source, s.name));
+            };
+            let default = s.pool.as_deref().ok_or_else(|| format!("{}: service {:?} needs a pool", cfg.source, s.name))?;
+            let default_pool = pool_index(default, s)?;
+            let mut rules = Vec::new();
+            for r in &s.route {
+                rules.push(Rule {
+                    host: r.host.as_deref().map(HostMatch::parse),
+                    path_prefix: r.path_prefix.clone(),
+                    methods: r.methods.clone(),
+                    dst_ports: r.dst_ports.iter().map(|p| (p.first, p.last)).collect(),
+                    pool: pool_index(&r.pool, s)?,
+                });
             }
             specs.push(SpliceService {
-                vip: plan.vip,
-                ports: plan.ports.clone(),
-                backends: plan.members.iter().map(|m| (m.address, m.tcp_port)).collect(),
+                vip,
+                ports: s.ports.iter().map(|r| (r.first, r.last)).collect(),
+                rules: Rules { rules, default_pool },
                 max_connections: s.max_connections,
+                first_request_ms: s.timeouts.first_request_ms,
                 connect_ms: s.timeouts.connect_ms,
                 connect_attempts: s.timeouts.connect_attempts,
                 idle_ms: s.timeouts.idle_ms,
@@ -68,7 +112,7 @@ impl SplicePlan {
             });
         }
         let secret = cfg.keys.syn_cookie_secret.clone().ok_or_else(|| format!("{}: splice services need keys.syn_cookie_secret", cfg.source))?;
-        let request_buffer_bytes = cfg.service.iter().filter(|s| s.mode == ServiceMode::Splice).map(|s| s.request_buffer_bytes).max().unwrap_or(0) as usize;
+        let request_buffer_bytes = splice.iter().map(|s| s.request_buffer_bytes).max().unwrap_or(0) as usize;
         Ok(SplicePlan {
             services,
             specs,
@@ -80,6 +124,11 @@ impl SplicePlan {
             secret,
             rotation_s: u64::from(cfg.keys.syn_cookie_rotation_s.max(1)),
         })
+    }
+
+    /// Backends per pool (the order of the pool's selection table), as the role takes them.
+    pub fn pools(&self) -> Vec<Vec<(Ipv4Addr, Option<u16>)>> {
+        self.services.iter().map(|p| p.members.iter().map(|m| (m.address, m.tcp_port)).collect()).collect()
     }
 
     /// The connections one lcore's table holds: every service's `max_connections`.
@@ -190,7 +239,6 @@ impl Splicer {
 mod tests {
     use super::*;
     use crossbeam_channel::bounded;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn keys_rotate_per_period_and_the_previous_key_is_kept_for_its_cookies() {

@@ -45,7 +45,7 @@ pub enum CtlCmd {
     Events,
     /// [[server]] pairs: primary, backup, their states and the takeover phase.
     Servers,
-    /// Balance role: per service and member: state, weights, table share, packets, bytes.
+    /// Balance role: per service and member: state, weights, table share, packets, bytes (splice role: per pool and backend).
     Members,
     /// Fence NODE: cut it off and power it off through its fence device.
     Fence {

@@ -230,7 +230,7 @@ pub enum Command {
     Events,
     /// `[[server]]` pairs and their takeover phase.
     Servers,
-    /// Balance role: per service and member, state, weight, table share, traffic.
+    /// Balance role: per service and member, state, weight, table share, traffic (splice: per pool and backend).
     Members,
     /// Power-fence (and isolate) a node. Only built from a request with `"confirm":true`.
     Fence { node: String },

@@ -50,7 +50,9 @@ use crate::packet::build::{tcp4, Tcp4Segment};
 use crate::packet::tcp::flags;
 use crate::packet::{ethertype, fast_v4, ip_proto, Ethernet, Tcp, TcpOption};
 use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
+use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
+use crate::splice::request::{Decision, Rules};
 use crate::splice::table::{flag, Entry, LegKey, NatPorts, SpliceTable, State};
 use crate::splice::translate::{rewrite, Direction, Endpoint};
 use crate::stats::DropReason;
@@ -58,6 +60,9 @@ use crate::stats::DropReason;
 /// Seconds a closed connection (RST, or both FINs) stays in the table, so that the last
 /// ACK and retransmitted FINs still find it.
 pub const CLOSED_LINGER_S: u32 = 2;
+/// How long a backend that refused a connection or let its SYNs go unanswered is passed
+/// over by new connections (when another backend of its pool is live).
+pub const SUSPECT_MS: u64 = 10_000;
 /// Table slots the expiry hand looks at per tick.
 const SWEEP_PER_TICK: usize = 64;
 
@@ -67,11 +72,12 @@ pub struct SpliceService {
     pub vip: Ipv4Addr,
     /// Destination port ranges, inclusive.
     pub ports: Vec<(u16, u16)>,
-    /// The backends by member index (the order of the service's selection table): address
-    /// and TCP port (`None` = the client's destination port).
-    pub backends: Vec<(Ipv4Addr, Option<u16>)>,
+    /// Which pool a connection goes to (by its first request, or its port).
+    pub rules: Rules,
     /// Connections of this service one lcore holds at most.
     pub max_connections: u32,
+    /// A connection whose first request is not complete within this time is reset.
+    pub first_request_ms: u32,
     pub connect_ms: u32,
     /// SYNs sent to one backend before the next one is tried.
     pub connect_attempts: u32,
@@ -135,7 +141,8 @@ pub enum SpliceError {
     VipIsLocal { service: usize },
     NoPorts { service: usize },
     NoSuchPort(PortIndex),
-    TooManyBackends { service: usize },
+    TooManyBackends { pool: usize },
+    NoSuchPool { service: usize, pool: usize },
     NoNatPorts,
 }
 
@@ -145,7 +152,8 @@ impl std::fmt::Display for SpliceError {
             SpliceError::VipIsLocal { service } => write!(f, "splice service {service}: its VIP is also an address of a port"),
             SpliceError::NoPorts { service } => write!(f, "splice service {service}: no ports, or a port range whose start is above its end"),
             SpliceError::NoSuchPort(p) => write!(f, "client-facing port {p} is not configured"),
-            SpliceError::TooManyBackends { service } => write!(f, "splice service {service}: more than 64 backends"),
+            SpliceError::TooManyBackends { pool } => write!(f, "splice pool {pool}: more than 64 backends"),
+            SpliceError::NoSuchPool { service, pool } => write!(f, "splice service {service}: pool {pool} does not exist"),
             SpliceError::NoNatPorts => write!(f, "the NAT port range is empty"),
         }
     }
@@ -194,10 +202,18 @@ pub enum SpliceStat {
     ToClientBytes,
     /// Connections in the table (a gauge, written at every tick).
     Active,
+    /// Connections routed by their first HTTP request.
+    Routed,
+    /// First requests that were not HTTP/1.x (the client got a RST).
+    BadRequests,
+    /// Header blocks larger than the request buffer (the client got a RST).
+    HeadersTooLarge,
+    /// First requests not complete within `first_request_ms` (the client got a RST).
+    FirstRequestTimeouts,
 }
 
 impl SpliceStat {
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 23;
     pub const ALL: [SpliceStat; Self::COUNT] = [
         SpliceStat::SynCookies,
         SpliceStat::CookiesValid,
@@ -218,6 +234,10 @@ impl SpliceStat {
         SpliceStat::ToClientPackets,
         SpliceStat::ToClientBytes,
         SpliceStat::Active,
+        SpliceStat::Routed,
+        SpliceStat::BadRequests,
+        SpliceStat::HeadersTooLarge,
+        SpliceStat::FirstRequestTimeouts,
     ];
 
     /// Stable snake_case name for ctl and metrics.
@@ -242,6 +262,10 @@ impl SpliceStat {
             SpliceStat::ToClientPackets => "to_client_packets",
             SpliceStat::ToClientBytes => "to_client_bytes",
             SpliceStat::Active => "active",
+            SpliceStat::Routed => "routed",
+            SpliceStat::BadRequests => "bad_requests",
+            SpliceStat::HeadersTooLarge => "headers_too_large",
+            SpliceStat::FirstRequestTimeouts => "first_request_timeouts",
         }
     }
 }
@@ -298,6 +322,10 @@ struct Handshake {
 /// The role; see the module docs.
 pub struct Splice {
     services: Vec<SpliceService>,
+    /// Backends per pool (see [`Splice::new`]).
+    pools: Vec<Vec<(Ipv4Addr, Option<u16>)>>,
+    /// Per pool and member: suspect (passed over) until this time (ms).
+    suspect: Vec<Vec<u64>>,
     vip_addrs: Vec<Ipv4Addr>,
     settings: SpliceSettings,
     local: Vec<LocalAddrs>,
@@ -319,8 +347,11 @@ pub struct Splice {
 }
 
 impl Splice {
+    /// `pools[p]` are pool p's backends by member index (the order of its selection table
+    /// `tables.vips[p]`): address and TCP port (`None` = the client's destination port).
     pub fn new(
         services: Vec<SpliceService>,
+        pools: Vec<Vec<(Ipv4Addr, Option<u16>)>>,
         settings: SpliceSettings,
         keys: CookieKeys,
         tables: Arc<BalanceTables>,
@@ -335,9 +366,14 @@ impl Splice {
             if s.ports.is_empty() || s.ports.iter().any(|(lo, hi)| lo > hi) {
                 return Err(SpliceError::NoPorts { service: i });
             }
-            if s.backends.len() > 64 {
-                return Err(SpliceError::TooManyBackends { service: i });
+            for pool in std::iter::once(s.rules.default_pool).chain(s.rules.rules.iter().map(|r| r.pool)) {
+                if pool >= pools.len() {
+                    return Err(SpliceError::NoSuchPool { service: i, pool });
+                }
             }
+        }
+        if let Some(pool) = pools.iter().position(|p| p.len() > 64) {
+            return Err(SpliceError::TooManyBackends { pool });
         }
         if settings.nat_ports.0 > settings.nat_ports.1 {
             return Err(SpliceError::NoNatPorts);
@@ -376,8 +412,11 @@ impl Splice {
         let handshake_of = vec![u16::MAX; table.capacity()];
         let nat = NatPorts::new(settings.nat_ports.0, settings.nat_ports.1);
         let now_ms = settings.clock.unix_ms0;
+        let suspect = pools.iter().map(|p| vec![0; p.len()]).collect();
         Ok(Splice {
             services,
+            pools,
+            suspect,
             vip_addrs,
             settings,
             local,
@@ -539,41 +578,32 @@ impl Splice {
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
             return Verdict::Drop(DropReason::SpliceFull);
         }
-        let hash = client_hash(self.settings.seed, t);
-        let Some((member, m)) = self.tables.vips.get(service).and_then(Option::as_ref).and_then(|tab| tab.select_hash(hash)) else {
-            self.counters.add(SpliceStat::RefusedNoBackend, 1);
-            self.reset(ingress, client_mac, client, vip, tcp, ctx);
-            return Verdict::Drop(DropReason::NoMember);
-        };
-        let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let (baddr, bport) = svc.backends.get(usize::from(member)).copied().unwrap_or((Ipv4Addr::UNSPECIFIED, None));
         let Some(nat_port) = self.nat.take() else {
             return Verdict::Drop(DropReason::SpliceFull);
         };
         let ts = timestamps(tcp);
+        let unset = Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 };
         let entry = Entry {
             client,
             vip,
-            backend: Endpoint { addr: baddr, port: bport.unwrap_or(t.vip_port) },
-            nat: Endpoint { addr: nat_addr, port: nat_port },
+            backend: unset,
+            nat: Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: nat_port },
             delta: 0,
             ts_delta: 0,
             ws_server: 0,
             ws_promised: if opts.wscale.is_some() { self.settings.wscale } else { 0 },
             flags: if ts.is_some() { flag::TS } else { 0 },
-            state: State::Connecting,
+            state: State::Routing,
             service: service as u16,
-            member,
+            pool: 0,
+            member: 0,
             client_mac,
             client_if: ingress as u8,
-            backend_if: m.port as u8,
-            backend_mac: m.mac,
+            backend_if: 0,
+            backend_mac: [0; 6],
             last_seen: self.now_s(),
         };
-        let Some(slot) = self.table.insert(entry) else {
-            // The backend leg's tuple is taken (a NAT port still in use toward it).
+        let Some(slot) = self.table.insert_client(entry) else {
             self.nat.give_back(nat_port);
             self.counters.add(SpliceStat::RefusedFull, 1);
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
@@ -582,7 +612,7 @@ impl Splice {
         self.per_service[service] += 1;
         let h = self.free_handshakes.pop().expect("checked above");
         self.handshake_of[slot as usize] = h;
-        let connect_ms = u64::from(svc.connect_ms);
+        let first_request_ms = u64::from(svc.first_request_ms);
         let hs = &mut self.handshakes[usize::from(h)];
         hs.entry = Some(slot);
         hs.c0 = c0;
@@ -591,12 +621,96 @@ impl Splice {
         hs.client_tsval = ts.map(|(v, _)| v);
         hs.client_window = tcp.window();
         hs.buf.clear();
-        hs.attempts = 1;
-        hs.tried = 1u64 << member;
-        hs.deadline_ms = self.now_ms + connect_ms;
+        hs.attempts = 0;
+        hs.tried = 0;
+        hs.deadline_ms = self.now_ms + first_request_ms;
         self.keep_request_bytes(h, tcp);
-        self.backend_syn(h, ctx);
+        self.route(slot, ctx);
         Verdict::Consumed
+    }
+
+    /// A connection still routing: decide its pool from what the client sent so far, and
+    /// connect when decided. A malformed request, or a header block that does not fit the
+    /// buffer, is answered with a RST.
+    fn route(&mut self, slot: u32, ctx: &mut Ctx<'_>) {
+        let h = self.handshake_of[slot as usize];
+        let Some(e) = self.table.get(slot).copied() else { return };
+        let hs = &self.handshakes[usize::from(h)];
+        let rules = &self.services[usize::from(e.service)].rules;
+        let why = match rules.decide(e.vip.port, &hs.buf) {
+            Decision::Pool(pool) => {
+                if rules.needs_request() {
+                    self.counters.add(SpliceStat::Routed, 1);
+                }
+                return self.connect(slot, pool, ctx);
+            }
+            Decision::NeedMore if hs.buf.len() < self.settings.request_buffer_bytes => return,
+            Decision::NeedMore => SpliceStat::HeadersTooLarge,
+            Decision::Malformed => SpliceStat::BadRequests,
+        };
+        self.counters.add(why, 1);
+        self.reset_client(&e, h, ctx);
+        self.drop_entry(slot);
+    }
+
+    /// Chooses a backend of `pool` for the connection in `slot` and sends it the SYN; with
+    /// no live backend the client gets a RST.
+    fn connect(&mut self, slot: u32, pool: usize, ctx: &mut Ctx<'_>) {
+        let h = self.handshake_of[slot as usize];
+        let Some(e) = self.table.get(slot).copied() else { return };
+        let t = Tuple { client: e.client.addr, client_port: e.client.port, vip: e.vip.addr, vip_port: e.vip.port };
+        match self.pick(pool, client_hash(self.settings.seed, &t), 0) {
+            Some((member, m)) if self.attach_backend(slot, pool, member, m) => {
+                let connect_ms = u64::from(self.services[usize::from(e.service)].connect_ms);
+                let hs = &mut self.handshakes[usize::from(h)];
+                hs.attempts = 1;
+                hs.tried = 1u64 << member;
+                hs.deadline_ms = self.now_ms + connect_ms;
+                self.backend_syn(h, ctx);
+            }
+            _ => {
+                self.counters.add(SpliceStat::RefusedNoBackend, 1);
+                ctx.counters.drops.count(DropReason::NoMember);
+                self.reset_client(&e, h, ctx);
+                self.drop_entry(slot);
+            }
+        }
+    }
+
+    /// The backend for hash `hash` in `pool`: the table's choice unless it was tried or is
+    /// suspect, else the next live one in member order (suspects only when nothing else is
+    /// left); never one in `tried`.
+    fn pick(&self, pool: usize, hash: u64, tried: u64) -> Option<(u16, MemberEntry)> {
+        let tab = self.tables.vips.get(pool).and_then(Option::as_ref)?;
+        let now = self.now_ms;
+        let suspect = |i: usize| self.suspect.get(pool).and_then(|s| s.get(i)).is_some_and(|&until| until > now);
+        let live = |i: usize| tried & (1u64 << i) == 0 && tab.table().shares().get(i).is_some_and(|&s| s > 0);
+        let (first, _) = tab.select_hash(hash)?;
+        let n = tab.members().len();
+        let order = (0..n).map(|k| (usize::from(first) + k) % n);
+        let i = order.clone().find(|&i| live(i) && !suspect(i)).or_else(|| order.clone().find(|&i| live(i)))?;
+        Some((i as u16, tab.members()[i]))
+    }
+
+    /// Points the entry in `slot` at `member` of `pool` (its backend leg key, MAC, port and
+    /// our address on that port); false when that cannot be (no address on the port, the
+    /// tuple taken).
+    fn attach_backend(&mut self, slot: u32, pool: usize, member: u16, m: MemberEntry) -> bool {
+        let Some(e) = self.table.get(slot).copied() else { return false };
+        let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else { return false };
+        let Some(&(addr, port)) = self.pools.get(pool).and_then(|p| p.get(usize::from(member))) else { return false };
+        let backend = Endpoint { addr, port: port.unwrap_or(e.vip.port) };
+        if !self.table.set_backend(slot, backend, Endpoint { addr: nat_addr, port: e.nat.port }) {
+            return false;
+        }
+        if let Some((e, _)) = self.table.get_mut(slot) {
+            e.state = State::Connecting;
+            e.pool = pool as u16;
+            e.member = member;
+            e.backend_if = m.port as u8;
+            e.backend_mac = m.mac;
+        }
+        true
     }
 
     /// Appends the in-order part of `tcp`'s payload to the handshake's buffer.
@@ -743,63 +857,43 @@ impl Splice {
         }
     }
 
-    /// The current backend failed (`why`): try the next live one, or give up and reset the
-    /// client.
+    /// The current backend failed (`why`): it is suspect for [`SUSPECT_MS`]; try the next
+    /// live one, or give up and reset the client.
     fn next_backend(&mut self, slot: u32, why: SpliceStat, ctx: &mut Ctx<'_>) {
         self.counters.add(why, 1);
         let h = self.handshake_of[slot as usize];
         let Some(e) = self.table.get(slot).copied() else { return };
+        let (pool, failed) = (usize::from(e.pool), usize::from(e.member));
+        if let Some(until) = self.suspect.get_mut(pool).and_then(|s| s.get_mut(failed)) {
+            *until = self.now_ms + SUSPECT_MS;
+        }
         let tried = self.handshakes[usize::from(h)].tried;
-        let next = self.tables.vips.get(usize::from(e.service)).and_then(Option::as_ref).and_then(|tab| {
-            let n = tab.members().len();
-            (1..=n)
-                .map(|k| (usize::from(e.member) + k) % n)
-                .find(|&i| tried & (1u64 << i) == 0 && tab.table().shares().get(i).is_some_and(|&s| s > 0))
-                .map(|i| (i as u16, tab.members()[i]))
+        // The next member after the failed one (its hash is as good as any).
+        let next = self.tables.vips.get(pool).and_then(Option::as_ref).map(|t| t.members().len()).filter(|&n| n > 0).and_then(|n| {
+            (1..=n).map(|k| (failed + k) % n).find_map(|i| self.pick_exact(pool, i, tried))
         });
-        let svc = &self.services[usize::from(e.service)];
-        let target = next.and_then(|(member, m)| {
-            let nat = self.local.get(usize::from(m.port))?.ipv4.first().copied()?;
-            let (addr, port) = svc.backends.get(usize::from(member)).copied()?;
-            Some((member, m, Endpoint { addr, port: port.unwrap_or(e.vip.port) }, nat))
-        });
-        let Some((member, m, backend, nat_addr)) = target else {
-            self.counters.add(SpliceStat::BackendsExhausted, 1);
-            self.reset_client(&e, h, ctx);
-            self.drop_entry(slot);
-            return;
-        };
-        // The backend leg's key changes: re-insert under the new tuple (same NAT port).
-        self.handshake_of[slot as usize] = u16::MAX;
-        let Some(mut moved) = self.table.remove(slot) else { return };
-        moved.member = member;
-        moved.backend = backend;
-        moved.nat.addr = nat_addr;
-        moved.backend_if = m.port as u8;
-        moved.backend_mac = m.mac;
-        let connect_ms = u64::from(svc.connect_ms);
-        match self.table.insert(moved) {
-            Some(new_slot) => {
-                self.handshake_of[new_slot as usize] = h;
+        match next {
+            Some((member, m)) if self.attach_backend(slot, pool, member, m) => {
+                let connect_ms = u64::from(self.services[usize::from(e.service)].connect_ms);
                 let hs = &mut self.handshakes[usize::from(h)];
-                hs.entry = Some(new_slot);
                 hs.tried |= 1u64 << member;
                 hs.attempts = 1;
                 hs.deadline_ms = self.now_ms + connect_ms;
                 self.backend_syn(h, ctx);
             }
-            None => {
-                // Cannot happen (the slot just freed); give everything back all the same.
-                self.reset_client(&moved, h, ctx);
-                self.nat.give_back(moved.nat.port);
-                let hs = &mut self.handshakes[usize::from(h)];
-                hs.entry = None;
-                self.free_handshakes.push(h);
-                if let Some(n) = self.per_service.get_mut(usize::from(moved.service)) {
-                    *n = n.saturating_sub(1);
-                }
+            _ => {
+                self.counters.add(SpliceStat::BackendsExhausted, 1);
+                self.reset_client(&e, h, ctx);
+                self.drop_entry(slot);
             }
         }
+    }
+
+    /// Member `i` of `pool` if it is live (has slots) and not in `tried`.
+    fn pick_exact(&self, pool: usize, i: usize, tried: u64) -> Option<(u16, MemberEntry)> {
+        let tab = self.tables.vips.get(pool).and_then(Option::as_ref)?;
+        let ok = tried & (1u64 << i) == 0 && tab.table().shares().get(i).is_some_and(|&s| s > 0);
+        ok.then(|| (i as u16, tab.members()[i]))
     }
 
     /// A RST to the client of a connection still connecting (the backend leg failed).
@@ -833,11 +927,12 @@ impl Splice {
         };
         let syn_only = fl & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
         if let (Some(slot), Some(st)) = (found, state) {
-            if syn_only && st != State::Connecting {
+            let setting_up = matches!(st, State::Routing | State::Connecting);
+            if syn_only && !setting_up {
                 // A new connection on a tuple whose old one we still hold: the old one is
                 // over for the client.
                 self.drop_entry(slot);
-            } else if st == State::Connecting {
+            } else if setting_up {
                 if fl & flags::RST != 0 {
                     self.drop_entry(slot);
                     self.counters.add(SpliceStat::Resets, 1);
@@ -845,6 +940,9 @@ impl Splice {
                     let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
                     let h = self.handshake_of[slot as usize];
                     self.keep_request_bytes(h, &tcp);
+                    if st == State::Routing {
+                        self.route(slot, ctx);
+                    }
                 }
                 return Verdict::Consumed;
             } else {
@@ -1021,10 +1119,18 @@ impl Role for Splice {
     fn tick(&mut self, ctx: &mut Ctx<'_>) {
         self.tick_clock(ctx.now_tsc);
         let now = self.now_ms;
-        // Backend handshakes whose SYN went unanswered.
+        // First requests that did not come, backend SYNs that went unanswered.
         for h in 0..self.handshakes.len() {
             let (Some(slot), true) = (self.handshakes[h].entry, self.handshakes[h].deadline_ms <= now) else { continue };
-            let Some(service) = self.table.get(slot).map(|e| usize::from(e.service)) else { continue };
+            let Some((service, state)) = self.table.get(slot).map(|e| (usize::from(e.service), e.state)) else { continue };
+            if state == State::Routing {
+                self.counters.add(SpliceStat::FirstRequestTimeouts, 1);
+                if let Some(e) = self.table.get(slot).copied() {
+                    self.reset_client(&e, h as u16, ctx);
+                }
+                self.drop_entry(slot);
+                continue;
+            }
             let svc = &self.services[service];
             let (attempts, connect_ms) = (svc.connect_attempts.max(1), u64::from(svc.connect_ms));
             let hs = &mut self.handshakes[h];
@@ -1047,7 +1153,7 @@ impl Role for Splice {
                 let quiet = now_s.saturating_sub(e.last_seen);
                 let svc = &services[usize::from(e.service)];
                 match e.state {
-                    State::Connecting => false,
+                    State::Routing | State::Connecting => false,
                     State::Closed => quiet >= CLOSED_LINGER_S,
                     State::Established if e.flags & (flag::FIN_CLIENT | flag::FIN_SERVER) != 0 => u64::from(quiet) * 1000 >= u64::from(svc.half_closed_ms),
                     State::Established => u64::from(quiet) * 1000 >= u64::from(svc.idle_ms),

@@ -24,15 +24,23 @@ fn local() -> Vec<LocalAddrs> {
     (0..2).map(|i| LocalAddrs { mac: PORT_MAC[i], ipv4: vec![OWN[i]], punt_udp: None, punt_arp: true }).collect()
 }
 
-fn tables(weights: &[u32]) -> Arc<BalanceTables> {
+fn pool_table(weights: &[u32], macs: &[[u8; 6]]) -> Option<SelectionTable> {
     let members: Vec<MemberSpec> = weights
         .iter()
         .enumerate()
-        .map(|(i, &weight)| MemberSpec { key: member_key(format!("b{i}").as_bytes()), weight, entry: MemberEntry { mac: BACKEND_MAC[i], port: 1 } })
+        .map(|(i, &weight)| MemberSpec { key: member_key(format!("b{i}").as_bytes()), weight, entry: MemberEntry { mac: macs[i], port: 1 } })
         .collect();
     let t = SelectionTable::build(FlowHasher::new(HashPolicy::L34, 1), &members, None).ok();
-    Arc::new(BalanceTables { vips: vec![t.filter(|_| weights.iter().any(|&w| w > 0))] })
+    t.filter(|_| weights.iter().any(|&w| w > 0))
 }
+
+fn tables(weights: &[u32]) -> Arc<BalanceTables> {
+    Arc::new(BalanceTables { vips: vec![pool_table(weights, &BACKEND_MAC)] })
+}
+
+/// Pool 1 for the routing tests: one backend.
+const STATIC: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 31);
+const STATIC_MAC: [u8; 6] = [2, 0, 0, 0, 1, 31];
 
 fn keys() -> CookieKeys {
     CookieKeys { current: cookie::Key([7; 16]), previous: None }
@@ -51,11 +59,16 @@ impl Net {
     }
 
     fn with(capacity: usize, attempts: u32, tables: Arc<BalanceTables>) -> Net {
+        Net::routed(capacity, attempts, tables, Rules::default())
+    }
+
+    fn routed(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules) -> Net {
         let service = SpliceService {
             vip: VIP,
             ports: vec![(80, 80)],
-            backends: BACKENDS.iter().map(|&a| (a, Some(8080))).collect(),
+            rules,
             max_connections: 1000,
+            first_request_ms: 3000,
             connect_ms: 1000,
             connect_attempts: attempts,
             idle_ms: 60_000,
@@ -65,13 +78,14 @@ impl Net {
             mss: 1400,
             wscale: 9,
             capacity,
-            handshakes: 16,
+            handshakes: 64,
             request_buffer_bytes: 4096,
             nat_ports: (20_000, 20_099),
             seed: 42,
             clock: Clock { tsc_hz: 1000, tsc0: 0, unix_ms0: T0_MS },
         };
-        let role = Splice::new(vec![service], settings, keys(), tables, local(), &[0], None).unwrap();
+        let pools = vec![BACKENDS.iter().map(|&a| (a, Some(8080))).collect(), vec![(STATIC, None)]];
+        let role = Splice::new(vec![service], pools, settings, keys(), tables, local(), &[0], None).unwrap();
         Net { role, counters: LcoreCounters::default(), now: 0 }
     }
 
@@ -405,8 +419,9 @@ fn no_live_backend_resets_the_client() {
     let (_, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
     let a0 = seen(&out[0].1).seq;
     let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"");
-    assert_eq!(v, Verdict::Drop(DropReason::NoMember));
-    assert_eq!(seen(&out[0].1).flags, flags::RST);
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(n.counters.drops.get(DropReason::NoMember), 1);
+    assert_eq!(seen(&out[0].1).flags, flags::RST | flags::ACK);
     assert_eq!(n.stat(SpliceStat::RefusedNoBackend), 1);
     // A table arrives: the next connection is spliced.
     n.role.update(SpliceUpdate::Tables(tables(&[1, 0])));
@@ -488,4 +503,98 @@ fn a_retransmitted_backend_syn_ack_is_acknowledged_again() {
     let a = seen(&out[0].1);
     assert_eq!((a.src, a.dst, a.seq, a.ack, a.flags), (syn.src, syn.dst, C0.wrapping_add(1), 501, flags::ACK));
     assert_eq!((a.payload.len(), a.opts.ts), (0, None));
+}
+
+fn routing_net() -> Net {
+    use crate::splice::request::{HostMatch, Rule};
+    let rules = Rules { rules: vec![Rule { host: Some(HostMatch::parse("static.example.com")), pool: 1, ..Rule::default() }], default_pool: 0 };
+    let tables = Arc::new(BalanceTables { vips: vec![pool_table(&[1, 1], &BACKEND_MAC), pool_table(&[1], &[STATIC_MAC])] });
+    Net::routed(64, 3, tables, rules)
+}
+
+/// SYN and handshake ACK (no data) for a routed service: nothing goes to a backend yet.
+fn handshake(n: &mut Net, cport: u16) -> u32 {
+    let (_, _, out) = from_client(n, cport, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    let a0 = seen(&out[0].1).seq;
+    let (v, _, out) = from_client(n, cport, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"");
+    assert_eq!((v, out.len()), (Verdict::Consumed, 0), "no backend before the request");
+    a0
+}
+
+#[test]
+fn the_first_request_chooses_the_pool_and_is_replayed_whole() {
+    let mut n = routing_net();
+    let a0 = handshake(&mut n, CPORT);
+    assert_eq!(n.role.table().iter().next().unwrap().0.state, State::Routing);
+    // The request in two pieces: routed when the header block is complete.
+    let req = b"GET /logo.png HTTP/1.1\r\nHost: static.example.com\r\nAccept: */*\r\n\r\n";
+    let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], &req[..20]);
+    assert_eq!((v, out.len()), (Verdict::Consumed, 0));
+    let (_, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(21), a0.wrapping_add(1), flags::ACK | flags::PSH, &[], &req[20..]);
+    assert_eq!(out.len(), 1);
+    let syn = seen(&out[0].1);
+    assert_eq!((syn.dst, syn.dst_mac, syn.seq), ((STATIC, 80), STATIC_MAC, C0));
+    let f = seg(STATIC_MAC, PORT_MAC[1], syn.dst, syn.src, 7, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[], b"");
+    let (_, _, out) = n.send(1, &f);
+    assert_eq!(seen(&out[0].1).payload, req);
+    assert_eq!(n.stat(SpliceStat::Routed), 1);
+    // Another host goes to the default pool.
+    let a1 = handshake(&mut n, CPORT + 1);
+    let (_, _, out) = from_client(&mut n, CPORT + 1, C0.wrapping_add(1), a1.wrapping_add(1), flags::ACK, &[], b"GET / HTTP/1.1\r\nHost: shop.example.com\r\n\r\n");
+    assert!(BACKENDS.contains(&seen(&out[0].1).dst.0));
+}
+
+#[test]
+fn bad_oversized_and_missing_first_requests_are_reset() {
+    let mut n = routing_net();
+    // Not HTTP.
+    let a0 = handshake(&mut n, CPORT);
+    let (_, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"\x16\x03\x01\x00\x10hello");
+    let r = seen(&out[0].1);
+    assert_eq!((r.dst, r.flags, r.seq), ((CLIENT, CPORT), flags::RST | flags::ACK, a0.wrapping_add(1)));
+    assert_eq!(n.stat(SpliceStat::BadRequests), 1);
+    // A header block larger than the buffer (4096 here).
+    let a1 = handshake(&mut n, CPORT + 1);
+    let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    big.extend(std::iter::repeat(b'a').take(1400));
+    let mut seq = C0.wrapping_add(1);
+    let mut last = Vec::new();
+    for _ in 0..3 {
+        let (_, _, out) = from_client(&mut n, CPORT + 1, seq, a1.wrapping_add(1), flags::ACK, &[], &big);
+        seq = seq.wrapping_add(big.len() as u32);
+        last = out;
+    }
+    assert_eq!(seen(&last[0].1).flags, flags::RST | flags::ACK);
+    assert_eq!(n.stat(SpliceStat::HeadersTooLarge), 1);
+    // Nothing at all within first_request_ms.
+    handshake(&mut n, CPORT + 2);
+    n.now += 2000;
+    assert!(n.tick().is_empty());
+    n.now += 1001;
+    let out = n.tick();
+    assert_eq!(seen(&out[0].1).dst, (CLIENT, CPORT + 2));
+    assert_eq!(n.stat(SpliceStat::FirstRequestTimeouts), 1);
+    assert!(n.role.table().is_empty());
+    assert_eq!(n.role.nat.available(), 100);
+}
+
+#[test]
+fn a_backend_that_failed_is_passed_over_for_a_while() {
+    let mut n = Net::new(64, 1);
+    let (_, syn) = connect(&mut n, CPORT, b"");
+    let bad = syn.dst;
+    let rst = seg(BACKEND_MAC[0], PORT_MAC[1], syn.dst, syn.src, 0, C0.wrapping_add(1), flags::RST | flags::ACK, 0, &[], b"");
+    n.send(1, &rst);
+    // New clients that hash to the refusing backend go to the other one now.
+    let mut others = 0;
+    for p in 1..40 {
+        let (_, s) = connect(&mut n, CPORT + p, b"");
+        assert_ne!(s.dst, bad, "client port {}", CPORT + p);
+        others += 1;
+    }
+    assert_eq!(others, 39);
+    // After SUSPECT_MS it takes connections again.
+    n.now += SUSPECT_MS + 1;
+    let back = (40..200).any(|p| connect(&mut n, CPORT + p, b"").1.dst == bad);
+    assert!(back);
 }

@@ -3,6 +3,7 @@
 //! * [`cookie`] — SYN cookies: a stateless handshake any appliance of the rack validates.
 //! * [`options`] — the options a SYN offers, and the option block of the handshake
 //!   segments the appliance sends.
+//! * [`request`] — routing a connection by its first HTTP/1.x request (or its port).
 //! * [`table`] — the splice table (fixed capacity, both legs' keys, idle expiry) and the
 //!   FullNAT port ring.
 //! * [`translate`] — the per-segment rewrite of a spliced connection: addresses and ports,
@@ -11,5 +12,6 @@
 
 pub mod cookie;
 pub mod options;
+pub mod request;
 pub mod table;
 pub mod translate;

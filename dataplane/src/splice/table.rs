@@ -35,6 +35,9 @@ pub struct LegKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum State {
+    /// The client's handshake is done; its first request is awaited to choose the pool
+    /// (no backend leg yet: only the client leg's key is in the table).
+    Routing = 3,
     /// The client's handshake is done; the backend leg's SYN is out.
     Connecting = 0,
     /// Both legs are up: segments are spliced.
@@ -46,6 +49,7 @@ pub enum State {
 impl State {
     pub fn name(self) -> &'static str {
         match self {
+            State::Routing => "routing",
             State::Connecting => "connecting",
             State::Established => "established",
             State::Closed => "closed",
@@ -81,8 +85,9 @@ pub struct Entry {
     pub ws_promised: u8,
     pub flags: u8,
     pub state: State,
-    /// Service index and the backend's index among the service's members.
+    /// Service index, the pool chosen for the connection and the backend's index in it.
     pub service: u16,
+    pub pool: u16,
     pub member: u16,
     /// The client leg's next hop (the client, or its router) and port.
     pub client_mac: [u8; 6],
@@ -195,11 +200,50 @@ impl SpliceTable {
         Some((e, &mut self.traffic[slot as usize]))
     }
 
+    /// Adds `e` under its client leg's key only (its backend is not chosen yet); its slot,
+    /// or `None` when the table is full or the key is taken.
+    pub fn insert_client(&mut self, e: Entry) -> Option<u32> {
+        let ck = e.client_key();
+        if self.keys.contains_key(&ck) {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        self.keys.insert(ck, slot);
+        self.slots[slot as usize] = Some(e);
+        self.traffic[slot as usize] = Traffic { since: e.last_seen, ..Traffic::default() };
+        Some(slot)
+    }
+
+    /// Gives the entry in `slot` a (new) backend leg: its old backend key, if it had one,
+    /// is dropped and the new one added. False (nothing changed) when the new key belongs
+    /// to another connection or the slot is empty.
+    pub fn set_backend(&mut self, slot: u32, backend: Endpoint, nat: Endpoint) -> bool {
+        let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let new = LegKey { remote: backend.addr, local: nat.addr, remote_port: backend.port, local_port: nat.port };
+        if self.keys.get(&new).is_some_and(|&s| s != slot) {
+            return false;
+        }
+        let old = e.backend_key();
+        if self.keys.get(&old) == Some(&slot) {
+            self.keys.remove(&old);
+        }
+        e.backend = backend;
+        e.nat = nat;
+        self.keys.insert(new, slot);
+        true
+    }
+
     /// Frees a slot; the entry it held.
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
         let e = self.slots.get_mut(slot as usize)?.take()?;
-        self.keys.remove(&e.client_key());
-        self.keys.remove(&e.backend_key());
+        for k in [e.client_key(), e.backend_key()] {
+            // Only our own keys (an entry still routing has no backend key).
+            if self.keys.get(&k) == Some(&slot) {
+                self.keys.remove(&k);
+            }
+        }
         self.free.push(slot);
         Some(e)
     }
@@ -270,6 +314,7 @@ mod tests {
             flags: 0,
             state: State::Established,
             service: 0,
+            pool: 0,
             member: 0,
             client_mac: [2, 0, 0, 0, 0, 1],
             client_if: 0,
@@ -301,6 +346,29 @@ mod tests {
         let c = t.insert(entry(1002, 5002)).unwrap();
         assert_eq!(t.find(&entry(1001, 5001).client_key()), None, "removed keys are gone");
         assert_eq!(t.get(c).unwrap().client.port, 1002);
+    }
+
+    #[test]
+    fn an_entry_gets_its_backend_leg_later_and_can_change_it() {
+        let mut t = SpliceTable::new(4);
+        let mut e = entry(1000, 0);
+        e.backend = ep(0, 0);
+        e.nat = ep(0, 0);
+        let s = t.insert_client(e).unwrap();
+        assert_eq!(t.insert_client(e), None, "client leg taken");
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), None);
+        assert!(t.set_backend(s, ep(20, 8080), ep(2, 5000)));
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some(s));
+        // Moving to another backend drops the old key.
+        assert!(t.set_backend(s, ep(21, 8080), ep(2, 5000)));
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), None);
+        // Another connection's backend key is refused.
+        let other = t.insert(entry(1001, 5001)).unwrap();
+        assert!(!t.set_backend(s, ep(20, 8080), ep(2, 5001)));
+        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some(other));
+        t.remove(s).unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some(other), "untouched");
     }
 
     #[test]
