@@ -333,6 +333,7 @@ fn start_splice(
     eal: &Eal,
     workers: WorkerSetup<'_>,
     supervisor: &mut Supervisor,
+    services: &ControlServices,
     local: &[LocalAddrs],
     port_addrs: &[PortAddrs],
 ) -> Result<(Vec<Slot>, Box<dyn std::any::Any>), String> {
@@ -365,6 +366,8 @@ fn start_splice(
     })?;
     balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), SpliceUpdate::Tables)).collect(), Vec::new());
     splicer.attach(end.commands.clone(), counters);
+    let pools = sp.services.iter().map(|p| p.name.clone()).collect();
+    services.set_splices(crate::splicer::splices_fn(end.commands.clone(), sp.names.clone(), pools));
     supervisor.set_balancer(balancer);
     supervisor.set_splicer(splicer);
     Ok((slots, Box::new(end)))
@@ -436,7 +439,7 @@ fn serve(
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
-        start_splice(sp, plan, eal, workers, supervisor, &local, &port_addrs)?
+        start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs)?
     } else if plan.balance.is_empty() {
         let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
         (slots, Box::new(end))

@@ -19,9 +19,13 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Sender;
+use std::sync::Arc;
+use std::time::Duration;
 use dataplane::lcore_link::ToLcore;
 use dataplane::balance::HashPolicy;
-use dataplane::role::splice::{SpliceCounters, SpliceService, SpliceStat, SpliceUpdate};
+use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SpliceService, SpliceStat, SpliceUpdate};
+use dataplane::splice::table::{flag, Entry, State, Traffic};
+use dataplane::splice::translate::Endpoint;
 use dataplane::splice::request::{HostMatch, Rule, Rules};
 use dataplane::role::PortIndex;
 use dataplane::splice::cookie::{self, CookieKeys, Key};
@@ -29,6 +33,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::balancer::ServicePlan;
+use crate::ctl::handler::SplicesFn;
+use crate::ctl::proto::{ErrorBody, ErrorCode, SpliceRow, SplicesQuery, SplicesResult, SPLICES_DEFAULT_LIMIT};
 use crate::config::{RackConfig, ServiceMode};
 
 /// What `run` needs to start the splice role.
@@ -40,6 +46,8 @@ pub struct SplicePlan {
     pub services: Vec<ServicePlan>,
     /// The same services as the role takes them.
     pub specs: Vec<SpliceService>,
+    /// The services' names (as `specs`).
+    pub names: Vec<String>,
     pub mss: u16,
     pub wscale: u8,
     /// The whole FullNAT range (split between the lcores by [`SplicePlan::nat_ports_of`]).
@@ -116,6 +124,7 @@ impl SplicePlan {
         Ok(SplicePlan {
             services,
             specs,
+            names: splice.iter().map(|s| s.name.clone()).collect(),
             mss: cfg.splice.mss,
             wscale: cfg.splice.wscale,
             nat_ports: (cfg.splice.nat_ports.first, cfg.splice.nat_ports.last),
@@ -160,6 +169,76 @@ impl SplicePlan {
         out.sort_unstable();
         out.dedup();
         out
+    }
+}
+
+/// The operator's filter as the lcores take it: `ADDR` or `ADDR:PORT` for the client and
+/// the backend, a state name.
+pub fn dump_filter(q: &SplicesQuery) -> Result<DumpFilter, String> {
+    fn end(what: &str, s: Option<&str>) -> Result<(Option<Ipv4Addr>, Option<u16>), String> {
+        let Some(s) = s else { return Ok((None, None)) };
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok((Some(a), None));
+        }
+        let sa: std::net::SocketAddrV4 = s.parse().map_err(|_| format!("{what} {s:?}: expected an IPv4 address or ADDR:PORT"))?;
+        Ok((Some(*sa.ip()), Some(sa.port())))
+    }
+    let (client, client_port) = end("client", q.client.as_deref())?;
+    let (backend, backend_port) = end("backend", q.backend.as_deref())?;
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            [State::Routing, State::Connecting, State::Established, State::Closed]
+                .into_iter()
+                .find(|st| st.name() == s)
+                .ok_or_else(|| format!("state {s:?}: expected routing, connecting, established or closed"))?,
+        ),
+    };
+    Ok(DumpFilter { client, client_port, backend, backend_port, state })
+}
+
+/// `ctl splices`: asks every worker for its matching connections (through its command
+/// queue; it answers between bursts) and waits at most a second for each.
+pub fn splices_fn(workers: Vec<Sender<ToLcore<SpliceUpdate>>>, services: Vec<String>, pools: Vec<String>) -> SplicesFn {
+    Arc::new(move |q: &SplicesQuery| {
+        let filter = dump_filter(q).map_err(|e| ErrorBody::new(ErrorCode::BadRequest, e))?;
+        let limit = q.limit.unwrap_or(SPLICES_DEFAULT_LIMIT) as usize;
+        let mut out = SplicesResult::default();
+        for (w, tx) in workers.iter().enumerate() {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            tx.try_send(ToLcore::Update(SpliceUpdate::Dump(DumpRequest { filter, limit, reply })))
+                .map_err(|_| ErrorBody::new(ErrorCode::Refused, format!("worker {w}'s command queue is full; try again")))?;
+            let d = answer
+                .recv_timeout(Duration::from_secs(1))
+                .map_err(|_| ErrorBody::new(ErrorCode::Refused, format!("worker {w} did not answer within 1 s")))?;
+            out.matched += d.matched as u64;
+            let room = limit.saturating_sub(out.splices.len());
+            out.splices.extend(d.rows.iter().take(room).map(|(e, t)| row(w, e, t, d.now_s, &services, &pools)));
+        }
+        Ok(out)
+    })
+}
+
+fn row(worker: usize, e: &Entry, t: &Traffic, now_s: u32, services: &[String], pools: &[String]) -> SpliceRow {
+    let ep = |x: Endpoint| format!("{}:{}", x.addr, x.port);
+    let routing = e.state == State::Routing;
+    SpliceRow {
+        worker,
+        service: services.get(usize::from(e.service)).cloned().unwrap_or_default(),
+        pool: if routing { "-".into() } else { pools.get(usize::from(e.pool)).cloned().unwrap_or_default() },
+        client: ep(e.client),
+        vip: ep(e.vip),
+        backend: if routing { "-".into() } else { ep(e.backend) },
+        nat: if routing { "-".into() } else { ep(e.nat) },
+        state: e.state.name().into(),
+        delta: e.delta,
+        timestamps: e.flags & flag::TS != 0,
+        ws_client: e.ws_promised,
+        ws_server: e.ws_server,
+        age_s: now_s.saturating_sub(t.since),
+        idle_s: now_s.saturating_sub(e.last_seen),
+        bytes_to_server: t.to_server,
+        bytes_to_client: t.to_client,
     }
 }
 
@@ -279,10 +358,33 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_filter_is_parsed_or_refused_with_a_reason() {
+        let q = |c: Option<&str>, b: Option<&str>, s: Option<&str>| SplicesQuery { client: c.map(Into::into), backend: b.map(Into::into), state: s.map(Into::into), limit: None };
+        let f = dump_filter(&q(Some("10.0.0.1"), Some("10.1.0.2:8080"), Some("established"))).unwrap();
+        assert_eq!(f, DumpFilter { client: Some(Ipv4Addr::new(10, 0, 0, 1)), client_port: None, backend: Some(Ipv4Addr::new(10, 1, 0, 2)), backend_port: Some(8080), state: Some(State::Established) });
+        assert_eq!(dump_filter(&q(None, None, None)).unwrap(), DumpFilter::default());
+        assert!(dump_filter(&q(Some("nope"), None, None)).unwrap_err().contains("client \"nope\""));
+        assert!(dump_filter(&q(None, Some("1.2.3.4:99999"), None)).is_err());
+        assert!(dump_filter(&q(None, None, Some("open"))).unwrap_err().contains("expected routing"));
+    }
+
+    #[test]
+    fn a_worker_that_does_not_answer_is_reported_not_waited_for() {
+        let (tx, _rx) = bounded(1);
+        let f = splices_fn(vec![tx.clone()], vec!["s".into()], vec!["p".into()]);
+        let e = f(&SplicesQuery::default()).unwrap_err();
+        assert!(e.message.contains("did not answer"), "{}", e.message);
+        // The queue is now full (nobody took the first request): refused at once.
+        let e = f(&SplicesQuery::default()).unwrap_err();
+        assert!(e.message.contains("queue is full"), "{}", e.message);
+    }
+
+    #[test]
     fn nat_port_slices_are_disjoint_and_cover_the_range() {
         let mut p = SplicePlan {
             services: Vec::new(),
             specs: Vec::new(),
+            names: Vec::new(),
             mss: 1460,
             wscale: 9,
             nat_ports: (20_000, 20_009),

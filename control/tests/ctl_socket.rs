@@ -74,7 +74,7 @@ fn snapshot() -> MetricsSnapshot {
 
 /// The standard handler over [`snapshot`], plus `boom` (panics) and `echo` (returns args).
 fn test_handler() -> Handler {
-    let sources = Sources { snapshot: Arc::new(snapshot), events: None, fence: None };
+    let sources = Sources { snapshot: Arc::new(snapshot), events: None, fence: None, splices: Default::default() };
     Arc::new(move |req: Request| match req.cmd.as_str() {
         "boom" => panic!("test handler exploded"),
         "echo" => Response::ok(req.id, Value::Object(req.args.clone())),
@@ -235,7 +235,7 @@ fn unknown_command_and_bad_arguments() {
     let dir = scratch("unknown");
     let srv = Server::start(&dir.join("ctl.sock"));
     let mut c = srv.client();
-    for cmd in ["drain", "resplice", "splices", "reboot"] {
+    for cmd in ["drain", "resplice", "conntrack", "reboot"] {
         match c.call_raw(cmd, Map::new(), T) {
             Err(ClientError::Remote(e)) => {
                 assert!(e.is(ErrorCode::UnknownCommand), "{e}");

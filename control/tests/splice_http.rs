@@ -374,6 +374,36 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     .unwrap();
     assert_eq!(replies, vec!["s1", "s1", "s1"], "a keep-alive connection stays on its backend");
 
+    // `ctl splices`: a connection held open shows up with its tuples and state.
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (open_tx, open_rx) = mpsc::channel::<u16>();
+    let holder = spawn_in_ns(NS[0], move || {
+        let mut s = TcpStream::connect((VIP, 80)).expect("connect");
+        write!(s, "GET /whoami HTTP/1.1\r\nHost: shop.example.com\r\n\r\n").unwrap();
+        let mut b = [0u8; 256];
+        let _ = s.read(&mut b).unwrap();
+        open_tx.send(s.local_addr().unwrap().port()).unwrap();
+        let _ = held_rx.recv_timeout(Duration::from_secs(30));
+    });
+    let cport = open_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let ctl = |args: &[&str]| Command::new(BIN).args(["ctl", "--socket"]).arg(&sock).args(args).output().unwrap();
+    let out = ctl(&["--json", "splices", "--client", &format!("10.77.0.11:{cport}"), "--state", "established"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["matched"], 1, "{v}");
+    let row = &v["splices"][0];
+    assert_eq!((row["service"].as_str(), row["pool"].as_str(), row["backend"].as_str()), (Some("site"), Some("web"), Some("10.77.1.21:80")), "{row}");
+    assert_eq!(row["vip"], format!("{VIP}:80"));
+    assert!(row["nat"].as_str().unwrap().starts_with("10.77.1.2:"), "{row}");
+    assert!(row["bytes_to_client"].as_u64().unwrap() > 0, "{row}");
+    let text = ctl(&["splices"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("10.77.0.11:{cport}")), "{}", String::from_utf8_lossy(&text.stdout));
+    let bad = ctl(&["splices", "--state", "open"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected routing"), "{}", String::from_utf8_lossy(&bad.stderr));
+    held_tx.send(()).unwrap();
+    holder.join().unwrap();
+
     // Not HTTP: reset by the appliance, the backends never see it.
     let refused = spawn_in_ns(NS[0], || {
         let mut s = TcpStream::connect((VIP, 80)).expect("connect");
@@ -396,10 +426,10 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let sp = &v["splice"];
     eprintln!("splice counters: {sp}");
-    // curl: 5 connections; keep-alive: 1; the TLS-looking one: 1.
-    assert_eq!(sp["cookies_valid"], 7, "{sp}");
-    assert_eq!(sp["routed"], 6, "{sp}");
-    assert_eq!(sp["established"], 6, "{sp}");
+    // curl: 5 connections; keep-alive: 1; held open for ctl: 1; the TLS-looking one: 1.
+    assert_eq!(sp["cookies_valid"], 8, "{sp}");
+    assert_eq!(sp["routed"], 7, "{sp}");
+    assert_eq!(sp["established"], 7, "{sp}");
     assert_eq!(sp["bad_requests"], 1, "{sp}");
     assert_eq!(sp["backends_exhausted"], 0, "{sp}");
 }

@@ -47,6 +47,21 @@ pub enum CtlCmd {
     Servers,
     /// Balance role: per service and member: state, weights, table share, packets, bytes (splice role: per pool and backend).
     Members,
+    /// Splice role: the connections (client, VIP, backend, NAT tuples, Δ, state, age, bytes).
+    Splices {
+        /// Only this client: ADDR or ADDR:PORT.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this backend: ADDR or ADDR:PORT.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Only this state: routing, connecting, established, closed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many rows (default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Fence NODE: cut it off and power it off through its fence device.
     Fence {
         /// Node id to fence.
@@ -68,6 +83,9 @@ impl CtlCmd {
             CtlCmd::Events => Command::Events,
             CtlCmd::Servers => Command::Servers,
             CtlCmd::Members => Command::Members,
+            CtlCmd::Splices { client, backend, state, limit } => {
+                Command::Splices(SplicesQuery { client: client.clone(), backend: backend.clone(), state: state.clone(), limit: *limit })
+            }
             CtlCmd::Fence { node, .. } => Command::Fence { node: node.clone() },
         }
     }
@@ -137,6 +155,7 @@ pub fn render(cmd: &Command, result: &Value) -> String {
         Command::Peers => as_(result).map(|r| render_peers(&r)),
         Command::Servers => as_(result).map(|r| render_servers(&r)),
         Command::Members => as_(result).map(|r| render_members(&r)),
+        Command::Splices(_) => as_(result).map(|r| render_splices(&r)),
         Command::Fence { node } => Some(render_fence(node, result)),
     };
     text.unwrap_or_else(|| serde_json::to_string_pretty(result).unwrap_or_default() + "\n")
@@ -613,6 +632,47 @@ pub fn render_members(r: &MembersResult) -> String {
     if r.members.is_empty() {
         s.push_str("(no balanced services)\n");
     }
+    s
+}
+
+pub fn render_splices(r: &SplicesResult) -> String {
+    use Align::*;
+    let mut t = Table::new(&[
+        ("SERVICE", Left),
+        ("POOL", Left),
+        ("CLIENT", Left),
+        ("VIP", Left),
+        ("BACKEND", Left),
+        ("NAT", Left),
+        ("STATE", Left),
+        ("DELTA", Right),
+        ("TS", Left),
+        ("WS C/S", Left),
+        ("AGE", Right),
+        ("IDLE", Right),
+        ("TO SERVER", Right),
+        ("TO CLIENT", Right),
+    ]);
+    for x in &r.splices {
+        t.row(vec![
+            x.service.clone(),
+            x.pool.clone(),
+            x.client.clone(),
+            x.vip.clone(),
+            x.backend.clone(),
+            x.nat.clone(),
+            x.state.clone(),
+            x.delta.to_string(),
+            if x.timestamps { "yes" } else { "no" }.into(),
+            format!("{}/{}", x.ws_client, x.ws_server),
+            format!("{}s", x.age_s),
+            format!("{}s", x.idle_s),
+            fmt_count(x.bytes_to_server),
+            fmt_count(x.bytes_to_client),
+        ]);
+    }
+    let mut s = t.render();
+    let _ = writeln!(s, "{} shown, {} matching", r.splices.len(), r.matched);
     s
 }
 

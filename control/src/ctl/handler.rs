@@ -14,6 +14,10 @@ pub type EventsFn = Arc<dyn Fn() -> Vec<Event> + Send + Sync>;
 /// Fences a node (the command was confirmed); the result object is sent back as is
 /// (ideally a [`FenceResult`]). May take seconds: it runs on the connection's thread.
 pub type FenceFn = Arc<dyn Fn(&str) -> Result<Value, ErrorBody> + Send + Sync>;
+/// Lists spliced connections (asks the lcores; may take up to a second).
+pub type SplicesFn = Arc<dyn Fn(&SplicesQuery) -> Result<SplicesResult, ErrorBody> + Send + Sync>;
+/// Set once the splice role's workers run (the ctl server starts before them).
+pub type SplicesSlot = Arc<std::sync::RwLock<Option<SplicesFn>>>;
 
 /// Where the standard handler gets its answers.
 #[derive(Clone)]
@@ -23,6 +27,8 @@ pub struct Sources {
     pub events: Option<EventsFn>,
     /// `None` = fencing not available (`fence` answers `not_implemented`).
     pub fence: Option<FenceFn>,
+    /// Empty = no splice role (`splices` answers `not_implemented`).
+    pub splices: SplicesSlot,
 }
 
 /// The standard handler over `sources`.
@@ -44,6 +50,16 @@ pub fn answer(sources: &Sources, req: &Request) -> Response {
         Command::Histogram => Response::ok_with(id, &histogram_result(&(sources.snapshot)())),
         Command::Peers => Response::ok_with(id, &peers_result(&(sources.snapshot)())),
         Command::Servers => Response::ok_with(id, &ServersResult { pairs: (sources.snapshot)().pairs }),
+        Command::Splices(q) => {
+            let f = sources.splices.read().ok().and_then(|g| g.clone());
+            match f {
+                None => Response::error(Some(id), ErrorBody::new(ErrorCode::NotImplemented, "this node does not run the splice role")),
+                Some(f) => match f(&q) {
+                    Ok(r) => Response::ok_with(id, &r),
+                    Err(e) => Response::error(Some(id), e),
+                },
+            }
+        }
         Command::Members => {
             let s = (sources.snapshot)();
             Response::ok_with(id, &MembersResult { services: s.services, members: s.members })
@@ -203,7 +219,7 @@ mod tests {
     }
 
     fn sources() -> Sources {
-        Sources { snapshot: Arc::new(snap), events: None, fence: None }
+        Sources { snapshot: Arc::new(snap), events: None, fence: None, splices: Default::default() }
     }
 
     #[test]
@@ -237,13 +253,27 @@ mod tests {
         assert_eq!(r.result.unwrap(), json!({"events": []}));
         let r = answer(&src, &Request::new(5, "peers", Map::new()));
         assert_eq!(r.result.unwrap(), json!({"peers": []}));
+        // splices: not on a node without the splice role; answered by the role's source
+        // otherwise, with the query's arguments round-tripped and checked.
+        let q = SplicesQuery { client: Some("10.0.0.1:4000".into()), state: Some("established".into()), limit: Some(5), ..Default::default() };
+        let req = Command::Splices(q.clone()).to_request(7);
+        assert!(answer(&src, &req).error.unwrap().is(ErrorCode::NotImplemented));
+        let with_splices = sources();
+        *with_splices.splices.write().unwrap() = Some(Arc::new(move |got: &SplicesQuery| {
+            assert_eq!(got, &q);
+            Ok(SplicesResult { matched: 3, ..Default::default() })
+        }));
+        assert_eq!(answer(&with_splices, &req).result.unwrap()["matched"], 3);
+        let mut bad = req.clone();
+        bad.args.insert("nope".into(), json!(1));
+        assert!(answer(&with_splices, &bad).error.unwrap().is(ErrorCode::BadRequest));
         let fence = Command::Fence { node: "srv1".into() }.to_request(6);
         let r = answer(&src, &fence);
         assert!(r.error.unwrap().is(ErrorCode::NotImplemented));
         let mut with_fence = sources();
         with_fence.fence = Some(Arc::new(|n: &str| Ok(json!({"node": n, "outcome": "off"}))));
         assert_eq!(answer(&with_fence, &fence).result.unwrap()["outcome"], "off");
-        let r = answer(&src, &Request::new(7, "splices", Map::new()));
+        let r = answer(&src, &Request::new(7, "conntrack", Map::new()));
         assert!(r.error.unwrap().is(ErrorCode::UnknownCommand));
     }
 }

@@ -22,7 +22,7 @@ pub const PROTO_VERSION: u32 = 1;
 
 /// Commands this build answers (anything else gets `unknown_command`). `drain`, `resplice`
 /// and `splices` are reserved for later releases.
-pub const COMMANDS: [&str; 9] = ["status", "peers", "ports", "stats", "histogram", "events", "servers", "members", "fence"];
+pub const COMMANDS: [&str; 10] = ["status", "peers", "ports", "stats", "histogram", "events", "servers", "members", "splices", "fence"];
 
 /// Why a request failed. The wire form is the snake_case name (`as_str`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,8 +232,60 @@ pub enum Command {
     Servers,
     /// Balance role: per service and member, state, weight, table share, traffic (splice: per pool and backend).
     Members,
+    /// Splice role: the connections, filtered.
+    Splices(SplicesQuery),
     /// Power-fence (and isolate) a node. Only built from a request with `"confirm":true`.
     Fence { node: String },
+}
+
+/// `splices` arguments, all optional: `client` and `backend` as `ADDR` or `ADDR:PORT`,
+/// `state` (`routing`, `connecting`, `established`, `closed`), `limit` (rows, default
+/// [`SPLICES_DEFAULT_LIMIT`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SplicesQuery {
+    pub client: Option<String>,
+    pub backend: Option<String>,
+    pub state: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// Rows `splices` returns when the request gives no limit.
+pub const SPLICES_DEFAULT_LIMIT: u32 = 100;
+
+/// `splices`: matching connections (up to the limit) and how many matched in all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SplicesResult {
+    pub splices: Vec<SpliceRow>,
+    /// Connections that matched the filter, on all lcores (may exceed the rows shown).
+    pub matched: u64,
+}
+
+/// One spliced connection.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpliceRow {
+    /// Index of the worker whose table holds it.
+    pub worker: usize,
+    pub service: String,
+    pub pool: String,
+    /// `addr:port` of each end: the client, the VIP, the backend and our NAT address.
+    pub client: String,
+    pub vip: String,
+    pub backend: String,
+    pub nat: String,
+    pub state: String,
+    /// Δ = a0 − s0 (the sequence offset between the legs).
+    pub delta: u32,
+    pub timestamps: bool,
+    /// Window shifts: promised to the client, announced by the backend.
+    pub ws_client: u8,
+    pub ws_server: u8,
+    pub age_s: u32,
+    pub idle_s: u32,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
 }
 
 impl Command {
@@ -247,6 +299,7 @@ impl Command {
             Command::Events => "events",
             Command::Servers => "servers",
             Command::Members => "members",
+            Command::Splices(_) => "splices",
             Command::Fence { .. } => "fence",
         }
     }
@@ -257,6 +310,11 @@ impl Command {
         if let Command::Fence { node } = self {
             args.insert("node".into(), Value::String(node.clone()));
             args.insert("confirm".into(), Value::Bool(true));
+        }
+        if let Command::Splices(q) = self {
+            if let Ok(Value::Object(m)) = serde_json::to_value(q) {
+                args.extend(m.into_iter().filter(|(_, v)| !v.is_null()));
+            }
         }
         Request::new(id, self.name(), args)
     }
@@ -278,6 +336,14 @@ impl Command {
             "events" => no_args(Command::Events),
             "servers" => no_args(Command::Servers),
             "members" => no_args(Command::Members),
+            "splices" => {
+                if let Some(k) = req.args.keys().find(|k| !["client", "backend", "state", "limit"].contains(&k.as_str())) {
+                    return Err(ErrorBody::new(ErrorCode::BadRequest, format!("unknown argument {k:?} of `splices` (expected client, backend, state, limit)")));
+                }
+                serde_json::from_value(Value::Object(req.args.clone()))
+                    .map(Command::Splices)
+                    .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("`splices`: {e}")))
+            }
             "fence" => {
                 for k in req.args.keys() {
                     if k != "node" && k != "confirm" {

@@ -8,7 +8,7 @@
 //! services.stop(); // or drop it: stops both, removes the socket file
 //! ```
 
-use super::handler::{self, EventsFn, FenceFn, Sources};
+use super::handler::{self, EventsFn, FenceFn, Sources, SplicesFn, SplicesSlot};
 use super::server;
 use crate::metrics::{self, MetricsSnapshot, SnapshotCell};
 use std::net::SocketAddr;
@@ -28,6 +28,7 @@ pub struct ControlServices {
     pub metrics_addr: Option<SocketAddr>,
     /// What both servers read; [`ControlServices::publish`] replaces it.
     pub cell: SnapshotCell,
+    splices: SplicesSlot,
 }
 
 impl ControlServices {
@@ -48,8 +49,9 @@ impl ControlServices {
             socket: socket.to_path_buf(),
             metrics_addr: None,
             cell: cell.clone(),
+            splices: SplicesSlot::default(),
         };
-        let handler = handler::standard(Sources { snapshot: cell.source(), events, fence });
+        let handler = handler::standard(Sources { snapshot: cell.source(), events, fence, splices: me.splices.clone() });
         me.threads.push(server::spawn(socket, handler, stop.clone()).map_err(|e| format!("ctl: {e}"))?);
         if let Some(addr) = metrics {
             // On error `me` is dropped, which stops the ctl server again.
@@ -58,6 +60,13 @@ impl ControlServices {
             me.metrics_addr = Some(bound);
         }
         Ok(me)
+    }
+
+    /// Where `ctl splices` gets the connections, once the splice role runs.
+    pub fn set_splices(&self, f: SplicesFn) {
+        if let Ok(mut g) = self.splices.write() {
+            *g = Some(f);
+        }
     }
 
     /// Replaces the snapshot both servers answer from.

@@ -53,7 +53,7 @@ use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
 use crate::splice::request::{Decision, Rules};
-use crate::splice::table::{flag, Entry, LegKey, NatPorts, SpliceTable, State};
+use crate::splice::table::{flag, Entry, LegKey, NatPorts, SpliceTable, State, Traffic};
 use crate::splice::translate::{rewrite, Direction, Endpoint};
 use crate::stats::DropReason;
 
@@ -129,10 +129,51 @@ pub struct SpliceSettings {
 /// What the control thread pushes to the lcores.
 #[derive(Clone, Debug)]
 pub enum SpliceUpdate {
-    /// The services' backend tables (indexed like the services).
+    /// The pools' backend tables (indexed like the pools).
     Tables(Arc<BalanceTables>),
     /// The SYN-cookie keys after a rotation.
     Keys(CookieKeys),
+    /// The operator asks for the connections (`ctl splices`).
+    Dump(DumpRequest),
+}
+
+/// Which connections `ctl splices` wants; `None` matches any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DumpFilter {
+    pub client: Option<Ipv4Addr>,
+    pub client_port: Option<u16>,
+    pub backend: Option<Ipv4Addr>,
+    pub backend_port: Option<u16>,
+    pub state: Option<State>,
+}
+
+impl DumpFilter {
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.client.is_none_or(|a| a == e.client.addr)
+            && self.client_port.is_none_or(|p| p == e.client.port)
+            && self.backend.is_none_or(|a| a == e.backend.addr)
+            && self.backend_port.is_none_or(|p| p == e.backend.port)
+            && self.state.is_none_or(|s| s == e.state)
+    }
+}
+
+/// A request for the lcore's connections, answered on `reply` (never blocks the lcore:
+/// a reply that does not fit is dropped, and the control side times out).
+#[derive(Clone, Debug)]
+pub struct DumpRequest {
+    pub filter: DumpFilter,
+    /// At most this many rows.
+    pub limit: usize,
+    pub reply: crossbeam_channel::Sender<Dump>,
+}
+
+/// One lcore's answer: matching connections (up to the limit), how many matched in all,
+/// and its clock in seconds (the entries' `last_seen` and `since` are on it).
+#[derive(Clone, Debug, Default)]
+pub struct Dump {
+    pub rows: Vec<(Entry, Traffic)>,
+    pub matched: usize,
+    pub now_s: u32,
 }
 
 /// Why [`Splice::new`] refused a configuration.
@@ -1180,6 +1221,18 @@ impl Role for Splice {
         match update {
             SpliceUpdate::Tables(t) => self.tables = t,
             SpliceUpdate::Keys(k) => self.keys = k,
+            SpliceUpdate::Dump(req) => {
+                // The operator's request: one pass over the table on the lcore (about a
+                // millisecond per 64 Ki slots), rows copied up to the limit.
+                let mut dump = Dump { now_s: self.now_s(), ..Dump::default() };
+                for (e, t) in self.table.iter().filter(|(e, _)| req.filter.matches(e)) {
+                    dump.matched += 1;
+                    if dump.rows.len() < req.limit {
+                        dump.rows.push((*e, *t));
+                    }
+                }
+                let _ = req.reply.try_send(dump);
+            }
         }
     }
 }

@@ -598,3 +598,24 @@ fn a_backend_that_failed_is_passed_over_for_a_while() {
     let back = (40..200).any(|p| connect(&mut n, CPORT + p, b"").1.dst == bad);
     assert!(back);
 }
+
+#[test]
+fn the_operator_dump_lists_matching_connections_up_to_the_limit() {
+    let mut n = Net::new(64, 3);
+    for p in 0..5 {
+        connect(&mut n, CPORT + p, b"");
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let filter = DumpFilter { client: Some(CLIENT), state: Some(State::Connecting), ..DumpFilter::default() };
+    n.role.update(SpliceUpdate::Dump(DumpRequest { filter, limit: 3, reply: tx.clone() }));
+    let d = rx.try_recv().unwrap();
+    assert_eq!((d.rows.len(), d.matched, d.now_s), (3, 5, (T0_MS / 1000) as u32));
+    assert!(d.rows.iter().all(|(e, _)| e.client.addr == CLIENT && e.vip.port == 80));
+    let filter = DumpFilter { client_port: Some(CPORT + 2), ..DumpFilter::default() };
+    n.role.update(SpliceUpdate::Dump(DumpRequest { filter, limit: 10, reply: tx.clone() }));
+    let d = rx.try_recv().unwrap();
+    assert_eq!((d.rows.len(), d.rows[0].0.client.port), (1, CPORT + 2));
+    let filter = DumpFilter { state: Some(State::Established), ..DumpFilter::default() };
+    n.role.update(SpliceUpdate::Dump(DumpRequest { filter, limit: 10, reply: tx }));
+    assert_eq!(rx.try_recv().unwrap().matched, 0);
+}
