@@ -56,6 +56,9 @@ pub struct MetricsSnapshot {
     /// Splice role: its counters summed over the lcores, by event name
     /// (`dataplane::role::splice::SpliceStat`); `active` is a gauge.
     pub splice: BTreeMap<String, u64>,
+    /// Splice setup-time histogram (µs): bucket i counts setups under 2^i µs and at least
+    /// 2^(i−1) (see `dataplane::role::splice::SETUP_BUCKETS`); empty without the role.
+    pub splice_setup_us: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -743,6 +746,25 @@ impl Collector for SnapshotCollector {
             Counter,
             s.splice.iter().filter(|(k, _)| k.as_str() != "active").map(|(k, v)| ([("event", Esc(k))], ConstCounter::new(*v))),
         )?;
+        if !s.splice_setup_us.is_empty() {
+            let mut me = enc.encode_descriptor(
+                "tapsplice_splice_setup_us",
+                "Splice setup time, from the client's handshake ACK to the backend's SYN-ACK, in microseconds (the lcore's clock: a few microseconds of resolution when busy).",
+                None,
+                MetricType::Histogram,
+            )?;
+            let count: u64 = s.splice_setup_us.iter().sum();
+            let sum: f64 = s.splice_setup_us.iter().enumerate().map(|(i, n)| (crate::splicer::setup_bucket_le(i) as f64) * (*n as f64)).sum();
+            // The last bucket is open-ended (everything from 2^23 µs).
+            let last = s.splice_setup_us.len() - 1;
+            let buckets: Vec<(f64, u64)> = s
+                .splice_setup_us
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (if i == last { f64::MAX } else { crate::splicer::setup_bucket_le(i) as f64 }, *n))
+                .collect();
+            me.encode_histogram::<()>(sum, count, &buckets, None)?;
+        }
         family(
             &mut enc,
             "tapsplice_splice_active",
@@ -1053,6 +1075,7 @@ mod tests {
             burst_cycles: Quantiles::default(),
             burst_ns: Quantiles::default(),
             splice: Default::default(),
+            splice_setup_us: None,
         };
         let mut h = new_cycle_histogram();
         for v in [100u64, 100, 300, 5000] {
@@ -1084,6 +1107,29 @@ mod tests {
         assert_eq!(s.lcores[0].drops["tx_full"], 0);
         assert!(s.ports[0].link_up);
         assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn splice_families_appear_with_the_role() {
+        let mut snap = sample();
+        assert!(!encode(&snap).unwrap().contains("tapsplice_splice_setup_us"), "no histogram without the role");
+        snap.splice.insert("established".into(), 7);
+        snap.splice.insert("active".into(), 3);
+        let mut b = vec![0u64; 25];
+        b[7] = 5;
+        b[24] = 2;
+        snap.splice_setup_us = b;
+        let text = encode(&snap).unwrap();
+        for needle in [
+            "tapsplice_splice_events_total{event=\"established\"} 7\n",
+            "tapsplice_splice_active{role=\"splice\"} 3\n",
+            "tapsplice_splice_setup_us_bucket{le=\"128.0\"} 5\n",
+            "tapsplice_splice_setup_us_bucket{le=\"+Inf\"} 7\n",
+            "tapsplice_splice_setup_us_count 7\n",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("event=\"active\""), "active is a gauge, not an event");
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct Report {
     /// Splice role: its events summed over the lcores (`SpliceStat` names).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub splice: BTreeMap<String, u64>,
+    /// Splice role: setup times (client's handshake ACK → backend's SYN-ACK).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub splice_setup_us: Option<crate::splicer::SetupSummary>,
 }
 
 impl Report {
@@ -151,6 +154,9 @@ impl Report {
         if !self.splice.is_empty() {
             let line: Vec<String> = self.splice.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(s, "splice: {}", if line.is_empty() { "-".to_string() } else { line.join(" ") });
+        }
+        if let Some(u) = &self.splice_setup_us {
+            let _ = writeln!(s, "splice setup time ({} splices): p50 < {} µs  p90 < {} µs  p99 < {} µs  max < {} µs", u.count, u.p50_us, u.p90_us, u.p99_us, u.max_us);
         }
         let b = &self.burst_ns;
         let _ = writeln!(

@@ -85,6 +85,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
         burst_ns: burst_cycles.cycles_to_ns(tsc_hz),
         burst_cycles,
         splice: Default::default(),
+        splice_setup_us: None,
     };
     (report, hist)
 }
@@ -501,6 +502,7 @@ fn serve(
 
     let (mut report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
     report.splice = supervisor.splice_totals();
+    report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use dataplane::lcore_link::ToLcore;
 use dataplane::balance::HashPolicy;
-use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SpliceService, SpliceStat, SpliceUpdate};
+use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SpliceService, SpliceStat, SpliceUpdate, SETUP_BUCKETS};
 use dataplane::splice::table::{flag, Entry, State, Traffic};
 use dataplane::splice::translate::Endpoint;
 use dataplane::splice::request::{HostMatch, Rule, Rules};
@@ -242,6 +242,50 @@ fn row(worker: usize, e: &Entry, t: &Traffic, now_s: u32, services: &[String], p
     }
 }
 
+/// Splice setup times (client's handshake ACK → backend's SYN-ACK): count and quantiles
+/// in µs, each the upper bound of the power-of-two bucket it falls in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SetupSummary {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// (upper bound in µs, setups in the bucket), non-empty buckets only.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+/// The upper bound (µs) of setup-time bucket `i`.
+pub fn setup_bucket_le(i: usize) -> u64 {
+    1u64 << i
+}
+
+impl SetupSummary {
+    pub fn of(buckets: &[u64]) -> SetupSummary {
+        let count: u64 = buckets.iter().sum();
+        let q = |f: f64| -> u64 {
+            let want = ((count as f64) * f).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen >= want {
+                    return setup_bucket_le(i);
+                }
+            }
+            0
+        };
+        let max_us = buckets.iter().rposition(|&n| n > 0).map_or(0, setup_bucket_le);
+        SetupSummary {
+            count,
+            p50_us: if count > 0 { q(0.5) } else { 0 },
+            p90_us: if count > 0 { q(0.9) } else { 0 },
+            p99_us: if count > 0 { q(0.99) } else { 0 },
+            max_us,
+            buckets: buckets.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| (setup_bucket_le(i), *n)).collect(),
+        }
+    }
+}
+
 /// The cookie key of rotation period `period`.
 pub fn period_key(secret: &[u8], period: u64) -> Key {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
@@ -306,6 +350,11 @@ impl Splicer {
                 self.pending[i] = false;
             }
         }
+    }
+
+    /// The setup-time histogram summed over the lcores (buckets of `SETUP_BUCKETS`).
+    pub fn setup_buckets(&self) -> Vec<u64> {
+        (0..SETUP_BUCKETS).map(|i| self.counters.iter().map(|c| c.setup_buckets()[i]).sum()).collect()
     }
 
     /// Every counter summed over the lcores, by name.
@@ -377,6 +426,18 @@ mod tests {
         // The queue is now full (nobody took the first request): refused at once.
         let e = f(&SplicesQuery::default()).unwrap_err();
         assert!(e.message.contains("queue is full"), "{}", e.message);
+    }
+
+    #[test]
+    fn setup_quantiles_are_bucket_upper_bounds() {
+        let mut b = vec![0u64; SETUP_BUCKETS];
+        b[7] = 90; // [64, 128) µs
+        b[10] = 9; // [512, 1024) µs
+        b[20] = 1;
+        let s = SetupSummary::of(&b);
+        assert_eq!((s.count, s.p50_us, s.p90_us, s.p99_us, s.max_us), (100, 128, 128, 1024, 1 << 20));
+        assert_eq!(s.buckets, vec![(128, 90), (1024, 9), (1 << 20, 1)]);
+        assert_eq!(SetupSummary::of(&[0; 3]), SetupSummary::default());
     }
 
     #[test]

@@ -80,6 +80,11 @@ impl Supervisor {
         self.splicer.as_ref().map(|s| s.totals().into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap_or_default()
     }
 
+    /// The splice setup-time histogram summed over the lcores (`None` without the role).
+    pub fn splice_setup(&self) -> Option<Vec<u64>> {
+        self.splicer.as_ref().map(|s| s.setup_buckets())
+    }
+
     pub fn set_splicer(&mut self, s: crate::splicer::Splicer) {
         self.splicer = Some(s);
     }
@@ -171,6 +176,7 @@ impl Supervisor {
             snap.services = b.service_views();
         }
         snap.splice = self.splice_totals();
+        snap.splice_setup_us = self.splice_setup().unwrap_or_default();
     }
 
     /// Stops fencing (queued requests are cancelled, running agents finish) and waits for

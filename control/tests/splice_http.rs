@@ -432,4 +432,8 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     assert_eq!(sp["established"], 7, "{sp}");
     assert_eq!(sp["bad_requests"], 1, "{sp}");
     assert_eq!(sp["backends_exhausted"], 0, "{sp}");
+    // Every splice's setup time is in the histogram (under a second here).
+    let setup = &v["splice_setup_us"];
+    assert_eq!(setup["count"], 7, "{setup}");
+    assert!(setup["max_us"].as_u64().unwrap() <= 1 << 20, "{setup}");
 }

@@ -61,6 +61,9 @@ fn splice_through_tapsplice() {
         assert_eq!(n(k), 0, "{}: {}", k, sp);
     }
     assert!(n("replayed_bytes") > 0, "the first requests were replayed: {}", sp);
+    let setup = &v["appliance"]["splice_setup_us"];
+    eprintln!("splice setup time: {}", setup);
+    assert_eq!(setup["count"].as_u64(), Some(total), "{}", setup);
     assert!(n("to_client_bytes") > 8 * 10_000_000, "{}", sp);
     let drops = &v["appliance"]["lcores"][0]["drops"];
     assert!(drops.get("bad_cookie").is_none(), "{}", drops);

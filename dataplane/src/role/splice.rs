@@ -311,31 +311,57 @@ impl SpliceStat {
     }
 }
 
-/// One lcore's splice counters, readable by the control thread without locks (the lcore
-/// is the only writer: a relaxed load and store, no locked instruction). Cloning gives
-/// another handle on the same cells.
+/// Buckets of the splice-setup-time histogram: bucket 0 counts setups under 1 µs,
+/// bucket i ≥ 1 those of [2^(i−1), 2^i) µs; the last one everything from 2^23 µs (8.4 s).
+pub const SETUP_BUCKETS: usize = 25;
+
+/// One lcore's splice counters and setup-time histogram, readable by the control thread
+/// without locks (the lcore is the only writer: a relaxed load and store, no locked
+/// instruction). Cloning gives another handle on the same cells.
 #[derive(Clone, Debug)]
-pub struct SpliceCounters(Arc<[AtomicU64; SpliceStat::COUNT]>);
+pub struct SpliceCounters(Arc<Cells>);
+
+#[derive(Debug)]
+struct Cells {
+    stats: [AtomicU64; SpliceStat::COUNT],
+    setup: [AtomicU64; SETUP_BUCKETS],
+}
 
 impl Default for SpliceCounters {
     fn default() -> Self {
-        SpliceCounters(Arc::new(std::array::from_fn(|_| AtomicU64::new(0))))
+        SpliceCounters(Arc::new(Cells { stats: std::array::from_fn(|_| AtomicU64::new(0)), setup: std::array::from_fn(|_| AtomicU64::new(0)) }))
     }
+}
+
+/// Add to a cell only the calling lcore writes.
+#[inline(always)]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
 impl SpliceCounters {
     #[inline(always)]
     fn add(&self, s: SpliceStat, n: u64) {
-        let c = &self.0[s as usize];
-        c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+        bump(&self.0.stats[s as usize], n);
     }
 
     fn set(&self, s: SpliceStat, v: u64) {
-        self.0[s as usize].store(v, Relaxed);
+        self.0.stats[s as usize].store(v, Relaxed);
     }
 
     pub fn get(&self, s: SpliceStat) -> u64 {
-        self.0[s as usize].load(Relaxed)
+        self.0.stats[s as usize].load(Relaxed)
+    }
+
+    /// Counts one splice set up in `us` microseconds.
+    fn setup_took(&self, us: u64) {
+        let i = (64 - us.leading_zeros() as usize).min(SETUP_BUCKETS - 1);
+        bump(&self.0.setup[i], 1);
+    }
+
+    /// The setup-time histogram (see [`SETUP_BUCKETS`]).
+    pub fn setup_buckets(&self) -> [u64; SETUP_BUCKETS] {
+        std::array::from_fn(|i| self.0.setup[i].load(Relaxed))
     }
 }
 
@@ -357,6 +383,8 @@ struct Handshake {
     attempts: u32,
     /// Members tried (bit per member index).
     tried: u64,
+    /// The lcore's clock when the client's handshake ACK arrived (setup time).
+    opened_tsc: u64,
     deadline_ms: u64,
 }
 
@@ -443,6 +471,7 @@ impl Splice {
                 buf: Vec::with_capacity(settings.request_buffer_bytes),
                 attempts: 0,
                 tried: 0,
+                opened_tsc: 0,
                 deadline_ms: 0,
             })
             .collect::<Vec<_>>();
@@ -664,6 +693,7 @@ impl Splice {
         hs.buf.clear();
         hs.attempts = 0;
         hs.tried = 0;
+        hs.opened_tsc = ctx.now_tsc;
         hs.deadline_ms = self.now_ms + first_request_ms;
         self.keep_request_bytes(h, tcp);
         self.route(slot, ctx);
@@ -871,9 +901,12 @@ impl Splice {
             }
             self.counters.add(SpliceStat::ReplayedBytes, buf.len() as u64);
         }
+        let opened = self.handshakes[usize::from(h)].opened_tsc;
         self.handshakes[usize::from(h)].buf = buf;
         self.release_handshake(slot);
         self.counters.add(SpliceStat::Established, 1);
+        let hz = u128::from(self.settings.clock.tsc_hz.max(1));
+        self.counters.setup_took((u128::from(ctx.now_tsc.saturating_sub(opened)) * 1_000_000 / hz) as u64);
     }
 
     fn release_handshake(&mut self, slot: u32) {

@@ -241,6 +241,9 @@ fn a_connection_is_answered_spliced_and_closed() {
     assert_eq!(replay.opts.ts, Some((5001, 90_000)));
     assert_eq!(n.stat(SpliceStat::Established), 1);
     assert_eq!(n.stat(SpliceStat::ReplayedBytes), req.len() as u64);
+    // Set up 2 ms after the handshake's ACK (7 → 9): counted in [2^10, 2^11) µs.
+    let h = n.role.counters().setup_buckets();
+    assert_eq!((h[11], h.iter().sum::<u64>()), (1, 1), "{h:?}");
 
     // The response, spliced to the client: seq + Δ, TSval + offset, window rescaled 5 → 9.
     let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
