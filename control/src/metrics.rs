@@ -749,7 +749,7 @@ impl Collector for SnapshotCollector {
         if !s.splice_setup_us.is_empty() {
             let mut me = enc.encode_descriptor(
                 "tapsplice_splice_setup_us",
-                "Splice setup time, from the client's handshake ACK to the backend's SYN-ACK, in microseconds (the lcore's clock: a few microseconds of resolution when busy).",
+                "Splice setup time, from the client's handshake ACK to the backend's SYN-ACK, in microseconds (TSC at both events).",
                 None,
                 MetricType::Histogram,
             )?;

@@ -71,7 +71,7 @@ fn run<R: Role>(role: &mut R, frames: &mut [Vec<u8>], rounds: usize) -> f64 {
     let start = Instant::now();
     for _ in 0..rounds {
         for burst in frames.chunks_mut(BURST) {
-            let mut ctx = Ctx { now_tsc: 0, counters: &mut counters, emit: &mut dataplane::role::NoEmit };
+            let mut ctx = Ctx { now_tsc: 0, counters: &mut counters, emit: &mut dataplane::role::NoEmit, clock: None };
             for f in burst.iter_mut() {
                 match black_box(role.handle(0, f.as_mut_slice(), &mut ctx)) {
                     Verdict::Tx(_) => {}

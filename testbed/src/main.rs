@@ -4,6 +4,7 @@ mod agent;
 mod appliance;
 mod bench;
 mod bench_balance;
+mod bench_splice;
 mod check;
 mod cleanup;
 mod cmd;
@@ -355,6 +356,52 @@ fn real_main(cli: Cli) -> Result<i32> {
                     1
                 },
             )
+        }
+        Cmd::Bench {
+            name,
+            json,
+            seconds,
+            repeat,
+            modes,
+            bins,
+            plot,
+            ..
+        } if name == "splice" => {
+            if plot.is_some() {
+                return Err(anyhow!("--plot is not supported by bench splice"));
+            }
+            let modes = modes
+                .as_deref()
+                .unwrap_or("tapsplice,haproxy,io")
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(bench_splice::SMode::parse)
+                .collect::<Result<Vec<_>>>()?;
+            if modes.is_empty() {
+                return Err(anyhow!("--modes: give at least one of tapsplice, haproxy, io"));
+            }
+            if repeat == 0 || repeat > 100 {
+                return Err(anyhow!("--repeat must be 1..100"));
+            }
+            let seconds = seconds.unwrap_or(5.0);
+            if !(seconds > 0.0 && seconds <= 600.0) {
+                return Err(anyhow!("--seconds must be in (0, 600]"));
+            }
+            let topo = topology::load(&find_topology("splice-bench")?)?;
+            let opts = options(&bins, None, &topo)?;
+            run::require_root()?;
+            let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds })?;
+            if json {
+                eprintln!(
+                    "testbed: bench splice medians: goodput tapsplice {} / haproxy {} / io-forward {} Mbit/s, connections/s tapsplice {} / haproxy {}; goodput_vs_haproxy {}, goodput_vs_ioforward {}, conn_rate_vs_haproxy {}",
+                    v["tapsplice_goodput_mbps"], v["haproxy_goodput_mbps"], v["ioforward_goodput_mbps"], v["tapsplice_conn_per_s"], v["haproxy_conn_per_s"],
+                    v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"]
+                );
+                println!("{}", v);
+            } else {
+                bench_splice::print_human(&v);
+            }
+            Ok(if v["passed"].as_bool().unwrap_or(false) { 0 } else { 1 })
         }
         Cmd::Bench {
             name,

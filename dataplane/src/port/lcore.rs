@@ -225,7 +225,7 @@ impl<R: Role + 'static> Worker<R> {
                 });
                 counters.rx_packets += n as u64;
                 let mut rx_bytes = 0u64;
-                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter };
+                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
                 for &m in &rx_buf[..n] {
                     // SAFETY: m is a valid mbuf that rx_burst handed to us.
                     let (frame, pkt_len) = unsafe {
@@ -350,7 +350,7 @@ impl<R: Role + 'static> Worker<R> {
             }
             clock = rdtsc();
             let now = clock;
-            self.role.tick(&mut Ctx { now_tsc: now, counters: &mut counters, emit: &mut emitter });
+            self.role.tick(&mut Ctx { now_tsc: now, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) });
             if now >= next_lacp {
                 next_lacp = now + lacp_every;
                 for &port in &self.lacp_ports {

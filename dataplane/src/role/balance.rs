@@ -581,7 +581,7 @@ mod tests {
 
     fn run(b: &mut Balance, ingress: PortIndex, frame: &mut [u8]) -> Verdict {
         let mut c = LcoreCounters::default();
-        let mut ctx = Ctx { now_tsc: 0, counters: &mut c, emit: &mut crate::role::NoEmit };
+        let mut ctx = Ctx { now_tsc: 0, counters: &mut c, emit: &mut crate::role::NoEmit, clock: None };
         b.handle(ingress, frame, &mut ctx)
     }
 

@@ -90,7 +90,7 @@ mod tests {
 
     fn run(role: &mut Forward, ingress: PortIndex, frame: &mut [u8]) -> Verdict {
         let mut c = LcoreCounters::default();
-        let mut ctx = Ctx { now_tsc: 0, counters: &mut c, emit: &mut crate::role::NoEmit };
+        let mut ctx = Ctx { now_tsc: 0, counters: &mut c, emit: &mut crate::role::NoEmit, clock: None };
         role.handle(ingress, frame, &mut ctx)
     }
 

@@ -81,9 +81,17 @@ pub struct Ctx<'a> {
     pub counters: &'a mut LcoreCounters,
     /// Where the role writes frames it originates (rare: handshakes, resets).
     pub emit: &'a mut dyn Emit,
+    /// A precise clock (the TSC), for the rare events a role times to the microsecond
+    /// (`now_tsc` may be a few loop rounds old); `None` = use `now_tsc` (tests).
+    pub clock: Option<fn() -> u64>,
 }
 
 impl Ctx<'_> {
+    /// The TSC now: precise when the lcore gave a clock, else `now_tsc`.
+    pub fn tsc(&self) -> u64 {
+        self.clock.map_or(self.now_tsc, |f| f())
+    }
+
     /// A buffer for a new frame of `len` bytes on `port`; counts `no_mbuf` when none is
     /// left.
     pub fn emit(&mut self, port: PortIndex, len: usize) -> Option<&mut [u8]> {

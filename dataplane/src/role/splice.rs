@@ -693,7 +693,7 @@ impl Splice {
         hs.buf.clear();
         hs.attempts = 0;
         hs.tried = 0;
-        hs.opened_tsc = ctx.now_tsc;
+        hs.opened_tsc = ctx.tsc();
         hs.deadline_ms = self.now_ms + first_request_ms;
         self.keep_request_bytes(h, tcp);
         self.route(slot, ctx);
@@ -906,7 +906,7 @@ impl Splice {
         self.release_handshake(slot);
         self.counters.add(SpliceStat::Established, 1);
         let hz = u128::from(self.settings.clock.tsc_hz.max(1));
-        self.counters.setup_took((u128::from(ctx.now_tsc.saturating_sub(opened)) * 1_000_000 / hz) as u64);
+        self.counters.setup_took((u128::from(ctx.tsc().saturating_sub(opened)) * 1_000_000 / hz) as u64);
     }
 
     fn release_handshake(&mut self, slot: u32) {

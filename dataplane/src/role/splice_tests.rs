@@ -93,14 +93,14 @@ impl Net {
     fn send(&mut self, port: PortIndex, frame: &[u8]) -> (Verdict, Vec<u8>, Vec<(PortIndex, Vec<u8>)>) {
         let mut f = frame.to_vec();
         let mut emit = VecEmit::default();
-        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit };
+        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit, clock: None };
         let v = self.role.handle(port, &mut f, &mut ctx);
         (v, f, emit.frames)
     }
 
     fn tick(&mut self) -> Vec<(PortIndex, Vec<u8>)> {
         let mut emit = VecEmit::default();
-        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit };
+        let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit, clock: None };
         self.role.tick(&mut ctx);
         emit.frames
     }

@@ -49,7 +49,15 @@ pub(crate) fn serve(ctx: Arc<Ctx>, idx: usize, ready: Sender<Result<(), String>>
                     .stack_size(256 * 1024)
                     .spawn(move || handle(&hctx, s))
                 {
-                    Ok(h) => handlers.push(h),
+                    Ok(h) => {
+                        // A finished thread keeps its stack until its handle is joined or
+                        // dropped: drop the finished ones as we go, or tens of thousands
+                        // of short connections exhaust the address space.
+                        if handlers.len() >= 64 {
+                            handlers.retain(|h: &std::thread::JoinHandle<()>| !h.is_finished());
+                        }
+                        handlers.push(h)
+                    }
                     Err(e) => ctx
                         .live
                         .error(format!("server: cannot start a handler thread: {}", e)),

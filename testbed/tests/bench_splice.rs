@@ -1,0 +1,42 @@
+//! `testbed bench splice --json`: goodput and connections per second through the splice
+//! role, through HAProxy (tcp mode, kernel splicing) and through dpdk-testpmd io-forward on
+//! the same network, in one run; the last stdout line carries `goodput_vs_haproxy`,
+//! `goodput_vs_ioforward`, `conn_rate_vs_haproxy` and `fastpath_vs_ioforward` (figures to
+//! read, not asserted: the targets are benchmark figures, see docs/splice.md).
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn bench_splice_prints_its_ratios() {
+    require_root();
+    let bin = tapsplice();
+    let out = run(&["bench", "splice", "--json", "--repeat", "1", "--seconds", "2", "--tapsplice", bin.to_str().unwrap()], Duration::from_secs(600));
+    let v = last_json(&out);
+    assert!(v.get("error").is_none(), "{}", dump(&out));
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3, "{}", v);
+    for t in trials {
+        // Every byte verified and no connection failed in any mode.
+        assert_eq!(t["passed"], true, "{}", t);
+        assert_eq!(t["errors"], 0, "{}", t);
+        assert!(t["goodput_mbps"].as_f64().unwrap() > 0.0, "{}", t);
+        assert!(t["connections"].as_u64().unwrap() > 100, "{}", t);
+    }
+    for k in ["goodput_vs_haproxy", "goodput_vs_ioforward", "conn_rate_vs_haproxy", "tapsplice_goodput_mbps", "haproxy_goodput_mbps", "ioforward_goodput_mbps"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{}: {}", k, v);
+    }
+    assert!(v.as_object().unwrap().contains_key("fastpath_vs_ioforward"), "{v}");
+    // The appliance's own histograms from the tapsplice trial: one setup per connection.
+    let setup = &v["splice_setup_us"];
+    let ts = trials.iter().find(|t| t["mode"] == "tapsplice").unwrap();
+    assert!(setup["count"].as_u64().unwrap() >= ts["connections"].as_u64().unwrap(), "{setup} {ts}");
+    assert!(v["burst_ns"]["p50"].as_u64().is_some(), "{v}");
+    eprintln!(
+        "bench splice: goodput vs HAProxy {}, vs io-forward {}, connections/s vs HAProxy {}",
+        v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"]
+    );
+    assert_eq!(v["passed"], true);
+    assert!(out.status.success(), "{}", dump(&out));
+}
