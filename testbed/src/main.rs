@@ -145,6 +145,27 @@ fn find_configs_dir() -> Result<PathBuf> {
 
 /// Find `topologies/NAME.toml`: as a path, under ./testbed/topologies, ./topologies, or
 /// the crate's own topologies directory.
+/// `--modes` (comma-separated, `default` when absent) parsed by `parse`; at least one.
+fn bench_modes<T>(given: Option<&str>, default: &str, parse: fn(&str) -> Result<T>) -> Result<Vec<T>> {
+    let modes = given.unwrap_or(default).split(',').filter(|s| !s.trim().is_empty()).map(parse).collect::<Result<Vec<_>>>()?;
+    if modes.is_empty() {
+        return Err(anyhow!("--modes: give at least one of {}", default.replace(',', ", ")));
+    }
+    Ok(modes)
+}
+
+/// `--repeat` within 1..100 and `--seconds` (default 5) within (0, 600].
+fn repeat_and_seconds(repeat: u32, seconds: Option<f64>) -> Result<f64> {
+    if repeat == 0 || repeat > 100 {
+        return Err(anyhow!("--repeat must be 1..100"));
+    }
+    let seconds = seconds.unwrap_or(5.0);
+    if !(seconds > 0.0 && seconds <= 600.0) {
+        return Err(anyhow!("--seconds must be in (0, 600]"));
+    }
+    Ok(seconds)
+}
+
 fn find_topology(name: &str) -> Result<PathBuf> {
     let p = Path::new(name);
     if p.is_file() {
@@ -308,25 +329,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             run::require_root()?;
             let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
-            let modes = modes
-                .as_deref()
-                .unwrap_or("balance,forward,io")
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(bench_balance::BMode::parse)
-                .collect::<Result<Vec<_>>>()?;
-            if modes.is_empty() {
-                return Err(anyhow!(
-                    "--modes: give at least one of balance, forward, io"
-                ));
-            }
-            if repeat == 0 || repeat > 100 {
-                return Err(anyhow!("--repeat must be 1..100"));
-            }
-            let seconds = seconds.unwrap_or(5.0);
-            if !(seconds > 0.0 && seconds <= 600.0) {
-                return Err(anyhow!("--seconds must be in (0, 600]"));
-            }
+            let modes = bench_modes(modes.as_deref(), "balance,forward,io", bench_balance::BMode::parse)?;
+            let seconds = repeat_and_seconds(repeat, seconds)?;
             if !(1..=4096).contains(&bursts) {
                 return Err(anyhow!("--bursts must be 1..4096"));
             }
@@ -370,23 +374,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
-            let modes = modes
-                .as_deref()
-                .unwrap_or("tapsplice,haproxy,io")
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(bench_splice::SMode::parse)
-                .collect::<Result<Vec<_>>>()?;
-            if modes.is_empty() {
-                return Err(anyhow!("--modes: give at least one of tapsplice, haproxy, io"));
-            }
-            if repeat == 0 || repeat > 100 {
-                return Err(anyhow!("--repeat must be 1..100"));
-            }
-            let seconds = seconds.unwrap_or(5.0);
-            if !(seconds > 0.0 && seconds <= 600.0) {
-                return Err(anyhow!("--seconds must be in (0, 600]"));
-            }
+            let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io", bench_splice::SMode::parse)?;
+            let seconds = repeat_and_seconds(repeat, seconds)?;
             let topo = topology::load(&find_topology("splice-bench")?)?;
             let opts = options(&bins, None, &topo)?;
             run::require_root()?;

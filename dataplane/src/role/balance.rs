@@ -80,7 +80,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::forward::Forward;
+use super::forward::{forward_or_answer, Forward};
 use super::local::{answer_local, LocalAddrs, LocalVerdict};
 use super::{Ctx, PortIndex, Role, Verdict};
 use crate::balance::SelectionTable;
@@ -432,19 +432,7 @@ impl Balance {
 
     /// Not for a VIP address: the appliance's own addresses, then forwarding or `not_vip`.
     fn other(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
-        if let Some(forward) = self.forward.as_mut() {
-            // Forward answers for `local` first, as this role would.
-            return forward.handle(ingress, frame, ctx);
-        }
-        if let Some(me) = self.local.get(usize::from(ingress)) {
-            match answer_local(frame, me) {
-                LocalVerdict::NotLocal => {}
-                LocalVerdict::Replied => return Verdict::Reply,
-                LocalVerdict::Punt => return Verdict::Punt,
-                LocalVerdict::Drop(r) => return Verdict::Drop(r),
-            }
-        }
-        Verdict::Drop(DropReason::NotVip)
+        forward_or_answer(self.forward.as_mut(), &self.local, ingress, frame, ctx)
     }
 }
 

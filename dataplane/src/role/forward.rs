@@ -57,6 +57,25 @@ impl Role for Forward {
     }
 }
 
+/// What a service role does with a frame that is not for its services: forward it
+/// between the port pairs when the node also forwards (the forward role answers for the
+/// appliance's own addresses first), else answer for those addresses, else drop it as
+/// `not_vip`.
+pub fn forward_or_answer(forward: Option<&mut Forward>, local: &[LocalAddrs], ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
+    if let Some(forward) = forward {
+        return forward.handle(ingress, frame, ctx);
+    }
+    if let Some(me) = local.get(usize::from(ingress)) {
+        match answer_local(frame, me) {
+            LocalVerdict::NotLocal => {}
+            LocalVerdict::Replied => return Verdict::Reply,
+            LocalVerdict::Punt => return Verdict::Punt,
+            LocalVerdict::Drop(r) => return Verdict::Drop(r),
+        }
+    }
+    Verdict::Drop(DropReason::NotVip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

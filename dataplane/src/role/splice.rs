@@ -42,7 +42,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::forward::Forward;
+use super::forward::{forward_or_answer, Forward};
 use super::local::{answer_local, LocalAddrs, LocalVerdict};
 use super::{Ctx, PortIndex, Role, Verdict};
 use super::balance::BalanceTables;
@@ -553,18 +553,18 @@ impl Splice {
                 }
             }
         }
-        if let Some(forward) = self.forward.as_mut() {
-            return forward.handle(ingress, frame, ctx);
-        }
-        if let Some(me) = self.local.get(usize::from(ingress)) {
-            match answer_local(frame, me) {
-                LocalVerdict::NotLocal => {}
-                LocalVerdict::Replied => return Verdict::Reply,
-                LocalVerdict::Punt => return Verdict::Punt,
-                LocalVerdict::Drop(r) => return Verdict::Drop(r),
-            }
-        }
-        Verdict::Drop(DropReason::NotVip)
+        forward_or_answer(self.forward.as_mut(), &self.local, ingress, frame, ctx)
+    }
+
+    /// A segment on the backend leg of `e` (our NAT end to the backend), or on its client
+    /// leg (the VIP to the client); `None` when the port has no local entry.
+    fn leg_segment(&self, e: &Entry, dir: Direction, seq: u32, ack: u32, flags: u8, window: u16) -> Option<Tcp4Segment> {
+        let (port, dst_mac, src, dst) = match dir {
+            Direction::ToServer => (e.backend_port(), e.backend_mac, e.nat, e.backend),
+            Direction::ToClient => (e.client_port(), e.client_mac, e.vip, e.client),
+        };
+        let me = self.local.get(usize::from(port))?;
+        Some(Tcp4Segment { src_mac: me.mac, dst_mac, src: src.addr, dst: dst.addr, sport: src.port, dport: dst.port, seq, ack, flags, window, ip_id: 0 })
     }
 
     /// Writes a segment into a fresh frame on `port`.
@@ -810,7 +810,6 @@ impl Splice {
     fn backend_syn(&mut self, h: u16, ctx: &mut Ctx<'_>) {
         let hs = &self.handshakes[usize::from(h)];
         let Some(e) = hs.entry.and_then(|s| self.table.get(s)) else { return };
-        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
         let offer = SynOffer {
             mss: Some(hs.opts.mss.min(self.settings.mss)),
             wscale: hs.opts.wscale,
@@ -822,19 +821,7 @@ impl Splice {
         // A SYN's window is never scaled: the client's, unscaled, capped.
         let shift = hs.opts.wscale.unwrap_or(0);
         let window = (u32::from(hs.client_window) << shift).min(u32::from(u16::MAX)) as u16;
-        let seg = Tcp4Segment {
-            src_mac: me.mac,
-            dst_mac: e.backend_mac,
-            src: e.nat.addr,
-            dst: e.backend.addr,
-            sport: e.nat.port,
-            dport: e.backend.port,
-            seq: hs.c0,
-            ack: 0,
-            flags: flags::SYN,
-            window,
-            ip_id: 0,
-        };
+        let Some(seg) = self.leg_segment(e, Direction::ToServer, hs.c0, 0, flags::SYN, window) else { return };
         if self.send(e.backend_port(), &seg, &opts[..n], &[], ctx) {
             self.counters.add(SpliceStat::BackendSyns, 1);
         }
@@ -861,21 +848,8 @@ impl Splice {
         e.state = State::Established;
         let e = *e;
         let s_tsval = offer.ts.map(|(v, _)| v).unwrap_or(0);
-        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
         let mss = usize::from(offer.mss.unwrap_or(536).clamp(64, self.settings.mss));
-        let mut seg = Tcp4Segment {
-            src_mac: me.mac,
-            dst_mac: e.backend_mac,
-            src: e.nat.addr,
-            dst: e.backend.addr,
-            sport: e.nat.port,
-            dport: e.backend.port,
-            seq: c0.wrapping_add(1),
-            ack: s0.wrapping_add(1),
-            flags: flags::ACK,
-            window,
-            ip_id: 0,
-        };
+        let Some(mut seg) = self.leg_segment(&e, Direction::ToServer, c0.wrapping_add(1), s0.wrapping_add(1), flags::ACK, window) else { return };
         let ts_opt = |buf: &mut [u8; 12]| -> usize {
             match client_tsval {
                 Some(v) if e.flags & flag::TS != 0 => {
@@ -972,22 +946,11 @@ impl Splice {
 
     /// A RST to the client of a connection still connecting (the backend leg failed).
     fn reset_client(&self, e: &Entry, h: u16, ctx: &mut Ctx<'_>) {
-        let Some(me) = self.local.get(usize::from(e.client_port())) else { return };
         let hs = &self.handshakes[usize::from(h)];
-        let seg = Tcp4Segment {
-            src_mac: me.mac,
-            dst_mac: e.client_mac,
-            src: e.vip.addr,
-            dst: e.client.addr,
-            sport: e.vip.port,
-            dport: e.client.port,
-            seq: hs.a0.wrapping_add(1),
-            ack: hs.c0.wrapping_add(1).wrapping_add(hs.buf.len() as u32),
-            flags: flags::RST | flags::ACK,
-            window: 0,
-            ip_id: 0,
-        };
-        self.send(e.client_port(), &seg, &[], &[], ctx);
+        let ack = hs.c0.wrapping_add(1).wrapping_add(hs.buf.len() as u32);
+        if let Some(seg) = self.leg_segment(e, Direction::ToClient, hs.a0.wrapping_add(1), ack, flags::RST | flags::ACK, 0) {
+            self.send(e.client_port(), &seg, &[], &[], ctx);
+        }
     }
 
     /// A segment from a client to a spliced service.
@@ -1074,22 +1037,10 @@ impl Splice {
     /// segment without the option is accepted. The window is a modest placeholder (in the
     /// client's shift) until the client's next segment carries its own.
     fn ack_synack(&self, e: &Entry, frame: &[u8], ip_end: usize, ctx: &mut Ctx<'_>) {
-        let Some(me) = self.local.get(usize::from(e.backend_port())) else { return };
         let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
-        let seg = Tcp4Segment {
-            src_mac: me.mac,
-            dst_mac: e.backend_mac,
-            src: e.nat.addr,
-            dst: e.backend.addr,
-            sport: e.nat.port,
-            dport: e.backend.port,
-            seq: tcp.ack(),
-            ack: tcp.seq().wrapping_add(1),
-            flags: flags::ACK,
-            window: u16::MAX >> 4,
-            ip_id: 0,
-        };
-        self.send(e.backend_port(), &seg, &[], &[], ctx);
+        if let Some(seg) = self.leg_segment(e, Direction::ToServer, tcp.ack(), tcp.seq().wrapping_add(1), flags::ACK, u16::MAX >> 4) {
+            self.send(e.backend_port(), &seg, &[], &[], ctx);
+        }
     }
 
     /// Rewrites a segment of an established (or closing) splice for the other leg.
