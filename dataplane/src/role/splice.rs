@@ -63,7 +63,8 @@ pub const CLOSED_LINGER_S: u32 = 2;
 /// How long a backend that refused a connection or let its SYNs go unanswered is passed
 /// over by new connections (when another backend of its pool is live).
 pub const SUSPECT_MS: u64 = 10_000;
-/// Table slots the expiry hand looks at per tick.
+/// Table slots the expiry hand looks at per chunk (a tick sweeps enough chunks to walk the
+/// table about once a second).
 const SWEEP_PER_TICK: usize = 64;
 
 /// One spliced service, as configured.
@@ -413,6 +414,8 @@ pub struct Splice {
     /// The TSC the cached clock values below were computed for.
     clock_tsc: u64,
     now_ms: u64,
+    /// The millisecond of the last timer pass (`Role::tick` does its work once per ms).
+    last_tick_ms: u64,
 }
 
 impl Splice {
@@ -503,6 +506,7 @@ impl Splice {
             counters: SpliceCounters::default(),
             clock_tsc: 0,
             now_ms,
+            last_tick_ms: 0,
         })
     }
 
@@ -1144,8 +1148,15 @@ impl Role for Splice {
     fn tick(&mut self, ctx: &mut Ctx<'_>) {
         self.tick_clock(ctx.now_tsc);
         let now = self.now_ms;
+        // The timers have millisecond resolution: scan once per millisecond, not every few
+        // loop rounds (a busy loop ticks every few tens of microseconds).
+        if now == self.last_tick_ms {
+            return;
+        }
+        self.last_tick_ms = now;
         // First requests that did not come, backend SYNs that went unanswered.
-        for h in 0..self.handshakes.len() {
+        let in_progress = self.free_handshakes.len() < self.handshakes.len();
+        for h in 0..if in_progress { self.handshakes.len() } else { 0 } {
             let (Some(slot), true) = (self.handshakes[h].entry, self.handshakes[h].deadline_ms <= now) else { continue };
             let Some((service, state)) = self.table.get(slot).map(|e| (usize::from(e.service), e.state)) else { continue };
             if state == State::Routing {
@@ -1167,7 +1178,23 @@ impl Role for Splice {
                 self.next_backend(slot, SpliceStat::BackendTimeouts, ctx);
             }
         }
-        // Expiry.
+        // Expiry: enough slots per millisecond that the whole table is walked about once a
+        // second.
+        for _ in 0..(self.table.capacity() / (SWEEP_PER_TICK * 1000)).max(1) {
+            self.sweep_some();
+        }
+        self.counters.set(SpliceStat::Active, self.table.len() as u64);
+    }
+
+    fn update(&mut self, update: SpliceUpdate) {
+        self.apply(update);
+    }
+}
+
+impl Splice {
+    /// Looks at the next [`SWEEP_PER_TICK`] table slots and frees the connections whose
+    /// timeout has passed.
+    fn sweep_some(&mut self) {
         let now_s = self.now_s();
         let services = &self.services;
         let mut expired = [u32::MAX; SWEEP_PER_TICK];
@@ -1198,10 +1225,9 @@ impl Role for Splice {
             }
         }
         self.counters.add(SpliceStat::Expired, n as u64);
-        self.counters.set(SpliceStat::Active, self.table.len() as u64);
     }
 
-    fn update(&mut self, update: SpliceUpdate) {
+    fn apply(&mut self, update: SpliceUpdate) {
         match update {
             SpliceUpdate::Tables(t) => self.tables = t,
             SpliceUpdate::Keys(k) => self.keys = k,
