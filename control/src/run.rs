@@ -347,6 +347,7 @@ fn start_splice(
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
     let n = plan.workers.len();
     let mut counters = Vec::new();
+    let mut member_counters = Vec::new();
     let (slots, end) = workers.start(supervisor, |w| {
         let settings = SpliceSettings {
             mss: sp.mss,
@@ -363,9 +364,10 @@ fn start_splice(
         let role = Splice::new(sp.specs.clone(), sp.pools(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
             .map_err(|e| e.to_string())?;
         counters.push(role.counters());
+        member_counters.push(role.member_counters());
         Ok(role)
     })?;
-    balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), SpliceUpdate::Tables)).collect(), Vec::new());
+    balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), SpliceUpdate::Tables)).collect(), member_counters);
     splicer.attach(end.commands.clone(), counters);
     let pools = sp.services.iter().map(|p| p.name.clone()).collect();
     services.set_splices(crate::splicer::splices_fn(end.commands.clone(), sp.names.clone(), pools));

@@ -398,6 +398,15 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     assert!(row["bytes_to_client"].as_u64().unwrap() > 0, "{row}");
     let text = ctl(&["splices"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("10.77.0.11:{cport}")), "{}", String::from_utf8_lossy(&text.stdout));
+    // `ctl members`: the splice pools' backends with the traffic spliced toward them.
+    // (The view is published every 250 ms: wait for the upload to show.)
+    let mut m = serde_json::Value::Null;
+    let seen = wait_for(Duration::from_secs(5), || {
+        m = serde_json::from_slice(&ctl(&["--json", "members"]).stdout).unwrap_or_default();
+        let s1 = m["members"].as_array().and_then(|a| a.iter().find(|x| x["member"] == "10.77.1.21").cloned()).unwrap_or_default();
+        s1["service"] == "web" && s1["packets"].as_u64().unwrap_or(0) > 1000
+    });
+    assert!(seen, "the 5 MB upload went to s1 in pool web: {m}");
     let bad = ctl(&["splices", "--state", "open"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected routing"), "{}", String::from_utf8_lossy(&bad.stderr));

@@ -200,20 +200,25 @@ fn bump(c: &AtomicU64, n: u64) {
 
 impl BalanceCounters {
     fn new(vips: &[VipSpec]) -> BalanceCounters {
-        let mut first = Vec::with_capacity(vips.len() + 1);
+        Self::for_members(&vips.iter().map(|v| v.members).collect::<Vec<_>>())
+    }
+
+    /// Counters for tables of `members[i]` members each (a VIP's, or a splice pool's).
+    pub fn for_members(members: &[usize]) -> BalanceCounters {
+        let mut first = Vec::with_capacity(members.len() + 1);
         let mut total = 0usize;
         first.push(0);
-        for v in vips {
-            total += v.members;
+        for &m in members {
+            total += m;
             first.push(total);
         }
-        let members = (0..total).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect();
-        let no_member = (0..vips.len()).map(|_| AtomicU64::new(0)).collect();
-        BalanceCounters(Arc::new(CounterCells { first: first.into(), members, no_member }))
+        let cells = (0..total).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect();
+        let no_member = (0..members.len()).map(|_| AtomicU64::new(0)).collect();
+        BalanceCounters(Arc::new(CounterCells { first: first.into(), members: cells, no_member }))
     }
 
     #[inline(always)]
-    fn count_member(&self, vip: usize, member: u16, bytes: usize) {
+    pub(crate) fn count_member(&self, vip: usize, member: u16, bytes: usize) {
         let c = &*self.0;
         let (Some(&start), Some(&end)) = (c.first.get(vip), c.first.get(vip + 1)) else {
             return;
@@ -228,7 +233,7 @@ impl BalanceCounters {
     }
 
     #[inline]
-    fn count_no_member(&self, vip: usize) {
+    pub(crate) fn count_no_member(&self, vip: usize) {
         if let Some(c) = self.0.no_member.get(vip) {
             bump(c, 1);
         }

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use super::forward::{forward_or_answer, Forward};
 use super::local::{answer_local, LocalAddrs, LocalVerdict};
 use super::{Ctx, PortIndex, Role, Verdict};
-use super::balance::BalanceTables;
+use super::balance::{BalanceCounters, BalanceTables};
 use crate::packet::build::{tcp4, Tcp4Segment};
 use crate::packet::tcp::flags;
 use crate::packet::{ethertype, fast_v4, ip_proto, Ethernet, Tcp, TcpOption};
@@ -396,6 +396,9 @@ pub struct Splice {
     pools: Vec<Vec<(Ipv4Addr, Option<u16>)>>,
     /// Per pool and member: suspect (passed over) until this time (ms).
     suspect: Vec<Vec<u64>>,
+    /// Per pool and member: segments and bytes spliced toward the backend; per pool:
+    /// connections refused for want of a live backend (`ctl members`).
+    member_counters: BalanceCounters,
     vip_addrs: Vec<Ipv4Addr>,
     settings: SpliceSettings,
     local: Vec<LocalAddrs>,
@@ -486,10 +489,12 @@ impl Splice {
         let nat = NatPorts::new(settings.nat_ports.0, settings.nat_ports.1);
         let now_ms = settings.clock.unix_ms0;
         let suspect = pools.iter().map(|p| vec![0; p.len()]).collect();
+        let member_counters = BalanceCounters::for_members(&pools.iter().map(Vec::len).collect::<Vec<_>>());
         Ok(Splice {
             services,
             pools,
             suspect,
+            member_counters,
             vip_addrs,
             settings,
             local,
@@ -513,6 +518,11 @@ impl Splice {
     /// Another handle on this lcore's counters.
     pub fn counters(&self) -> SpliceCounters {
         self.counters.clone()
+    }
+
+    /// Another handle on this lcore's per-backend counters (by pool, then member).
+    pub fn member_counters(&self) -> BalanceCounters {
+        self.member_counters.clone()
     }
 
     /// The connection table (for tests and the operator view).
@@ -745,6 +755,7 @@ impl Splice {
             }
             _ => {
                 self.counters.add(SpliceStat::RefusedNoBackend, 1);
+                self.member_counters.count_no_member(pool);
                 ctx.counters.drops.count(DropReason::NoMember);
                 self.reset_client(&e, h, ctx);
                 self.drop_entry(slot);
@@ -1070,6 +1081,7 @@ impl Splice {
         let (pk, by) = match dir {
             Direction::ToServer => {
                 traffic.to_server += bytes;
+                self.member_counters.count_member(usize::from(e.pool), e.member, frame.len());
                 (SpliceStat::ToServerPackets, SpliceStat::ToServerBytes)
             }
             Direction::ToClient => {

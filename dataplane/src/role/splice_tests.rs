@@ -288,6 +288,10 @@ fn a_connection_is_answered_spliced_and_closed() {
     assert_eq!(n.role.nat.available(), 100);
     assert_eq!(n.stat(SpliceStat::ToServerPackets), 2);
     assert_eq!(n.stat(SpliceStat::ToClientPackets), 2);
+    // Per backend (ctl members): the two segments spliced toward it.
+    let per = n.role.member_counters().snapshot();
+    assert_eq!(per[0][b].0, 2, "{per:?}");
+    assert_eq!(per[0][1 - b].0, 0, "{per:?}");
 }
 
 #[test]
@@ -426,6 +430,7 @@ fn no_live_backend_resets_the_client() {
     assert_eq!(n.counters.drops.get(DropReason::NoMember), 1);
     assert_eq!(seen(&out[0].1).flags, flags::RST | flags::ACK);
     assert_eq!(n.stat(SpliceStat::RefusedNoBackend), 1);
+    assert_eq!(n.role.member_counters().no_member(), vec![1, 0]);
     // A table arrives: the next connection is spliced.
     n.role.update(SpliceUpdate::Tables(tables(&[1, 0])));
     let (_, syn) = connect(&mut n, CPORT + 1, b"");
