@@ -296,18 +296,27 @@ mod tests {
         assert_eq!(sp.specs.len(), 1);
         let s = &sp.specs[0];
         assert_eq!((s.vip, s.ports.clone(), s.connect_ms, s.connect_attempts), (Ipv4Addr::new(10, 0, 0, 100), vec![(80, 80), (8080, 8080)], 1000, 3));
-        assert_eq!(sp.pools(), vec![vec![(Ipv4Addr::new(10, 1, 0, 21), None), (Ipv4Addr::new(10, 1, 0, 22), None)]]);
+        let pools = sp.pools();
+        assert_eq!(pools.len(), 1);
+        assert_eq!(pools[0].backends, vec![(Ipv4Addr::new(10, 1, 0, 21), None), (Ipv4Addr::new(10, 1, 0, 22), None)]);
+        assert!(!pools[0].least_connections);
         assert_eq!(s.rules.default_pool, 0);
         assert!(sp.services[0].members.iter().all(|m| m.port == 1));
         assert_eq!(sp.client_ports(2), vec![0]);
         assert_eq!((sp.mss, sp.wscale, sp.nat_ports, sp.capacity()), (1460, 9, (20_000, 59_999), 65_536));
         // A route to another pool gets its own table.
         let mut cfg = cfg;
-        cfg.pool.push(crate::config::PoolConfig { name: "static".into(), via: Some("backends".into()), members: vec![crate::config::PoolMember { address: "10.1.0.31".parse().unwrap(), port: Some(8081), ..Default::default() }] });
+        cfg.pool.push(crate::config::PoolConfig {
+            name: "static".into(),
+            via: Some("backends".into()),
+            members: vec![crate::config::PoolMember { address: "10.1.0.31".parse().unwrap(), port: Some(8081), ..Default::default() }],
+            selection: crate::config::PoolSelection::LeastConnections,
+        });
         cfg.service[0].route.push(crate::config::RouteRule { host: Some("*.static.example".into()), pool: "static".into(), ..Default::default() });
         let sp = from_config(&cfg).unwrap().splice.unwrap();
         assert_eq!(sp.services.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), vec!["web", "static"]);
-        assert_eq!(sp.pools()[1], vec![(Ipv4Addr::new(10, 1, 0, 31), Some(8081))]);
+        assert_eq!(sp.pools()[1].backends, vec![(Ipv4Addr::new(10, 1, 0, 31), Some(8081))]);
+        assert!(sp.pools()[1].least_connections);
         assert_eq!(sp.specs[0].rules.rules[0].pool, 1);
     }
 

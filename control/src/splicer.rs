@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use dataplane::lcore_link::ToLcore;
 use dataplane::balance::HashPolicy;
-use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SpliceService, SpliceStat, SpliceUpdate, SETUP_BUCKETS};
+use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SplicePool, SpliceService, SpliceStat, SpliceUpdate, SETUP_BUCKETS};
 use dataplane::splice::table::{flag, Entry, State, Traffic};
 use dataplane::splice::translate::Endpoint;
 use dataplane::splice::request::{HostMatch, Rule, Rules};
@@ -35,7 +35,7 @@ use sha2::Sha256;
 use crate::balancer::ServicePlan;
 use crate::ctl::handler::SplicesFn;
 use crate::ctl::proto::{ErrorBody, ErrorCode, SpliceRow, SplicesQuery, SplicesResult, SPLICES_DEFAULT_LIMIT};
-use crate::config::{RackConfig, ServiceMode};
+use crate::config::{PoolSelection, RackConfig, ServiceMode};
 
 /// What `run` needs to start the splice role.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +48,8 @@ pub struct SplicePlan {
     pub specs: Vec<SpliceService>,
     /// The services' names (as `specs`).
     pub names: Vec<String>,
+    /// Per pool (as `services`): choose by least connections instead of the hash.
+    pub least_connections: Vec<bool>,
     pub mss: u16,
     pub wscale: u8,
     /// The whole FullNAT range (split between the lcores by [`SplicePlan::nat_ports_of`]).
@@ -119,12 +121,17 @@ impl SplicePlan {
                 half_closed_ms: s.timeouts.half_closed_ms,
             });
         }
+        let least_connections = services
+            .iter()
+            .map(|p| cfg.pool.iter().find(|c| c.name == p.name).is_some_and(|c| c.selection == PoolSelection::LeastConnections))
+            .collect();
         let secret = cfg.keys.syn_cookie_secret.clone().ok_or_else(|| format!("{}: splice services need keys.syn_cookie_secret", cfg.source))?;
         let request_buffer_bytes = splice.iter().map(|s| s.request_buffer_bytes).max().unwrap_or(0) as usize;
         Ok(SplicePlan {
             services,
             specs,
             names: splice.iter().map(|s| s.name.clone()).collect(),
+            least_connections,
             mss: cfg.splice.mss,
             wscale: cfg.splice.wscale,
             nat_ports: (cfg.splice.nat_ports.first, cfg.splice.nat_ports.last),
@@ -135,9 +142,14 @@ impl SplicePlan {
         })
     }
 
-    /// Backends per pool (the order of the pool's selection table), as the role takes them.
-    pub fn pools(&self) -> Vec<Vec<(Ipv4Addr, Option<u16>)>> {
-        self.services.iter().map(|p| p.members.iter().map(|m| (m.address, m.tcp_port)).collect()).collect()
+    /// The pools as the role takes them (backends in the order of the pool's selection
+    /// table).
+    pub fn pools(&self) -> Vec<SplicePool> {
+        self.services
+            .iter()
+            .zip(&self.least_connections)
+            .map(|(p, &least_connections)| SplicePool { backends: p.members.iter().map(|m| (m.address, m.tcp_port)).collect(), least_connections })
+            .collect()
     }
 
     /// The connections one lcore's table holds: every service's `max_connections`.
@@ -446,6 +458,7 @@ mod tests {
             services: Vec::new(),
             specs: Vec::new(),
             names: Vec::new(),
+            least_connections: Vec::new(),
             mss: 1460,
             wscale: 9,
             nat_ports: (20_000, 20_009),

@@ -766,3 +766,44 @@ fn in_band_heartbeats_need_an_ipv4_port_and_an_ipv4_peer() {
     let lines = errs(&rack("\"10.0.1.2/24\"", "fd00::9"));
     has(&lines, "t.toml:", "in-band heartbeats are IPv4");
 }
+
+#[test]
+fn least_connections_is_for_splice_pools_only() {
+    let rack = |mode: &str| {
+        format!(
+            r#"[node]
+id = "t1"
+roles = ["{mode}"]
+
+[eal]
+file_prefix = "t1"
+
+[[port]]
+name = "a"
+device = "net_tap0"
+addresses = ["10.0.0.2/24"]
+
+[[pool]]
+name = "p"
+selection = "least_connections"
+members = [{{ address = "10.0.0.21" }}]
+
+[[service]]
+name = "s"
+vip = "10.0.0.100"
+ports = [80]
+mode = "{mode}"
+pool = "p"
+
+[keys]
+syn_cookie_secret = "/etc/tapsplice/syncookie.key"
+"#
+        )
+    };
+    let c = ok(&rack("splice"));
+    assert_eq!(c.pool[0].selection, config::PoolSelection::LeastConnections);
+    let e = errs(&rack("balance"));
+    has(&e, "t.toml:", "\"least_connections\" needs per-connection state");
+    let e = errs(&rack("splice").replace("least_connections", "round_robin"));
+    has(&e, "t.toml:", "unknown value \"round_robin\"");
+}

@@ -613,6 +613,20 @@ pub struct PoolConfig {
     pub via: Option<String>,
     /// Required (at least one).
     pub members: Vec<PoolMember>,
+    /// splice: how a new connection's backend is chosen.
+    pub selection: PoolSelection,
+}
+
+/// How a splice pool chooses a new connection's backend.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolSelection {
+    /// Weighted consistent hashing (Maglev) of the client's address and port: the same
+    /// client goes to the same backend on every appliance of the rack.
+    #[default]
+    Hash,
+    /// The live backend with the fewest open connections relative to its weight.
+    LeastConnections,
 }
 
 // ---------------------------------------------------------------------------------------

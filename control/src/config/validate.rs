@@ -872,6 +872,11 @@ impl<'a, 'p> V<'a, 'p> {
                 }
             }
             self.unique("pool member", seen);
+            // A balance service keeps no per-flow state: it can only hash.
+            let balanced = cfg.service.iter().any(|s| s.mode == ServiceMode::Balance && s.pool.as_deref() == Some(pl.name.as_str()));
+            if pl.selection == PoolSelection::LeastConnections && balanced {
+                self.err(&format!("{base}.selection"), "\"least_connections\" needs per-connection state: a pool of a balance service can only use \"hash\"");
+            }
         }
         self.unique("pool name", names);
     }

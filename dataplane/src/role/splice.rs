@@ -92,6 +92,17 @@ impl SpliceService {
     }
 }
 
+/// One pool of backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplicePool {
+    /// By member index (the order of the pool's selection table): address and TCP port
+    /// (`None` = the client's destination port).
+    pub backends: Vec<(Ipv4Addr, Option<u16>)>,
+    /// Choose the live backend with the fewest connections (on this lcore) relative to its
+    /// weight, instead of the weighted consistent hash of the client.
+    pub least_connections: bool,
+}
+
 /// The appliance clock as the role sees it: TSC → Unix milliseconds.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -393,7 +404,9 @@ struct Handshake {
 pub struct Splice {
     services: Vec<SpliceService>,
     /// Backends per pool (see [`Splice::new`]).
-    pools: Vec<Vec<(Ipv4Addr, Option<u16>)>>,
+    pools: Vec<SplicePool>,
+    /// Per pool and member: this lcore's connections to the backend (least-connections).
+    active: Vec<Vec<u32>>,
     /// Per pool and member: suspect (passed over) until this time (ms).
     suspect: Vec<Vec<u64>>,
     /// Per pool and member: segments and bytes spliced toward the backend; per pool:
@@ -422,11 +435,10 @@ pub struct Splice {
 }
 
 impl Splice {
-    /// `pools[p]` are pool p's backends by member index (the order of its selection table
-    /// `tables.vips[p]`): address and TCP port (`None` = the client's destination port).
+    /// `pools[p]` is pool p, whose selection table is `tables.vips[p]`.
     pub fn new(
         services: Vec<SpliceService>,
-        pools: Vec<Vec<(Ipv4Addr, Option<u16>)>>,
+        pools: Vec<SplicePool>,
         settings: SpliceSettings,
         keys: CookieKeys,
         tables: Arc<BalanceTables>,
@@ -447,7 +459,7 @@ impl Splice {
                 }
             }
         }
-        if let Some(pool) = pools.iter().position(|p| p.len() > 64) {
+        if let Some(pool) = pools.iter().position(|p| p.backends.len() > 64) {
             return Err(SpliceError::TooManyBackends { pool });
         }
         if settings.nat_ports.0 > settings.nat_ports.1 {
@@ -488,11 +500,13 @@ impl Splice {
         let handshake_of = vec![u16::MAX; table.capacity()];
         let nat = NatPorts::new(settings.nat_ports.0, settings.nat_ports.1);
         let now_ms = settings.clock.unix_ms0;
-        let suspect = pools.iter().map(|p| vec![0; p.len()]).collect();
-        let member_counters = BalanceCounters::for_members(&pools.iter().map(Vec::len).collect::<Vec<_>>());
+        let suspect = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
+        let active = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
+        let member_counters = BalanceCounters::for_members(&pools.iter().map(|p| p.backends.len()).collect::<Vec<_>>());
         Ok(Splice {
             services,
             pools,
+            active,
             suspect,
             member_counters,
             vip_addrs,
@@ -774,7 +788,16 @@ impl Splice {
         let (first, _) = tab.select_hash(hash)?;
         let n = tab.members().len();
         let order = (0..n).map(|k| (usize::from(first) + k) % n);
-        let i = order.clone().find(|&i| live(i) && !suspect(i)).or_else(|| order.clone().find(|&i| live(i)))?;
+        let i = if self.pools.get(pool).is_some_and(|p| p.least_connections) {
+            // Fewest connections per unit of weight (the member's table share); ties go
+            // to the first in hash order, so equal backends share new clients evenly.
+            let active = |i: usize| u64::from(self.active.get(pool).and_then(|a| a.get(i)).copied().unwrap_or(0));
+            let share = |i: usize| u64::from(tab.table().shares().get(i).copied().unwrap_or(0)).max(1);
+            let least = |ok: &dyn Fn(usize) -> bool| order.clone().filter(|&i| ok(i)).min_by(|&a, &b| (active(a) * share(b)).cmp(&(active(b) * share(a))));
+            least(&|i| live(i) && !suspect(i)).or_else(|| least(&|i| live(i)))?
+        } else {
+            order.clone().find(|&i| live(i) && !suspect(i)).or_else(|| order.clone().find(|&i| live(i)))?
+        };
         Some((i as u16, tab.members()[i]))
     }
 
@@ -784,10 +807,13 @@ impl Splice {
     fn attach_backend(&mut self, slot: u32, pool: usize, member: u16, m: MemberEntry) -> bool {
         let Some(e) = self.table.get(slot).copied() else { return false };
         let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else { return false };
-        let Some(&(addr, port)) = self.pools.get(pool).and_then(|p| p.get(usize::from(member))) else { return false };
+        let Some(&(addr, port)) = self.pools.get(pool).and_then(|p| p.backends.get(usize::from(member))) else { return false };
         let backend = Endpoint { addr, port: port.unwrap_or(e.vip.port) };
         if !self.table.set_backend(slot, backend, Endpoint { addr: nat_addr, port: e.nat.port }) {
             return false;
+        }
+        if e.state != State::Routing {
+            self.release_backend(&e);
         }
         if let Some((e, _)) = self.table.get_mut(slot) {
             e.state = State::Connecting;
@@ -796,7 +822,30 @@ impl Splice {
             e.backend_if = m.port as u8;
             e.backend_mac = m.mac;
         }
+        if let Some(n) = self.active.get_mut(pool).and_then(|a| a.get_mut(usize::from(member))) {
+            *n += 1;
+        }
         true
+    }
+
+    /// Gives back what a connection removed from the table held: its NAT port, its place
+    /// in its service's count and its backend's.
+    fn forget(&mut self, e: &Entry) {
+        self.nat.give_back(e.nat.port);
+        self.release_backend(e);
+        if let Some(n) = self.per_service.get_mut(usize::from(e.service)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The connection `e` no longer counts toward its backend (least-connections).
+    fn release_backend(&mut self, e: &Entry) {
+        if e.state == State::Routing {
+            return;
+        }
+        if let Some(n) = self.active.get_mut(usize::from(e.pool)).and_then(|a| a.get_mut(usize::from(e.member))) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Appends the in-order part of `tcp`'s payload to the handshake's buffer.
@@ -913,10 +962,7 @@ impl Splice {
             self.release_handshake(slot);
         }
         if let Some(e) = self.table.remove(slot) {
-            self.nat.give_back(e.nat.port);
-            if let Some(n) = self.per_service.get_mut(usize::from(e.service)) {
-                *n = n.saturating_sub(1);
-            }
+            self.forget(&e);
         }
     }
 
@@ -1209,7 +1255,7 @@ impl Splice {
     fn sweep_some(&mut self) {
         let now_s = self.now_s();
         let services = &self.services;
-        let mut expired = [u32::MAX; SWEEP_PER_TICK];
+        let mut expired: [Option<Entry>; SWEEP_PER_TICK] = [None; SWEEP_PER_TICK];
         let mut n = 0;
         self.table.sweep(
             SWEEP_PER_TICK,
@@ -1225,16 +1271,13 @@ impl Splice {
             },
             |_, e| {
                 if n < expired.len() {
-                    expired[n] = u32::from(e.nat.port) | (u32::from(e.service) << 16);
+                    expired[n] = Some(*e);
                     n += 1;
                 }
             },
         );
-        for &x in &expired[..n] {
-            self.nat.give_back(x as u16);
-            if let Some(c) = self.per_service.get_mut((x >> 16) as usize) {
-                *c = c.saturating_sub(1);
-            }
+        for e in expired[..n].iter().flatten() {
+            self.forget(e);
         }
         self.counters.add(SpliceStat::Expired, n as u64);
     }

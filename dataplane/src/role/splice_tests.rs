@@ -63,6 +63,11 @@ impl Net {
     }
 
     fn routed(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules) -> Net {
+        Net::build(capacity, attempts, tables, rules, false)
+    }
+
+    /// `least`: pool 0 chooses by least connections.
+    fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool) -> Net {
         let service = SpliceService {
             vip: VIP,
             ports: vec![(80, 80)],
@@ -84,7 +89,10 @@ impl Net {
             seed: 42,
             clock: Clock { tsc_hz: 1000, tsc0: 0, unix_ms0: T0_MS },
         };
-        let pools = vec![BACKENDS.iter().map(|&a| (a, Some(8080))).collect(), vec![(STATIC, None)]];
+        let pools = vec![
+            SplicePool { backends: BACKENDS.iter().map(|&a| (a, Some(8080))).collect(), least_connections: least },
+            SplicePool { backends: vec![(STATIC, None)], least_connections: false },
+        ];
         let role = Splice::new(vec![service], pools, settings, keys(), tables, local(), &[0], None).unwrap();
         Net { role, counters: LcoreCounters::default(), now: 0 }
     }
@@ -626,4 +634,30 @@ fn the_operator_dump_lists_matching_connections_up_to_the_limit() {
     let filter = DumpFilter { state: Some(State::Established), ..DumpFilter::default() };
     n.role.update(SpliceUpdate::Dump(DumpRequest { filter, limit: 10, reply: tx }));
     assert_eq!(rx.try_recv().unwrap().matched, 0);
+}
+
+#[test]
+fn least_connections_sends_new_clients_to_the_backend_with_fewer() {
+    let mut n = Net::build(64, 3, tables(&[1, 1]), Rules::default(), true);
+    // Alternate: every new connection goes where fewer are open.
+    let mut per = [0u32; 2];
+    for p in 0..10 {
+        let (_, syn) = connect(&mut n, CPORT + p, b"");
+        per[BACKENDS.iter().position(|&a| a == syn.dst.0).unwrap()] += 1;
+        assert!(per[0].abs_diff(per[1]) <= 1, "{per:?}");
+    }
+    // Reset three of backend 0's connections: the next three go to backend 0.
+    let mine: Vec<(u16, Endpoint, Endpoint)> = n.role.table().iter().filter(|(e, _)| e.backend.addr == BACKENDS[0]).map(|(e, _)| (e.client.port, e.backend, e.nat)).take(3).collect();
+    for (_, backend, nat) in &mine {
+        let rst = seg(BACKEND_MAC[0], PORT_MAC[1], (backend.addr, backend.port), (nat.addr, nat.port), 0, C0.wrapping_add(1), flags::RST | flags::ACK, 0, &[], b"");
+        n.send(1, &rst);
+    }
+    // (Each refused connection moved to backend 1, and backend 0 is now suspect: wait it out.)
+    n.now += SUSPECT_MS + 1;
+    let before: Vec<u32> = (0..2).map(|b| n.role.table().iter().filter(|(e, _)| e.backend.addr == BACKENDS[b]).count() as u32).collect();
+    assert_eq!(before, vec![2, 8], "{before:?}");
+    for p in 20..26 {
+        let (_, syn) = connect(&mut n, CPORT + p, b"");
+        assert_eq!(syn.dst.0, BACKENDS[0], "client port {}", CPORT + p);
+    }
 }
