@@ -30,6 +30,10 @@ enum Cmd {
         /// Print a progress line (packet and bit rates, drops) every this many seconds.
         #[arg(long, value_name = "SECONDS")]
         stats_interval: Option<f64>,
+        /// Benchmarks only: start the splice role's first worker with N synthetic
+        /// established connections (see `testbed bench splice`, fast path).
+        #[arg(long, value_name = "N")]
+        bench_splices: Option<usize>,
     },
     /// Validate a rack configuration file and exit (0 = valid).
     Check {
@@ -96,7 +100,7 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         #[cfg(feature = "dpdk")]
-        Cmd::Run { config: path, report_json, stats_interval } => {
+        Cmd::Run { config: path, report_json, stats_interval, bench_splices } => {
             let cfg = match config::load(&path) {
                 Ok(c) => c,
                 Err(errs) => {
@@ -117,7 +121,7 @@ fn main() -> ExitCode {
             };
             let stats_interval =
                 stats_interval.filter(|s| *s > 0.0).and_then(|s| std::time::Duration::try_from_secs_f64(s).ok());
-            match run::run(&plan, &run::RunOptions { report_json, stats_interval }) {
+            match run::run(&plan, &run::RunOptions { report_json, stats_interval, bench_splices }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("tapsplice: {e}");

@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub report_json: Option<PathBuf>,
     /// Print a progress line (rates, drops) this often; `None` = only the final report.
     pub stats_interval: Option<Duration>,
+    /// Benchmarks: synthetic established splices for the first worker.
+    pub bench_splices: Option<usize>,
 }
 
 /// The appliance's statistics now: ports (read from the drivers), lcores and the merged
@@ -326,6 +328,28 @@ fn balance_client_ports(plan: &RunPlan) -> Vec<PortIndex> {
     out
 }
 
+/// The synthetic connections' layout for `--bench-splices`: the first service's VIP and
+/// first port, its default pool's first backend, our address on that backend's port.
+fn synthetic_layout(sp: &SplicePlan, local: &[LocalAddrs], client_ports: &[PortIndex], nat_first: u16) -> Result<dataplane::splice::synthetic::Layout, String> {
+    use dataplane::splice::synthetic::{Layout, BACKEND_MAC, CLIENT_MAC};
+    use dataplane::splice::translate::Endpoint;
+    let spec = sp.specs.first().ok_or("--bench-splices needs a splice service")?;
+    let pool = sp.services.get(spec.rules.default_pool).ok_or("--bench-splices: the service has no pool")?;
+    let vip_port = spec.ports.first().map(|r| r.0).ok_or("--bench-splices: the service has no port")?;
+    let member = pool.members.first().ok_or("--bench-splices: the service's pool has no backend")?;
+    let nat = local.get(usize::from(member.port)).and_then(|l| l.ipv4.first().copied()).ok_or("--bench-splices: the backend's port has no IPv4 address")?;
+    Ok(Layout {
+        vip: Endpoint { addr: spec.vip, port: vip_port },
+        backend: Endpoint { addr: member.address, port: member.tcp_port.unwrap_or(vip_port) },
+        nat,
+        nat_first,
+        client_if: client_ports.first().copied().unwrap_or(0) as u8,
+        backend_if: member.port as u8,
+        client_mac: CLIENT_MAC,
+        backend_mac: BACKEND_MAC,
+    })
+}
+
 /// Starts the workers with the splice role: its backends are resolved and weighted by a
 /// balancer over the splice services, its cookie keys come from the splicer.
 fn start_splice(
@@ -337,6 +361,7 @@ fn start_splice(
     services: &ControlServices,
     local: &[LocalAddrs],
     port_addrs: &[PortAddrs],
+    bench_splices: Option<usize>,
 ) -> Result<(Vec<Slot>, Box<dyn std::any::Any>), String> {
     let secret = load_rack_key(&sp.secret).map_err(|e| format!("keys.syn_cookie_secret: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
@@ -361,8 +386,13 @@ fn start_splice(
             seed: member_key(b"tapsplice splice backends"),
             clock,
         };
-        let role = Splice::new(sp.specs.clone(), sp.pools(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
+        let mut role = Splice::new(sp.specs.clone(), sp.pools(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
             .map_err(|e| e.to_string())?;
+        if let (Some(n), 0) = (bench_splices, w) {
+            let layout = synthetic_layout(sp, local, &client_ports, sp.nat_ports_of(0, n).0)?;
+            let added = role.preload_synthetic(&layout, n);
+            eprintln!("tapsplice: benchmark: {added} synthetic splices on the first worker (clients 10.2.x.y:10000+i → {}:{})", layout.vip.addr, layout.vip.port);
+        }
         counters.push(role.counters());
         member_counters.push(role.member_counters());
         Ok(role)
@@ -442,7 +472,7 @@ fn serve(
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
-        start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs)?
+        start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs, opts.bench_splices)?
     } else if plan.balance.is_empty() {
         let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
         (slots, Box::new(end))

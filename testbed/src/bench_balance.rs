@@ -101,7 +101,7 @@ fn last_lines(seen: &[String]) -> String {
 }
 
 /// A child process whose output lines arrive on a channel (and go to a log file).
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
@@ -109,7 +109,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, name: &str, log: &Path, stdin: bool) -> Result<Proc> {
+    pub(crate) fn spawn(mut cmd: Command, name: &str, log: &Path, stdin: bool) -> Result<Proc> {
         use std::os::unix::process::CommandExt;
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
@@ -136,7 +136,7 @@ impl Proc {
     }
 
     /// Wait for a line containing `marker` (bounded); returns the lines seen on the way.
-    fn wait_for(&mut self, marker: &str, limit: Duration) -> Result<Vec<String>> {
+    pub(crate) fn wait_for(&mut self, marker: &str, limit: Duration) -> Result<Vec<String>> {
         let deadline = Instant::now() + limit;
         let mut seen = Vec::new();
         loop {
@@ -175,7 +175,7 @@ impl Proc {
         }
     }
 
-    fn send(&mut self, cmd: &str) -> Result<()> {
+    pub(crate) fn send(&mut self, cmd: &str) -> Result<()> {
         let s = self
             .stdin
             .as_mut()
@@ -186,7 +186,7 @@ impl Proc {
     }
 
     /// SIGINT (unless it already exited), wait up to `grace`, then SIGKILL.
-    fn stop(mut self, grace: Duration) -> Vec<String> {
+    pub(crate) fn stop(mut self, grace: Duration) -> Vec<String> {
         let pid = self.child.id() as i32;
         self.stdin.take();
         if matches!(self.child.try_wait(), Ok(None)) {
@@ -321,7 +321,7 @@ fn parse_rx_pps(lines: &[String]) -> Vec<(u32, u64)> {
     out
 }
 
-fn show_stats(gen: &mut Proc) -> Result<u64> {
+pub(crate) fn show_stats(gen: &mut Proc) -> Result<u64> {
     gen.send("show port stats all")?;
     let mut lines = Vec::new();
     // Two ports, each block ends with its Tx-pps line.

@@ -18,8 +18,8 @@
 //!   clients talk to one backend directly through the bump in the wire) — the ceiling of
 //!   these ports.
 //!
-//! Not measured here yet: the splice fast path alone against io-forward on vhost ports
-//! (`fastpath_vs_ioforward` is `null`; it needs a generator of pre-spliced traffic).
+//! - `fastpath`: the splice fast path alone against io-forward on the same (nearly free)
+//!   ports, with synthetic spliced traffic both ways (`crate::bench_fastpath`).
 
 use crate::run::{Options as RunOptions, Testbed};
 use crate::topology::{ApplianceKind, Topology, WorkloadKind};
@@ -38,6 +38,8 @@ pub enum SMode {
     Tapsplice,
     Haproxy,
     Io,
+    /// The splice fast path alone against io-forward (`crate::bench_fastpath`).
+    Fastpath,
 }
 
 impl SMode {
@@ -46,7 +48,8 @@ impl SMode {
             "tapsplice" => Ok(SMode::Tapsplice),
             "haproxy" => Ok(SMode::Haproxy),
             "io" => Ok(SMode::Io),
-            o => bail!("unknown bench splice mode `{}` (tapsplice, haproxy, io)", o),
+            "fastpath" => Ok(SMode::Fastpath),
+            o => bail!("unknown bench splice mode `{}` (tapsplice, haproxy, io, fastpath)", o),
         }
     }
 
@@ -55,7 +58,7 @@ impl SMode {
         match self {
             SMode::Tapsplice => "10.0.0.100:80",
             SMode::Haproxy => "10.0.0.3:80",
-            SMode::Io => "10.0.0.21:80",
+            SMode::Io | SMode::Fastpath => "10.0.0.21:80",
         }
         .parse()
         .expect("a socket address")
@@ -77,6 +80,10 @@ pub struct Trial {
     pub connections: u64,
     pub errors: u64,
     pub passed: bool,
+    /// Fast path mode: millions of packets per second through the splice, and through
+    /// io-forward on the same ports.
+    pub fastpath_mpps: Option<f64>,
+    pub fastpath_io_mpps: Option<f64>,
     #[serde(skip)]
     pub report: Option<Value>,
 }
@@ -167,6 +174,22 @@ fn backends_up(tb: &Testbed, sock: &std::path::Path) -> Result<()> {
 }
 
 fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &PathBuf) -> Result<Trial> {
+    if mode == SMode::Fastpath {
+        let bin = crate::appliance::locate_tapsplice(tb.opts.bins.tapsplice.as_deref())?;
+        let (splice, io) = crate::bench_fastpath::trial(&tb.run, &bin, std::path::Path::new(&tb.opts.bins.testpmd), seconds, round)?;
+        return Ok(Trial {
+            mode,
+            round,
+            goodput_mbps: 0.0,
+            conn_per_s: 0.0,
+            connections: 0,
+            errors: 0,
+            passed: true,
+            fastpath_mpps: Some((splice / 1e4).round() / 100.0),
+            fastpath_io_mpps: Some((io / 1e4).round() / 100.0),
+            report: None,
+        });
+    }
     let specs: Vec<(Spec, bool)> = specs(tb, mode, seconds, round).into_iter().map(|s| (s, false)).collect();
     let (results, report): (Vec<WorkloadResult>, Option<Value>) = match mode {
         SMode::Haproxy => {
@@ -177,6 +200,7 @@ fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &Path
             }
             (w, None)
         }
+        SMode::Fastpath => unreachable!("handled above"),
         SMode::Tapsplice | SMode::Io => {
             let kind = if mode == SMode::Tapsplice { ApplianceKind::Tapsplice } else { ApplianceKind::Testpmd };
             let mut apps = tb.start_appliances_as(Some(kind))?;
@@ -207,6 +231,8 @@ fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &Path
         connections: c.tcp_connections,
         errors: g.errors + c.errors,
         passed: g.passed && c.passed,
+        fastpath_mpps: None,
+        fastpath_io_mpps: None,
         report,
     };
     eprintln!(
@@ -267,6 +293,8 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
     let gh = ratio(tg, g(SMode::Haproxy));
     let gi = ratio(tg, g(SMode::Io));
     let ch = ratio(c(SMode::Tapsplice), c(SMode::Haproxy));
+    let fp = med(SMode::Fastpath, |t| t.fastpath_mpps.unwrap_or(0.0));
+    let fio = med(SMode::Fastpath, |t| t.fastpath_io_mpps.unwrap_or(0.0));
     json!({
         "bench": "splice",
         "seconds": o.seconds,
@@ -283,7 +311,10 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
         "splice": rep.as_ref().and_then(|r| r.get("splice")).cloned(),
         "trials": trials,
         "passed": !trials.is_empty() && trials.iter().all(|t| t.passed),
-        "fastpath_vs_ioforward": Value::Null,
+        "fastpath_mpps": fp,
+        "fastpath_io_mpps": fio,
+        "fastpath_connections": crate::bench_fastpath::CONNECTIONS,
+        "fastpath_vs_ioforward": ratio(fp, fio),
         "goodput_vs_haproxy": gh,
         "goodput_vs_ioforward": gi,
         "conn_rate_vs_haproxy": ch,
@@ -298,8 +329,8 @@ pub fn print_human(v: &Value) {
         println!("  {:<10} {:>14} {:>16}", m, f(g), f(c));
     }
     println!(
-        "  goodput vs HAProxy {} (target 1.0), vs io-forward {} (target 0.9); connections/s vs HAProxy {} (target 1.0); fast path vs io-forward: not measured yet",
-        v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"]
+        "  goodput vs HAProxy {} (target 1.0), vs io-forward {} (target 0.9); connections/s vs HAProxy {} (target 1.0); fast path {} Mpps vs io-forward {} Mpps: {} (target 0.7)",
+        v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"], v["fastpath_mpps"], v["fastpath_io_mpps"], v["fastpath_vs_ioforward"]
     );
     if let Some(b) = v.get("burst_ns").filter(|b| !b.is_null()) {
         println!("  tapsplice per-burst processing time (ns): p50 {} p90 {} p99 {} p99.9 {} max {}", b["p50"], b["p90"], b["p99"], b["p99.9"], b["max"]);

@@ -534,6 +534,28 @@ impl Splice {
         self.counters.clone()
     }
 
+    /// Benchmarks: puts `n` synthetic established connections ([`crate::splice::synthetic`])
+    /// in the table, taking the NAT ports from the start of this lcore's range so that
+    /// connection i has port `nat_first + i`; returns how many it added.
+    pub fn preload_synthetic(&mut self, layout: &crate::splice::synthetic::Layout, n: usize) -> usize {
+        let now_s = self.now_s();
+        let mut added = 0;
+        for i in 0..n.min(crate::splice::synthetic::MAX_CONNECTIONS) {
+            let Some(port) = self.nat.take() else { break };
+            let mut e = crate::splice::synthetic::entry(layout, i, now_s);
+            e.nat.port = port;
+            if self.table.insert(e).is_none() {
+                self.nat.give_back(port);
+                break;
+            }
+            if let Some(c) = self.per_service.get_mut(0) {
+                *c += 1;
+            }
+            added += 1;
+        }
+        added
+    }
+
     /// Another handle on this lcore's per-backend counters (by pool, then member).
     pub fn member_counters(&self) -> BalanceCounters {
         self.member_counters.clone()

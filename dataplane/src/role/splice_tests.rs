@@ -661,3 +661,32 @@ fn least_connections_sends_new_clients_to_the_backend_with_fewer() {
         assert_eq!(syn.dst.0, BACKENDS[0], "client port {}", CPORT + p);
     }
 }
+
+#[test]
+fn synthetic_connections_are_spliced_both_ways() {
+    use crate::splice::synthetic::{frames, Layout};
+    let mut n = Net::new(64, 3);
+    let l = Layout {
+        vip: Endpoint { addr: VIP, port: 80 },
+        backend: Endpoint { addr: BACKENDS[0], port: 8080 },
+        nat: OWN[1],
+        nat_first: 20_000,
+        client_if: 0,
+        backend_if: 1,
+        client_mac: CLIENT_MAC,
+        backend_mac: BACKEND_MAC[0],
+    };
+    assert_eq!(n.role.preload_synthetic(&l, 10), 10);
+    assert_eq!(n.role.table().len(), 10);
+    for (k, f) in frames(&l, 10, (PORT_MAC[0], PORT_MAC[1])).iter().enumerate() {
+        let (v, out, _) = n.send(if k % 2 == 0 { 0 } else { 1 }, f);
+        let s = seen(&out);
+        if k % 2 == 0 {
+            assert_eq!((v, s.dst, s.dst_mac), (Verdict::Tx(1), (BACKENDS[0], 8080), BACKEND_MAC[0]), "frame {k}");
+        } else {
+            assert_eq!((v, s.src, s.dst_mac), (Verdict::Tx(0), (VIP, 80), CLIENT_MAC), "frame {k}");
+        }
+    }
+    // The NAT range is the full 100 ports; the preload took the first ten.
+    assert_eq!(n.role.nat.available(), 90);
+}

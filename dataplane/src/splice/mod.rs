@@ -4,6 +4,7 @@
 //! * [`options`] — the options a SYN offers, and the option block of the handshake
 //!   segments the appliance sends.
 //! * [`request`] — routing a connection by its first HTTP/1.x request (or its port).
+//! * [`synthetic`] — connections for the fast-path benchmark (entries and their frames).
 //! * [`table`] — the splice table (fixed capacity, both legs' keys, idle expiry) and the
 //!   FullNAT port ring.
 //! * [`translate`] — the per-segment rewrite of a spliced connection: addresses and ports,
@@ -13,5 +14,6 @@
 pub mod cookie;
 pub mod options;
 pub mod request;
+pub mod synthetic;
 pub mod table;
 pub mod translate;

@@ -1,0 +1,189 @@
+//! The splice fast path on one worker lcore versus io-forward on the same ports
+//! (`testbed bench splice`, mode `fastpath`): synthetic spliced traffic in both
+//! directions, no TCP stacks.
+//!
+//! Ports (both modes): `net_pcap0,rx_pcap=F,infinite_rx=1` replays a pcap of segments of
+//! N synthetic connections at full speed (its TX drops: no `tx_*` argument), and
+//! `net_null0,no-rx=1` is a sink. The pcap interleaves, per connection, a segment from the
+//! client to the VIP and one from the backend to the appliance's NAT address
+//! (`dataplane::splice::synthetic`, the generator the appliance uses for its entries).
+//! - tapsplice: `run --bench-splices N` preloads the matching established splices; every
+//!   segment is looked up, rewritten (addresses, ports, Δ, window, checksums) and sent on
+//!   (client segments to the sink, backend segments back out of the pcap port). Rate: the
+//!   worker's TX packets over `--seconds` from two `ctl stats` samples.
+//! - io: dpdk-testpmd io-forward on the same two vdevs. Rate: `show port stats` Rx-pps.
+
+use crate::bench_balance::{show_stats, Proc};
+use crate::guard;
+use crate::runid::RunId;
+use anyhow::{anyhow, bail, Context, Result};
+use dataplane::splice::synthetic::{frames, Layout, BACKEND_MAC, CLIENT_MAC};
+use dataplane::splice::translate::Endpoint;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Synthetic connections (2 segments each in the pcap).
+pub const CONNECTIONS: usize = 1024;
+
+fn layout() -> Layout {
+    Layout {
+        vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
+        backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
+        nat: Ipv4Addr::new(10, 1, 0, 2),
+        nat_first: 20_000,
+        client_if: 0,
+        backend_if: 1,
+        client_mac: CLIENT_MAC,
+        backend_mac: BACKEND_MAC,
+    }
+}
+
+/// A classic pcap file (microsecond timestamps, Ethernet) of `frames`.
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
+    let mut b = Vec::with_capacity(24 + frames.iter().map(|f| 16 + f.len()).sum::<usize>());
+    for v in [0xa1b2_c3d4u32] {
+        b.extend(v.to_le_bytes());
+    }
+    b.extend(2u16.to_le_bytes());
+    b.extend(4u16.to_le_bytes());
+    for v in [0u32, 0, 65_535, 1] {
+        b.extend(v.to_le_bytes());
+    }
+    for (i, f) in frames.iter().enumerate() {
+        for v in [0u32, i as u32, f.len() as u32, f.len() as u32] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend(f);
+    }
+    std::fs::write(path, b).with_context(|| format!("writing {}", path.display()))
+}
+
+fn rack(dir: &Path, prefix: &str, pcap: &Path) -> String {
+    format!(
+        r#"# testbed bench splice, fast path: the DUT
+[node]
+id = "fastpath"
+roles = ["splice"]
+
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "{prefix}"
+
+[mempool]
+mbufs = 8191
+
+[workers]
+burst = 32
+idle_backoff = false
+
+[[port]]
+name = "c"
+device = "net_pcap0"
+args = "rx_pcap={pcap},infinite_rx=1"
+addresses = ["10.0.0.2/24"]
+
+[[port]]
+name = "m"
+device = "net_null0"
+args = "no-rx=1"
+addresses = ["10.1.0.2/24"]
+
+[splice]
+nat_ports = "20000-59999"
+
+[[pool]]
+name = "p"
+via = "m"
+members = [{{ address = "10.1.0.21" }}]
+
+[[service]]
+name = "s"
+vip = "10.0.0.100"
+ports = [80]
+mode = "splice"
+pool = "p"
+via = "c"
+fault_tolerance = "none"
+
+[keys]
+syn_cookie_secret = "{dir}/rack.key"
+
+[ctl]
+socket = "{dir}/fastpath.sock"
+
+[metrics]
+enabled = false
+"#,
+        prefix = prefix,
+        pcap = pcap.display(),
+        dir = dir.display()
+    )
+}
+
+/// The worker's TX packets so far (`ctl stats`).
+fn tx_packets(bin: &Path, sock: &Path) -> Result<u64> {
+    let v = crate::ctl::json(bin, sock, "stats")?;
+    v["lcores"].as_array().and_then(|l| l.first()).and_then(|l| l["tx_packets"].as_u64()).ok_or_else(|| anyhow!("ctl stats: no lcore counters: {v}"))
+}
+
+/// Packets per second of (the splice fast path, io-forward), one trial each.
+pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round: u32) -> Result<(f64, f64)> {
+    let dir = run.run_dir();
+    let pcap = dir.join("fastpath.pcap");
+    if !pcap.exists() {
+        write_pcap(&pcap, &frames(&layout(), CONNECTIONS, ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])))?;
+    }
+    let window = Duration::from_secs_f64(seconds);
+
+    // tapsplice with the preloaded splices.
+    let prefix = run.file_prefix(&format!("fp{round}"));
+    guard::add_dpdk_prefix(&prefix);
+    let cfg = dir.join(format!("fastpath-{round}.toml"));
+    std::fs::write(&cfg, rack(&dir, &prefix, &pcap))?;
+    let mut c = Command::new(tapsplice);
+    c.arg("run").arg("--config").arg(&cfg).arg("--bench-splices").arg(CONNECTIONS.to_string());
+    let mut dut = Proc::spawn(c, "DUT (splice fast path)", &dir.join(format!("fastpath-{round}.log")), false)?;
+    let sock = dir.join("fastpath.sock");
+    let splice = (|| -> Result<f64> {
+        dut.wait_for(crate::appliance::READY_LINE, Duration::from_secs(30))?;
+        std::thread::sleep(Duration::from_secs(1));
+        let (a, t0) = (tx_packets(tapsplice, &sock)?, Instant::now());
+        std::thread::sleep(window);
+        let (b, t1) = (tx_packets(tapsplice, &sock)?, Instant::now());
+        Ok(b.saturating_sub(a) as f64 / t1.duration_since(t0).as_secs_f64())
+    })();
+    let lines = dut.stop(Duration::from_secs(10));
+    let splice = splice.map_err(|e| anyhow!("{e}; DUT: {}", lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")))?;
+
+    // testpmd io-forward on the same vdevs.
+    let prefix = run.file_prefix(&format!("fpio{round}"));
+    guard::add_dpdk_prefix(&prefix);
+    let mut g = Command::new("stdbuf");
+    g.arg("-o0")
+        .arg(testpmd)
+        .args(["-l", "0,1", "-m", "256", "--no-huge", "--no-pci", "--file-prefix", &prefix])
+        .arg("--vdev")
+        .arg(format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()))
+        .args(["--vdev", "net_null0,no-rx=1", "--", "-i", "--forward-mode=io", "--total-num-mbufs=8191", "--burst=32"]);
+    let mut io = Proc::spawn(g, "testpmd io-forward", &dir.join(format!("fastpath-io-{round}.log")), true)?;
+    let io_pps = (|| -> Result<f64> {
+        io.wait_for("Checking link statuses", Duration::from_secs(30))?;
+        io.send("start")?;
+        io.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+        std::thread::sleep(Duration::from_secs(1));
+        show_stats(&mut io)?;
+        std::thread::sleep(window);
+        Ok(show_stats(&mut io)? as f64)
+    })();
+    let _ = io.stop(Duration::from_secs(10));
+    let io_pps = io_pps?;
+    if splice <= 0.0 || io_pps <= 0.0 {
+        bail!("fast path: no packets measured (splice {splice} pps, io-forward {io_pps} pps)");
+    }
+    eprintln!("testbed: bench splice fast path: splice {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, io_pps / 1e6);
+    Ok((splice, io_pps))
+}
