@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(s.rules.default_pool, 0);
         assert!(sp.services[0].members.iter().all(|m| m.port == 1));
         assert_eq!(sp.client_ports(2), vec![0]);
-        assert_eq!((sp.mss, sp.wscale, sp.nat_ports, sp.capacity()), (1460, 9, (20_000, 59_999), 65_536));
+        assert_eq!((sp.mss, sp.wscale, sp.nat_ports, sp.capacity()), (1460, 7, (20_000, 59_999), 65_536));
         // A route to another pool gets its own table.
         let mut cfg = cfg;
         cfg.pool.push(crate::config::PoolConfig {

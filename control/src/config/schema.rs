@@ -855,7 +855,7 @@ pub struct SpliceConfig {
 
 impl Default for SpliceConfig {
     fn default() -> Self {
-        SpliceConfig { mss: 1460, wscale: 9, nat_ports: PortRange { first: 20_000, last: 59_999 }, handshakes: 1024 }
+        SpliceConfig { mss: 1460, wscale: 7, nat_ports: PortRange { first: 20_000, last: 59_999 }, handshakes: 1024 }
     }
 }
 

@@ -263,7 +263,7 @@ fn a_connection_is_answered_spliced_and_closed() {
     assert_eq!((r.src_mac, r.dst_mac), (PORT_MAC[0], CLIENT_MAC));
     assert_eq!((r.src, r.dst), ((VIP, 80), (CLIENT, CPORT)));
     assert_eq!((r.seq, r.ack), (a0.wrapping_add(1), ack_req));
-    assert_eq!(r.window, 63, "1000 << 5 >> 9, rounded up");
+    assert_eq!(r.window, 62, "1000 << 5 >> 9, rounded down");
     let ts_delta = ((T0_MS + 9) as u32).wrapping_sub(90_000);
     assert_eq!(r.opts.ts, Some((90_010u32.wrapping_add(ts_delta), 5002)));
     assert_eq!(r.payload, resp);

@@ -2,8 +2,10 @@
 //!
 //! The appliance A answered the client C's handshake with ISN a0 and opened the backend
 //! leg to S with C's own ISN, so only the server's sequence space moves: with s0 the ISN S
-//! chose, Δ = a0 − s0. Toward S acknowledgement numbers and SACK edges lose Δ; toward C
-//! sequence numbers and SACK edges gain Δ. Windows are rescaled from the sender's
+//! chose, Δ = a0 − s0. Toward S acknowledgement numbers and SACK edges lose Δ (both are
+//! in the space of the data S sent, which C sees shifted); toward C sequence numbers gain
+//! Δ, while acknowledgement numbers and SACK edges stay as they are (they cover C's own
+//! bytes, numbered alike on both legs). Windows are rescaled from the sender's
 //! advertised shift to the one its peer expects (rounded up — a window must never look
 //! smaller than the sender offered, or the receiver sees it shrink); timestamps move by the
 //! offset between A's clock and S's. Addresses and ports are rewritten for FullNAT or
@@ -109,13 +111,10 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
             break;
         }
         match (kind, len) {
-            (5, l) if (l - 2) % 8 == 0 => {
+            // SACK edges live in the acknowledgement number's space: moved toward S only.
+            (5, l) if (l - 2) % 8 == 0 && dir == Direction::ToServer => {
                 for edge in (at + 2..at + l).step_by(4) {
-                    let v = edit.u32_at(edge);
-                    let v = match dir {
-                        Direction::ToServer => v.wrapping_sub(o.delta),
-                        Direction::ToClient => v.wrapping_add(o.delta),
-                    };
+                    let v = edit.u32_at(edge).wrapping_sub(o.delta);
                     edit.set(edge, v.to_be_bytes());
                 }
             }
@@ -144,12 +143,16 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
     Ok(())
 }
 
-/// A window of `win` units of 2^`from` bytes, in units of 2^`to` bytes, rounded up and
-/// capped at the field's maximum.
+/// A window of `win` units of 2^`from` bytes, in units of 2^`to` bytes, rounded **down**
+/// and capped at the field's maximum: the client never sees more room than the backend
+/// offered. (Rounding up, to keep the right edge from ever moving left, let the client
+/// send up to 2^`to` − 1 bytes past the backend's real window; the backend dropped them,
+/// and under load each such overshoot waited for a retransmission timeout. A right edge
+/// that moves left by less than one unit is a shrink every sender copes with.)
 pub fn rescale(win: u16, from: u8, to: u8) -> u16 {
     let bytes = u64::from(win) << from.min(14);
     let unit = 1u64 << to.min(14);
-    u16::try_from(bytes.div_ceil(unit)).unwrap_or(u16::MAX)
+    u16::try_from(bytes / unit).unwrap_or(u16::MAX)
 }
 
 /// A TCP segment being rewritten and its checksum, kept up to date field by field.
@@ -270,6 +273,8 @@ mod tests {
 
     const NAT: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 2, 0, 1), port: 61000 };
     const SERVER: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 2, 0, 21), port: 8080 };
+    const CLIENT_VIEW: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 };
+    const CLIENT: Endpoint = Endpoint { addr: Ipv4Addr::new(10, 0, 0, 11), port: 40000 };
 
     #[test]
     fn a_segment_toward_the_server_loses_delta_on_ack_and_sack() {
@@ -291,12 +296,29 @@ mod tests {
         assert_eq!(full_tcp(&p), u16::from_be_bytes([p[36], p[37]]));
     }
 
+    /// S's SACK blocks name bytes of C's, numbered alike on both legs: C must get them
+    /// unchanged (shifting them by Δ made C ignore every SACK of an upload, so that each
+    /// loss waited for a retransmission timeout: found by the 1 % loss test).
+    #[test]
+    fn a_segment_toward_the_client_gains_delta_on_seq_and_keeps_its_ack_and_sack() {
+        let o = Offsets { delta: 1000, ts_delta: None, ws_server: 7, ws_promised: 7 };
+        let mut p = segment(111, 2000, 300, 0, &sack(&[(5000, 6000), (7000, 8000)]), b"");
+        rewrite(&mut p, Direction::ToClient, CLIENT_VIEW, CLIENT, &o).unwrap();
+        assert_eq!(u32::from_be_bytes(p[24..28].try_into().unwrap()), 1111, "seq + delta");
+        assert_eq!(u32::from_be_bytes(p[28..32].try_into().unwrap()), 2000, "ack unchanged");
+        let tcp = Tcp::parse(&p[20..]).unwrap();
+        let sacks: Vec<(u32, u32)> = tcp.options().filter_map(|o| if let TcpOption::Sack(b) = o { Some(b.iter().collect::<Vec<_>>()) } else { None }).flatten().collect();
+        assert_eq!(sacks, [(5000, 6000), (7000, 8000)], "same space as the ack");
+        assert_eq!(full_tcp(&p), u16::from_be_bytes([p[36], p[37]]));
+    }
+
     #[test]
     fn windows_are_rescaled_up_never_down() {
         assert_eq!(rescale(100, 7, 7), 100);
         assert_eq!(rescale(100, 7, 5), 400);
         assert_eq!(rescale(100, 5, 7), 25);
-        assert_eq!(rescale(101, 5, 7), 26, "rounded up");
+        assert_eq!(rescale(101, 5, 7), 25, "rounded down: never more than offered");
+        assert_eq!(rescale(3, 5, 7), 0, "less than one unit: zero");
         assert_eq!(rescale(u16::MAX, 9, 0), u16::MAX, "capped");
         assert_eq!(rescale(0, 3, 2), 0);
     }
@@ -340,23 +362,25 @@ mod tests {
             prop_assert!(checksum::verify(&p[..20]), "IPv4 checksum");
             prop_assert_eq!(full_tcp(&p), u16::from_be_bytes([p[36], p[37]]), "TCP checksum");
             let rd = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
-            let shift = |v: u32| if to_client { v.wrapping_add(delta) } else { v.wrapping_sub(delta) };
+            // SACK edges are in the acknowledgement number's space: S's data (shifted by Δ
+            // as C sees it) toward S, C's own bytes (the same on both legs) toward C.
+            let shift = |v: u32| if to_client { v } else { v.wrapping_sub(delta) };
             if to_client {
                 prop_assert_eq!(rd(&p, 24), seq.wrapping_add(delta));
                 prop_assert_eq!(rd(&p, 28), ack);
                 let w = u16::from_be_bytes([p[34], p[35]]);
                 let offered = u64::from(win) << ws_server;
                 let shown = u64::from(w) << ws_promised;
-                prop_assert!(shown >= offered || w == u16::MAX, "never smaller: {} < {}", shown, offered);
-                // Rounded up by less than one unit of the promised shift (unless capped,
-                // when `shown` may be below `offered`: test the cap first).
-                prop_assert!(w == u16::MAX || w == 0 || shown - offered < (1u64 << ws_promised));
+                prop_assert!(shown <= offered, "never more room than offered: {} > {}", shown, offered);
+                // Rounded down by less than one unit of the promised shift (unless capped).
+                prop_assert!(w == u16::MAX || offered - shown < (1u64 << ws_promised));
             } else {
                 prop_assert_eq!(rd(&p, 24), seq);
                 prop_assert_eq!(rd(&p, 28), ack.wrapping_sub(delta));
                 prop_assert_eq!(&p[34..36], &p0[34..36]);
             }
-            // Options at the same offsets: SACK edges shifted, timestamps translated.
+            // Options at the same offsets: SACK edges in the ack's space, timestamps
+            // translated.
             let tcp = Tcp::parse(&p[20..]).unwrap();
             for opt in tcp.options() {
                 match opt {
