@@ -30,8 +30,10 @@ fn detects_every_trial(fault: &str) {
     assert_eq!(v["trials"], 50, "{v}");
     assert_eq!(v["fault"], fault, "{v}");
     // From the fault to the decision is never longer than the silence since the last
-    // heartbeat (the node died after it).
-    assert!(v["from_fault_max_intervals"].as_f64().unwrap() <= v["max_intervals"].as_f64().unwrap() + 0.2, "{v}");
+    // heartbeat (the node died after it) — give or take the time the fault took to act
+    // (power-off runs the switch's fence agent, during which one more heartbeat may go).
+    let latency = v["fault_latency_max_ms"].as_f64().unwrap() / v["interval_ms"].as_f64().unwrap();
+    assert!(v["from_fault_max_intervals"].as_f64().unwrap() <= v["max_intervals"].as_f64().unwrap() + 0.2 + latency, "{v}");
     let k = v["k"].as_f64().unwrap();
     let min = v["min_intervals"].as_f64().unwrap();
     let (p50, p99, max) = (
