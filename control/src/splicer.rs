@@ -69,13 +69,11 @@ impl SplicePlan {
         // One selection table per pool a splice service uses (its default pool and its
         // rules' pools), planned like a balance service named after the pool.
         let mut services: Vec<ServicePlan> = Vec::new();
-        let mut pool_index = |name: &str, s: &crate::config::ServiceConfig| -> Result<usize, String> {
+        // `vip`: the service's IPv4 VIP (checked once by the caller).
+        let mut pool_index = |name: &str, s: &crate::config::ServiceConfig, vip: Ipv4Addr| -> Result<usize, String> {
             if let Some(i) = services.iter().position(|p| p.name == name) {
                 return Ok(i);
             }
-            let IpAddr::V4(vip) = s.vip else {
-                return Err(format!("{}: service {:?}: the splice role serves IPv4 VIPs only", cfg.source, s.name));
-            };
             let client_port = s
                 .via
                 .as_deref()
@@ -98,7 +96,7 @@ impl SplicePlan {
                 return Err(format!("{}: service {:?}: the splice role serves IPv4 VIPs only", cfg.source, s.name));
             };
             let default = s.pool.as_deref().ok_or_else(|| format!("{}: service {:?} needs a pool", cfg.source, s.name))?;
-            let default_pool = pool_index(default, s)?;
+            let default_pool = pool_index(default, s, vip)?;
             let mut rules = Vec::new();
             for r in &s.route {
                 rules.push(Rule {
@@ -106,7 +104,7 @@ impl SplicePlan {
                     path_prefix: r.path_prefix.clone(),
                     methods: r.methods.clone(),
                     dst_ports: r.dst_ports.iter().map(|p| (p.first, p.last)).collect(),
-                    pool: pool_index(&r.pool, s)?,
+                    pool: pool_index(&r.pool, s, vip)?,
                 });
             }
             specs.push(SpliceService {
