@@ -35,7 +35,7 @@ use sha2::Sha256;
 use crate::balancer::ServicePlan;
 use crate::ctl::handler::SplicesFn;
 use crate::ctl::proto::{ErrorBody, ErrorCode, SpliceRow, SplicesQuery, SplicesResult, SPLICES_DEFAULT_LIMIT};
-use crate::config::{PoolSelection, RackConfig, ServiceMode};
+use crate::config::{NatMode, PoolSelection, RackConfig, ServiceMode};
 
 /// What `run` needs to start the splice role.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +112,7 @@ impl SplicePlan {
                 ports: s.ports.iter().map(|r| (r.first, r.last)).collect(),
                 rules: Rules { rules, default_pool },
                 max_connections: s.max_connections,
+                transparent: s.nat == NatMode::Transparent,
                 first_request_ms: s.timeouts.first_request_ms,
                 connect_ms: s.timeouts.connect_ms,
                 connect_attempts: s.timeouts.connect_attempts,

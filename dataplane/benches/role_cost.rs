@@ -112,6 +112,101 @@ fn main() {
     }
     let sp = median(sp);
     println!("role_cost: splice rewrite {sp:.2} ns/frame ({:.2} x forward)", sp / fw);
+
+    // The whole splice role on established connections (lookup, rewrite, counters), both
+    // directions, against the forward role over the same frames; each frame is copied in
+    // fresh first (as net_pcap's infinite_rx does), for both roles alike.
+    for conns in [1024, 32_768] {
+        let (fw, sp) = splice_role(conns, rounds / 20);
+        println!("role_cost: splice role, {conns} connections: forward {fw:.2} ns/frame, splice {sp:.2} ns/frame ({:.2} x forward)", sp / fw);
+    }
+}
+
+/// Medians of 7 (forward, splice) ns per frame over the synthetic traffic of `conns`
+/// established splices in a table of the appliance's default capacity.
+fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
+    use dataplane::balance::SelectionTable;
+    use dataplane::role::splice::{Clock, Splice, SplicePool, SpliceService, SpliceSettings};
+    use dataplane::splice::cookie::{CookieKeys, Key};
+    use dataplane::splice::request::Rules;
+    use dataplane::splice::synthetic::{self, Layout, BACKEND_MAC, CLIENT_MAC};
+    use dataplane::splice::translate::Endpoint;
+    let layout = Layout {
+        vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
+        backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
+        nat: Ipv4Addr::new(10, 1, 0, 1),
+        nat_first: 20_000,
+        client_if: 0,
+        backend_if: 1,
+        client_mac: CLIENT_MAC,
+        backend_mac: BACKEND_MAC,
+    };
+    let service = SpliceService {
+        vip: layout.vip.addr,
+        ports: vec![(80, 80)],
+        rules: Rules::default(),
+        max_connections: 65_536,
+        transparent: false,
+        first_request_ms: 5000,
+        connect_ms: 1000,
+        connect_attempts: 3,
+        idle_ms: 600_000,
+        half_closed_ms: 10_000,
+    };
+    let settings = SpliceSettings {
+        mss: 1460,
+        wscale: 7,
+        capacity: 65_536,
+        handshakes: 1024,
+        request_buffer_bytes: 16_384,
+        nat_ports: (20_000, 59_999),
+        seed: 1,
+        clock: Clock { tsc_hz: 1_000_000_000, tsc0: 0, unix_ms0: 1_700_000_000_000 },
+    };
+    let members = [MemberSpec { key: member_key(b"b1"), weight: 1, entry: MemberEntry { mac: BACKEND_MAC, port: 1 } }];
+    let table: Option<SelectionTable> = SelectionTable::build(FlowHasher::new(HashPolicy::L34, 1), &members, None).ok();
+    let pools = vec![SplicePool { backends: vec![(layout.backend.addr, None)], least_connections: false }];
+    let keys = CookieKeys { current: Key([7; 16]), previous: None };
+    let mut splice = Splice::new(vec![service], pools, settings, keys, Arc::new(BalanceTables { vips: vec![table] }), local(), &[0], None).expect("role");
+    assert_eq!(splice.preload_synthetic(&layout, conns), conns);
+    let pristine = synthetic::frames(&layout, conns, (PORT_MAC[0], PORT_MAC[1]));
+    let mut work = pristine.clone();
+    // The forward role owns no address the frames are for (the NAT address is the
+    // splice's own), so it forwards both directions.
+    let mut forward = Forward::new(&[(0, 1), (1, 0)], local().into_iter().map(|l| LocalAddrs { ipv4: vec![], ..l }).collect());
+    // One pass: every frame copied in fresh, then handed to `burst` a burst at a time.
+    let mut pass = |burst: &mut dyn FnMut(&mut [Vec<u8>])| -> f64 {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for (frames, fresh) in work.chunks_mut(BURST).zip(pristine.chunks(BURST)) {
+                for (f, p) in frames.iter_mut().zip(fresh) {
+                    f.copy_from_slice(p);
+                }
+                burst(frames);
+            }
+        }
+        start.elapsed().as_nanos() as f64 / (rounds * pristine.len()) as f64
+    };
+    // Even frames come from the clients (port 0), odd ones from the backend (port 1).
+    fn lcore<R: Role>(role: &mut R, frames: &mut [Vec<u8>], counters: &mut LcoreCounters) {
+        for f in frames.iter() {
+            role.prefetch(f);
+        }
+        let mut ctx = Ctx { now_tsc: 0, counters, emit: &mut dataplane::role::NoEmit, clock: None };
+        for (i, f) in frames.iter_mut().enumerate() {
+            match black_box(role.handle((i % 2) as u16, f.as_mut_slice(), &mut ctx)) {
+                Verdict::Tx(_) => {}
+                v => panic!("{} role did not send a frame on: {v:?}", role.name()),
+            }
+        }
+    }
+    let mut counters = LcoreCounters::default();
+    let (mut fw, mut sp) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        fw.push(pass(&mut |frames| lcore(&mut forward, frames, &mut counters)));
+        sp.push(pass(&mut |frames| lcore(&mut splice, frames, &mut counters)));
+    }
+    (median(fw), median(sp))
 }
 
 /// ns per frame of `splice::translate::rewrite` on the IPv4 packets of `frames` (UDP

@@ -164,20 +164,33 @@ pub fn ports(t: &Table) -> Result<Vec<RackPort>> {
     Ok(out)
 }
 
-/// Set `value` at a dotted `path` (e.g. `workers.idle_backoff`), creating tables.
+/// Set `value` at a dotted `path` (e.g. `workers.idle_backoff`), creating tables; a
+/// number after an array of tables picks its element (`service.0.nat`).
 pub fn set_path(t: &mut Table, path: &str, value: Value) -> Result<()> {
     let keys: Vec<&str> = path.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         bail!("bad key path `{}`", path);
     }
     let mut cur = t;
-    for k in &keys[..keys.len() - 1] {
-        let entry = cur
-            .entry(k.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
-        cur = entry
-            .as_table_mut()
-            .ok_or_else(|| anyhow!("`{}`: `{}` is not a table", path, k))?;
+    let mut i = 0;
+    while i < keys.len() - 1 {
+        let k = keys[i];
+        let entry = cur.entry(k.to_string()).or_insert_with(|| Value::Table(Table::new()));
+        let next = match entry {
+            Value::Array(items) => {
+                let index: usize = keys
+                    .get(i + 1)
+                    .filter(|_| i + 1 < keys.len() - 1)
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow!("`{}`: `{}` is an array: give an element's index after it", path, k))?;
+                let len = items.len();
+                i += 1;
+                items.get_mut(index).ok_or_else(|| anyhow!("`{}`: `{}` has {} elements", path, k, len))?
+            }
+            other => other,
+        };
+        cur = next.as_table_mut().ok_or_else(|| anyhow!("`{}`: `{}` is not a table", path, keys[i]))?;
+        i += 1;
     }
     cur.insert(keys[keys.len() - 1].to_string(), value);
     Ok(())
@@ -369,6 +382,21 @@ device = "0000:03:00.0"
         assert_eq!(ports[2].tap_ifname, None);
         let text = toml::to_string(&t).unwrap();
         assert!(text.contains("iface=t0000001"));
+    }
+
+    #[test]
+    fn set_path_reaches_into_arrays_of_tables() {
+        let mut t: Table = "[[service]]\nname = \"a\"\n[[service]]\nname = \"b\"\n".parse().unwrap();
+        set_path(&mut t, "service.1.nat", Value::String("transparent".into())).unwrap();
+        set_path(&mut t, "service.0.timeouts.connect_ms", Value::Integer(5)).unwrap();
+        let svc = t["service"].as_array().unwrap();
+        assert_eq!(svc[1]["nat"].as_str(), Some("transparent"));
+        assert_eq!(svc[0]["timeouts"]["connect_ms"].as_integer(), Some(5));
+        assert!(svc[0].get("nat").is_none());
+        let e = set_path(&mut t, "service.2.nat", Value::Integer(1)).unwrap_err().to_string();
+        assert!(e.contains("has 2 elements"), "{e}");
+        let e = set_path(&mut t, "service.nat", Value::Integer(1)).unwrap_err().to_string();
+        assert!(e.contains("is an array"), "{e}");
     }
 
     fn settings_for<'a>(

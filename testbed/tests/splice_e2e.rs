@@ -79,6 +79,9 @@ fn splice_through_tapsplice() {
 #[test]
 fn splice_with_one_percent_loss_is_byte_exact() {
     let (out, v) = run_topology_report("splice-loss.toml", Duration::from_secs(450));
+    // The appliance's side first: a client's reset is explained by these counters.
+    eprintln!("splice counters: {}", v["appliance"]["splice"]);
+    eprintln!("lcore drops: {}", v["appliance"]["lcores"][0]["drops"]);
     assert_workloads_exact(&v);
     for (name, bytes) in [("downloads", 1_000_000_000u64), ("uploads", 100 * 160 * 65536)] {
         let w = workload(&v, name);
@@ -88,11 +91,45 @@ fn splice_with_one_percent_loss_is_byte_exact() {
         assert_eq!(w["tcp_connections"], 100, "{}", w);
     }
     let sp = &v["appliance"]["splice"];
-    eprintln!("splice counters: {}", sp);
     let n = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
     assert_eq!(n("established"), 200, "{}", sp);
     assert_eq!(n("finished"), 200, "{}", sp);
     for k in ["backends_exhausted", "resets", "refused_full"] {
+        assert_eq!(n(k), 0, "{}: {}", k, sp);
+    }
+    assert_eq!(v["passed"], true, "{}", v["failures"]);
+    assert!(out.status.success(), "{}", dump(&out));
+    assert_cleaned(v["run_id"].as_str().unwrap());
+}
+
+/// topologies/splice-transparent.toml: the same service with `nat = "transparent"`. The
+/// backends see the clients' own addresses and ports (every connection a backend accepted
+/// is attributed to the client that opened it), reply through the appliance, and every
+/// byte arrives; no NAT port is involved.
+#[test]
+fn transparent_splice_keeps_client_addresses() {
+    let (out, v) = run_topology_report("splice-transparent.toml", Duration::from_secs(300));
+    for c in v["checks"].as_array().unwrap() {
+        assert_eq!(c["passed"], true, "{}", c);
+    }
+    eprintln!("splice counters: {}", v["appliance"]["splice"]);
+    assert_workloads_exact(&v);
+    let mut total = 0;
+    for (name, conns) in [("requests", 320u64), ("keepalive", 8), ("downloads", 4), ("uploads", 4)] {
+        let w = workload(&v, name);
+        assert_eq!(w["errors"], 0, "{}", w);
+        assert_eq!(w["tcp_connections"], conns, "{}", w);
+        // The backends saw the clients themselves.
+        assert_eq!(w["unattributed_connections"], 0, "{}: {}", name, w);
+        let attributed: u64 = w["servers"].as_array().unwrap().iter().map(|s| s["connections"].as_u64().unwrap()).sum();
+        assert_eq!(attributed, conns, "{}: {}", name, w);
+        total += conns;
+    }
+    let sp = &v["appliance"]["splice"];
+    let n = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
+    assert_eq!(n("established"), total, "{}", sp);
+    assert_eq!(n("finished"), total, "{}", sp);
+    for k in ["refused_full", "refused_no_backend", "backends_exhausted", "resets"] {
         assert_eq!(n(k), 0, "{}: {}", k, sp);
     }
     assert_eq!(v["passed"], true, "{}", v["failures"]);

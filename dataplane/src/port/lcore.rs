@@ -62,10 +62,12 @@ pub fn new_slot(lcore: u32) -> Slot {
 struct TxBatch {
     mbufs: Vec<*mut sys::rte_mbuf>,
     bytes: u64,
+    /// The first `emitted` mbufs are the role's own frames (they go out first).
+    emitted: usize,
 }
 
 /// The lcore's [`Emit`]: frames a role originates, in fresh mbufs from the worker's
-/// mempool, held until the round's frames go out (then appended to their port's batch).
+/// mempool, held until the round's frames go out (then put at the head of their port's batch).
 struct MbufEmit {
     pool: Mempool,
     frames: Vec<(PortIndex, *mut sys::rte_mbuf)>,
@@ -178,7 +180,7 @@ impl<R: Role + 'static> Worker<R> {
         let mut tx: Vec<TxBatch> = self
             .dpdk_ports
             .iter()
-            .map(|_| TxBatch { mbufs: Vec::with_capacity(3 * round), bytes: 0 })
+            .map(|_| TxBatch { mbufs: Vec::with_capacity(3 * round), bytes: 0, emitted: 0 })
             .collect();
         let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(3 * round);
         let mut counters = LcoreCounters::default();
@@ -225,6 +227,16 @@ impl<R: Role + 'static> Worker<R> {
                 });
                 counters.rx_packets += n as u64;
                 let mut rx_bytes = 0u64;
+                // First a look at every frame of the burst, so that the role's table
+                // fetches overlap (Role::prefetch); then the frames one by one.
+                for &m in &rx_buf[..n] {
+                    // SAFETY: as below; read only.
+                    let frame = unsafe {
+                        let mb = &*m;
+                        std::slice::from_raw_parts((mb.buf_addr as *const u8).add(mb.data_off as usize), mb.data_len as usize)
+                    };
+                    self.role.prefetch(frame);
+                }
                 let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
                 for &m in &rx_buf[..n] {
                     // SAFETY: m is a valid mbuf that rx_burst handed to us.
@@ -278,7 +290,11 @@ impl<R: Role + 'static> Worker<R> {
                 for (port, m) in emitter.frames.drain(..) {
                     match tx.get_mut(usize::from(port)) {
                         Some(batch) => {
-                            batch.mbufs.push(m);
+                            // Ahead of the forwarded frames: when a full ring refuses the
+                            // tail of the batch, it is data that TCP retransmits within an
+                            // RTT, not a handshake segment whose loss costs a timeout.
+                            batch.mbufs.insert(batch.emitted, m);
+                            batch.emitted += 1;
                             // SAFETY: an mbuf the emitter allocated and set up.
                             batch.bytes += u64::from(unsafe { (*m).pkt_len });
                             counters.emitted += 1;
@@ -320,6 +336,7 @@ impl<R: Role + 'static> Worker<R> {
                     counters.tx_bytes += batch.bytes;
                     batch.mbufs.clear();
                     batch.bytes = 0;
+                    batch.emitted = 0;
                 }
                 if !to_free.is_empty() {
                     // SAFETY: each pointer is an mbuf we own and hand back exactly once.

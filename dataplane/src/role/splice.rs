@@ -9,7 +9,9 @@
 //! 2. **The handshake's ACK** (no entry yet): the cookie is checked ([`cookie::check`];
 //!    a miss is dropped as `bad_cookie`). Then the backend is chosen — the service's
 //!    weighted Maglev table (built by the control thread from health and weights, as for
-//!    `balance`) hashed on C's address and port — a FullNAT port taken, the entry created
+//!    `balance`) hashed on C's address and port — a FullNAT port taken (in transparent
+//!    mode none: the backend leg keeps C's address and port, and the backends route
+//!    their replies to C through the appliance), the entry created
 //!    ([`State::Connecting`]) and a SYN sent to the backend S with C's ISN c0 and C's
 //!    options (MSS clamped to the appliance's). A full table, a service at its
 //!    `max_connections`, no NAT port or no room for another handshake in progress answer
@@ -20,7 +22,8 @@
 //! 4. **S's SYN-ACK**: Δ = a0 − s0, S's window shift and the timestamp offset are
 //!    recorded, the buffered bytes are sent to S at their original sequence numbers (or a
 //!    pure ACK when there are none), and the entry is [`State::Established`]. S's RST, or
-//!    no answer within `connect_ms` after `connect_attempts` SYNs, moves the connection to
+//!    no answer to `connect_attempts` SYNs (waiting `connect_ms`, then twice as long after
+//!    each retransmission), moves the connection to
 //!    the next live backend; when none is left C gets a RST.
 //! 5. **Spliced**: every segment is rewritten by [`translate::rewrite`] (addresses, ports,
 //!    Δ, SACK, windows, timestamps) and its MACs set for the other leg. FINs and RSTs are
@@ -53,7 +56,7 @@ use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
 use crate::splice::request::{Decision, Rules};
-use crate::splice::table::{flag, Entry, LegKey, NatPorts, SpliceTable, State, Traffic};
+use crate::splice::table::{flag, Entry, Leg, LegKey, NatPorts, SpliceTable, State, Traffic};
 use crate::splice::translate::{rewrite, Direction, Endpoint};
 use crate::stats::DropReason;
 
@@ -77,8 +80,12 @@ pub struct SpliceService {
     pub rules: Rules,
     /// Connections of this service one lcore holds at most.
     pub max_connections: u32,
+    /// Transparent mode: the backend leg keeps the client's address and port (no NAT
+    /// port), and the backends route their replies to the clients through the appliance.
+    pub transparent: bool,
     /// A connection whose first request is not complete within this time is reset.
     pub first_request_ms: u32,
+    /// The wait for a backend's answer to the first SYN; each retransmission doubles it.
     pub connect_ms: u32,
     /// SYNs sent to one backend before the next one is tried.
     pub connect_attempts: u32,
@@ -430,6 +437,8 @@ pub struct Splice {
     /// The TSC the cached clock values below were computed for.
     clock_tsc: u64,
     now_ms: u64,
+    /// `now_ms` in seconds (entries' `last_seen`), kept so the fast path does not divide.
+    now_s: u32,
     /// The millisecond of the last timer pass (`Role::tick` does its work once per ms).
     last_tick_ms: u64,
 }
@@ -525,6 +534,7 @@ impl Splice {
             counters: SpliceCounters::default(),
             clock_tsc: 0,
             now_ms,
+            now_s: (now_ms / 1000) as u32,
             last_tick_ms: 0,
         })
     }
@@ -570,11 +580,13 @@ impl Splice {
         if tsc != self.clock_tsc {
             self.clock_tsc = tsc;
             self.now_ms = self.settings.clock.unix_ms(tsc);
+            self.now_s = (self.now_ms / 1000) as u32;
         }
     }
 
+    #[inline(always)]
     fn now_s(&self) -> u32 {
-        (self.now_ms / 1000) as u32
+        self.now_s
     }
 
     /// Our timestamp clock (milliseconds).
@@ -692,14 +704,21 @@ impl Splice {
         let vip = Endpoint { addr: t.vip, port: t.vip_port };
         let client_mac = mac_at(frame, 6);
         let svc = &self.services[service];
-        let full = self.per_service[service] >= svc.max_connections || self.free_handshakes.is_empty() || self.nat.available() == 0 || self.table.len() >= self.table.capacity();
+        let transparent = svc.transparent;
+        let full = self.per_service[service] >= svc.max_connections || self.free_handshakes.is_empty() || (!transparent && self.nat.available() == 0) || self.table.len() >= self.table.capacity();
         if full {
             self.counters.add(SpliceStat::RefusedFull, 1);
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
             return Verdict::Drop(DropReason::SpliceFull);
         }
-        let Some(nat_port) = self.nat.take() else {
-            return Verdict::Drop(DropReason::SpliceFull);
+        // Transparent: the client's own port on the backend leg, none of ours.
+        let nat_port = if transparent {
+            client.port
+        } else {
+            let Some(port) = self.nat.take() else {
+                return Verdict::Drop(DropReason::SpliceFull);
+            };
+            port
         };
         let ts = timestamps(tcp);
         let unset = Endpoint { addr: Ipv4Addr::UNSPECIFIED, port: 0 };
@@ -712,7 +731,7 @@ impl Splice {
             ts_delta: 0,
             ws_server: 0,
             ws_promised: if opts.wscale.is_some() { self.settings.wscale } else { 0 },
-            flags: if ts.is_some() { flag::TS } else { 0 },
+            flags: if ts.is_some() { flag::TS } else { 0 } | if transparent { flag::TRANSPARENT } else { 0 },
             state: State::Routing,
             service: service as u16,
             pool: 0,
@@ -724,7 +743,9 @@ impl Splice {
             last_seen: self.now_s(),
         };
         let Some(slot) = self.table.insert_client(entry) else {
-            self.nat.give_back(nat_port);
+            if !transparent {
+                self.nat.give_back(nat_port);
+            }
             self.counters.add(SpliceStat::RefusedFull, 1);
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
             return Verdict::Drop(DropReason::SpliceFull);
@@ -828,10 +849,15 @@ impl Splice {
     /// tuple taken).
     fn attach_backend(&mut self, slot: u32, pool: usize, member: u16, m: MemberEntry) -> bool {
         let Some(e) = self.table.get(slot).copied() else { return false };
-        let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else { return false };
         let Some(&(addr, port)) = self.pools.get(pool).and_then(|p| p.backends.get(usize::from(member))) else { return false };
         let backend = Endpoint { addr, port: port.unwrap_or(e.vip.port) };
-        if !self.table.set_backend(slot, backend, Endpoint { addr: nat_addr, port: e.nat.port }) {
+        let source = if e.flags & flag::TRANSPARENT != 0 {
+            e.client
+        } else {
+            let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else { return false };
+            Endpoint { addr: nat_addr, port: e.nat.port }
+        };
+        if !self.table.set_backend(slot, backend, source) {
             return false;
         }
         if e.state != State::Routing {
@@ -853,7 +879,9 @@ impl Splice {
     /// Gives back what a connection removed from the table held: its NAT port, its place
     /// in its service's count and its backend's.
     fn forget(&mut self, e: &Entry) {
-        self.nat.give_back(e.nat.port);
+        if e.flags & flag::TRANSPARENT == 0 {
+            self.nat.give_back(e.nat.port);
+        }
         self.release_backend(e);
         if let Some(n) = self.per_service.get_mut(usize::from(e.service)) {
             *n = n.saturating_sub(1);
@@ -1037,16 +1065,12 @@ impl Splice {
     }
 
     /// A segment from a client to a spliced service.
-    fn from_client(&mut self, ingress: PortIndex, frame: &mut [u8], service: usize, t: Tuple, ctx: &mut Ctx<'_>) -> Verdict {
-        let key = LegKey { remote: t.client, local: t.vip, remote_port: t.client_port, local_port: t.vip_port };
+    /// `found`: the connection the table holds for the tuple and its state, if any.
+    fn from_client(&mut self, ingress: PortIndex, frame: &mut [u8], service: usize, found: Option<(u32, State)>, t: Tuple, ctx: &mut Ctx<'_>) -> Verdict {
         let ip_end = 14 + usize::from(u16::from_be_bytes([frame[16], frame[17]]));
-        let found = self.table.find(&key);
-        let (fl, state) = {
-            let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
-            (tcp.flags(), found.and_then(|s| self.table.get(s)).map(|e| e.state))
-        };
+        let fl = frame[34 + 13];
         let syn_only = fl & (flags::SYN | flags::ACK | flags::RST) == flags::SYN;
-        if let (Some(slot), Some(st)) = (found, state) {
+        if let Some((slot, st)) = found {
             let setting_up = matches!(st, State::Routing | State::Connecting);
             if syn_only && !setting_up {
                 // A new connection on a tuple whose old one we still hold: the old one is
@@ -1207,13 +1231,22 @@ impl Role for Splice {
     fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
         self.tick_clock(ctx.now_tsc);
         if let Some(f) = fast_v4(frame).filter(|f| f.protocol == ip_proto::TCP) {
-            if let Some(service) = self.service_for(f.dst, f.dst_port) {
-                let t = Tuple { client: f.src, client_port: f.src_port, vip: f.dst, vip_port: f.dst_port };
-                return self.from_client(ingress, frame, service, t, ctx);
-            }
+            // One lookup tells a spliced connection's segment (either leg) from the rest.
             let key = LegKey { remote: f.src, local: f.dst, remote_port: f.src_port, local_port: f.dst_port };
-            if let Some(slot) = self.table.find(&key).filter(|&s| self.table.get(s).is_some_and(|e| e.nat == Endpoint { addr: f.dst, port: f.dst_port })) {
-                return self.from_backend(slot, frame, ctx);
+            let t = Tuple { client: f.src, client_port: f.src_port, vip: f.dst, vip_port: f.dst_port };
+            match self.table.find(&key) {
+                Some((slot, Leg::Backend)) => return self.from_backend(slot, frame, ctx),
+                Some((slot, Leg::Client)) => {
+                    if let Some(e) = self.table.get(slot) {
+                        let (service, state) = (usize::from(e.service), e.state);
+                        return self.from_client(ingress, frame, service, Some((slot, state)), t, ctx);
+                    }
+                }
+                None => {
+                    if let Some(service) = self.service_for(f.dst, f.dst_port) {
+                        return self.from_client(ingress, frame, service, None, t, ctx);
+                    }
+                }
             }
             let (lo, hi) = self.settings.nat_ports;
             if (lo..=hi).contains(&f.dst_port) && self.local.iter().any(|l| l.owns(f.dst)) {
@@ -1223,6 +1256,13 @@ impl Role for Splice {
             }
         }
         self.other(ingress, frame, ctx)
+    }
+
+    #[inline]
+    fn prefetch(&self, frame: &[u8]) {
+        if let Some(f) = fast_v4(frame) {
+            self.table.prefetch(&LegKey { remote: f.src, local: f.dst, remote_port: f.src_port, local_port: f.dst_port });
+        }
     }
 
     fn tick(&mut self, ctx: &mut Ctx<'_>) {
@@ -1251,8 +1291,11 @@ impl Role for Splice {
             let (attempts, connect_ms) = (svc.connect_attempts.max(1), u64::from(svc.connect_ms));
             let hs = &mut self.handshakes[h];
             if hs.attempts < attempts {
+                // Each retransmission waits twice as long as the one before (as a kernel's
+                // SYN backoff does): a backend path that drops frames because it is
+                // congested gets time to drain instead of three SYNs into the same burst.
+                hs.deadline_ms = now + (connect_ms << hs.attempts.min(16));
                 hs.attempts += 1;
-                hs.deadline_ms = now + connect_ms;
                 self.backend_syn(h as u16, ctx);
             } else {
                 self.next_backend(slot, SpliceStat::BackendTimeouts, ctx);

@@ -63,16 +63,18 @@ impl Net {
     }
 
     fn routed(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules) -> Net {
-        Net::build(capacity, attempts, tables, rules, false)
+        Net::build(capacity, attempts, tables, rules, false, false)
     }
 
-    /// `least`: pool 0 chooses by least connections.
-    fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool) -> Net {
+    /// `least`: pool 0 chooses by least connections; `transparent`: the service keeps the
+    /// client's address on the backend leg.
+    fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool) -> Net {
         let service = SpliceService {
             vip: VIP,
             ports: vec![(80, 80)],
             rules,
             max_connections: 1000,
+            transparent,
             first_request_ms: 3000,
             connect_ms: 1000,
             connect_attempts: attempts,
@@ -399,12 +401,20 @@ fn a_silent_backend_gets_its_attempts_then_the_next_backend_is_tried() {
     let out = n.tick();
     assert_eq!(out.len(), 1);
     assert_eq!(seen(&out[0].1).dst, syn.dst, "second attempt, same backend");
-    n.now += 1100;
+    // Each retransmission waits twice as long as the one before: 2 s for the second.
+    n.now += 1900;
+    assert!(n.tick().is_empty(), "the second SYN waits 2 s");
+    assert_eq!(n.stat(SpliceStat::BackendTimeouts), 0);
+    n.now += 200;
     let out = n.tick();
     let next = seen(&out[0].1);
     assert_ne!(next.dst, syn.dst);
     assert_eq!(n.stat(SpliceStat::BackendTimeouts), 1);
     assert_eq!(n.stat(SpliceStat::BackendSyns), 3);
+    // The next backend starts over at 1 s.
+    n.now += 1100;
+    let out = n.tick();
+    assert_eq!(seen(&out[0].1).dst, next.dst, "second attempt at the next backend after 1 s");
     // The next backend answers: the buffered request follows.
     let f = seg(BACKEND_MAC[1], PORT_MAC[1], next.dst, next.src, 5, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[], b"");
     let (_, _, out) = n.send(1, &f);
@@ -638,7 +648,7 @@ fn the_operator_dump_lists_matching_connections_up_to_the_limit() {
 
 #[test]
 fn least_connections_sends_new_clients_to_the_backend_with_fewer() {
-    let mut n = Net::build(64, 3, tables(&[1, 1]), Rules::default(), true);
+    let mut n = Net::build(64, 3, tables(&[1, 1]), Rules::default(), true, false);
     // Alternate: every new connection goes where fewer are open.
     let mut per = [0u32; 2];
     for p in 0..10 {
@@ -689,4 +699,44 @@ fn synthetic_connections_are_spliced_both_ways() {
     }
     // The NAT range is the full 100 ports; the preload took the first ten.
     assert_eq!(n.role.nat.available(), 90);
+}
+
+#[test]
+fn a_transparent_service_keeps_the_client_address_on_the_backend_leg() {
+    let mut n = Net::build(64, 3, tables(&[1, 1]), Rules::default(), false, true);
+    let free = n.role.nat.available();
+    let (a0, syn) = connect(&mut n, CPORT, b"hi");
+    // The backend sees the client itself; no NAT port is taken.
+    assert_eq!(syn.src, (CLIENT, CPORT));
+    assert_eq!(syn.src_mac, PORT_MAC[1]);
+    assert_eq!(n.role.nat.available(), free);
+    let b = BACKENDS.iter().position(|&a| a == syn.dst.0).unwrap();
+    // Its SYN-ACK, routed back through the appliance to the client's address, is ours.
+    let s0 = 77;
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], syn.dst, syn.src, s0, C0.wrapping_add(1), flags::SYN | flags::ACK, 65_535, &[2, 4, 5, 0xb4], b"");
+    let (v, _, out) = n.send(1, &f);
+    assert_eq!(v, Verdict::Consumed);
+    let replay = seen(&out[0].1);
+    assert_eq!((replay.src, replay.dst, replay.payload.as_slice()), ((CLIENT, CPORT), syn.dst, &b"hi"[..]));
+    // Both ways spliced: the client's segment keeps its source, the backend's reply goes
+    // out from the VIP.
+    let (v, f, _) = from_client(&mut n, CPORT, C0.wrapping_add(3), a0.wrapping_add(1), flags::ACK, &[], b"more");
+    assert_eq!(v, Verdict::Tx(1));
+    let up = seen(&f);
+    assert_eq!((up.src, up.dst, up.ack), ((CLIENT, CPORT), syn.dst, s0 + 1));
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], syn.dst, syn.src, s0 + 1, C0.wrapping_add(7), flags::ACK, 1000, &[], b"ok");
+    let (v, f, _) = n.send(1, &f);
+    assert_eq!(v, Verdict::Tx(0));
+    let down = seen(&f);
+    assert_eq!((down.src, down.dst, down.seq), ((VIP, 80), (CLIENT, CPORT), a0.wrapping_add(1)));
+    // Closed by a RST: the entry goes, and still no NAT port was used or given back.
+    let f = seg(BACKEND_MAC[b], PORT_MAC[1], syn.dst, syn.src, s0 + 3, 0, flags::RST, 0, &[], b"");
+    assert_eq!(n.send(1, &f).0, Verdict::Tx(0));
+    n.now += u64::from(crate::role::splice::CLOSED_LINGER_S) * 1000 + 2000;
+    for _ in 0..200 {
+        n.now += 10;
+        n.tick();
+    }
+    assert!(n.role.table().is_empty());
+    assert_eq!(n.role.nat.available(), free);
 }

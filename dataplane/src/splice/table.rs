@@ -5,8 +5,10 @@
 //!   table refuses new connections ([`SpliceTable::insert`] returns `None`, the role
 //!   answers the client with a RST and counts it) and never disturbs existing ones.
 //! * Each entry is reachable by two keys, the client leg's tuple (client, VIP) and the
-//!   backend leg's (backend, NAT address), in one hashbrown map reserved for twice the
-//!   capacity, so lookups and inserts never allocate.
+//!   backend leg's (backend, NAT address), in one [`LegIndex`] sized for twice the
+//!   capacity, so lookups and inserts never allocate; a lookup says which leg matched.
+//! * The slots are aligned pairs of cache lines: the entry a lookup confirms is the line
+//!   the rewrite then uses, and its byte counts are in the line next to it.
 //! * Expiry is a clock hand: every [`SpliceTable::sweep`] looks at the next few slots and
 //!   frees the entries whose timeout has passed. With `n` slots per sweep and a sweep
 //!   every few microseconds, a table of a million entries is walked in well under a
@@ -15,9 +17,9 @@
 //! [`Entry`] is everything needed to forward a segment of the connection, in at most 64
 //! bytes and `Copy`, so that replication (issue 6) can send exactly this.
 
-use hashbrown::HashMap;
 use std::net::Ipv4Addr;
 
+use super::index::LegIndex;
 use super::translate::{Endpoint, Offsets};
 use crate::role::PortIndex;
 
@@ -65,6 +67,8 @@ pub mod flag {
     pub const FIN_CLIENT: u8 = 0x02;
     /// The backend sent its FIN.
     pub const FIN_SERVER: u8 = 0x04;
+    /// Transparent mode: `nat` is the client's own address and port (no NAT port taken).
+    pub const TRANSPARENT: u8 = 0x08;
 }
 
 /// A spliced connection.
@@ -73,7 +77,7 @@ pub struct Entry {
     pub client: Endpoint,
     pub vip: Endpoint,
     pub backend: Endpoint,
-    /// Our address and port on the backend leg (FullNAT).
+    /// Our address and port on the backend leg (FullNAT), or the client's (transparent).
     pub nat: Endpoint,
     /// Δ = a0 − s0.
     pub delta: u32,
@@ -135,24 +139,51 @@ pub struct Traffic {
     pub since: u32,
 }
 
+/// Which leg of a connection a tuple is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leg {
+    /// The client's segments toward the VIP.
+    Client,
+    /// The backend's segments toward our NAT address.
+    Backend,
+}
+
+/// An index value: the slot, and the backend leg in the top bit.
+const BACKEND_LEG: u32 = 1 << 31;
+
+/// A slot of the table: the entry in one cache line, its traffic in the next (an aligned
+/// pair of lines, which the CPU's adjacent-line prefetch brings in together).
+#[derive(Clone, Copy)]
+#[repr(C, align(128))]
+struct Slot {
+    entry: Option<Entry>,
+    traffic: Traffic,
+}
+
+const EMPTY: Slot = Slot { entry: None, traffic: Traffic { to_server: 0, to_client: 0, since: 0 } };
+
 /// The table; see the module docs.
 pub struct SpliceTable {
-    slots: Vec<Option<Entry>>,
-    traffic: Vec<Traffic>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
-    keys: HashMap<LegKey, u32>,
+    index: LegIndex,
     hand: usize,
 }
 
 impl SpliceTable {
-    /// A table for `capacity` connections (at least 1), allocated now.
+    /// A table for `capacity` connections (at least 1, at most 2^31), allocated now, its
+    /// index hashed with a seed of this process's own.
     pub fn new(capacity: usize) -> SpliceTable {
-        let capacity = capacity.max(1);
+        SpliceTable::with_seed(capacity, random_seed())
+    }
+
+    /// [`SpliceTable::new`] with a given index seed (tests).
+    pub fn with_seed(capacity: usize, seed: u64) -> SpliceTable {
+        let capacity = capacity.clamp(1, BACKEND_LEG as usize);
         SpliceTable {
-            slots: vec![None; capacity],
-            traffic: vec![Traffic::default(); capacity],
+            slots: vec![EMPTY; capacity],
             free: (0..capacity as u32).rev().collect(),
-            keys: HashMap::with_capacity(2 * capacity),
+            index: LegIndex::new(2 * capacity, seed),
             hand: 0,
         }
     }
@@ -169,48 +200,79 @@ impl SpliceTable {
         self.len() == 0
     }
 
+    /// The slot and leg of the connection with this tuple: the one lookup per segment.
+    #[inline(always)]
+    pub fn find(&self, key: &LegKey) -> Option<(u32, Leg)> {
+        // By value from here on: a key built field by field and read back as wider words
+        // through memory stalls on store forwarding.
+        let key = *key;
+        let v = self.index.find(self.index.hash(key), |v| self.holds(v, &key))?;
+        Some((v & !BACKEND_LEG, if v & BACKEND_LEG != 0 { Leg::Backend } else { Leg::Client }))
+    }
+
+    /// Asks the CPU for the index bucket where `key` would be (see [`LegIndex::prefetch`]).
+    #[inline(always)]
+    pub fn prefetch(&self, key: &LegKey) {
+        self.index.prefetch(self.index.hash(*key));
+    }
+
+    /// Whether index value `v` is the connection whose `v`-leg tuple is `key`.
+    #[inline(always)]
+    fn holds(&self, v: u32, key: &LegKey) -> bool {
+        match self.slots.get((v & !BACKEND_LEG) as usize) {
+            Some(Slot { entry: Some(e), .. }) => *key == if v & BACKEND_LEG != 0 { e.backend_key() } else { e.client_key() },
+            _ => false,
+        }
+    }
+
+    fn has_key(&self, key: &LegKey) -> bool {
+        self.find(key).is_some()
+    }
+
+    fn add_key(&mut self, key: &LegKey, value: u32) {
+        let inserted = self.index.insert(self.index.hash(*key), value);
+        // Sized for both legs of every slot: cannot fail.
+        debug_assert!(inserted);
+    }
+
+    fn remove_key(&mut self, key: &LegKey, value: u32) {
+        self.index.remove(self.index.hash(*key), value);
+    }
+
     /// Adds `e`; its slot, or `None` when the table is full or either key is taken.
     pub fn insert(&mut self, e: Entry) -> Option<u32> {
         let (ck, bk) = (e.client_key(), e.backend_key());
-        if self.keys.contains_key(&ck) || self.keys.contains_key(&bk) {
+        if ck == bk || self.has_key(&ck) || self.has_key(&bk) {
             return None;
         }
         let slot = self.free.pop()?;
-        self.keys.insert(ck, slot);
-        self.keys.insert(bk, slot);
-        self.slots[slot as usize] = Some(e);
-        self.traffic[slot as usize] = Traffic { since: e.last_seen, ..Traffic::default() };
+        self.slots[slot as usize] = Slot { entry: Some(e), traffic: Traffic { since: e.last_seen, ..Traffic::default() } };
+        self.add_key(&ck, slot);
+        self.add_key(&bk, slot | BACKEND_LEG);
         Some(slot)
-    }
-
-    /// The slot of the connection with this leg key (either leg).
-    #[inline]
-    pub fn find(&self, key: &LegKey) -> Option<u32> {
-        self.keys.get(key).copied()
     }
 
     #[inline]
     pub fn get(&self, slot: u32) -> Option<&Entry> {
-        self.slots.get(slot as usize)?.as_ref()
+        self.slots.get(slot as usize)?.entry.as_ref()
     }
 
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> Option<(&mut Entry, &mut Traffic)> {
-        let e = self.slots.get_mut(slot as usize)?.as_mut()?;
-        Some((e, &mut self.traffic[slot as usize]))
+        let Slot { entry, traffic } = self.slots.get_mut(slot as usize)?;
+        Some((entry.as_mut()?, traffic))
     }
 
     /// Adds `e` under its client leg's key only (its backend is not chosen yet); its slot,
     /// or `None` when the table is full or the key is taken.
     pub fn insert_client(&mut self, e: Entry) -> Option<u32> {
         let ck = e.client_key();
-        if self.keys.contains_key(&ck) {
+        if self.has_key(&ck) {
             return None;
         }
         let slot = self.free.pop()?;
-        self.keys.insert(ck, slot);
-        self.slots[slot as usize] = Some(e);
-        self.traffic[slot as usize] = Traffic { since: e.last_seen, ..Traffic::default() };
+        self.slots[slot as usize] = Slot { entry: Some(e), traffic: Traffic { since: e.last_seen, ..Traffic::default() } };
+        self.add_key(&ck, slot);
         Some(slot)
     }
 
@@ -218,32 +280,35 @@ impl SpliceTable {
     /// is dropped and the new one added. False (nothing changed) when the new key belongs
     /// to another connection or the slot is empty.
     pub fn set_backend(&mut self, slot: u32, backend: Endpoint, nat: Endpoint) -> bool {
-        let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+        let Some(e) = self.get(slot).copied() else {
             return false;
         };
         let new = LegKey { remote: backend.addr, local: nat.addr, remote_port: backend.port, local_port: nat.port };
-        if self.keys.get(&new).is_some_and(|&s| s != slot) {
+        if new == e.client_key() || self.find(&new).is_some_and(|(s, _)| s != slot) {
             return false;
         }
         let old = e.backend_key();
-        if self.keys.get(&old) == Some(&slot) {
-            self.keys.remove(&old);
+        if self.find(&old) == Some((slot, Leg::Backend)) {
+            self.remove_key(&old, slot | BACKEND_LEG);
         }
-        e.backend = backend;
-        e.nat = nat;
-        self.keys.insert(new, slot);
+        if let Some(Slot { entry: Some(e), .. }) = self.slots.get_mut(slot as usize) {
+            e.backend = backend;
+            e.nat = nat;
+        }
+        self.add_key(&new, slot | BACKEND_LEG);
         true
     }
 
     /// Frees a slot; the entry it held.
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
-        let e = self.slots.get_mut(slot as usize)?.take()?;
-        for k in [e.client_key(), e.backend_key()] {
+        let e = self.get(slot).copied()?;
+        for (k, leg) in [(e.client_key(), Leg::Client), (e.backend_key(), Leg::Backend)] {
             // Only our own keys (an entry still routing has no backend key).
-            if self.keys.get(&k) == Some(&slot) {
-                self.keys.remove(&k);
+            if self.find(&k) == Some((slot, leg)) {
+                self.remove_key(&k, if leg == Leg::Backend { slot | BACKEND_LEG } else { slot });
             }
         }
+        self.slots[slot as usize] = EMPTY;
         self.free.push(slot);
         Some(e)
     }
@@ -254,7 +319,7 @@ impl SpliceTable {
         for _ in 0..n.min(self.slots.len()) {
             let slot = self.hand as u32;
             self.hand = (self.hand + 1) % self.slots.len();
-            if self.slots[slot as usize].as_ref().is_some_and(&expired) {
+            if self.slots[slot as usize].entry.as_ref().is_some_and(&expired) {
                 if let Some(e) = self.remove(slot) {
                     gone(slot, &e);
                 }
@@ -264,8 +329,17 @@ impl SpliceTable {
 
     /// Every live entry with its traffic (for the operator view; not on the fast path).
     pub fn iter(&self) -> impl Iterator<Item = (&Entry, &Traffic)> {
-        self.slots.iter().zip(self.traffic.iter()).filter_map(|(e, t)| e.as_ref().map(|e| (e, t)))
+        self.slots.iter().filter_map(|s| s.entry.as_ref().map(|e| (e, &s.traffic)))
     }
+}
+
+/// 64 random bits for an index seed (the standard library's per-process hash keys, so no
+/// further dependency).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7370_6c69_6365);
+    h.finish()
 }
 
 /// FullNAT source ports of one lcore: a ring of free ports, so a released port is reused
@@ -327,6 +401,8 @@ mod tests {
     #[test]
     fn an_entry_fits_a_cache_line() {
         assert!(std::mem::size_of::<Entry>() <= 64, "{} bytes", std::mem::size_of::<Entry>());
+        assert!(std::mem::size_of::<Option<Entry>>() <= 64);
+        assert_eq!(std::mem::size_of::<Slot>(), 128);
     }
 
     #[test]
@@ -335,8 +411,8 @@ mod tests {
         let a = t.insert(entry(1000, 5000)).unwrap();
         let b = t.insert(entry(1001, 5001)).unwrap();
         assert_ne!(a, b);
-        assert_eq!(t.find(&entry(1000, 5000).client_key()), Some(a));
-        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some(a));
+        assert_eq!(t.find(&entry(1000, 5000).client_key()), Some((a, Leg::Client)));
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some((a, Leg::Backend)));
         assert_eq!(t.insert(entry(1002, 5002)), None, "full");
         assert_eq!(t.len(), 2);
         // A taken key is refused even with room.
@@ -358,17 +434,17 @@ mod tests {
         assert_eq!(t.insert_client(e), None, "client leg taken");
         assert_eq!(t.find(&entry(1000, 5000).backend_key()), None);
         assert!(t.set_backend(s, ep(20, 8080), ep(2, 5000)));
-        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some(s));
+        assert_eq!(t.find(&entry(1000, 5000).backend_key()), Some((s, Leg::Backend)));
         // Moving to another backend drops the old key.
         assert!(t.set_backend(s, ep(21, 8080), ep(2, 5000)));
         assert_eq!(t.find(&entry(1000, 5000).backend_key()), None);
         // Another connection's backend key is refused.
         let other = t.insert(entry(1001, 5001)).unwrap();
         assert!(!t.set_backend(s, ep(20, 8080), ep(2, 5001)));
-        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some(other));
+        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some((other, Leg::Backend)));
         t.remove(s).unwrap();
         assert_eq!(t.len(), 1);
-        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some(other), "untouched");
+        assert_eq!(t.find(&entry(1001, 5001).backend_key()), Some((other, Leg::Backend)), "untouched");
     }
 
     #[test]

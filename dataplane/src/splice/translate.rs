@@ -6,12 +6,12 @@
 //! in the space of the data S sent, which C sees shifted); toward C sequence numbers gain
 //! Δ, while acknowledgement numbers and SACK edges stay as they are (they cover C's own
 //! bytes, numbered alike on both legs). Windows are rescaled from the sender's
-//! advertised shift to the one its peer expects (rounded up — a window must never look
-//! smaller than the sender offered, or the receiver sees it shrink); timestamps move by the
-//! offset between A's clock and S's. Addresses and ports are rewritten for FullNAT or
-//! transparent mode. Every change updates the IPv4 and TCP checksums incrementally
-//! (RFC 1624, over the 16-bit words the changed bytes fall in, whatever their alignment),
-//! so the cost does not grow with the payload.
+//! advertised shift to the one its peer expects (rounded down, see [`rescale`]);
+//! timestamps move by the offset between A's clock and S's. Addresses and ports are
+//! rewritten for FullNAT or transparent mode. Every change updates the IPv4 and TCP
+//! checksums incrementally (RFC 1624, over the 16-bit words the changed bytes fall in,
+//! whatever their alignment, folded once per segment), so the cost does not grow with
+//! the payload.
 
 use crate::packet::checksum;
 use crate::stats::DropReason;
@@ -66,15 +66,15 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
     }
 
     // Addresses: in the IPv4 header and in the TCP pseudo-header.
-    let mut ip_sum = u16::from_be_bytes([hdr[10], hdr[11]]);
-    let mut tcp_sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let mut ip_sum = Sum::of(u16::from_be_bytes([hdr[10], hdr[11]]));
+    let mut tcp_sum = Sum::of(u16::from_be_bytes([tcp[16], tcp[17]]));
     for (at, new) in [(12, src.addr.octets()), (16, dst.addr.octets())] {
         let old: [u8; 4] = hdr[at..at + 4].try_into().expect("4 bytes");
-        ip_sum = patched(ip_sum, at, &old, &new);
-        tcp_sum = patched(tcp_sum, 0, &old, &new);
+        ip_sum.change(at, &old, &new);
+        tcp_sum.change(0, &old, &new);
         hdr[at..at + 4].copy_from_slice(&new);
     }
-    hdr[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    hdr[10..12].copy_from_slice(&ip_sum.finish().to_be_bytes());
 
     let mut edit = Edit { tcp, sum: tcp_sum };
     edit.set(0, src.port.to_be_bytes());
@@ -138,7 +138,7 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
         }
         at += len;
     }
-    let sum = edit.sum;
+    let sum = edit.sum.finish();
     edit.tcp[16..18].copy_from_slice(&sum.to_be_bytes());
     Ok(())
 }
@@ -158,7 +158,7 @@ pub fn rescale(win: u16, from: u8, to: u8) -> u16 {
 /// A TCP segment being rewritten and its checksum, kept up to date field by field.
 struct Edit<'a> {
     tcp: &'a mut [u8],
-    sum: u16,
+    sum: Sum,
 }
 
 impl Edit<'_> {
@@ -170,39 +170,52 @@ impl Edit<'_> {
         u32::from_be_bytes([self.tcp[at], self.tcp[at + 1], self.tcp[at + 2], self.tcp[at + 3]])
     }
 
-    /// Writes `new` at `at` and updates the checksum for it (no allocation: fields are
-    /// 2 or 4 bytes).
+    /// Writes `new` at `at` and accounts for it in the checksum (no allocation: fields
+    /// are 2 or 4 bytes).
     #[inline(always)]
     fn set<const N: usize>(&mut self, at: usize, new: [u8; N]) {
         let mut old = [0u8; N];
         old.copy_from_slice(&self.tcp[at..at + N]);
-        if old != new {
-            self.sum = patched(self.sum, at, &old, &new);
-            self.tcp[at..at + N].copy_from_slice(&new);
-        }
+        self.sum.change(at, &old, &new);
+        self.tcp[at..at + N].copy_from_slice(&new);
     }
 }
 
-/// The checksum `sum` of a buffer after the bytes at offset `at` (relative to where the
-/// checksummed data starts) change from `old` to `new` (RFC 1624 eqn. 3, HC' = ~(~HC + ~m
-/// + m'), summed over the 16-bit words the bytes fall in: a field at an odd offset moves
-/// its bytes into the other half of those words).
-#[inline(always)]
-fn patched(sum: u16, at: usize, old: &[u8], new: &[u8]) -> u16 {
-    let words = |bytes: &[u8]| -> u64 {
-        let mut acc = 0u64;
-        for (i, &b) in bytes.iter().enumerate() {
-            let high = (at + i) % 2 == 0;
-            acc += if high { u64::from(b) << 8 } else { u64::from(b) };
-        }
-        acc
-    };
-    let (m, m_new) = (words(old), words(new));
-    // ~HC + ~m + m' in one's complement: ~m is 0xffff·k − m over k words; adding
-    // 0xffff·(old.len() + 1) keeps every term non-negative.
-    let k = old.len() as u64 + 1;
-    let acc = u64::from(!sum) + 0xffff * k - m + m_new;
-    !checksum::fold(acc)
+/// A checksum being updated incrementally (RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m')): the
+/// `~m + m'` terms of every changed field are summed unfolded and the result folded once.
+#[derive(Clone, Copy)]
+struct Sum(u64);
+
+impl Sum {
+    /// Starts from the checksum field's current value HC.
+    #[inline(always)]
+    fn of(checksum: u16) -> Sum {
+        Sum(u64::from(!checksum))
+    }
+
+    /// The bytes at offset `at` (relative to where the checksummed data starts) change
+    /// from `old` to `new`; summed over the 16-bit words the bytes fall in, so a field at
+    /// an odd offset moves its bytes into the other half of those words.
+    #[inline(always)]
+    fn change(&mut self, at: usize, old: &[u8], new: &[u8]) {
+        let words = |bytes: &[u8]| -> u64 {
+            let mut acc = 0u64;
+            for (i, &b) in bytes.iter().enumerate() {
+                let high = (at + i) % 2 == 0;
+                acc += if high { u64::from(b) << 8 } else { u64::from(b) };
+            }
+            acc
+        };
+        // ~m is 0xffff·k − m over k words; adding 0xffff·(old.len() + 1) (≡ 0 in one's
+        // complement) keeps every term non-negative.
+        self.0 += 0xffff * (old.len() as u64 + 1) - words(old) + words(new);
+    }
+
+    /// HC'.
+    #[inline(always)]
+    fn finish(self) -> u16 {
+        !checksum::fold(self.0)
+    }
 }
 
 #[cfg(test)]
