@@ -11,6 +11,7 @@ pub mod detector;
 pub mod events;
 pub mod fence;
 pub mod fencing;
+pub mod garp;
 pub mod heartbeat;
 pub mod membership;
 pub mod metrics;

@@ -2,7 +2,8 @@
 //! arrives here — ARP replies for the neighbour table, in-band heartbeats for the
 //! detector — and the frames the control plane originates on dataplane ports leave from
 //! here: ARP requests for wanted neighbours (every 100 ms the due ones) and the in-band
-//! heartbeats the management sender mirrors.
+//! heartbeats the management sender mirrors, and the gratuitous ARPs of the start
+//! (`crate::garp`).
 
 use crate::heartbeat::inband::{Inband, Transmit};
 use crate::neighbours::Neighbours;
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct PuntCounters {
     pub arp_requests: AtomicU64,
     pub arp_replies: AtomicU64,
+    /// Gratuitous ARPs sent (announcements of our addresses and VIPs).
+    pub gratuitous_arps: AtomicU64,
     pub tx_refused: AtomicU64,
 }
 
@@ -28,6 +31,9 @@ pub struct PuntThread {
     pub inband: Option<Inband>,
     pub transmit: Transmit,
     pub counters: Arc<PuntCounters>,
+    /// Addresses announced by gratuitous ARP when the thread starts and when a port's
+    /// link comes up (`link_ups`).
+    pub announce: Vec<crate::garp::Announcement>,
 }
 
 impl PuntThread {
@@ -59,11 +65,21 @@ impl PuntThread {
         }
     }
 
+    fn announce(&self, due: &[crate::garp::Announcement]) {
+        for a in due {
+            let Some(f) = SmallFrame::build(a.port, |buf| a.write(buf)) else { continue };
+            let c = if (self.transmit)(f) { &self.counters.gratuitous_arps } else { &self.counters.tx_refused };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Runs until `stop` (or the lcores' side is gone).
-    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Option<Receiver<Vec<u8>>>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    /// `link_ups`: ports whose link came up (announced again).
+    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Option<Receiver<Vec<u8>>>, link_ups: Receiver<dataplane::role::PortIndex>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
         let mirror = mirror.unwrap_or_else(never);
         std::thread::Builder::new().name("tapsplice-punts".into()).spawn(move || {
             let mut next_ask = Instant::now();
+            let mut garp = crate::garp::Announcer::new(std::mem::take(&mut self.announce), Instant::now());
             while !stop.load(Ordering::Relaxed) {
                 select! {
                     recv(punts) -> f => match f {
@@ -71,9 +87,14 @@ impl PuntThread {
                         Err(_) => return,
                     },
                     recv(mirror) -> m => if let (Ok(bytes), Some(i)) = (m, &mut self.inband) { i.send(&bytes) },
+                    recv(link_ups) -> p => if let Ok(p) = p { garp.link_up(p, Instant::now()) },
                     default(Duration::from_millis(50)) => {}
                 }
                 let now = Instant::now();
+                let due = garp.due(now);
+                if !due.is_empty() {
+                    self.announce(&due);
+                }
                 if now >= next_ask {
                     self.ask(now);
                     next_ask = now + Duration::from_millis(100);

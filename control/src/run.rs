@@ -242,6 +242,10 @@ struct WorkerSetup<'a> {
     pool: Mempool,
     /// The ports that carry in-band heartbeats.
     inband: &'a [PortAddrs],
+    /// Announced by gratuitous ARP at start, and per port when its link comes up
+    /// (`link_ups`).
+    announce: Vec<crate::garp::Announcement>,
+    link_ups: crossbeam_channel::Receiver<PortIndex>,
 }
 
 impl WorkerSetup<'_> {
@@ -259,7 +263,7 @@ impl WorkerSetup<'_> {
         // In-band heartbeats and ARP requests go out through worker 0 (every worker has a
         // TX queue on every port).
         let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
-        supervisor.start_punts(self.inband.to_vec(), control_end.punts.clone(), || {
+        supervisor.start_punts(self.inband.to_vec(), self.announce.clone(), self.link_ups.clone(), control_end.punts.clone(), || {
             let to = to_worker0.clone();
             Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
         })?;
@@ -469,7 +473,11 @@ fn serve(
         .map(|(i, (p, pp))| PortAddrs { index: i as PortIndex, mac: p.mac, ipv4: pp.ipv4.clone() })
         .collect();
     let inband: Vec<PortAddrs> = port_addrs.iter().filter(|p| inband_ports.contains(&p.index)).cloned().collect();
-    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband };
+    // Every VIP the roles answer ARP for, with the ports' own addresses.
+    let vips: Vec<_> = plan.balance.iter().chain(plan.splice.iter().flat_map(|s| s.services.iter())).cloned().collect();
+    let announce = crate::garp::announcements(&port_addrs, &vips);
+    let (link_up_tx, link_ups) = crossbeam_channel::bounded::<PortIndex>(64);
+    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce, link_ups };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
         start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs, opts.bench_splices)?
@@ -508,12 +516,26 @@ fn serve(
     let mut published: Option<Instant> = None;
     let mut bond_watch = BondWatch::new(plan);
     let log = supervisor.log();
+    // Links, to announce a port's addresses again when its link comes up.
+    let mut links: Vec<bool> = ports.iter().map(|p| p.link().0).collect();
+    let mut links_checked = Instant::now();
     // The detector needs a tick at least every half heartbeat interval.
     let period = supervisor.poll_period();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(period);
         supervisor.poll(Instant::now());
         bond_watch.tick(plan, ports, &log);
+        if links_checked.elapsed() >= Duration::from_millis(500) {
+            links_checked = Instant::now();
+            for (i, (p, was)) in ports.iter().zip(links.iter_mut()).enumerate() {
+                let up = p.link().0;
+                if up && !*was {
+                    // Full only if the punt thread is gone; nothing to announce then.
+                    let _ = link_up_tx.try_send(i as PortIndex);
+                }
+                *was = up;
+            }
+        }
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));

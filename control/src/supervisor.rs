@@ -101,14 +101,16 @@ impl Supervisor {
     /// Starts the punt thread once the dataplane is up: `ports` are the appliance's ports
     /// (MAC and addresses) that carry in-band heartbeats; `transmit` makes a sender of
     /// frames through an lcore.
-    pub fn start_punts(&mut self, ports: Vec<PortAddrs>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
+    /// `announce`: what the punt thread announces by gratuitous ARP at start and on
+    /// `link_ups` (ports whose link came up).
+    pub fn start_punts(&mut self, ports: Vec<PortAddrs>, announce: Vec<crate::garp::Announcement>, link_ups: Receiver<dataplane::role::PortIndex>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
         let inband = self.membership.as_mut().and_then(|m| m.take_inband(ports, transmit(), self.neighbours.clone()));
         let (inband, mirror) = match inband {
             Some((i, m)) => (Some(i), Some(m)),
             None => (None, None),
         };
-        let t = PuntThread { neighbours: self.neighbours.clone(), inband, transmit: transmit(), counters: self.punt_counters.clone() }
-            .spawn(punts, mirror, self.stop.clone())
+        let t = PuntThread { neighbours: self.neighbours.clone(), inband, transmit: transmit(), counters: self.punt_counters.clone(), announce }
+            .spawn(punts, mirror, link_ups, self.stop.clone())
             .map_err(|e| format!("cannot start the punt thread: {e}"))?;
         self.punts = Some(t);
         Ok(())
@@ -167,6 +169,7 @@ impl Supervisor {
             resolved: resolved as u64,
             arp_requests: l(&self.punt_counters.arp_requests),
             arp_replies: l(&self.punt_counters.arp_replies),
+            gratuitous_arps: l(&self.punt_counters.gratuitous_arps),
             tx_refused: l(&self.punt_counters.tx_refused),
         };
         snap.fences = self.fences.metrics();

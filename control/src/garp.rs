@@ -1,0 +1,193 @@
+//! Gratuitous ARP when the appliance starts, and on a port whose link comes up: every address it answers for (its ports' own
+//! addresses, and each service VIP on the ports that answer ARP for it) is announced, so
+//! that neighbours holding an old MAC for it — a previous appliance, the backup it takes
+//! over from, or a cache entry that went stale while it was down — switch now instead of
+//! when their entry expires, and backends learn the appliance before the first burst of
+//! traffic (under load an ARP exchange can lose a frame and stall a handshake for
+//! seconds).
+//!
+//! Each announcement is an ARP request for the address from the address (RFC 5227's
+//! "ARP announcement": sender and target IP equal, target MAC zero), broadcast,
+//! [`REPEATS`] times [`SPACING`] apart, like `arping -U -c 3`.
+
+use crate::balancer::ServicePlan;
+use crate::neighbours::PortAddrs;
+use dataplane::packet::build::arp_request;
+use dataplane::role::PortIndex;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Announcements of each address.
+pub const REPEATS: u32 = 3;
+/// Time between two announcements of the set.
+pub const SPACING: Duration = Duration::from_secs(1);
+
+/// One address to announce on one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Announcement {
+    pub port: PortIndex,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+}
+
+impl Announcement {
+    /// The frame into `out`; its length.
+    pub fn write(&self, out: &mut [u8]) -> Option<usize> {
+        arp_request(out, self.mac, self.addr, self.addr)
+    }
+}
+
+/// What the appliance announces: each port's addresses on it, and each service's VIP on
+/// its client port (or, when the service names none, on every port that faces none of
+/// its members). Sorted, without repeats.
+pub fn announcements(ports: &[PortAddrs], services: &[ServicePlan]) -> Vec<Announcement> {
+    let mut out: Vec<Announcement> = Vec::new();
+    for p in ports {
+        out.extend(p.ipv4.iter().map(|&(addr, _)| Announcement { port: p.index, mac: p.mac, addr }));
+    }
+    for s in services {
+        let on: Vec<&PortAddrs> = match s.client_port {
+            Some(c) => ports.iter().filter(|p| p.index == c).collect(),
+            None => ports.iter().filter(|p| !s.members.iter().any(|m| m.port == p.index)).collect(),
+        };
+        out.extend(on.into_iter().map(|p| Announcement { port: p.index, mac: p.mac, addr: s.vip }));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// When the announcements go out: [`REPEATS`] rounds, [`SPACING`] apart, from the start.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    next: Instant,
+    left: u32,
+}
+
+impl Schedule {
+    pub fn starting(now: Instant) -> Schedule {
+        Schedule { next: now, left: REPEATS }
+    }
+
+    /// Whether a round is due at `now` (then the next one is scheduled).
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.left == 0 || now < self.next {
+            return false;
+        }
+        self.left -= 1;
+        self.next = now + SPACING;
+        true
+    }
+}
+
+/// The announcements and, per port, the rounds still to send: every port starts at once,
+/// and a port whose link comes up again starts over (a neighbour on the other side may
+/// have been replaced, or missed the first rounds while the link was down — a TAP port
+/// whose kernel side is set up after the appliance starts, for one).
+#[derive(Debug)]
+pub struct Announcer {
+    list: Vec<Announcement>,
+    schedules: Vec<(PortIndex, Schedule)>,
+}
+
+impl Announcer {
+    pub fn new(list: Vec<Announcement>, now: Instant) -> Announcer {
+        let mut ports: Vec<PortIndex> = list.iter().map(|a| a.port).collect();
+        ports.dedup();
+        Announcer { schedules: ports.into_iter().map(|p| (p, Schedule::starting(now))).collect(), list }
+    }
+
+    /// `port`'s link came up: its rounds start over.
+    pub fn link_up(&mut self, port: PortIndex, now: Instant) {
+        for (p, s) in &mut self.schedules {
+            if *p == port {
+                *s = Schedule::starting(now);
+            }
+        }
+    }
+
+    /// The announcements due at `now`.
+    pub fn due(&mut self, now: Instant) -> Vec<Announcement> {
+        let ports: Vec<PortIndex> = self.schedules.iter_mut().filter_map(|(p, s)| s.due(now).then_some(*p)).collect();
+        self.list.iter().filter(|a| ports.contains(&a.port)).copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::MemberPlan;
+    use dataplane::balance::HashPolicy;
+    use dataplane::packet::{arp, parse_frame, Arp, L3};
+
+    fn port(i: PortIndex, addrs: &[Ipv4Addr]) -> PortAddrs {
+        PortAddrs { index: i, mac: [2, 0, 0, 0, 0, i as u8], ipv4: addrs.iter().map(|&a| (a, 24)).collect() }
+    }
+
+    fn service(vip: Ipv4Addr, client_port: Option<PortIndex>, member_port: PortIndex) -> ServicePlan {
+        ServicePlan {
+            name: "s".into(),
+            vip,
+            protocol: 6,
+            ports: vec![(80, 80)],
+            hash: HashPolicy::L34,
+            client_port,
+            members: vec![MemberPlan { address: Ipv4Addr::new(10, 1, 0, 21), port: member_port, weight: 1, peer: None, tcp_port: None }],
+        }
+    }
+
+    #[test]
+    fn ports_and_vips_are_announced_where_they_are_answered() {
+        let ports = [port(0, &[Ipv4Addr::new(10, 0, 0, 2)]), port(1, &[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 1, 2)]), port(2, &[])];
+        let vip = Ipv4Addr::new(10, 0, 0, 100);
+        let a = announcements(&ports, &[service(vip, Some(0), 1), service(vip, Some(0), 1)]);
+        let got: Vec<(PortIndex, Ipv4Addr)> = a.iter().map(|a| (a.port, a.addr)).collect();
+        assert_eq!(got, vec![(0, Ipv4Addr::new(10, 0, 0, 2)), (0, vip), (1, Ipv4Addr::new(10, 1, 0, 2)), (1, Ipv4Addr::new(10, 1, 1, 2))]);
+        // No client port named: every port without members answers for the VIP.
+        let a = announcements(&ports, &[service(vip, None, 1)]);
+        let vips: Vec<PortIndex> = a.iter().filter(|a| a.addr == vip).map(|a| a.port).collect();
+        assert_eq!(vips, vec![0, 2]);
+    }
+
+    #[test]
+    fn an_announcement_is_an_arp_request_for_the_sender_itself() {
+        let a = Announcement { port: 1, mac: [2, 0, 0, 0, 0, 7], addr: Ipv4Addr::new(10, 1, 0, 2) };
+        let mut buf = [0u8; 64];
+        let n = a.write(&mut buf).unwrap();
+        let p = parse_frame(&buf[..n]).unwrap();
+        assert_eq!(p.l3, L3::Arp);
+        assert_eq!(&buf[0..6], &[0xff; 6], "broadcast");
+        let arp = Arp::parse(&buf[p.l2.l3_offset..n]).unwrap();
+        assert_eq!(arp.operation(), arp::OP_REQUEST);
+        assert_eq!((arp.sender_ip(), arp.target_ip(), arp.sender_mac()), (a.addr, a.addr, a.mac));
+    }
+
+    #[test]
+    fn each_port_is_announced_again_when_its_link_comes_up() {
+        let ports = [port(0, &[Ipv4Addr::new(10, 0, 0, 2)]), port(1, &[Ipv4Addr::new(10, 1, 0, 2)])];
+        let t0 = Instant::now();
+        let mut a = Announcer::new(announcements(&ports, &[]), t0);
+        assert_eq!(a.due(t0).len(), 2, "both ports at once");
+        assert!(a.due(t0 + Duration::from_millis(10)).is_empty());
+        let t = t0 + Duration::from_secs(10);
+        assert_eq!(a.due(t).len(), 2);
+        assert_eq!(a.due(t + SPACING).len(), 2);
+        assert!(a.due(t + 5 * SPACING).is_empty(), "three rounds only");
+        a.link_up(1, t + 6 * SPACING);
+        let again = a.due(t + 6 * SPACING);
+        assert_eq!(again.iter().map(|x| x.port).collect::<Vec<_>>(), vec![1], "only the port that came up");
+        assert_eq!(a.due(t + 7 * SPACING).len(), 1);
+    }
+
+    #[test]
+    fn the_schedule_runs_three_rounds_a_second_apart() {
+        let t0 = Instant::now();
+        let mut s = Schedule::starting(t0);
+        assert!(s.due(t0));
+        assert!(!s.due(t0 + Duration::from_millis(500)));
+        assert!(s.due(t0 + Duration::from_millis(1000)));
+        assert!(!s.due(t0 + Duration::from_millis(1900)));
+        assert!(s.due(t0 + Duration::from_millis(2100)));
+        assert!(!s.due(t0 + Duration::from_secs(60)), "three rounds only");
+    }
+}
