@@ -60,39 +60,24 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
     std::fs::write(path, b).with_context(|| format!("writing {}", path.display()))
 }
 
-fn rack(dir: &Path, prefix: &str, pcap: &Path) -> String {
-    format!(
-        r#"# testbed bench splice, fast path: the DUT
-[node]
-id = "fastpath"
-roles = ["splice"]
+/// What the DUT runs: the splice role over preloaded splices, or the forward role on the
+/// same ports (the appliance's own loop without the splice: where its ceiling is).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dut {
+    Splice,
+    Forward,
+}
 
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "{prefix}"
-
-[mempool]
-mbufs = 8191
-
-[workers]
-burst = 32
-idle_backoff = false
-
-[[port]]
-name = "c"
-device = "net_pcap0"
-args = "rx_pcap={pcap},infinite_rx=1"
-addresses = ["10.0.0.2/24"]
-
-[[port]]
-name = "m"
-device = "net_null0"
-args = "no-rx=1"
-addresses = ["10.1.0.2/24"]
-
-[splice]
+fn rack(dir: &Path, prefix: &str, pcap: &Path, dut: Dut) -> String {
+    // Forward: no address the frames are for (the backend segments go to the splice's
+    // NAT address), so every frame is forwarded.
+    let (roles, addr_c, addr_m) = match dut {
+        Dut::Splice => ("splice", "10.0.0.2/24", "10.1.0.2/24"),
+        Dut::Forward => ("forward", "10.9.0.2/24", "10.9.1.2/24"),
+    };
+    let role = match dut {
+        Dut::Splice => format!(
+            r#"[splice]
 nat_ports = "20000-59999"
 
 [[pool]]
@@ -111,7 +96,43 @@ fault_tolerance = "none"
 
 [keys]
 syn_cookie_secret = "{dir}/rack.key"
+"#,
+            dir = dir.display()
+        ),
+        Dut::Forward => "[forward]\npairs = [[\"c\", \"m\"]]\n".to_string(),
+    };
+    format!(
+        r#"# testbed bench splice, fast path: the DUT
+[node]
+id = "fastpath"
+roles = ["{roles}"]
 
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "{prefix}"
+
+[mempool]
+mbufs = 8191
+
+[workers]
+burst = 32
+idle_backoff = false
+
+[[port]]
+name = "c"
+device = "net_pcap0"
+args = "rx_pcap={pcap},infinite_rx=1"
+addresses = ["{addr_c}"]
+
+[[port]]
+name = "m"
+device = "net_null0"
+args = "no-rx=1"
+addresses = ["{addr_m}"]
+
+{role}
 [ctl]
 socket = "{dir}/fastpath.sock"
 
@@ -120,7 +141,7 @@ enabled = false
 "#,
         prefix = prefix,
         pcap = pcap.display(),
-        dir = dir.display()
+        dir = dir.display(),
     )
 }
 
@@ -130,34 +151,57 @@ fn tx_packets(bin: &Path, sock: &Path) -> Result<u64> {
     v["lcores"].as_array().and_then(|l| l.first()).and_then(|l| l["tx_packets"].as_u64()).ok_or_else(|| anyhow!("ctl stats: no lcore counters: {v}"))
 }
 
-/// Packets per second of (the splice fast path, io-forward), one trial each.
-pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round: u32) -> Result<(f64, f64)> {
-    let dir = run.run_dir();
-    let pcap = dir.join("fastpath.pcap");
-    if !pcap.exists() {
-        write_pcap(&pcap, &frames(&layout(), CONNECTIONS, ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])))?;
-    }
-    let window = Duration::from_secs_f64(seconds);
+/// Packets per second of one trial of each DUT.
+#[derive(Clone, Copy, Debug)]
+pub struct Rates {
+    /// The splice role over the preloaded splices.
+    pub splice: f64,
+    /// The forward role on the same ports (the appliance without the splice).
+    pub forward: f64,
+    /// dpdk-testpmd io-forward on the same ports (the PMDs alone).
+    pub io: f64,
+}
 
-    // tapsplice with the preloaded splices.
-    let prefix = run.file_prefix(&format!("fp{round}"));
+/// Packets per second of the appliance running `dut` on the pcap/null ports.
+fn appliance_pps(run: &RunId, tapsplice: &Path, dut: Dut, window: Duration, round: u32) -> Result<f64> {
+    let dir = run.run_dir();
+    let name = match dut {
+        Dut::Splice => "fastpath",
+        Dut::Forward => "fastpath-forward",
+    };
+    let prefix = run.file_prefix(&format!("{}{round}", if dut == Dut::Splice { "fp" } else { "fpfw" }));
     guard::add_dpdk_prefix(&prefix);
-    let cfg = dir.join(format!("fastpath-{round}.toml"));
-    std::fs::write(&cfg, rack(&dir, &prefix, &pcap))?;
+    let cfg = dir.join(format!("{name}-{round}.toml"));
+    std::fs::write(&cfg, rack(&dir, &prefix, &dir.join("fastpath.pcap"), dut))?;
     let mut c = Command::new(tapsplice);
-    c.arg("run").arg("--config").arg(&cfg).arg("--bench-splices").arg(CONNECTIONS.to_string());
-    let mut dut = Proc::spawn(c, "DUT (splice fast path)", &dir.join(format!("fastpath-{round}.log")), false)?;
+    c.arg("run").arg("--config").arg(&cfg);
+    if dut == Dut::Splice {
+        c.arg("--bench-splices").arg(CONNECTIONS.to_string());
+    }
+    let mut app = Proc::spawn(c, &format!("DUT ({dut:?})"), &dir.join(format!("{name}-{round}.log")), false)?;
     let sock = dir.join("fastpath.sock");
-    let splice = (|| -> Result<f64> {
-        dut.wait_for(crate::appliance::READY_LINE, Duration::from_secs(30))?;
+    let pps = (|| -> Result<f64> {
+        app.wait_for(crate::appliance::READY_LINE, Duration::from_secs(30))?;
         std::thread::sleep(Duration::from_secs(1));
         let (a, t0) = (tx_packets(tapsplice, &sock)?, Instant::now());
         std::thread::sleep(window);
         let (b, t1) = (tx_packets(tapsplice, &sock)?, Instant::now());
         Ok(b.saturating_sub(a) as f64 / t1.duration_since(t0).as_secs_f64())
     })();
-    let lines = dut.stop(Duration::from_secs(10));
-    let splice = splice.map_err(|e| anyhow!("{e}; DUT: {}", lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")))?;
+    let lines = app.stop(Duration::from_secs(10));
+    pps.map_err(|e| anyhow!("{e}; DUT: {}", lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")))
+}
+
+/// One trial of each DUT: the splice fast path, the forward role, io-forward.
+pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round: u32) -> Result<Rates> {
+    let dir = run.run_dir();
+    let pcap = dir.join("fastpath.pcap");
+    if !pcap.exists() {
+        write_pcap(&pcap, &frames(&layout(), CONNECTIONS, ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])))?;
+    }
+    let window = Duration::from_secs_f64(seconds);
+    let splice = appliance_pps(run, tapsplice, Dut::Splice, window, round)?;
+    let forward = appliance_pps(run, tapsplice, Dut::Forward, window, round)?;
 
     // testpmd io-forward on the same vdevs.
     let prefix = run.file_prefix(&format!("fpio{round}"));
@@ -181,9 +225,9 @@ pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round:
     })();
     let _ = io.stop(Duration::from_secs(10));
     let io_pps = io_pps?;
-    if splice <= 0.0 || io_pps <= 0.0 {
-        bail!("fast path: no packets measured (splice {splice} pps, io-forward {io_pps} pps)");
+    if splice <= 0.0 || forward <= 0.0 || io_pps <= 0.0 {
+        bail!("fast path: no packets measured (splice {splice} pps, forward {forward} pps, io-forward {io_pps} pps)");
     }
-    eprintln!("testbed: bench splice fast path: splice {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, io_pps / 1e6);
-    Ok((splice, io_pps))
+    eprintln!("testbed: bench splice fast path: splice {:.2} Mpps, forward role {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, forward / 1e6, io_pps / 1e6);
+    Ok(Rates { splice, forward, io: io_pps })
 }

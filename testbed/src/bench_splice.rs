@@ -83,6 +83,8 @@ pub struct Trial {
     /// Fast path mode: millions of packets per second through the splice, and through
     /// io-forward on the same ports.
     pub fastpath_mpps: Option<f64>,
+    /// The forward role on the fast-path ports: the appliance's loop without the splice.
+    pub fastpath_forward_mpps: Option<f64>,
     pub fastpath_io_mpps: Option<f64>,
     #[serde(skip)]
     pub report: Option<Value>,
@@ -176,7 +178,8 @@ fn backends_up(tb: &Testbed, sock: &std::path::Path) -> Result<()> {
 fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &PathBuf) -> Result<Trial> {
     if mode == SMode::Fastpath {
         let bin = crate::appliance::locate_tapsplice(tb.opts.bins.tapsplice.as_deref())?;
-        let (splice, io) = crate::bench_fastpath::trial(&tb.run, &bin, std::path::Path::new(&tb.opts.bins.testpmd), seconds, round)?;
+        let r = crate::bench_fastpath::trial(&tb.run, &bin, std::path::Path::new(&tb.opts.bins.testpmd), seconds, round)?;
+        let mpps = |pps: f64| Some((pps / 1e4).round() / 100.0);
         return Ok(Trial {
             mode,
             round,
@@ -185,8 +188,9 @@ fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &Path
             connections: 0,
             errors: 0,
             passed: true,
-            fastpath_mpps: Some((splice / 1e4).round() / 100.0),
-            fastpath_io_mpps: Some((io / 1e4).round() / 100.0),
+            fastpath_mpps: mpps(r.splice),
+            fastpath_forward_mpps: mpps(r.forward),
+            fastpath_io_mpps: mpps(r.io),
             report: None,
         });
     }
@@ -232,6 +236,7 @@ fn trial(tb: &Testbed, mode: SMode, seconds: f64, round: u32, haproxy_cfg: &Path
         errors: g.errors + c.errors,
         passed: g.passed && c.passed,
         fastpath_mpps: None,
+        fastpath_forward_mpps: None,
         fastpath_io_mpps: None,
         report,
     };
@@ -295,6 +300,7 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
     let ch = ratio(c(SMode::Tapsplice), c(SMode::Haproxy));
     let fp = med(SMode::Fastpath, |t| t.fastpath_mpps.unwrap_or(0.0));
     let fio = med(SMode::Fastpath, |t| t.fastpath_io_mpps.unwrap_or(0.0));
+    let ffw = med(SMode::Fastpath, |t| t.fastpath_forward_mpps.unwrap_or(0.0));
     json!({
         "bench": "splice",
         "seconds": o.seconds,
@@ -313,6 +319,9 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
         "passed": !trials.is_empty() && trials.iter().all(|t| t.passed),
         "fastpath_mpps": fp,
         "fastpath_io_mpps": fio,
+        "fastpath_forward_mpps": ffw,
+        "fastpath_forward_vs_ioforward": ratio(ffw, fio),
+        "fastpath_vs_forward": ratio(fp, ffw),
         "fastpath_connections": crate::bench_fastpath::CONNECTIONS,
         "fastpath_vs_ioforward": ratio(fp, fio),
         "goodput_vs_haproxy": gh,
@@ -332,6 +341,12 @@ pub fn print_human(v: &Value) {
         "  goodput vs HAProxy {} (target 1.0), vs io-forward {} (target 0.9); connections/s vs HAProxy {} (target 1.0); fast path {} Mpps vs io-forward {} Mpps: {} (target 0.7)",
         v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"], v["fastpath_mpps"], v["fastpath_io_mpps"], v["fastpath_vs_ioforward"]
     );
+    if v["fastpath_forward_mpps"].is_number() {
+        println!(
+            "  fast path, the appliance's forward role on the same ports: {} Mpps ({} x io-forward; the splice is {} x it)",
+            v["fastpath_forward_mpps"], v["fastpath_forward_vs_ioforward"], v["fastpath_vs_forward"]
+        );
+    }
     if let Some(b) = v.get("burst_ns").filter(|b| !b.is_null()) {
         println!("  tapsplice per-burst processing time (ns): p50 {} p90 {} p99 {} p99.9 {} max {}", b["p50"], b["p90"], b["p99"], b["p99.9"], b["max"]);
     }
