@@ -1,12 +1,16 @@
-//! Active-backup bonds whose members' drivers raise no link-state interrupt: DPDK 22.11's
-//! bonding PMD then never learns that its primary member's link went down (net_tap is
-//! such a driver) and keeps sending into it. The control thread watches the members'
-//! links and moves the primary itself: to the configured `primary` while its link is up,
-//! else to a member whose link is up. Where the PMD does see link changes this agrees with
-//! what it does on its own, so the watch never fights it.
+//! Bonds whose members' drivers raise no link-state interrupt: DPDK 22.11's bonding PMD
+//! then never learns that a member's link went down (net_tap is such a driver) and keeps
+//! sending into it. The control thread watches the members' links:
 //!
-//! balance-xor and 802.3ad are not covered: the PMD would have to drop the member from its
-//! active list (see docs/balance.md, "Bonded uplinks").
+//! * active-backup: it moves the primary itself, to the configured `primary` while its
+//!   link is up, else to a member whose link is up;
+//! * balance-xor: a member whose link disagrees with the PMD's active list (down but
+//!   active, or up but inactive) gets the link-change callbacks run for it, as its driver
+//!   would on an interrupt (`Port::signal_link_change`): the PMD re-reads the link and
+//!   takes the member out of (or back into) the list its flows are hashed over.
+//!
+//! Where the PMD does see link changes this agrees with what it does on its own, so the
+//! watch never fights it. 802.3ad needs neither: LACP takes a silent member out.
 
 use crate::config::BondMode;
 use crate::events::EventLog;
@@ -34,16 +38,23 @@ pub fn wanted_primary(preferred: Option<u16>, current: u16, members: &[MemberLin
     (want != current).then_some(want)
 }
 
+/// balance-xor: the members whose link the PMD's active list disagrees with.
+pub fn stale_members(members: &[(u16, bool, bool)]) -> Vec<u16> {
+    members.iter().filter(|&&(_, link_up, active)| link_up != active).map(|&(id, _, _)| id).collect()
+}
+
 struct Watched {
     /// Index in the run's port list.
     port: usize,
     name: String,
-    /// The configured primary's member name.
+    mode: BondMode,
+    /// The configured primary's member name (active-backup).
     preferred: Option<String>,
+    /// active-backup: primary moves; balance-xor: member link changes signalled.
     failovers: u64,
 }
 
-/// The active-backup bonds of a run and how often their primary was moved.
+/// The active-backup and balance-xor bonds of a run and how often the watch acted.
 pub struct BondWatch {
     bonds: Vec<Watched>,
 }
@@ -55,9 +66,9 @@ impl BondWatch {
             .iter()
             .enumerate()
             .filter_map(|(i, p)| {
-                let b = p.bond.as_ref().filter(|b| b.mode == BondMode::ActiveBackup)?;
+                let b = p.bond.as_ref().filter(|b| matches!(b.mode, BondMode::ActiveBackup | BondMode::BalanceXor))?;
                 let preferred = b.primary.clone().or_else(|| b.members.first().map(|m| m.name.clone()));
-                Some(Watched { port: i, name: p.name.clone(), preferred, failovers: 0 })
+                Some(Watched { port: i, name: p.name.clone(), mode: b.mode, preferred, failovers: 0 })
             })
             .collect();
         BondWatch { bonds }
@@ -67,8 +78,25 @@ impl BondWatch {
     pub fn tick(&mut self, plan: &RunPlan, ports: &[Port], log: &EventLog) {
         for w in &mut self.bonds {
             let (Some(port), Some(pp)) = (ports.get(w.port), plan.ports.get(w.port)) else { continue };
-            let (Some(members), Some(current)) = (port.bond_members(), port.bond_primary()) else { continue };
             let Some(bond) = pp.bond.as_ref() else { continue };
+            if w.mode == BondMode::BalanceXor {
+                let Some(members) = port.bond_members() else { continue };
+                let states: Vec<(u16, bool, bool)> = members.iter().map(|m| (m.port_id, m.link_up, m.active)).collect();
+                for id in stale_members(&states) {
+                    let Some(m) = members.iter().find(|m| m.port_id == id) else { continue };
+                    let name = bond.member_name(&m.device).unwrap_or(&m.device).to_string();
+                    match port.signal_link_change(id) {
+                        Ok(()) => {
+                            w.failovers += 1;
+                            let what = if m.link_up { "up: back in the bond" } else { "down: out of the bond" };
+                            log.push("bond_member", None, format!("bond {}: member {name} link {what}", w.name), false);
+                        }
+                        Err(e) => log.push("bond_member_failed", None, format!("bond {}: {e}", w.name), true),
+                    }
+                }
+                continue;
+            }
+            let (Some(members), Some(current)) = (port.bond_members(), port.bond_primary()) else { continue };
             let id_of = |name: &str| {
                 let device = bond.members.iter().find(|m| m.name == name).map(|m| m.device.as_str())?;
                 members.iter().find(|m| m.device == device).map(|m| m.port_id)
@@ -94,7 +122,8 @@ impl BondWatch {
         }
     }
 
-    /// How often the primary of the bond at port index `port` was moved.
+    /// How often the watch acted on the bond at port index `port` (active-backup: primary
+    /// moves; balance-xor: member link changes signalled).
     pub fn failovers(&self, port: usize) -> u64 {
         self.bonds.iter().find(|w| w.port == port).map_or(0, |w| w.failovers)
     }
@@ -106,6 +135,15 @@ mod tests {
 
     fn links(l: &[(u16, bool)]) -> Vec<MemberLink> {
         l.iter().map(|&(port_id, link_up)| MemberLink { port_id, link_up }).collect()
+    }
+
+    #[test]
+    fn balance_xor_members_are_signalled_when_link_and_activity_disagree() {
+        // (port id, link up, active)
+        assert!(stale_members(&[(0, true, true), (1, false, false)]).is_empty());
+        assert_eq!(stale_members(&[(0, false, true), (1, true, true)]), vec![0], "down but still used");
+        assert_eq!(stale_members(&[(0, true, false), (1, true, true)]), vec![0], "back up, not used yet");
+        assert_eq!(stale_members(&[(0, false, true), (1, true, false)]), vec![0, 1]);
     }
 
     #[test]

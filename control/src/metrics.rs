@@ -465,7 +465,7 @@ impl Collector for SnapshotCollector {
             family(
                 &mut enc,
                 "tapsplice_bond_primary_moves",
-                "Times the appliance moved an active-backup bond's primary member to follow the members' links.",
+                "Times the appliance followed a bond's member links: active-backup primary moves, balance-xor member link changes signalled to the bonding PMD.",
                 Counter,
                 s.ports.iter().filter_map(|p| Some((port(p), ConstCounter::new(p.bond.as_ref()?.primary_moves)))),
             )?;

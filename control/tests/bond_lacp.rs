@@ -277,6 +277,14 @@ fn ip(args: &[&str]) {
     assert!(st.success(), "ip {args:?}");
 }
 
+/// Frames the appliance sent out of the members behind TAPs `a` and `b` while `f` ran.
+fn delivered(a: &str, b: &str, f: impl FnOnce()) -> (u64, u64) {
+    let before = (rx_packets(a), rx_packets(b));
+    f();
+    std::thread::sleep(Duration::from_millis(500));
+    (rx_packets(a) - before.0, rx_packets(b) - before.1)
+}
+
 /// How many frames the TAP port `lan` forwarded to the kernel while `f` ran.
 fn forwarded(lan: &str, f: impl FnOnce()) -> u64 {
     let before = rx_packets(lan);
@@ -313,10 +321,17 @@ fn tap_bond_case(mode: &str) {
         assert!(into_m1 >= 300, "balance-xor takes every member: {into_m1}");
     }
 
+    // balance-xor spreads the flows from the LAN over both members.
+    let lan_dst = [2, 0, 0, 0, 0x0d, 1];
+    if mode == "balance-xor" {
+        let (m0, m1) = delivered(&a, &b, || inject(&lan, lan_dst, 300));
+        assert!(m0 > 0 && m1 > 0 && m0 + m1 >= 300, "balance-xor: 300 flows from the LAN over both members: {m0} + {m1}");
+    }
+
     // m0's link goes down: ctl shows it. The bonding PMD of DPDK 22.11 gets no link event
     // from net_tap members and keeps such a member in its active list; for active-backup
-    // the appliance moves the primary itself (bondwatch.rs), and back when m0 returns.
-    // (balance-xor has no such cover yet — docs/balance.md.)
+    // the appliance moves the primary itself (bondwatch.rs), and back when m0 returns; for
+    // balance-xor it signals the link change, and the PMD takes m0 out of its list.
     ip(&["link", "set", &a, "down"]);
     let cut_at = Instant::now();
     let seen_down = eventually(Duration::from_secs(5), || {
@@ -341,6 +356,23 @@ fn tap_bond_case(mode: &str) {
         let v = ctl_ports(&socket);
         let moves = v["ports"].as_array().and_then(|a| a.iter().find(|p| p["name"] == "uplink")).map(|b| b["bond"]["primary_moves"].as_u64().unwrap_or(0)).unwrap_or(0);
         assert_eq!(moves, 2, "{v:#}");
+    } else {
+        let m0_active = |want: bool, last: &mut Vec<Value>| {
+            *last = members(&socket, mode);
+            last.iter().any(|m| m["name"] == "m0" && m["active"] == want)
+        };
+        assert!(eventually(Duration::from_secs(5), || m0_active(false, &mut last)), "balance-xor: m0 still active after its link went down: {last:#?}");
+        eprintln!("{mode}: m0 out of the bond {} ms after its link went down", cut_at.elapsed().as_millis());
+        let (m0, m1) = delivered(&a, &b, || inject(&lan, lan_dst, 300));
+        assert!(m1 >= 300 && m0 == 0, "balance-xor: every flow over m1 after the cut: m0 {m0}, m1 {m1}");
+        // m0 back: in the bond again, and flows spread over both.
+        ip(&["link", "set", &a, "up"]);
+        assert!(eventually(Duration::from_secs(5), || m0_active(true, &mut last)), "balance-xor: m0 not back in the bond: {last:#?}");
+        let (m0, m1) = delivered(&a, &b, || inject(&lan, lan_dst, 300));
+        assert!(m0 > 0 && m1 > 0 && m0 + m1 >= 300, "balance-xor: both members again: {m0} + {m1}");
+        let v = ctl_ports(&socket);
+        let signals = v["ports"].as_array().and_then(|a| a.iter().find(|p| p["name"] == "uplink")).map(|b| b["bond"]["primary_moves"].as_u64().unwrap_or(0)).unwrap_or(0);
+        assert_eq!(signals, 2, "one signal for the cut, one for the return: {v:#}");
     }
     drop(_appliance);
     let _ = std::fs::remove_dir_all(&c.dir);

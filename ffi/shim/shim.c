@@ -6,6 +6,7 @@
 #include <rte_cycles.h>
 #include <rte_pause.h>
 #include <string.h>
+#include <errno.h>
 #include <rte_eth_bond.h>
 #include <rte_eth_bond_8023ad.h>
 #include "shim.h"
@@ -44,6 +45,26 @@ int ts_bond_mode(uint16_t bond) { return rte_eth_bond_mode_get(bond); }
 int ts_bond_primary_get(uint16_t bond) { return rte_eth_bond_primary_get(bond); }
 
 int ts_bond_primary_set(uint16_t bond, uint16_t member) { return rte_eth_bond_primary_set(bond, member); }
+
+/* Driver-side ethdev API (exported with the INTERNAL version; ethdev_driver.h is not
+ * installed by Debian's libdpdk-dev): the device is only passed through. */
+struct rte_eth_dev;
+struct rte_eth_dev *rte_eth_dev_allocated(const char *name);
+int rte_eth_dev_callback_process(struct rte_eth_dev *dev, enum rte_eth_event_type event, void *ret_param);
+
+int ts_link_event(uint16_t port)
+{
+    char name[RTE_ETH_NAME_MAX_LEN];
+    if (rte_eth_dev_get_name_by_port(port, name) != 0)
+        return -ENODEV;
+    struct rte_eth_dev *dev = rte_eth_dev_allocated(name);
+    if (dev == NULL)
+        return -ENODEV;
+    /* The result is the last callback's own (the bonding PMD's is -1 when, say, the link
+     * did not change after all); what each callback did is visible in the bond's state. */
+    (void)rte_eth_dev_callback_process(dev, RTE_ETH_EVENT_INTR_LSC, NULL);
+    return 0;
+}
 
 int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max)
 {

@@ -43,6 +43,10 @@ int ts_bond_mode(uint16_t bond);
 /* rte_eth_bond_primary_get / _set. */
 int ts_bond_primary_get(uint16_t bond);
 int ts_bond_primary_set(uint16_t bond, uint16_t member);
+/* Runs the link-state-change callbacks registered on `port` (what its driver does on a
+ * link interrupt): a bonding device over it re-reads the member's link and activates or
+ * deactivates it. For members whose driver never raises the interrupt (net_tap). */
+int ts_link_event(uint16_t port);
 /* Fills up to `max` members of `bond`; returns how many there are (negative on error). */
 int ts_bond_members(uint16_t bond, struct ts_bond_member *out, int max);
 #endif

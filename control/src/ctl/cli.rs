@@ -435,6 +435,7 @@ pub fn render_ports(r: &PortsResult) -> String {
 fn render_bond(name: &str, b: &BondInfo) -> String {
     let mut s = match &b.primary {
         Some(p) => format!("\nbond {name} ({}, primary {p}, moved {}×):\n", b.mode, b.primary_moves),
+        None if b.mode == "balance-xor" => format!("\nbond {name} ({}, member link changes signalled {}×):\n", b.mode, b.primary_moves),
         None => format!("\nbond {name} ({}):\n", b.mode),
     };
     if b.members.is_empty() {

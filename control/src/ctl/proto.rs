@@ -463,7 +463,8 @@ pub struct BondInfo {
     /// active-backup: the member in use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary: Option<String>,
-    /// active-backup: how often the appliance moved the primary to follow member links.
+    /// active-backup: how often the appliance moved the primary to follow member links;
+    /// balance-xor: how often it signalled a member's link change to the bonding PMD.
     pub primary_moves: u64,
 }
 

@@ -265,6 +265,18 @@ impl Port {
         Ok(())
     }
 
+    /// Runs the link-change callbacks registered on `member` (a bonding device's own among
+    /// them), as its driver would on a link interrupt: the bonding PMD re-reads the
+    /// member's link and puts it in or takes it out of its active list.
+    pub fn signal_link_change(&self, member: u16) -> Result<(), PortError> {
+        // SAFETY: a valid port id; the callbacks take their own locks.
+        let rc = unsafe { dpdk().ts_link_event(member) };
+        if rc < 0 {
+            return Err(PortError::Port { port: self.name.clone(), what: format!("signalling member port {member}'s link change failed: {}", errno_text(-rc)) });
+        }
+        Ok(())
+    }
+
     /// Stops and closes the port (after every lcore has returned).
     pub fn shutdown(&self) {
         // SAFETY: no lcore polls the port any more.
