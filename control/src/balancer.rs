@@ -48,6 +48,23 @@ pub struct MemberPlan {
     pub tcp_port: Option<u16>,
 }
 
+/// Ports on which the roles answer ARP for the VIPs of `services` (balance's, or the
+/// splice's per-pool plans): each service's `via`, or, for a service without one, every
+/// port of `ports` that faces none of the services' members.
+pub fn client_ports(services: &[ServicePlan], ports: usize) -> Vec<PortIndex> {
+    let member_ports: Vec<PortIndex> = services.iter().flat_map(|s| s.members.iter().map(|m| m.port)).collect();
+    let mut out: Vec<PortIndex> = Vec::new();
+    for s in services {
+        match s.client_port {
+            Some(p) => out.push(p),
+            None => out.extend((0..ports as PortIndex).filter(|p| !member_ports.contains(p))),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePlan {
     pub name: String,

@@ -52,6 +52,9 @@ struct Watched {
     preferred: Option<String>,
     /// active-backup: primary moves; balance-xor: member link changes signalled.
     failovers: u64,
+    /// balance-xor: the link state last signalled per member port id (signalled once per
+    /// change, so a PMD that ignores the event is not signalled every tick).
+    signalled: Vec<(u16, bool)>,
 }
 
 /// The active-backup and balance-xor bonds of a run and how often the watch acted.
@@ -68,7 +71,7 @@ impl BondWatch {
             .filter_map(|(i, p)| {
                 let b = p.bond.as_ref().filter(|b| matches!(b.mode, BondMode::ActiveBackup | BondMode::BalanceXor))?;
                 let preferred = b.primary.clone().or_else(|| b.members.first().map(|m| m.name.clone()));
-                Some(Watched { port: i, name: p.name.clone(), mode: b.mode, preferred, failovers: 0 })
+                Some(Watched { port: i, name: p.name.clone(), mode: b.mode, preferred, failovers: 0, signalled: Vec::new() })
             })
             .collect();
         BondWatch { bonds }
@@ -84,6 +87,11 @@ impl BondWatch {
                 let states: Vec<(u16, bool, bool)> = members.iter().map(|m| (m.port_id, m.link_up, m.active)).collect();
                 for id in stale_members(&states) {
                     let Some(m) = members.iter().find(|m| m.port_id == id) else { continue };
+                    if w.signalled.contains(&(id, m.link_up)) {
+                        continue;
+                    }
+                    w.signalled.retain(|&(p, _)| p != id);
+                    w.signalled.push((id, m.link_up));
                     let name = bond.member_name(&m.device).unwrap_or(&m.device).to_string();
                     match port.signal_link_change(id) {
                         Ok(()) => {

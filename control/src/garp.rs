@@ -10,7 +10,6 @@
 //! "ARP announcement": sender and target IP equal, target MAC zero), broadcast,
 //! [`REPEATS`] times [`SPACING`] apart, like `arping -U -c 3`.
 
-use crate::balancer::ServicePlan;
 use crate::neighbours::PortAddrs;
 use dataplane::packet::build::arp_request;
 use dataplane::role::PortIndex;
@@ -37,20 +36,15 @@ impl Announcement {
     }
 }
 
-/// What the appliance announces: each port's addresses on it, and each service's VIP on
-/// its client port (or, when the service names none, on every port that faces none of
-/// its members). Sorted, without repeats.
-pub fn announcements(ports: &[PortAddrs], services: &[ServicePlan]) -> Vec<Announcement> {
+/// What the appliance announces: each port's addresses on it, and each VIP on the ports
+/// where the role answers ARP for it (`balancer::client_ports`). Sorted, without repeats.
+pub fn announcements(ports: &[PortAddrs], vips: &[(Ipv4Addr, Vec<PortIndex>)]) -> Vec<Announcement> {
     let mut out: Vec<Announcement> = Vec::new();
     for p in ports {
         out.extend(p.ipv4.iter().map(|&(addr, _)| Announcement { port: p.index, mac: p.mac, addr }));
     }
-    for s in services {
-        let on: Vec<&PortAddrs> = match s.client_port {
-            Some(c) => ports.iter().filter(|p| p.index == c).collect(),
-            None => ports.iter().filter(|p| !s.members.iter().any(|m| m.port == p.index)).collect(),
-        };
-        out.extend(on.into_iter().map(|p| Announcement { port: p.index, mac: p.mac, addr: s.vip }));
+    for (vip, on) in vips {
+        out.extend(ports.iter().filter(|p| on.contains(&p.index)).map(|p| Announcement { port: p.index, mac: p.mac, addr: *vip }));
     }
     out.sort_unstable();
     out.dedup();
@@ -124,8 +118,8 @@ mod tests {
         PortAddrs { index: i, mac: [2, 0, 0, 0, 0, i as u8], ipv4: addrs.iter().map(|&a| (a, 24)).collect() }
     }
 
-    fn service(vip: Ipv4Addr, client_port: Option<PortIndex>, member_port: PortIndex) -> ServicePlan {
-        ServicePlan {
+    fn service(vip: Ipv4Addr, client_port: Option<PortIndex>, member_port: PortIndex) -> crate::balancer::ServicePlan {
+        crate::balancer::ServicePlan {
             name: "s".into(),
             vip,
             protocol: 6,
@@ -136,15 +130,21 @@ mod tests {
         }
     }
 
+    /// The VIPs of `services` on their client ports, as `run` computes them.
+    fn vips(services: &[crate::balancer::ServicePlan], ports: usize) -> Vec<(Ipv4Addr, Vec<PortIndex>)> {
+        let on = crate::balancer::client_ports(services, ports);
+        services.iter().map(|s| (s.vip, on.clone())).collect()
+    }
+
     #[test]
     fn ports_and_vips_are_announced_where_they_are_answered() {
         let ports = [port(0, &[Ipv4Addr::new(10, 0, 0, 2)]), port(1, &[Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 1, 2)]), port(2, &[])];
         let vip = Ipv4Addr::new(10, 0, 0, 100);
-        let a = announcements(&ports, &[service(vip, Some(0), 1), service(vip, Some(0), 1)]);
+        let a = announcements(&ports, &vips(&[service(vip, Some(0), 1), service(vip, Some(0), 1)], 3));
         let got: Vec<(PortIndex, Ipv4Addr)> = a.iter().map(|a| (a.port, a.addr)).collect();
         assert_eq!(got, vec![(0, Ipv4Addr::new(10, 0, 0, 2)), (0, vip), (1, Ipv4Addr::new(10, 1, 0, 2)), (1, Ipv4Addr::new(10, 1, 1, 2))]);
         // No client port named: every port without members answers for the VIP.
-        let a = announcements(&ports, &[service(vip, None, 1)]);
+        let a = announcements(&ports, &vips(&[service(vip, None, 1)], 3));
         let vips: Vec<PortIndex> = a.iter().filter(|a| a.addr == vip).map(|a| a.port).collect();
         assert_eq!(vips, vec![0, 2]);
     }

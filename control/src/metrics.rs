@@ -201,7 +201,7 @@ pub struct NeighbourMetrics {
     pub resolved: u64,
     pub arp_requests: u64,
     pub arp_replies: u64,
-    /// Gratuitous ARPs sent at start (our addresses and VIPs, `crate::garp`).
+    /// Gratuitous ARPs sent at start and on link-up (our addresses and VIPs, `crate::garp`).
     pub gratuitous_arps: u64,
     /// ARP requests an lcore's command queue refused (full).
     pub tx_refused: u64,
@@ -630,7 +630,7 @@ impl Collector for SnapshotCollector {
             ("tapsplice_heartbeats_inband_tx_refused", "In-band heartbeats an lcore's command queue refused (full).", s.heartbeats.inband_tx_refused),
             ("tapsplice_arp_requests", "ARP requests the control plane sent for wanted neighbours.", s.neighbours.arp_requests),
             ("tapsplice_arp_replies", "ARP replies to the appliance's addresses handed to the control plane.", s.neighbours.arp_replies),
-            ("tapsplice_arp_gratuitous", "Gratuitous ARPs the appliance sent at start for its addresses and VIPs.", s.neighbours.gratuitous_arps),
+            ("tapsplice_arp_gratuitous", "Gratuitous ARPs the appliance sent for its addresses and VIPs (at start and when a port's link comes up).", s.neighbours.gratuitous_arps),
             ("tapsplice_arp_tx_refused", "ARP requests an lcore's command queue refused (full).", s.neighbours.tx_refused),
         ] {
             let me = enc.encode_descriptor(name, help, None, Counter)?;

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 pub struct PuntCounters {
     pub arp_requests: AtomicU64,
     pub arp_replies: AtomicU64,
-    /// Gratuitous ARPs sent (announcements of our addresses and VIPs).
+    /// Gratuitous ARPs sent (announcements of our addresses and VIPs, at start and on
+    /// link-up).
     pub gratuitous_arps: AtomicU64,
     pub tx_refused: AtomicU64,
 }

@@ -316,22 +316,6 @@ impl WorkerSetup<'_> {
     }
 }
 
-/// Ports on which the balancer answers ARP for its VIPs: the services' `via` ports, or,
-/// for a service without one, every port that does not face a pool's members.
-fn balance_client_ports(plan: &RunPlan) -> Vec<PortIndex> {
-    let member_ports: Vec<PortIndex> = plan.balance.iter().flat_map(|s| s.members.iter().map(|m| m.port)).collect();
-    let mut out: Vec<PortIndex> = Vec::new();
-    for s in &plan.balance {
-        match s.client_port {
-            Some(p) => out.push(p),
-            None => out.extend((0..plan.ports.len() as PortIndex).filter(|p| !member_ports.contains(p))),
-        }
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 /// The synthetic connections' layout for `--bench-splices`: the first service's VIP and
 /// first port, its default pool's first backend, our address on that backend's port.
 fn synthetic_layout(sp: &SplicePlan, local: &[LocalAddrs], client_ports: &[PortIndex], nat_first: u16) -> Result<dataplane::splice::synthetic::Layout, String> {
@@ -473,8 +457,15 @@ fn serve(
         .map(|(i, (p, pp))| PortAddrs { index: i as PortIndex, mac: p.mac, ipv4: pp.ipv4.clone() })
         .collect();
     let inband: Vec<PortAddrs> = port_addrs.iter().filter(|p| inband_ports.contains(&p.index)).cloned().collect();
-    // Every VIP the roles answer ARP for, with the ports' own addresses.
-    let vips: Vec<_> = plan.balance.iter().chain(plan.splice.iter().flat_map(|s| s.services.iter())).cloned().collect();
+    // Every VIP on the ports where the role answers ARP for it, and the ports' own
+    // addresses (the same client ports the roles are given).
+    let mut vips: Vec<(std::net::Ipv4Addr, Vec<PortIndex>)> = Vec::new();
+    let balance_ports = crate::balancer::client_ports(&plan.balance, plan.ports.len());
+    vips.extend(plan.balance.iter().map(|s| (s.vip, balance_ports.clone())));
+    if let Some(sp) = &plan.splice {
+        let splice_ports = sp.client_ports(plan.ports.len());
+        vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
+    }
     let announce = crate::garp::announcements(&port_addrs, &vips);
     let (link_up_tx, link_ups) = crossbeam_channel::bounded::<PortIndex>(64);
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce, link_ups };
@@ -487,7 +478,7 @@ fn serve(
     } else {
         let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_addrs);
         let vips: Vec<VipSpec> = plan.balance.iter().map(|s| s.vip_spec()).collect();
-        let client_ports = balance_client_ports(plan);
+        let client_ports = crate::balancer::client_ports(&plan.balance, plan.ports.len());
         let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
         let mut counters = Vec::new();
         let (slots, end) = workers.start(supervisor, |_| {

@@ -169,17 +169,7 @@ impl SplicePlan {
     /// Ports facing clients (ARP for the VIPs is answered there): the services' `via`, or
     /// every port that faces no backend.
     pub fn client_ports(&self, ports: usize) -> Vec<PortIndex> {
-        let backend_ports: Vec<PortIndex> = self.services.iter().flat_map(|s| s.members.iter().map(|m| m.port)).collect();
-        let mut out: Vec<PortIndex> = Vec::new();
-        for s in &self.services {
-            match s.client_port {
-                Some(p) => out.push(p),
-                None => out.extend((0..ports as PortIndex).filter(|p| !backend_ports.contains(p))),
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
+        crate::balancer::client_ports(&self.services, ports)
     }
 }
 

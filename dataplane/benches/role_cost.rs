@@ -189,7 +189,7 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
     };
     // Even frames come from the clients (port 0), odd ones from the backend (port 1).
     fn lcore<R: Role>(role: &mut R, frames: &mut [Vec<u8>], counters: &mut LcoreCounters) {
-        for f in frames.iter() {
+        for f in frames.iter().filter(|_| R::PREFETCH) {
             role.prefetch(f);
         }
         let mut ctx = Ctx { now_tsc: 0, counters, emit: &mut dataplane::role::NoEmit, clock: None };

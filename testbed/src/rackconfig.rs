@@ -175,6 +175,9 @@ pub fn set_path(t: &mut Table, path: &str, value: Value) -> Result<()> {
     let mut i = 0;
     while i < keys.len() - 1 {
         let k = keys[i];
+        if keys[i + 1].parse::<usize>().is_ok() && !matches!(cur.get(k), Some(Value::Array(_))) {
+            bail!("`{}`: `{}` is not an array of tables (no element to index)", path, k);
+        }
         let entry = cur.entry(k.to_string()).or_insert_with(|| Value::Table(Table::new()));
         let next = match entry {
             Value::Array(items) => {
@@ -397,6 +400,9 @@ device = "0000:03:00.0"
         assert!(e.contains("has 2 elements"), "{e}");
         let e = set_path(&mut t, "service.nat", Value::Integer(1)).unwrap_err().to_string();
         assert!(e.contains("is an array"), "{e}");
+        let e = set_path(&mut t, "pool.0.name", Value::Integer(1)).unwrap_err().to_string();
+        assert!(e.contains("not an array of tables"), "{e}");
+        assert!(t.get("pool").is_none(), "nothing created");
     }
 
     fn settings_for<'a>(

@@ -229,7 +229,7 @@ impl<R: Role + 'static> Worker<R> {
                 let mut rx_bytes = 0u64;
                 // First a look at every frame of the burst, so that the role's table
                 // fetches overlap (Role::prefetch); then the frames one by one.
-                for &m in &rx_buf[..n] {
+                for &m in rx_buf[..n].iter().filter(|_| R::PREFETCH) {
                     // SAFETY: as below; read only.
                     let frame = unsafe {
                         let mb = &*m;

@@ -116,10 +116,14 @@ pub trait Role: Send {
     /// (the length stays the same).
     fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict;
 
-    /// Called for every frame of a burst before the first is handled: the role may ask
-    /// the CPU to fetch what `handle` will read for the frame (its table bucket), so that
-    /// the fetches of the whole burst overlap instead of stalling one frame after the
-    /// other. A hint only: it changes nothing.
+    /// Whether the lcore calls [`Role::prefetch`] (a role without it pays nothing for the
+    /// extra pass over the burst).
+    const PREFETCH: bool = false;
+
+    /// Called for every frame of a burst before the first is handled (when
+    /// [`Role::PREFETCH`]): the role may ask the CPU to fetch what `handle` will read for
+    /// the frame (its table bucket), so that the fetches of the whole burst overlap
+    /// instead of stalling one frame after the other. A hint only: it changes nothing.
     #[inline(always)]
     fn prefetch(&self, frame: &[u8]) {
         let _ = frame;

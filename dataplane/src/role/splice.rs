@@ -66,6 +66,8 @@ pub const CLOSED_LINGER_S: u32 = 2;
 /// How long a backend that refused a connection or let its SYNs go unanswered is passed
 /// over by new connections (when another backend of its pool is live).
 pub const SUSPECT_MS: u64 = 10_000;
+/// The longest wait for a backend's answer to one SYN (the doubling stops here).
+pub const MAX_CONNECT_WAIT_MS: u64 = 16_000;
 /// Table slots the expiry hand looks at per chunk (a tick sweeps enough chunks to walk the
 /// table about once a second).
 const SWEEP_PER_TICK: usize = 64;
@@ -1249,14 +1251,17 @@ impl Role for Splice {
                 }
             }
             let (lo, hi) = self.settings.nat_ports;
-            if (lo..=hi).contains(&f.dst_port) && self.local.iter().any(|l| l.owns(f.dst)) {
+            let transparent_backend = || self.services.iter().any(|s| s.transparent) && self.pools.iter().any(|p| p.backends.iter().any(|&(a, port)| a == f.src && port.is_none_or(|p| p == f.src_port)));
+            if (lo..=hi).contains(&f.dst_port) && self.local.iter().any(|l| l.owns(f.dst)) || transparent_backend() {
                 // A backend's segment for a splice that is gone (expired, or moved to
-                // another backend).
+                // another backend); in transparent mode addressed to the client itself.
                 return Verdict::Drop(DropReason::NoSplice);
             }
         }
         self.other(ingress, frame, ctx)
     }
+
+    const PREFETCH: bool = true;
 
     #[inline]
     fn prefetch(&self, frame: &[u8]) {
@@ -1294,7 +1299,9 @@ impl Role for Splice {
                 // Each retransmission waits twice as long as the one before (as a kernel's
                 // SYN backoff does): a backend path that drops frames because it is
                 // congested gets time to drain instead of three SYNs into the same burst.
-                hs.deadline_ms = now + (connect_ms << hs.attempts.min(16));
+                // Capped, as a kernel caps its RTO: a blackholed pool must not hold
+                // handshake slots (and their buffers) for hours.
+                hs.deadline_ms = now + (connect_ms << hs.attempts.min(16)).min(MAX_CONNECT_WAIT_MS.max(connect_ms));
                 hs.attempts += 1;
                 self.backend_syn(h as u16, ctx);
             } else {

@@ -740,3 +740,20 @@ fn a_transparent_service_keeps_the_client_address_on_the_backend_leg() {
     assert!(n.role.table().is_empty());
     assert_eq!(n.role.nat.available(), free);
 }
+
+#[test]
+fn the_syn_backoff_stops_doubling_at_its_cap() {
+    let mut n = Net::new(64, 7);
+    let (_, syn) = connect(&mut n, CPORT, b"x");
+    // Waits 1, 2, 4, 8, 16 s, then 16 s again (not 32): SYN k + 1 goes out `wait` after SYN k.
+    for wait in [1000u64, 2000, 4000, 8000, 16_000, 16_000] {
+        n.now += wait - 1;
+        assert!(n.tick().is_empty(), "nothing before {wait} ms");
+        n.now += 1;
+        let out = n.tick();
+        assert_eq!(out.len(), 1, "a SYN after {wait} ms");
+        assert_eq!(seen(&out[0].1).dst, syn.dst);
+    }
+    assert_eq!(n.stat(SpliceStat::BackendSyns), 7);
+    assert_eq!(n.stat(SpliceStat::BackendTimeouts), 0);
+}

@@ -326,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_are_rescaled_up_never_down() {
+    fn windows_are_rescaled_rounding_down_and_capped() {
         assert_eq!(rescale(100, 7, 7), 100);
         assert_eq!(rescale(100, 7, 5), 400);
         assert_eq!(rescale(100, 5, 7), 25);
