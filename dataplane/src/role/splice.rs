@@ -272,10 +272,14 @@ pub enum SpliceStat {
     HeadersTooLarge,
     /// First requests not complete within `first_request_ms` (the client got a RST).
     FirstRequestTimeouts,
+    /// New connections refused because the chosen backend leg's tuple belonged to another
+    /// connection (transparent mode: one client port to two VIPs on the same backend and
+    /// port; the client got a RST).
+    RefusedTupleTaken,
 }
 
 impl SpliceStat {
-    pub const COUNT: usize = 23;
+    pub const COUNT: usize = 24;
     pub const ALL: [SpliceStat; Self::COUNT] = [
         SpliceStat::SynCookies,
         SpliceStat::CookiesValid,
@@ -300,6 +304,7 @@ impl SpliceStat {
         SpliceStat::BadRequests,
         SpliceStat::HeadersTooLarge,
         SpliceStat::FirstRequestTimeouts,
+        SpliceStat::RefusedTupleTaken,
     ];
 
     /// Stable snake_case name for ctl and metrics.
@@ -328,6 +333,7 @@ impl SpliceStat {
             SpliceStat::BadRequests => "bad_requests",
             SpliceStat::HeadersTooLarge => "headers_too_large",
             SpliceStat::FirstRequestTimeouts => "first_request_timeouts",
+            SpliceStat::RefusedTupleTaken => "refused_tuple_taken",
         }
     }
 }
@@ -812,10 +818,16 @@ impl Splice {
                 hs.deadline_ms = self.now_ms + connect_ms;
                 self.backend_syn(h, ctx);
             }
-            _ => {
-                self.counters.add(SpliceStat::RefusedNoBackend, 1);
-                self.member_counters.count_no_member(pool);
-                ctx.counters.drops.count(DropReason::NoMember);
+            picked => {
+                if picked.is_some() {
+                    // A backend was there; its leg's tuple was not (see `attach_backend`).
+                    self.counters.add(SpliceStat::RefusedTupleTaken, 1);
+                    ctx.counters.drops.count(DropReason::SpliceFull);
+                } else {
+                    self.counters.add(SpliceStat::RefusedNoBackend, 1);
+                    self.member_counters.count_no_member(pool);
+                    ctx.counters.drops.count(DropReason::NoMember);
+                }
                 self.reset_client(&e, h, ctx);
                 self.drop_entry(slot);
             }

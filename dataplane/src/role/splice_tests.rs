@@ -15,6 +15,7 @@ const OWN: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 1, 0, 
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 11);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 101);
 const BACKENDS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 0, 21), Ipv4Addr::new(10, 1, 0, 22)];
 const BACKEND_MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 1, 21], [2, 0, 0, 0, 1, 22]];
 /// The role's clock runs at 1000 ticks per second: one tick is a millisecond.
@@ -67,7 +68,8 @@ impl Net {
     }
 
     /// `least`: pool 0 chooses by least connections; `transparent`: the service keeps the
-    /// client's address on the backend leg.
+    /// client's address on the backend leg (and a second transparent service on `VIP2`
+    /// uses the same pool).
     fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool) -> Net {
         let service = SpliceService {
             vip: VIP,
@@ -95,7 +97,11 @@ impl Net {
             SplicePool { backends: BACKENDS.iter().map(|&a| (a, Some(8080))).collect(), least_connections: least },
             SplicePool { backends: vec![(STATIC, None)], least_connections: false },
         ];
-        let role = Splice::new(vec![service], pools, settings, keys(), tables, local(), &[0], None).unwrap();
+        let mut services = vec![service.clone()];
+        if transparent {
+            services.push(SpliceService { vip: VIP2, ..service });
+        }
+        let role = Splice::new(services, pools, settings, keys(), tables, local(), &[0], None).unwrap();
         Net { role, counters: LcoreCounters::default(), now: 0 }
     }
 
@@ -756,4 +762,23 @@ fn the_syn_backoff_stops_doubling_at_its_cap() {
     }
     assert_eq!(n.stat(SpliceStat::BackendSyns), 7);
     assert_eq!(n.stat(SpliceStat::BackendTimeouts), 0);
+}
+
+#[test]
+fn a_transparent_backend_tuple_already_in_use_is_refused_with_its_own_reason() {
+    // One client port to two VIPs of the same pool: the backend is chosen by the client's
+    // address and port, so both legs would be (client:port → backend:8080).
+    let mut n = Net::build(64, 3, tables(&[1, 1]), Rules::default(), false, true);
+    let (_, syn) = connect(&mut n, CPORT, b"a");
+    assert_eq!(syn.src, (CLIENT, CPORT));
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, CPORT), (VIP2, 80), C0, 0, flags::SYN, 502, &LINUX_SYN_OPTS, b"");
+    let (_, _, out) = n.send(0, &f);
+    let a0 = seen(&out[0].1).seq;
+    let f = seg(CLIENT_MAC, PORT_MAC[0], (CLIENT, CPORT), (VIP2, 80), C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, 502, &[], b"b");
+    let (v, _, out) = n.send(0, &f);
+    assert_eq!(v, Verdict::Consumed);
+    let r = seen(&out[0].1);
+    assert_eq!((r.src, r.dst, r.flags & flags::RST), ((VIP2, 80), (CLIENT, CPORT), flags::RST));
+    assert_eq!((n.stat(SpliceStat::RefusedTupleTaken), n.stat(SpliceStat::RefusedNoBackend)), (1, 0));
+    assert_eq!(n.role.table().len(), 1, "the first connection stays");
 }

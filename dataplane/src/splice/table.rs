@@ -151,6 +151,14 @@ pub enum Leg {
 /// An index value: the slot, and the backend leg in the top bit.
 const BACKEND_LEG: u32 = 1 << 31;
 
+/// The index value of `slot`'s `leg`.
+fn value(slot: u32, leg: Leg) -> u32 {
+    match leg {
+        Leg::Client => slot,
+        Leg::Backend => slot | BACKEND_LEG,
+    }
+}
+
 /// A slot of the table: the entry in one cache line, its traffic in the next (an aligned
 /// pair of lines, which the CPU's adjacent-line prefetch brings in together).
 #[derive(Clone, Copy)]
@@ -235,6 +243,8 @@ impl SpliceTable {
         debug_assert!(inserted);
     }
 
+    /// Removes `key` stored with `value` (exact: a key stored with another value, or not
+    /// stored, is left alone).
     fn remove_key(&mut self, key: &LegKey, value: u32) {
         self.index.remove(self.index.hash(*key), value);
     }
@@ -247,8 +257,8 @@ impl SpliceTable {
         }
         let slot = self.free.pop()?;
         self.slots[slot as usize] = Slot { entry: Some(e), traffic: Traffic { since: e.last_seen, ..Traffic::default() } };
-        self.add_key(&ck, slot);
-        self.add_key(&bk, slot | BACKEND_LEG);
+        self.add_key(&ck, value(slot, Leg::Client));
+        self.add_key(&bk, value(slot, Leg::Backend));
         Some(slot)
     }
 
@@ -272,7 +282,7 @@ impl SpliceTable {
         }
         let slot = self.free.pop()?;
         self.slots[slot as usize] = Slot { entry: Some(e), traffic: Traffic { since: e.last_seen, ..Traffic::default() } };
-        self.add_key(&ck, slot);
+        self.add_key(&ck, value(slot, Leg::Client));
         Some(slot)
     }
 
@@ -287,27 +297,22 @@ impl SpliceTable {
         if new == e.client_key() || self.find(&new).is_some_and(|(s, _)| s != slot) {
             return false;
         }
-        let old = e.backend_key();
-        if self.find(&old) == Some((slot, Leg::Backend)) {
-            self.remove_key(&old, slot | BACKEND_LEG);
-        }
+        // Only its own backend key (one still routing has none).
+        self.remove_key(&e.backend_key(), value(slot, Leg::Backend));
         if let Some(Slot { entry: Some(e), .. }) = self.slots.get_mut(slot as usize) {
             e.backend = backend;
             e.nat = nat;
         }
-        self.add_key(&new, slot | BACKEND_LEG);
+        self.add_key(&new, value(slot, Leg::Backend));
         true
     }
 
     /// Frees a slot; the entry it held.
     pub fn remove(&mut self, slot: u32) -> Option<Entry> {
         let e = self.get(slot).copied()?;
-        for (k, leg) in [(e.client_key(), Leg::Client), (e.backend_key(), Leg::Backend)] {
-            // Only our own keys (an entry still routing has no backend key).
-            if self.find(&k) == Some((slot, leg)) {
-                self.remove_key(&k, if leg == Leg::Backend { slot | BACKEND_LEG } else { slot });
-            }
-        }
+        // Only our own keys (an entry still routing has no backend key).
+        self.remove_key(&e.client_key(), value(slot, Leg::Client));
+        self.remove_key(&e.backend_key(), value(slot, Leg::Backend));
         self.slots[slot as usize] = EMPTY;
         self.free.push(slot);
         Some(e)
