@@ -1,6 +1,7 @@
 //! TCP splicing (issue 5, design in `docs/splice.md`). Pure: bytes in, bytes out.
 //!
 //! * [`cookie`] — SYN cookies: a stateless handshake any appliance of the rack validates.
+//! * [`fuzz`] — the splice's pure logic on arbitrary bytes (fuzz target and proptest).
 //! * [`index`] — the connection index: a leg's tuple to its slot in one cache line.
 //! * [`options`] — the options a SYN offers, and the option block of the handshake
 //!   segments the appliance sends.
@@ -13,6 +14,7 @@
 //!   with incremental checksums.
 
 pub mod cookie;
+pub mod fuzz;
 pub mod index;
 pub mod options;
 pub mod request;

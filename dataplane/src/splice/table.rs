@@ -180,7 +180,8 @@ pub struct SpliceTable {
 
 impl SpliceTable {
     /// A table for `capacity` connections (at least 1, at most 2^31), allocated now, its
-    /// index hashed with a seed of this process's own.
+    /// index hashed with a random seed (std's `RandomState` keys: random per thread,
+    /// never known outside the process).
     pub fn new(capacity: usize) -> SpliceTable {
         SpliceTable::with_seed(capacity, random_seed())
     }
