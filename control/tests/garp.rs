@@ -7,13 +7,12 @@
 //! Needs root (TAP ports, neighbour entries); the TAP interfaces stay in the root network
 //! namespace and vanish with the appliance.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+use common::{cookie_key, ctl, wait_for, Appliance};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tapsplice");
 const OWN: &str = "10.78.0.2";
 const VIP: &str = "10.78.0.100";
 const FAKE: &str = "02:de:ad:be:ef:01";
@@ -71,24 +70,6 @@ enabled = false
     )
 }
 
-struct Appliance(Child);
-
-impl Drop for Appliance {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip");
     assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
@@ -105,39 +86,19 @@ fn stale_neighbours_learn_the_appliance_mac_when_its_link_comes_up() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (TAP ports, neighbour entries)");
     let dir = std::env::temp_dir().join(format!("tsg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("cookie.key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    cookie_key(&dir);
     let cfg = dir.join("rack.toml");
     std::fs::write(&cfg, rack(&dir)).unwrap();
+    let app = Appliance::start::<&str>(&cfg, &[]);
 
-    let mut child = Command::new(BIN).args(["run", "--config"]).arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    let err = child.stderr.take().unwrap();
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(err).read_to_string(&mut s);
-        s
-    });
-    let app = Appliance(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut running = false;
-    while !running && Instant::now() < deadline {
-        running = rx.recv_timeout(Duration::from_millis(200)).is_ok_and(|l| l.contains("tapsplice: running"));
-    }
-    assert!(running, "the appliance did not start");
-
-    // The client port's MAC, as the appliance reports it.
-    // (The first statistics are published a moment after the start.)
+    // The client port's MAC, as the appliance reports it (the first statistics are
+    // published a moment after the start).
+    let sock = dir.join("ctl.sock");
     let mut v = serde_json::Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && v["ports"].as_array().is_none_or(|p| p.is_empty()) {
-        std::thread::sleep(Duration::from_millis(100));
-        let out = Command::new(BIN).args(["ctl", "--socket"]).arg(dir.join("ctl.sock")).args(["--json", "ports"]).output().unwrap();
-        v = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    }
+    wait_for(Duration::from_secs(5), || {
+        v = serde_json::from_slice(&ctl(&sock, &["--json", "ports"]).stdout).unwrap_or_default();
+        v["ports"].as_array().is_some_and(|p| !p.is_empty())
+    });
     let ports = v["ports"].as_array().unwrap_or_else(|| panic!("ctl ports: {v}"));
     let mac = ports.iter().find(|p| p["name"] == "clients").and_then(|p| p["mac"].as_str()).unwrap_or_else(|| panic!("no clients port MAC: {v}")).to_lowercase();
 
@@ -148,14 +109,10 @@ fn stale_neighbours_learn_the_appliance_mac_when_its_link_comes_up() {
         ip(&["neigh", "replace", a, "lladdr", FAKE, "dev", "tsg-c0", "nud", "stale"]);
         assert!(neighbour(a).contains(FAKE), "{}", neighbour(a));
     }
-    let deadline = Instant::now() + Duration::from_secs(6);
     let learned = |a: &str| neighbour(a).contains(&mac);
-    while !(learned(OWN) && learned(VIP)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(Duration::from_secs(6), || learned(OWN) && learned(VIP));
     let (own, vip) = (neighbour(OWN), neighbour(VIP));
-    drop(app);
-    let stderr = errs.join().unwrap_or_default();
+    let (_, stderr) = app.stop();
     assert!(own.contains(&mac), "{OWN}: {own} (appliance MAC {mac}); appliance: {stderr}");
     assert!(vip.contains(&mac), "{VIP}: {vip} (appliance MAC {mac}); appliance: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);

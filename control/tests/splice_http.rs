@@ -17,6 +17,8 @@
 //! pool the first one chose), a request that is not HTTP reset, and the appliance's own
 //! count of routed connections.
 
+mod common;
+use common::{cookie_key, ctl, wait_for, Appliance};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,9 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tapsplice");
 const VIP: &str = "10.77.0.100";
 const NS: [&str; 3] = ["tsh-c", "tsh-s1", "tsh-s2"];
 
@@ -42,7 +43,7 @@ fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
 
 /// Namespaces and processes of the test, removed on drop.
 struct Lab {
-    appliance: Option<Child>,
+    appliance: Option<Appliance>,
     python: Option<Child>,
     stop: Arc<AtomicBool>,
     dir: PathBuf,
@@ -55,16 +56,8 @@ impl Drop for Lab {
             let _ = p.kill();
             let _ = p.wait();
         }
-        if let Some(mut a) = self.appliance.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(a.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = a.kill();
-            let _ = a.wait();
-        }
+        // Stopped before its TAPs' namespaces go.
+        drop(self.appliance.take());
         for ns in NS {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -150,16 +143,6 @@ fn curl(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
 
 fn rack(dir: &Path) -> String {
     format!(
@@ -252,9 +235,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
         ip(&["-n", ns, "link", "set", "lo", "up"]);
     }
     // The cookie secret (private, as the appliance demands) and the static files.
-    let key = dir.join("cookie.key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n").unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    cookie_key(&dir);
     std::fs::write(dir.join("www/index.html"), b"static index\n").unwrap();
     let asset: Vec<u8> = (0..1_000_000usize).map(|i| gen_byte(i * 7 + 3)).collect();
     std::fs::write(dir.join("www/assets/app.js"), &asset).unwrap();
@@ -263,27 +244,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
 
     // The appliance, then its TAPs into the namespaces.
     let report = dir.join("report.json");
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .arg("--report-json")
-        .arg(&report)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
-    let err = child.stderr.take().unwrap();
-    let errs = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = BufReader::new(err).read_to_string(&mut s);
-        s
-    });
-    lab.appliance = Some(child);
-    let running = wait_for(Duration::from_secs(30), || rx.try_iter().any(|l| l.contains("tapsplice: running")));
-    assert!(running, "the appliance did not start");
+    lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
     for (tap, ns, addr) in [("tsh-c0", NS[0], "10.77.0.11/24"), ("tsh-w0", NS[1], "10.77.1.21/24"), ("tsh-s0", NS[2], "10.77.2.21/24")] {
         ip(&["link", "set", tap, "netns", ns]);
         ip(&["-n", ns, "addr", "add", addr, "dev", tap]);
@@ -293,7 +254,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     // Both backends resolved by ARP and in their pools' tables (`ctl members`: per pool).
     let sock = dir.join("ctl.sock");
     let up = wait_for(Duration::from_secs(20), || {
-        let out = Command::new(BIN).args(["ctl", "--socket"]).arg(&sock).args(["--json", "members"]).output().unwrap();
+        let out = ctl(&sock, &["--json", "members"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v["members"].as_array().is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "up"))
     });
@@ -386,7 +347,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
         let _ = held_rx.recv_timeout(Duration::from_secs(30));
     });
     let cport = open_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let ctl = |args: &[&str]| Command::new(BIN).args(["ctl", "--socket"]).arg(&sock).args(args).output().unwrap();
+    let ctl = |args: &[&str]| ctl(&sock, args);
     let out = ctl(&["--json", "splices", "--client", &format!("10.77.0.11:{cport}"), "--state", "established"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -426,11 +387,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     assert!(refused.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "{refused:?}");
 
     // Stop the appliance and read its report: every HTTP connection was routed.
-    let mut a = lab.appliance.take().unwrap();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
-    let status = a.wait().unwrap();
-    let stderr = errs.join().unwrap();
+    let (status, stderr) = lab.appliance.take().unwrap().stop();
     assert!(status.success(), "appliance: {status}: {stderr}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let sp = &v["splice"];

@@ -129,18 +129,9 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
     use dataplane::role::splice::{Clock, Splice, SplicePool, SpliceService, SpliceSettings};
     use dataplane::splice::cookie::{CookieKeys, Key};
     use dataplane::splice::request::Rules;
-    use dataplane::splice::synthetic::{self, Layout, BACKEND_MAC, CLIENT_MAC};
-    use dataplane::splice::translate::Endpoint;
-    let layout = Layout {
-        vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
-        backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
-        nat: Ipv4Addr::new(10, 1, 0, 1),
-        nat_first: 20_000,
-        client_if: 0,
-        backend_if: 1,
-        client_mac: CLIENT_MAC,
-        backend_mac: BACKEND_MAC,
-    };
+    use dataplane::splice::synthetic::{self, Layout, BACKEND_MAC};
+    // NAT from the role's own address on port 1 (`local()`).
+    let layout = Layout::example(Ipv4Addr::new(10, 1, 0, 1));
     let service = SpliceService {
         vip: layout.vip.addr,
         ports: vec![(80, 80)],

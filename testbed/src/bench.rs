@@ -52,6 +52,32 @@ pub struct Trial {
     pub appliance_report: Option<Value>,
 }
 
+/// The head of a benchmark DUT's rack config: `[node]` (id, one role), `[eal]` (main
+/// lcore 0, one worker, no hugepages, `prefix`), `[mempool]` and a busy-polling
+/// `[workers]` — what every bench DUT shares; its ports and role sections follow.
+pub(crate) fn dut_rack_head(title: &str, id: &str, role: &str, prefix: &str) -> String {
+    format!(
+        r#"# {title}
+[node]
+id = "{id}"
+roles = ["{role}"]
+
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "{prefix}"
+
+[mempool]
+mbufs = 8191
+
+[workers]
+burst = 32
+idle_backoff = false
+"#
+    )
+}
+
 /// The median (mean of the middle two for an even count); `None` when empty.
 pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {

@@ -211,25 +211,10 @@ impl Proc {
 
 /// The tapsplice rack config of the DUT in `mode`.
 fn rack(mode: BMode, dir: &Path, prefix: &str) -> String {
+    let role = if mode == BMode::Balance { "balance" } else { "forward" };
+    let head = crate::bench::dut_rack_head(&format!("testbed bench balance: DUT ({mode:?})"), "bench", role, prefix);
     let mut s = format!(
-        r#"# testbed bench balance: DUT ({mode:?})
-[node]
-id = "bench"
-roles = ["{role}"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "{prefix}"
-
-[mempool]
-mbufs = 8191
-
-[workers]
-burst = 32
-idle_backoff = false
-
+        r#"{head}
 [[port]]
 name = "c"
 device = "net_vhost0"
@@ -248,13 +233,6 @@ socket = "{dir}/dut.sock"
 [metrics]
 listen = "127.0.0.1:0"
 "#,
-        mode = mode,
-        role = if mode == BMode::Balance {
-            "balance"
-        } else {
-            "forward"
-        },
-        prefix = prefix,
         dir = dir.display()
     );
     match mode {

@@ -17,8 +17,7 @@ use crate::bench_balance::{show_stats, Proc};
 use crate::guard;
 use crate::runid::RunId;
 use anyhow::{anyhow, bail, Context, Result};
-use dataplane::splice::synthetic::{frames, Layout, BACKEND_MAC, CLIENT_MAC};
-use dataplane::splice::translate::Endpoint;
+use dataplane::splice::synthetic::{frames, Layout};
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
@@ -27,17 +26,9 @@ use std::time::{Duration, Instant};
 /// Synthetic connections (2 segments each in the pcap).
 pub const CONNECTIONS: usize = 1024;
 
+/// The synthetic connections: NAT from the DUT's address on port `m`.
 fn layout() -> Layout {
-    Layout {
-        vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
-        backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
-        nat: Ipv4Addr::new(10, 1, 0, 2),
-        nat_first: 20_000,
-        client_if: 0,
-        backend_if: 1,
-        client_mac: CLIENT_MAC,
-        backend_mac: BACKEND_MAC,
-    }
+    Layout::example(Ipv4Addr::new(10, 1, 0, 2))
 }
 
 /// A classic pcap file (microsecond timestamps, Ethernet) of `frames`.
@@ -101,25 +92,9 @@ syn_cookie_secret = "{dir}/rack.key"
         ),
         Dut::Forward => "[forward]\npairs = [[\"c\", \"m\"]]\n".to_string(),
     };
+    let head = crate::bench::dut_rack_head("testbed bench splice, fast path: the DUT", "fastpath", roles, prefix);
     format!(
-        r#"# testbed bench splice, fast path: the DUT
-[node]
-id = "fastpath"
-roles = ["{roles}"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "{prefix}"
-
-[mempool]
-mbufs = 8191
-
-[workers]
-burst = 32
-idle_backoff = false
-
+        r#"{head}
 [[port]]
 name = "c"
 device = "net_pcap0"
@@ -139,7 +114,6 @@ socket = "{dir}/fastpath.sock"
 [metrics]
 enabled = false
 "#,
-        prefix = prefix,
         pcap = pcap.display(),
         dir = dir.display(),
     )
@@ -230,4 +204,24 @@ pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round:
     }
     eprintln!("testbed: bench splice fast path: splice {:.2} Mpps, forward role {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, forward / 1e6, io_pps / 1e6);
     Ok(Rates { splice, forward, io: io_pps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_duts_get_a_whole_rack_config() {
+        let (d, pcap) = (Path::new("/tmp/testbed-t000000"), Path::new("/tmp/testbed-t000000/fastpath.pcap"));
+        for dut in [Dut::Splice, Dut::Forward] {
+            let t: toml::Table = rack(d, "p", pcap, dut).parse().unwrap_or_else(|e| panic!("{dut:?}: {e}"));
+            assert_eq!(t["eal"]["file_prefix"].as_str(), Some("p"));
+            assert_eq!(t["port"][0]["args"].as_str(), Some("rx_pcap=/tmp/testbed-t000000/fastpath.pcap,infinite_rx=1"));
+            let roles = t["node"]["roles"].as_array().unwrap();
+            match dut {
+                Dut::Splice => assert!(roles[0].as_str() == Some("splice") && t.contains_key("service") && !t.contains_key("forward")),
+                Dut::Forward => assert!(roles[0].as_str() == Some("forward") && t.contains_key("forward") && !t.contains_key("service")),
+            }
+        }
+    }
 }

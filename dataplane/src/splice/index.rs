@@ -192,8 +192,9 @@ impl LegIndex {
     }
 
     /// Buckets a lookup of `hash` reads before it can stop (1 when its home bucket never
-    /// overflowed): for tests and the benchmark's figures.
-    pub fn probe_length(&self, hash: u64) -> usize {
+    /// overflowed), for the tests' probe-length figures.
+    #[cfg(test)]
+    fn probe_length(&self, hash: u64) -> usize {
         let mut b = hash as usize & self.mask;
         let mut n = 1;
         while self.buckets[b].overflow != 0 && n < self.buckets.len() {

@@ -32,6 +32,24 @@ pub struct Layout {
     pub backend_mac: [u8; 6],
 }
 
+impl Layout {
+    /// The benchmarks' layout: VIP 10.0.0.100:80 behind interface 0, one backend
+    /// 10.1.0.21:80 behind interface 1, FullNAT from `nat` with ports from 20000, and the
+    /// synthetic MACs.
+    pub fn example(nat: Ipv4Addr) -> Layout {
+        Layout {
+            vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
+            backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
+            nat,
+            nat_first: 20_000,
+            client_if: 0,
+            backend_if: 1,
+            client_mac: CLIENT_MAC,
+            backend_mac: BACKEND_MAC,
+        }
+    }
+}
+
 /// The MACs of the synthetic clients' router and backend (both sides agree on them).
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
 pub const BACKEND_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x02];
@@ -92,16 +110,7 @@ mod tests {
 
     #[test]
     fn clients_are_distinct_and_frames_match_the_entries() {
-        let l = Layout {
-            vip: Endpoint { addr: Ipv4Addr::new(10, 0, 0, 100), port: 80 },
-            backend: Endpoint { addr: Ipv4Addr::new(10, 1, 0, 21), port: 80 },
-            nat: Ipv4Addr::new(10, 1, 0, 2),
-            nat_first: 20_000,
-            client_if: 0,
-            backend_if: 1,
-            client_mac: [2, 0, 0, 0, 0, 1],
-            backend_mac: [2, 0, 0, 0, 0, 2],
-        };
+        let l = Layout::example(Ipv4Addr::new(10, 1, 0, 2));
         let mut seen = std::collections::HashSet::new();
         for i in 0..MAX_CONNECTIONS {
             let c = client(i);
