@@ -13,6 +13,8 @@
 //! LACP while its forwarding engine calls both rx and tx bursts, which only `flowgen` does;
 //! `--portlist=2` keeps it from polling the member ports itself.
 
+mod common;
+use common::{wait_for as eventually, BIN};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,6 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tapsplice");
 /// testpmd's bond MAC (the partner's system id the appliance must learn).
 const PARTNER_MAC: &str = "02:00:00:00:0b:00";
 
@@ -114,18 +115,6 @@ fn has(m: &Value, list: &str, flag: &str) -> bool {
 
 fn rx_packets(iface: &str) -> u64 {
     std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/rx_packets")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-}
-
-/// Polls `cond` every 100 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
