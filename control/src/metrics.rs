@@ -99,6 +99,12 @@ pub struct LcoreMetrics {
     /// `tx_burst` calls repeated because a TX ring took only part of a batch.
     #[serde(default)]
     pub tx_retries: u64,
+    /// Frames passed to another worker lcore that holds their state (a backend's reply to its NAT port).
+    #[serde(default)]
+    pub handed_off: u64,
+    /// Frames another worker lcore passed to this one.
+    #[serde(default)]
+    pub handed_in: u64,
     /// Drops by reason name. [`MetricsSnapshot::from_report`] lists every known reason
     /// (zeros included) so that the series exist from the first scrape.
     pub drops: BTreeMap<String, u64>,
@@ -256,6 +262,8 @@ impl MetricsSnapshot {
                     control_tx: l.control_tx,
                     emitted: l.emitted,
                     tx_retries: l.tx_retries,
+                    handed_off: l.handed_off,
+                    handed_in: l.handed_in,
                     drops,
                 }
             })
@@ -502,7 +510,7 @@ impl Collector for SnapshotCollector {
         // Lcores.
         type LcoreField = fn(&LcoreMetrics) -> u64;
         let lcore_names: Vec<String> = s.lcores.iter().map(|l| l.lcore.to_string()).collect();
-        let lcore_counters: [(&str, &str, LcoreField); 12] = [
+        let lcore_counters: [(&str, &str, LcoreField); 14] = [
             ("tapsplice_lcore_rx_packets", "Packets the worker lcore received.", |l| l.rx_packets),
             ("tapsplice_lcore_tx_packets", "Packets the worker lcore handed to TX.", |l| l.tx_packets),
             ("tapsplice_lcore_rx_bytes", "Bytes the worker lcore received.", |l| l.rx_bytes),
@@ -515,6 +523,8 @@ impl Collector for SnapshotCollector {
             ("tapsplice_lcore_control_tx", "Frames sent for the control thread (in-band heartbeats, ARP requests).", |l| l.control_tx),
             ("tapsplice_lcore_emitted", "Frames the role originated (handshake answers, backend SYNs, resets).", |l| l.emitted),
             ("tapsplice_lcore_tx_retries", "tx_burst calls repeated because a TX ring took only part of a batch.", |l| l.tx_retries),
+            ("tapsplice_lcore_handed_off", "Frames passed to another worker lcore that holds their state (a backend's reply to its NAT port).", |l| l.handed_off),
+            ("tapsplice_lcore_handed_in", "Frames another worker lcore passed to this one.", |l| l.handed_in),
         ];
         for (name, help, f) in lcore_counters {
             family(

@@ -47,6 +47,10 @@ pub struct LcoreReport {
     pub emitted: u64,
     /// `tx_burst` calls repeated because a TX ring took only part of a batch.
     pub tx_retries: u64,
+    /// Frames passed to another worker lcore that holds their state (a backend's reply to its NAT port).
+    pub handed_off: u64,
+    /// Frames another worker lcore passed to this one.
+    pub handed_in: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -66,6 +70,8 @@ impl LcoreReport {
             control_tx: c.control_tx,
             emitted: c.emitted,
             tx_retries: c.tx_retries,
+            handed_off: c.handed_off,
+            handed_in: c.handed_in,
             drops: c.drops.nonzero().map(|(r, n)| (r.name(), n)).collect(),
         }
     }

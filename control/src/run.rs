@@ -159,15 +159,23 @@ pub fn queue_counts(tap: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
     }
 }
 
-/// Distributes every (port, RX queue) over the workers, round-robin.
+/// Distributes every (port, RX queue) over the workers. A port with at least as many
+/// queues as workers gives queue `q` to worker `q % workers`: on a TAP port RX queue `w`
+/// and TX queue `w` are one kernel queue, and the kernel steers a flow's frames to the
+/// queue that last sent for it, so the worker that sends a flow's frames from its TX queue
+/// `w` must be the one that polls RX queue `w`. Ports with fewer queues are spread
+/// round-robin, so that single-queue ports do not all land on worker 0.
 pub fn assign_rx_queues(ports: &[(u16, u16)], workers: usize) -> Vec<Vec<(PortIndex, u16)>> {
     let n = workers.max(1);
     let mut out = vec![Vec::new(); n];
-    let mut i = 0;
+    let mut next = 0;
     for (pidx, &(_, nq)) in ports.iter().enumerate() {
+        let start = if usize::from(nq) >= n { 0 } else { next };
         for q in 0..nq {
-            out[i % n].push((pidx as PortIndex, q));
-            i += 1;
+            out[(start + usize::from(q)) % n].push((pidx as PortIndex, q));
+        }
+        if usize::from(nq) < n {
+            next = (next + usize::from(nq)) % n;
         }
     }
     out
@@ -358,7 +366,7 @@ fn start_splice(
     let client_ports = sp.client_ports(plan.ports.len());
     let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
-    let n = plan.workers.len();
+    let nat = sp.nat_slices(plan.workers.len())?;
     let mut counters = Vec::new();
     let mut member_counters = Vec::new();
     let (slots, end) = workers.start(supervisor, |w| {
@@ -368,7 +376,8 @@ fn start_splice(
             capacity: sp.capacity(),
             handshakes: sp.handshakes,
             request_buffer_bytes: sp.request_buffer_bytes,
-            nat_ports: sp.nat_ports_of(w, n),
+            nat,
+            worker: w as u16,
             // The same on every appliance of the rack: a client goes to the same backend
             // whichever appliance answers it.
             seed: member_key(b"tapsplice splice backends"),
@@ -377,7 +386,7 @@ fn start_splice(
         let mut role = Splice::new(sp.specs.clone(), sp.pools(), settings, splicer.keys(now.as_secs()), balancer.initial_tables(), local.to_vec(), &client_ports, forward)
             .map_err(|e| e.to_string())?;
         if let (Some(n), 0) = (bench_splices, w) {
-            let layout = synthetic_layout(sp, local, &client_ports, sp.nat_ports_of(0, n).0)?;
+            let layout = synthetic_layout(sp, local, &client_ports, nat.slice(0).0)?;
             let added = role.preload_synthetic(&layout, n);
             eprintln!("tapsplice: benchmark: {added} synthetic splices on the first worker (clients 10.2.x.y:10000+i → {}:{})", layout.vip.addr, layout.vip.port);
         }
@@ -575,5 +584,11 @@ mod tests {
         assert_eq!(a, vec![vec![(0, 0), (1, 0)], vec![(0, 1), (1, 1)]]);
         let one = assign_rx_queues(&[(0, 1), (1, 1)], 1);
         assert_eq!(one, vec![vec![(0, 0), (1, 0)]]);
+        // A single-queue port before two TAP ports: each worker still polls its own
+        // queue index of the TAP ports (the kernel queue its TX queue writes to).
+        let mixed = assign_rx_queues(&[(0, 1), (1, 2), (2, 2), (3, 1)], 2);
+        assert_eq!(mixed, vec![vec![(0, 0), (1, 0), (2, 0)], vec![(1, 1), (2, 1), (3, 0)]]);
+        let three = assign_rx_queues(&[(0, 1), (1, 1), (2, 1)], 2);
+        assert_eq!(three, vec![vec![(0, 0), (2, 0)], vec![(1, 0)]]);
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use dataplane::lcore_link::ToLcore;
 use dataplane::balance::HashPolicy;
 use dataplane::role::splice::{DumpFilter, DumpRequest, SpliceCounters, SplicePool, SpliceService, SpliceStat, SpliceUpdate, SETUP_BUCKETS};
-use dataplane::splice::table::{flag, Entry, State, Traffic};
+use dataplane::splice::table::{flag, Entry, NatSlices, State, Traffic};
 use dataplane::splice::translate::Endpoint;
 use dataplane::splice::request::{HostMatch, Rule, Rules};
 use dataplane::role::PortIndex;
@@ -156,14 +156,14 @@ impl SplicePlan {
         self.specs.iter().map(|s| s.max_connections as usize).sum::<usize>().max(1)
     }
 
-    /// Lcore `w` of `workers`' slice of the NAT ports (disjoint slices, so two lcores
-    /// never pick the same source port toward a backend).
-    pub fn nat_ports_of(&self, w: usize, workers: usize) -> (u16, u16) {
-        let (lo, hi) = (u32::from(self.nat_ports.0), u32::from(self.nat_ports.1));
-        let n = (hi - lo + 1) / workers.max(1) as u32;
-        let first = lo + n * w as u32;
-        let last = if w + 1 == workers { hi } else { first + n.max(1) - 1 };
-        (first as u16, last.min(hi) as u16)
+    /// The NAT ports split between `workers` lcores (disjoint slices: two lcores never
+    /// pick the same source port toward a backend, and a reply's port names its lcore).
+    pub fn nat_slices(&self, workers: usize) -> Result<NatSlices, String> {
+        let (first, last) = self.nat_ports;
+        u16::try_from(workers)
+            .ok()
+            .and_then(|w| NatSlices::new(first, last, w))
+            .ok_or_else(|| format!("splice.nat_ports {first}-{last} cannot be split between {workers} worker lcores"))
     }
 
     /// Ports facing clients (ARP for the VIPs is answered there): the services' `via`, or
@@ -456,9 +456,11 @@ mod tests {
             secret: PathBuf::new(),
             rotation_s: 64,
         };
-        assert_eq!(p.nat_ports_of(0, 1), (20_000, 20_009));
-        assert_eq!((p.nat_ports_of(0, 3), p.nat_ports_of(1, 3), p.nat_ports_of(2, 3)), ((20_000, 20_002), (20_003, 20_005), (20_006, 20_009)));
+        assert_eq!(p.nat_slices(1).unwrap().slice(0), (20_000, 20_009));
+        let s = p.nat_slices(3).unwrap();
+        assert_eq!((s.slice(0), s.slice(1), s.slice(2)), ((20_000, 20_002), (20_003, 20_005), (20_006, 20_009)));
         p.nat_ports = (1, 1);
-        assert_eq!(p.nat_ports_of(0, 1), (1, 1));
+        assert_eq!(p.nat_slices(1).unwrap().slice(0), (1, 1));
+        assert!(p.nat_slices(2).unwrap_err().contains("cannot be split between 2 worker lcores"));
     }
 }

@@ -807,3 +807,52 @@ syn_cookie_secret = "/etc/tapsplice/syncookie.key"
     let e = errs(&rack("splice").replace("least_connections", "round_robin"));
     has(&e, "t.toml:", "unknown value \"round_robin\"");
 }
+
+#[test]
+fn several_workers_split_the_nat_ports_and_refuse_transparent_splicing() {
+    let rack = |lcores: &str, nat: &str, nat_ports: &str| {
+        format!(
+            r#"[node]
+id = "t1"
+roles = ["splice"]
+
+[eal]
+lcores = "{lcores}"
+file_prefix = "t1"
+
+[[port]]
+name = "a"
+device = "net_tap0"
+addresses = ["10.0.0.2/24"]
+
+[[pool]]
+name = "p"
+members = [{{ address = "10.0.0.21" }}]
+
+[[service]]
+name = "s"
+vip = "10.0.0.100"
+ports = [80]
+mode = "splice"
+pool = "p"
+nat = "{nat}"
+
+[splice]
+nat_ports = "{nat_ports}"
+
+[keys]
+syn_cookie_secret = "/etc/tapsplice/syncookie.key"
+"#
+        )
+    };
+    // Two workers on one CPU each beside the main lcore: DPDK's --lcores form.
+    let c = ok(&rack("0@0,1@0,2@1", "fullnat", "20000-20001"));
+    assert_eq!(c.worker_lcores(), vec![1, 2]);
+    let args = c.eal_args("p");
+    assert!(args.windows(2).any(|w| w == ["--lcores", "0@0,1@0,2@1"]), "{args:?}");
+    assert!(!args.contains(&"-l".to_string()));
+    ok(&rack("0,1", "transparent", "20000-20000"));
+    has(&errs(&rack("0-2", "fullnat", "20000-20000")), "t.toml:", "splice.nat_ports: 1 ports cannot be split between 2 worker lcores");
+    has(&errs(&rack("0-2", "transparent", "20000-29999")), "t.toml:", "service[0].nat: transparent splicing needs one worker lcore");
+    has(&errs(&rack("0,1-2@1", "fullnat", "20000-29999")), "t.toml:", "only a single lcore can name its CPU");
+}

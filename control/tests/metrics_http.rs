@@ -308,6 +308,8 @@ fn check_exposition(body: &str) {
         ("tapsplice_lcore_polls", "counter"),
         ("tapsplice_lcore_empty_polls", "counter"),
         ("tapsplice_lcore_idle_sleeps", "counter"),
+        ("tapsplice_lcore_handed_off", "counter"),
+        ("tapsplice_lcore_handed_in", "counter"),
         ("tapsplice_lcore_drops", "counter"),
         ("tapsplice_burst_latency_ns", "histogram"),
         ("tapsplice_burst_latency_quantile_ns", "gauge"),

@@ -129,6 +129,7 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
     use dataplane::role::splice::{Clock, Splice, SplicePool, SpliceService, SpliceSettings};
     use dataplane::splice::cookie::{CookieKeys, Key};
     use dataplane::splice::request::Rules;
+    use dataplane::splice::table::NatSlices;
     use dataplane::splice::synthetic::{self, Layout, BACKEND_MAC};
     // NAT from the role's own address on port 1 (`local()`).
     let layout = Layout::example(Ipv4Addr::new(10, 1, 0, 1));
@@ -150,7 +151,8 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
         capacity: 65_536,
         handshakes: 1024,
         request_buffer_bytes: 16_384,
-        nat_ports: (20_000, 59_999),
+        nat: NatSlices::new(20_000, 59_999, 1).unwrap(),
+        worker: 0,
         seed: 1,
         clock: Clock { tsc_hz: 1_000_000_000, tsc0: 0, unix_ms0: 1_700_000_000_000 },
     };

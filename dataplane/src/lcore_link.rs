@@ -7,6 +7,11 @@
 //! value in a fixed-size [`SmallFrame`] (heartbeats and ARP are small), so a bounded
 //! crossbeam channel, whose slots are allocated when it is created, moves them without
 //! allocating.
+//!
+//! Workers also pass frames to each other ([`Handoff`]): a role that receives a frame
+//! whose state another lcore holds (a backend's segment for another lcore's NAT port)
+//! says so (`Verdict::Handoff`), and the loop moves the mbuf itself, not a copy, to that
+//! lcore's inbox.
 
 use crate::role::PortIndex;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -62,10 +67,29 @@ pub enum ToLcore<U> {
     Transmit(SmallFrame),
 }
 
+/// A frame one worker passes to another: the address of its mbuf (ownership moves with
+/// it) and the port it arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handed {
+    pub mbuf: usize,
+    pub port: PortIndex,
+}
+
+/// A worker's links to the other workers for frames whose state they hold.
+pub struct Handoff {
+    /// This worker's index (0-based).
+    pub me: u16,
+    /// Frames other workers pass to this one.
+    pub inbox: Receiver<Handed>,
+    /// Every worker's inbox, by index (this worker's own too, never used).
+    pub peers: Vec<Sender<Handed>>,
+}
+
 /// The worker's end.
 pub struct LcoreEnd<U> {
     pub commands: Receiver<ToLcore<U>>,
     pub punts: Sender<SmallFrame>,
+    pub handoff: Handoff,
 }
 
 /// The control thread's end: one command sender per worker, and the shared punt queue.
@@ -77,16 +101,21 @@ pub struct ControlEnd<U> {
 /// Queue sizes: commands per worker, and punted frames from all workers.
 pub const COMMAND_QUEUE: usize = 256;
 pub const PUNT_QUEUE: usize = 4096;
+/// Frames waiting in one worker's handoff inbox at most (a few bursts: a worker takes one
+/// burst of them per loop round).
+pub const HANDOFF_QUEUE: usize = 1024;
 
 /// Channels for `workers` workers.
 pub fn links<U>(workers: usize) -> (ControlEnd<U>, Vec<LcoreEnd<U>>) {
     let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
     let mut commands = Vec::with_capacity(workers);
     let mut ends = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let (peers, inboxes): (Vec<_>, Vec<_>) = (0..workers).map(|_| bounded(HANDOFF_QUEUE)).unzip();
+    for (me, inbox) in inboxes.into_iter().enumerate() {
         let (tx, rx) = bounded(COMMAND_QUEUE);
         commands.push(tx);
-        ends.push(LcoreEnd { commands: rx, punts: punt_tx.clone() });
+        let handoff = Handoff { me: me as u16, inbox, peers: peers.clone() };
+        ends.push(LcoreEnd { commands: rx, punts: punt_tx.clone(), handoff });
     }
     (ControlEnd { commands, punts: punt_rx }, ends)
 }
@@ -120,5 +149,20 @@ mod tests {
             lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).unwrap();
         }
         assert!(lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_frame_handed_to_a_worker_reaches_only_that_worker() {
+        let (_control, lcores) = links::<u32>(3);
+        assert_eq!(lcores.iter().map(|l| l.handoff.me).collect::<Vec<_>>(), vec![0, 1, 2]);
+        let f = Handed { mbuf: 0x1000, port: 1 };
+        lcores[0].handoff.peers[2].try_send(f).unwrap();
+        assert!(lcores[0].handoff.inbox.try_recv().is_err());
+        assert!(lcores[1].handoff.inbox.try_recv().is_err());
+        assert_eq!(lcores[2].handoff.inbox.try_recv(), Ok(f));
+        for _ in 0..HANDOFF_QUEUE {
+            lcores[1].handoff.peers[0].try_send(f).unwrap();
+        }
+        assert!(lcores[1].handoff.peers[0].try_send(f).is_err(), "a full inbox refuses");
     }
 }

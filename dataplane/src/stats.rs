@@ -54,10 +54,12 @@ pub enum DropReason {
     /// A new connection refused because the splice table (or its service's share, or the
     /// NAT ports, or the handshakes in progress) is full; the client got a RST.
     SpliceFull,
+    /// A frame for another worker lcore (`Verdict::Handoff`) whose inbox was full.
+    HandoffFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::MalformedArp,
@@ -80,6 +82,7 @@ impl DropReason {
         DropReason::BadCookie,
         DropReason::NoSplice,
         DropReason::SpliceFull,
+        DropReason::HandoffFull,
     ];
 
     /// Stable snake_case name used by ctl, metrics and reports.
@@ -106,6 +109,7 @@ impl DropReason {
             DropReason::BadCookie => "bad_cookie",
             DropReason::NoSplice => "no_splice",
             DropReason::SpliceFull => "splice_full",
+            DropReason::HandoffFull => "handoff_full",
         }
     }
 }
@@ -157,6 +161,10 @@ pub struct LcoreCounters {
     pub emitted: u64,
     /// `tx_burst` calls repeated because a TX ring took only part of a batch.
     pub tx_retries: u64,
+    /// Frames passed to another worker lcore that holds their state (`Verdict::Handoff`).
+    pub handed_off: u64,
+    /// Frames another worker lcore passed to this one, handled here.
+    pub handed_in: u64,
     pub drops: DropCounters,
 }
 
@@ -174,6 +182,8 @@ impl LcoreCounters {
         self.control_tx += o.control_tx;
         self.emitted += o.emitted;
         self.tx_retries += o.tx_retries;
+        self.handed_off += o.handed_off;
+        self.handed_in += o.handed_in;
         self.drops.merge(&o.drops);
     }
 }

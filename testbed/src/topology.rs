@@ -274,6 +274,10 @@ pub struct Workload {
     pub expect_broken: Option<Vec<String>>,
     /// At least this many client connections must have been open at the same moment.
     pub min_concurrent: Option<u32>,
+    /// The servers wait this long before each reply (interactive, bulk): the connection
+    /// is silent meanwhile, as behind a slow backend.
+    #[serde(default)]
+    pub reply_delay_ms: u64,
 }
 
 fn default_connections() -> u32 {
@@ -784,6 +788,12 @@ impl Topology {
                     );
                 }
             }
+            if w.reply_delay_ms > 0 && w.kind == WorkloadKind::Echo {
+                bail!("{}: reply_delay_ms is for interactive and bulk workloads (echo replies at once)", what);
+            }
+            if w.reply_delay_ms as f64 >= w.timeout_s * 1000.0 {
+                bail!("{}: reply_delay_ms ({}) must be shorter than timeout_s ({})", what, w.reply_delay_ms, w.timeout_s);
+            }
             w.address.parse::<IpAddr>().map_err(|_| {
                 anyhow!(
                     "{}: address `{}` is not an IP address (no prefix length here)",
@@ -1056,6 +1066,8 @@ expect_broken = ["m2"]
         .contains("m3"));
         assert!(e("share_tolerance = 0.1", "share_tolerance = 0").contains("share_tolerance"));
         assert!(e("min_concurrent = 4", "min_concurrent = 9").contains("min_concurrent"));
+        assert!(e("min_concurrent = 4", "min_concurrent = 4\nreply_delay_ms = 999999999").contains("reply_delay_ms"));
+        assert!(e("duration_s = 2", "duration_s = 2\nreply_delay_ms = 5").contains("echo replies at once"));
         assert!(
             e("requests_per_connection = 1", "requests_per_connection = 0")
                 .contains("requests_per_connection")

@@ -136,3 +136,48 @@ fn transparent_splice_keeps_client_addresses() {
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
+
+/// topologies/splice-workers.toml: the appliance runs two worker lcores, each with its own
+/// splice table and slice of the NAT ports, on TAP ports with a queue per worker. Both
+/// take connections; the `slow` backends answer after 7 s of silence, when the kernel no
+/// longer steers their replies to the queue of the worker that holds the splice, and that
+/// worker gets them from the other one (`handed_off` / `handed_in`). Without the handoff
+/// those connections stall (the test fails with `Verdict::Handoff` turned into a drop).
+#[test]
+fn two_workers_hand_each_other_the_backend_replies_they_own() {
+    let (out, v) = run_topology_report("splice-workers.toml", Duration::from_secs(300));
+    let lcores = v["appliance"]["lcores"].as_array().unwrap();
+    let n = |l: &Value, k: &str| l[k].as_u64().unwrap_or_else(|| panic!("no lcore counter {}: {}", k, l));
+    for l in lcores {
+        eprintln!("lcore {}: rx {} handed off {} in {} drops {}", l["lcore"], n(l, "rx_packets"), n(l, "handed_off"), n(l, "handed_in"), l["drops"]);
+    }
+    eprintln!("splice counters: {}", v["appliance"]["splice"]);
+    assert_eq!(lcores.len(), 2, "two workers");
+    assert_workloads_exact(&v);
+    let mut total = 0;
+    for (name, conns) in [("requests", 640u64), ("slow", 32), ("downloads", 8)] {
+        let w = workload(&v, name);
+        assert_eq!(w["errors"], 0, "{}", w);
+        assert_eq!(w["tcp_connections"], conns, "{}", w);
+        total += conns;
+    }
+    // Both workers carried traffic, and every frame one handed off the other handled.
+    let off: u64 = lcores.iter().map(|l| n(l, "handed_off")).sum();
+    let inn: u64 = lcores.iter().map(|l| n(l, "handed_in")).sum();
+    assert!(off > 0, "no backend reply reached the other worker: the test did not exercise the handoff");
+    assert_eq!(off, inn);
+    for l in lcores {
+        assert!(n(l, "rx_packets") > 1000, "{}", l);
+        assert!(l["drops"].get("handoff_full").is_none(), "{}", l["drops"]);
+    }
+    let sp = &v["appliance"]["splice"];
+    let c = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
+    assert_eq!(c("established"), total, "{}", sp);
+    assert_eq!(c("finished"), total, "{}", sp);
+    for k in ["refused_full", "refused_no_backend", "backends_exhausted", "resets"] {
+        assert_eq!(c(k), 0, "{}: {}", k, sp);
+    }
+    assert_eq!(v["passed"], true, "{}", v["failures"]);
+    assert!(out.status.success(), "{}", dump(&out));
+    assert_cleaned(v["run_id"].as_str().unwrap());
+}

@@ -5,8 +5,13 @@ use super::schema::RackConfig;
 /// Highest lcore id plus one that Debian's DPDK is built for (`RTE_MAX_LCORE`).
 pub const MAX_LCORE: u32 = 128;
 
+/// Highest CPU id an lcore may be pinned to with `N@CPU` (`CPU_SETSIZE` - 1).
+pub const MAX_CPU: u32 = 1023;
+
 /// Parses a DPDK lcore list (`"0,1"`, `"0-3"`, `"0,2-3"`) into ids in the order written;
-/// the first one is the main lcore.
+/// the first one is the main lcore. A single lcore may name the CPU it runs on, `N@CPU`
+/// (DPDK's `--lcores` form), so that more lcores than CPUs can run: `"0@0,1@0,2@1"` is a
+/// main lcore and two workers on a 2-CPU machine.
 pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
     let mut out: Vec<u32> = Vec::new();
     if s.trim().is_empty() {
@@ -23,6 +28,19 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
         }
     };
     for part in s.split(',') {
+        let part = match part.split_once('@') {
+            Some((lcore, cpu)) => {
+                let cpu = cpu.trim();
+                if !cpu.parse::<u32>().is_ok_and(|c| c <= MAX_CPU) {
+                    return Err(format!("\"{}\": after @ comes one CPU id (0..={MAX_CPU})", part.trim()));
+                }
+                if lcore.contains('-') {
+                    return Err(format!("\"{}\": only a single lcore can name its CPU (N@CPU)", part.trim()));
+                }
+                lcore
+            }
+            None => part,
+        };
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (num(a)?, num(b)?),
             None => {
@@ -177,8 +195,10 @@ impl RackConfig {
             .chars()
             .filter(|c| !c.is_whitespace())
             .collect();
+        // `N@CPU` pins lcores to CPUs: DPDK takes that form with --lcores only.
+        let flag = if lcores.contains('@') { "--lcores" } else { "-l" };
         a.extend([
-            "-l".into(),
+            flag.into(),
             lcores,
             "--main-lcore".into(),
             self.main_lcore().to_string(),
@@ -328,6 +348,10 @@ mod tests {
         assert!(parse_lcores("3-1").is_err());
         assert!(parse_lcores("a").is_err());
         assert!(parse_lcores("500").unwrap_err().contains("out of range"));
+        assert_eq!(parse_lcores("0@0, 1@0,2@1").unwrap(), vec![0, 1, 2]);
+        assert!(parse_lcores("1-2@1").unwrap_err().contains("single lcore"));
+        assert!(parse_lcores("1@x").unwrap_err().contains("one CPU id"));
+        assert!(parse_lcores("1@0,1@1").unwrap_err().contains("twice"));
     }
 
     #[test]

@@ -1343,6 +1343,19 @@ impl<'a, 'p> V<'a, 'p> {
             if let Some(mtu) = smallest.filter(|&m| u32::from(sp.mss) + 40 > u32::from(m)) {
                 self.err("splice.mss", format!("{} does not fit the smallest port MTU {mtu} (at most {}): the appliance does not re-segment", sp.mss, mtu.saturating_sub(40)));
             }
+            // Each worker lcore takes its own slice of the NAT ports, and the port of a
+            // backend's reply names the lcore that holds the splice.
+            let workers = cfg.worker_lcores().len();
+            let ports = (u32::from(sp.nat_ports.last) + 1).saturating_sub(u32::from(sp.nat_ports.first));
+            if workers > 1 && ports < workers as u32 {
+                self.err("splice.nat_ports", format!("{ports} ports cannot be split between {workers} worker lcores (each takes its own slice)"));
+            }
+            if let Some(i) = cfg.service.iter().position(|s| s.mode == ServiceMode::Splice && s.nat == NatMode::Transparent).filter(|_| workers > 1) {
+                self.err(
+                    &format!("service[{i}].nat"),
+                    format!("transparent splicing needs one worker lcore (eal.lcores names {workers}): a backend's reply to the client's own address names no lcore, so it cannot be handed to the one that holds the splice; use \"fullnat\""),
+                );
+            }
         }
 
         let s = &cfg.ctl.socket;

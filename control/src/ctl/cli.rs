@@ -454,13 +454,13 @@ fn render_bond(name: &str, b: &BondInfo) -> String {
     s
 }
 
-pub const STATS_COLUMNS: [&str; 10] =
-    ["LCORE", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "REPLIES", "POLLS", "BUSY", "IDLE SLEEPS", "DROPS"];
+pub const STATS_COLUMNS: [&str; 11] =
+    ["LCORE", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "REPLIES", "POLLS", "BUSY", "IDLE SLEEPS", "HANDED OFF/IN", "DROPS"];
 pub const DROPS_COLUMNS: [&str; 3] = ["DROP REASON", "TOTAL", "PER LCORE"];
 
 pub fn render_stats(r: &StatsResult) -> String {
     use Align::*;
-    let cols: Vec<(&str, Align)> = STATS_COLUMNS.iter().copied().zip([Left, Right, Right, Right, Right, Right, Right, Right, Right, Right]).collect();
+    let cols: Vec<(&str, Align)> = STATS_COLUMNS.iter().copied().zip([Left, Right, Right, Right, Right, Right, Right, Right, Right, Right, Right]).collect();
     let mut t = Table::new(&cols);
     for l in &r.lcores {
         let busy = match l.polls {
@@ -485,6 +485,7 @@ pub fn render_stats(r: &StatsResult) -> String {
             fmt_count(l.polls),
             busy,
             fmt_count(l.idle_sleeps),
+            format!("{}/{}", fmt_count(l.handed_off), fmt_count(l.handed_in)),
             fmt_count(l.drops.values().sum()),
         ]);
     }

@@ -157,6 +157,8 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
             control_tx: l.control_tx,
             emitted: l.emitted,
             tx_retries: l.tx_retries,
+            handed_off: l.handed_off,
+            handed_in: l.handed_in,
             drops,
         });
     }

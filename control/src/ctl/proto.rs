@@ -535,6 +535,12 @@ pub struct LcoreInfo {
     /// `tx_burst` calls repeated because a TX ring took only part of a batch.
     #[serde(default)]
     pub tx_retries: u64,
+    /// Frames passed to another worker lcore that holds their state (a backend's reply to its NAT port).
+    #[serde(default)]
+    pub handed_off: u64,
+    /// Frames another worker lcore passed to this one.
+    #[serde(default)]
+    pub handed_in: u64,
     /// Drops by reason (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
 }

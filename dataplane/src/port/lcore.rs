@@ -12,7 +12,7 @@
 
 use super::mempool::Mempool;
 use super::{dpdk, eal::rdtsc, sys, PortError};
-use crate::lcore_link::{LcoreEnd, SmallFrame, ToLcore};
+use crate::lcore_link::{Handed, LcoreEnd, SmallFrame, ToLcore};
 use crate::role::{Ctx, Emit, PortIndex, Role, Verdict};
 use crate::stats::{new_cycle_histogram, DropReason, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -174,15 +174,16 @@ impl<R: Role + 'static> Worker<R> {
         let mut rx_buf: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); burst];
         // A round holds at most one burst from each RX queue; sized so that pushing never
         // allocates on the fast path.
-        let round = burst * self.rx.len();
+        // Frames handed in by other workers (at most a burst per round) count as one
+        // more RX queue.
+        let round = burst * (self.rx.len() + 1);
         // Roles emit rarely (handshakes, resets); two frames per received frame is ample.
         let mut emitter = MbufEmit { pool: self.pool, frames: Vec::with_capacity(2 * round), budget: 2 * round };
-        let mut tx: Vec<TxBatch> = self
-            .dpdk_ports
-            .iter()
-            .map(|_| TxBatch { mbufs: Vec::with_capacity(3 * round), bytes: 0, emitted: 0 })
-            .collect();
-        let mut to_free: Vec<*mut sys::rte_mbuf> = Vec::with_capacity(3 * round);
+        let mut out = RoundOut {
+            tx: self.dpdk_ports.iter().map(|_| TxBatch { mbufs: Vec::with_capacity(3 * round), bytes: 0, emitted: 0 }).collect(),
+            to_free: Vec::with_capacity(3 * round),
+        };
+        let mut handed: Vec<Handed> = Vec::with_capacity(burst);
         let mut counters = LcoreCounters::default();
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
@@ -211,6 +212,22 @@ impl<R: Role + 'static> Worker<R> {
             // whose members sit on several ports would otherwise send each burst as several
             // small tx_bursts, and a PMD's cost is per call as much as per frame.
             let mut round_start: Option<(u64, bool)> = None;
+            // Frames other workers passed here (their state is ours): first, they have
+            // waited already.
+            handed.extend(self.link.handoff.inbox.try_iter().take(burst));
+            if !handed.is_empty() {
+                got = true;
+                round_start = Some((clock, false));
+                let mut ctx = Ctx { now_tsc: clock, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
+                for h in handed.drain(..) {
+                    let m = h.mbuf as *mut sys::rte_mbuf;
+                    ctx.counters.handed_in += 1;
+                    // SAFETY: the worker that handed it over gave up the mbuf with it.
+                    let (frame, _) = unsafe { mbuf_frame(m) };
+                    let verdict = self.role.handle(h.port, frame, &mut ctx);
+                    out.place(verdict, m, h.port, &mut ctx, &self.link, true);
+                }
+            }
             for src in &self.rx {
                 counters.polls += 1;
                 // SAFETY: rx_buf has room for `burst` pointers; the queue belongs to us.
@@ -240,46 +257,10 @@ impl<R: Role + 'static> Worker<R> {
                 let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
                 for &m in &rx_buf[..n] {
                     // SAFETY: m is a valid mbuf that rx_burst handed to us.
-                    let (frame, pkt_len) = unsafe {
-                        let mb = &*m;
-                        let data = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
-                        (std::slice::from_raw_parts_mut(data, mb.data_len as usize), mb.pkt_len)
-                    };
+                    let (frame, pkt_len) = unsafe { mbuf_frame(m) };
                     rx_bytes += u64::from(pkt_len);
-                    let out = match self.role.handle(src.port, frame, &mut ctx) {
-                        Verdict::Tx(p) => Some(p),
-                        Verdict::Reply => {
-                            ctx.counters.local_replies += 1;
-                            Some(src.port)
-                        }
-                        Verdict::Drop(r) => {
-                            ctx.counters.drops.count(r);
-                            None
-                        }
-                        Verdict::Consumed => None,
-                        Verdict::Punt => {
-                            match SmallFrame::copy_from(src.port, frame) {
-                                Some(f) => match self.link.punts.try_send(f) {
-                                    Ok(()) => ctx.counters.punted += 1,
-                                    Err(_) => ctx.counters.drops.count(DropReason::PuntQueueFull),
-                                },
-                                None => ctx.counters.drops.count(DropReason::PuntTooBig),
-                            }
-                            None
-                        }
-                    };
-                    match out.and_then(|p| tx.get_mut(p as usize)) {
-                        Some(batch) => {
-                            batch.mbufs.push(m);
-                            batch.bytes += u64::from(pkt_len);
-                        }
-                        None => {
-                            if out.is_some() {
-                                ctx.counters.drops.count(DropReason::NoRoute);
-                            }
-                            to_free.push(m);
-                        }
-                    }
+                    let verdict = self.role.handle(src.port, frame, &mut ctx);
+                    out.place(verdict, m, src.port, &mut ctx, &self.link, false);
                 }
                 counters.rx_bytes += rx_bytes;
             }
@@ -288,7 +269,7 @@ impl<R: Role + 'static> Worker<R> {
             if round_start.is_some() || !emitter.frames.is_empty() {
                 let (t0, timed) = round_start.unwrap_or((clock, false));
                 for (port, m) in emitter.frames.drain(..) {
-                    match tx.get_mut(usize::from(port)) {
+                    match out.tx.get_mut(usize::from(port)) {
                         Some(batch) => {
                             // Ahead of the forwarded frames: when a full ring refuses the
                             // tail of the batch, it is data that TCP retransmits within an
@@ -301,11 +282,11 @@ impl<R: Role + 'static> Worker<R> {
                         }
                         None => {
                             counters.drops.count(DropReason::NoRoute);
-                            to_free.push(m);
+                            out.to_free.push(m);
                         }
                     }
                 }
-                for (p, batch) in tx.iter_mut().enumerate() {
+                for (p, batch) in out.tx.iter_mut().enumerate() {
                     if batch.mbufs.is_empty() {
                         continue;
                     }
@@ -331,18 +312,14 @@ impl<R: Role + 'static> Worker<R> {
                             batch.bytes -= u64::from(unsafe { (*m).pkt_len });
                             counters.drops.count(DropReason::TxFull);
                         }
-                        to_free.extend_from_slice(&batch.mbufs[sent..]);
+                        out.to_free.extend_from_slice(&batch.mbufs[sent..]);
                     }
                     counters.tx_bytes += batch.bytes;
                     batch.mbufs.clear();
                     batch.bytes = 0;
                     batch.emitted = 0;
                 }
-                if !to_free.is_empty() {
-                    // SAFETY: each pointer is an mbuf we own and hand back exactly once.
-                    unsafe { lib.ts_pktmbuf_free_bulk(to_free.as_mut_ptr(), to_free.len() as u32) };
-                    to_free.clear();
-                }
+                out.free_all();
                 if timed {
                     hist.saturating_record(rdtsc().saturating_sub(t0).max(1));
                 }
@@ -372,7 +349,7 @@ impl<R: Role + 'static> Worker<R> {
                 next_lacp = now + lacp_every;
                 for &port in &self.lacp_ports {
                     // SAFETY: an empty burst: the PMD only flushes its own control frames.
-                    unsafe { lib.ts_tx_burst(port, self.tx_queue, to_free.as_mut_ptr(), 0) };
+                    unsafe { lib.ts_tx_burst(port, self.tx_queue, out.to_free.as_mut_ptr(), 0) };
                 }
             }
             if now >= next_publish {
@@ -382,8 +359,102 @@ impl<R: Role + 'static> Worker<R> {
                 }
             }
         }
+        // Frames handed here after the last round are ours to give back.
+        out.to_free.extend(self.link.handoff.inbox.try_iter().map(|h| h.mbuf as *mut sys::rte_mbuf));
+        out.free_all();
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         publish(&mut slot, &counters, &hist);
+    }
+}
+
+/// A received frame's bytes and its packet length.
+///
+/// # Safety
+/// `m` must be a valid single-segment mbuf that the caller owns; the slice must not
+/// outlive the caller's ownership of it.
+#[inline(always)]
+unsafe fn mbuf_frame<'a>(m: *mut sys::rte_mbuf) -> (&'a mut [u8], u32) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let mb = &*m;
+        let data = (mb.buf_addr as *mut u8).add(mb.data_off as usize);
+        (std::slice::from_raw_parts_mut(data, mb.data_len as usize), mb.pkt_len)
+    }
+}
+
+/// Where a round's frames go: a batch per egress port, and the mbufs to give back.
+struct RoundOut {
+    tx: Vec<TxBatch>,
+    to_free: Vec<*mut sys::rte_mbuf>,
+}
+
+impl RoundOut {
+    /// Acts on the role's verdict for the frame in `m` (which arrived on `ingress`; `handed`:
+    /// another worker passed it here): into its port's batch, to the control thread, to
+    /// another worker, or back to the pool, counted.
+    #[inline(always)]
+    fn place<U>(&mut self, verdict: Verdict, m: *mut sys::rte_mbuf, ingress: PortIndex, ctx: &mut Ctx<'_>, link: &LcoreEnd<U>, handed: bool) {
+        let port = match verdict {
+            Verdict::Tx(p) => p,
+            Verdict::Reply => {
+                ctx.counters.local_replies += 1;
+                ingress
+            }
+            Verdict::Drop(r) => {
+                ctx.counters.drops.count(r);
+                return self.to_free.push(m);
+            }
+            Verdict::Consumed => return self.to_free.push(m),
+            Verdict::Punt => {
+                // SAFETY: m is ours (see `mbuf_frame`); read only, for the copy.
+                let (frame, _) = unsafe { mbuf_frame(m) };
+                match SmallFrame::copy_from(ingress, frame) {
+                    Some(f) => match link.punts.try_send(f) {
+                        Ok(()) => ctx.counters.punted += 1,
+                        Err(_) => ctx.counters.drops.count(DropReason::PuntQueueFull),
+                    },
+                    None => ctx.counters.drops.count(DropReason::PuntTooBig),
+                }
+                return self.to_free.push(m);
+            }
+            Verdict::Handoff(w) => {
+                let peer = link.handoff.peers.get(usize::from(w)).filter(|_| w != link.handoff.me && !handed);
+                match peer.map(|p| p.try_send(Handed { mbuf: m as usize, port: ingress })) {
+                    Some(Ok(())) => ctx.counters.handed_off += 1,
+                    Some(Err(_)) => {
+                        ctx.counters.drops.count(DropReason::HandoffFull);
+                        self.to_free.push(m);
+                    }
+                    // No such lcore, or a frame that was handed here already: a role whose
+                    // lcores disagree on an owner must not bounce frames between them.
+                    None => {
+                        ctx.counters.drops.count(DropReason::NoRoute);
+                        self.to_free.push(m);
+                    }
+                }
+                return;
+            }
+        };
+        match self.tx.get_mut(usize::from(port)) {
+            Some(batch) => {
+                batch.mbufs.push(m);
+                // SAFETY: m is ours (see `mbuf_frame`).
+                batch.bytes += u64::from(unsafe { (*m).pkt_len });
+            }
+            None => {
+                ctx.counters.drops.count(DropReason::NoRoute);
+                self.to_free.push(m);
+            }
+        }
+    }
+
+    /// Gives every mbuf in `to_free` back to its pool.
+    fn free_all(&mut self) {
+        if !self.to_free.is_empty() {
+            // SAFETY: each pointer is an mbuf we own and hand back exactly once.
+            unsafe { dpdk().ts_pktmbuf_free_bulk(self.to_free.as_mut_ptr(), self.to_free.len() as u32) };
+            self.to_free.clear();
+        }
     }
 }
 

@@ -29,6 +29,11 @@ pub enum Verdict {
     /// neighbour table), then free it. Counted as `punted`, or dropped and counted when
     /// it is too big to copy or the control thread's queue is full.
     Punt,
+    /// The frame belongs to another worker lcore's state (this one's index among the
+    /// workers, 0-based): the loop passes it to that lcore, which handles it as if it had
+    /// received it on the same port. Counted `handed_off`; dropped as `handoff_full` when
+    /// that lcore's queue is full, and as `no_route` where there is no such lcore.
+    Handoff(u16),
     /// The role is done with the frame and it is not a drop (what it meant has been
     /// answered with frames from [`Ctx::emit`], e.g. a SYN answered by a SYN-ACK): free it.
     Consumed,

@@ -56,7 +56,7 @@ use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
 use crate::splice::request::{Decision, Rules};
-use crate::splice::table::{flag, Entry, Leg, LegKey, NatPorts, SpliceTable, State, Traffic};
+use crate::splice::table::{flag, Entry, Leg, LegKey, NatPorts, NatSlices, SpliceTable, State, Traffic};
 use crate::splice::translate::{rewrite, Direction, Endpoint};
 use crate::stats::DropReason;
 
@@ -140,8 +140,11 @@ pub struct SpliceSettings {
     /// Handshakes toward backends in progress at once (each has a request buffer).
     pub handshakes: usize,
     pub request_buffer_bytes: usize,
-    /// This lcore's FullNAT source ports.
-    pub nat_ports: (u16, u16),
+    /// The FullNAT source ports of every lcore; this one takes `nat.slice(worker)`.
+    pub nat: NatSlices,
+    /// This lcore's index among the workers (0-based): its NAT slice, and which
+    /// backend segments it hands to another lcore (`Verdict::Handoff`).
+    pub worker: u16,
     /// Seeds the backend choice (the same on every appliance of the rack).
     pub seed: u64,
     pub clock: Clock,
@@ -216,7 +219,7 @@ impl std::fmt::Display for SpliceError {
             SpliceError::NoSuchPort(p) => write!(f, "client-facing port {p} is not configured"),
             SpliceError::TooManyBackends { pool } => write!(f, "splice pool {pool}: more than 64 backends"),
             SpliceError::NoSuchPool { service, pool } => write!(f, "splice service {service}: pool {pool} does not exist"),
-            SpliceError::NoNatPorts => write!(f, "the NAT port range is empty"),
+            SpliceError::NoNatPorts => write!(f, "this lcore has no slice of the NAT port range"),
         }
     }
 }
@@ -479,7 +482,7 @@ impl Splice {
         if let Some(pool) = pools.iter().position(|p| p.backends.len() > 64) {
             return Err(SpliceError::TooManyBackends { pool });
         }
-        if settings.nat_ports.0 > settings.nat_ports.1 {
+        if settings.worker >= settings.nat.workers() {
             return Err(SpliceError::NoNatPorts);
         }
         let mut vip_addrs: Vec<Ipv4Addr> = Vec::new();
@@ -515,7 +518,8 @@ impl Splice {
         let per_service = vec![0; services.len()];
         let table = SpliceTable::new(settings.capacity);
         let handshake_of = vec![u16::MAX; table.capacity()];
-        let nat = NatPorts::new(settings.nat_ports.0, settings.nat_ports.1);
+        let (nat_first, nat_last) = settings.nat.slice(settings.worker);
+        let nat = NatPorts::new(nat_first, nat_last);
         let now_ms = settings.clock.unix_ms0;
         let suspect = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
         let active = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
@@ -1262,11 +1266,21 @@ impl Role for Splice {
                     }
                 }
             }
-            let (lo, hi) = self.settings.nat_ports;
+            if let Some(owner) = self.settings.nat.owner(f.dst_port).filter(|_| self.local.iter().any(|l| l.owns(f.dst))) {
+                // A backend's segment for one of our NAT ports. The port names the lcore
+                // whose table holds the splice: a port's RSS (or a TAP queue's flow
+                // steering, which forgets a flow idle for a few seconds) may deliver it
+                // here. Anything else for our own slice is a splice that is gone
+                // (expired, or moved to another backend).
+                if owner != self.settings.worker {
+                    return Verdict::Handoff(owner);
+                }
+                return Verdict::Drop(DropReason::NoSplice);
+            }
             let transparent_backend = || self.services.iter().any(|s| s.transparent) && self.pools.iter().any(|p| p.backends.iter().any(|&(a, port)| a == f.src && port.is_none_or(|p| p == f.src_port)));
-            if (lo..=hi).contains(&f.dst_port) && self.local.iter().any(|l| l.owns(f.dst)) || transparent_backend() {
-                // A backend's segment for a splice that is gone (expired, or moved to
-                // another backend); in transparent mode addressed to the client itself.
+            if transparent_backend() {
+                // In transparent mode a backend's segment for a gone splice is addressed
+                // to the client itself.
                 return Verdict::Drop(DropReason::NoSplice);
             }
         }

@@ -71,6 +71,12 @@ impl Net {
     /// client's address on the backend leg (and a second transparent service on `VIP2`
     /// uses the same pool).
     fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool) -> Net {
+        Net::build_on(capacity, attempts, tables, rules, least, transparent, (0, 1))
+    }
+
+    /// As `build`, for lcore `lcore.0` of `lcore.1` sharing the NAT ports 20_000..=20_099.
+    #[allow(clippy::too_many_arguments)]
+    fn build_on(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool, lcore: (u16, u16)) -> Net {
         let service = SpliceService {
             vip: VIP,
             ports: vec![(80, 80)],
@@ -89,7 +95,8 @@ impl Net {
             capacity,
             handshakes: 64,
             request_buffer_bytes: 4096,
-            nat_ports: (20_000, 20_099),
+            nat: NatSlices::new(20_000, 20_099, lcore.1).unwrap(),
+            worker: lcore.0,
             seed: 42,
             clock: Clock { tsc_hz: 1000, tsc0: 0, unix_ms0: T0_MS },
         };
@@ -308,6 +315,38 @@ fn a_connection_is_answered_spliced_and_closed() {
     let per = n.role.member_counters().snapshot();
     assert_eq!(per[0][b].0, 2, "{per:?}");
     assert_eq!(per[0][1 - b].0, 0, "{per:?}");
+}
+
+#[test]
+fn a_backend_segment_for_another_lcores_nat_port_is_handed_to_that_lcore() {
+    // Two lcores share the NAT ports: lcore 0 has 20_000..=20_049, lcore 1 the rest.
+    let on = |w| Net::build_on(64, 3, tables(&[1, 1]), Rules::default(), false, false, (w, 2));
+    let (mut n0, mut n1) = (on(0), on(1));
+    let (_, syn) = connect(&mut n1, CPORT, b"");
+    assert!((20_050..=20_099).contains(&syn.src.1), "lcore 1 takes its own slice: {}", syn.src.1);
+    let b = BACKENDS.iter().position(|&a| a == syn.dst.0).unwrap();
+    let from_backend = |seq: u32, fl: u8, payload: &[u8], nat: (Ipv4Addr, u16)| seg(BACKEND_MAC[b], PORT_MAC[1], syn.dst, nat, seq, C0.wrapping_add(1), fl, 65_535, &[], payload);
+
+    // The backend's SYN-ACK and its data, delivered to lcore 0 (a queue of the port that
+    // lcore 0 polls): handed over untouched, nothing counted as a drop.
+    for (seq, fl, payload) in [(9, flags::SYN | flags::ACK, &b""[..]), (10, flags::ACK, &b"hello"[..])] {
+        let f = from_backend(seq, fl, payload, syn.src);
+        let (v, out_frame, out) = n0.send(1, &f);
+        assert_eq!(v, Verdict::Handoff(1));
+        assert_eq!((out_frame, out.len()), (f, 0), "handed over as it came");
+    }
+    assert_eq!(n0.counters.drops.total(), 0);
+    // Lcore 1 takes them as its own: established, then spliced to the client.
+    assert_eq!(n1.send(1, &from_backend(9, flags::SYN | flags::ACK, b"", syn.src)).0, Verdict::Consumed);
+    assert_eq!(n1.send(1, &from_backend(10, flags::ACK, b"hello", syn.src)).0, Verdict::Tx(0));
+
+    // A segment for a gone splice in lcore 0's slice: lcore 1 hands it over, lcore 0 drops it.
+    let stale = from_backend(10, flags::ACK, b"late", (syn.src.0, 20_007));
+    assert_eq!(n1.send(1, &stale).0, Verdict::Handoff(0));
+    assert_eq!(n0.send(1, &stale).0, Verdict::Drop(DropReason::NoSplice));
+    // Beyond the NAT range: neither lcore's, nothing to hand over.
+    let outside = from_backend(10, flags::ACK, b"x", (syn.src.0, 20_100));
+    assert!(!matches!(n0.send(1, &outside).0, Verdict::Handoff(_)));
 }
 
 #[test]

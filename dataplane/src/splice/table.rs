@@ -373,6 +373,58 @@ impl NatPorts {
     }
 }
 
+/// The FullNAT port range split between the worker lcores: contiguous, disjoint slices
+/// (the last takes the remainder), so two lcores never pick the same source port toward a
+/// backend, and the port of a backend's segment names the lcore that owns its splice
+/// ([`NatSlices::owner`]): a lcore that receives another's segment hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatSlices {
+    first: u16,
+    last: u16,
+    workers: u16,
+}
+
+impl NatSlices {
+    /// `first..=last` over `workers` lcores; `None` when the range is empty or has fewer
+    /// ports than there are lcores.
+    pub fn new(first: u16, last: u16, workers: u16) -> Option<NatSlices> {
+        let ports = u32::from(last).checked_sub(u32::from(first))? + 1;
+        (workers >= 1 && ports >= u32::from(workers)).then_some(NatSlices { first, last, workers })
+    }
+
+    pub fn workers(&self) -> u16 {
+        self.workers
+    }
+
+    /// Ports per slice (the last slice may have more).
+    fn width(&self) -> u32 {
+        (u32::from(self.last) - u32::from(self.first) + 1) / u32::from(self.workers)
+    }
+
+    /// Lcore `w`'s ports, `first..=last` (the last lcore's for `w` beyond it).
+    pub fn slice(&self, w: u16) -> (u16, u16) {
+        let w = w.min(self.workers - 1);
+        let first = u32::from(self.first) + self.width() * u32::from(w);
+        let last = if w + 1 == self.workers { u32::from(self.last) } else { first + self.width() - 1 };
+        (first as u16, last as u16)
+    }
+
+    /// The lcore whose slice holds `port`; `None` outside the range.
+    #[inline]
+    pub fn owner(&self, port: u16) -> Option<u16> {
+        if port < self.first || port > self.last {
+            return None;
+        }
+        Some(((u32::from(port - self.first) / self.width()).min(u32::from(self.workers) - 1)) as u16)
+    }
+
+    /// Whether `port` is in the whole range.
+    #[inline]
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +533,27 @@ mod tests {
         p.give_back(100);
         assert_eq!(p.take(), Some(101));
         assert_eq!(p.available(), 1);
+    }
+
+    #[test]
+    fn nat_slices_are_disjoint_cover_the_range_and_name_their_owner() {
+        for (first, last, workers) in [(20_000u16, 59_999u16, 1u16), (20_000, 59_999, 3), (100, 104, 5), (100, 110, 4), (0, u16::MAX, 7)] {
+            let s = NatSlices::new(first, last, workers).unwrap();
+            let mut next = u32::from(first);
+            for w in 0..workers {
+                let (a, b) = s.slice(w);
+                assert_eq!(u32::from(a), next, "slices are contiguous");
+                assert!(a <= b);
+                for p in [a, b, a + (b - a) / 2] {
+                    assert_eq!(s.owner(p), Some(w), "port {p} of {first}..={last} / {workers}");
+                }
+                next = u32::from(b) + 1;
+            }
+            assert_eq!(next, u32::from(last) + 1, "the slices cover the range");
+            assert_eq!(s.owner(first.wrapping_sub(1)).filter(|_| first > 0), None);
+        }
+        assert_eq!(NatSlices::new(100, 102, 4), None, "fewer ports than lcores");
+        assert_eq!(NatSlices::new(101, 100, 1), None, "empty range");
+        assert_eq!(NatSlices::new(100, 200, 2).unwrap().owner(201), None);
     }
 }

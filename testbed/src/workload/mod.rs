@@ -51,6 +51,8 @@ pub struct Spec {
     /// Servers (indices) whose connections may break; `None` = no placement check.
     pub expect_broken: Option<Vec<usize>>,
     pub min_concurrent: Option<u32>,
+    /// The servers wait this long before each reply (not echoes).
+    pub reply_delay: Duration,
 }
 
 /// Default relative tolerance of a server's connection share.
@@ -94,6 +96,7 @@ impl Spec {
             share_tolerance: DEFAULT_SHARE_TOLERANCE,
             expect_broken: None,
             min_concurrent: None,
+            reply_delay: Duration::ZERO,
         }
     }
 
@@ -148,6 +151,7 @@ impl Spec {
                 .as_ref()
                 .map(|b| b.iter().map(index).collect()),
             min_concurrent: w.min_concurrent,
+            reply_delay: Duration::from_millis(w.reply_delay_ms),
             connect: SocketAddr::new(ip, w.port),
             listen: SocketAddr::new(lip, w.port),
             connections: w.connections,

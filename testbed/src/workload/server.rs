@@ -128,6 +128,13 @@ fn serve_requests(ctx: &Ctx, s: &mut TcpStream) -> Result<(), String> {
                 .fetch_add(req_len as u64, Ordering::Relaxed);
             continue;
         }
+        let started = std::time::Instant::now();
+        while started.elapsed() < ctx.spec.reply_delay {
+            if ctx.stopping() {
+                return Err("stopped while delaying the reply".into());
+            }
+            std::thread::sleep(Duration::from_millis(20).min(ctx.spec.reply_delay));
+        }
         let mut off = 0u64;
         while off < r.reply_len {
             let n = ((r.reply_len - off) as usize).min(out.len());
