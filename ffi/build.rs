@@ -39,6 +39,8 @@ const FUNCTIONS: &[&str] = &[
     "rte_eth_dev_get_mtu",
     "rte_eth_dev_adjust_nb_rx_tx_desc",
     "rte_eth_dev_socket_id",
+    "rte_eth_dev_rss_hash_conf_get",
+    "rte_eth_dev_rss_reta_query",
     "rte_log_set_global_level",
     "ts_.*",
 ];
@@ -53,6 +55,8 @@ const TYPES: &[&str] = &[
     "rte_eth_link",
     "rte_eth_rxconf",
     "rte_eth_txconf",
+    "rte_eth_rss_conf",
+    "rte_eth_rss_reta_entry64",
     "rte_lcore_function_t",
     "ts_bond_member",
 ];

@@ -13,7 +13,8 @@ use crate::preflight;
 use crate::ctl::proto::{lacp_flags, BondInfo, BondMemberInfo};
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
 use dataplane::port::eal::Eal;
-use dataplane::port::ethdev::{Port, PortSpec};
+use dataplane::port::ethdev::{Port, PortRss, PortSpec};
+use dataplane::splice::rss::RssSteer;
 use dataplane::port::lcore::{self, new_slot, LoopConfig, RxSource, Slot, Worker};
 use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
@@ -257,6 +258,38 @@ struct WorkerSetup<'a> {
 }
 
 impl WorkerSetup<'_> {
+    /// Each worker's RX queues: (port index, queue).
+    fn rx_assignment(&self) -> Vec<Vec<(PortIndex, u16)>> {
+        assign_rx_queues(&self.ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), self.plan.workers.len())
+    }
+
+    /// Per worker, per port: the port's RSS as that worker sees it (`None` where it cannot
+    /// be read: the worker's backend replies are then handed over when they land elsewhere).
+    fn rss_steering(&self) -> Vec<Vec<Option<RssSteer>>> {
+        let assignment = self.rx_assignment();
+        let rss: Vec<Option<PortRss>> = self.ports.iter().map(Port::rss).collect();
+        for (p, r) in self.ports.iter().zip(&rss) {
+            if p.rx_queues > 1 {
+                match r {
+                    Some(r) => eprintln!("tapsplice: port {}: RSS key of {} bytes, RETA of {}: NAT ports are chosen so that replies return to their worker", p.name, r.key.len(), r.reta.len()),
+                    None => eprintln!("tapsplice: port {}: RSS key or RETA not readable: a reply that lands on another worker's queue is handed to its owner", p.name),
+                }
+            }
+        }
+        assignment
+            .iter()
+            .map(|mine| {
+                rss.iter()
+                    .enumerate()
+                    .map(|(p, r)| {
+                        let queues: Vec<u16> = mine.iter().filter(|(port, _)| usize::from(*port) == p).map(|&(_, q)| q).collect();
+                        r.as_ref().and_then(|r| RssSteer::new(&r.key, r.reta.clone(), &queues))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Creates the control-thread links, starts the punt thread and launches one worker
     /// per worker lcore with the role `make_role` builds for it; returns the workers'
     /// publication slots and the control end of the links.
@@ -284,7 +317,7 @@ impl WorkerSetup<'_> {
             .filter(|(_, pp)| pp.bond.as_ref().is_some_and(|b| b.mode == crate::config::BondMode::Lacp))
             .map(|(p, _)| p.id)
             .collect();
-        let assignment = assign_rx_queues(&ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), plan.workers.len());
+        let assignment = self.rx_assignment();
         let mut slots: Vec<Slot> = Vec::new();
         for (w, &lcore_id) in plan.workers.iter().enumerate() {
             let slot = new_slot(lcore_id);
@@ -367,6 +400,7 @@ fn start_splice(
     let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
     let nat = sp.nat_slices(plan.workers.len())?;
+    let mut rss = workers.rss_steering().into_iter();
     let mut counters = Vec::new();
     let mut member_counters = Vec::new();
     let (slots, end) = workers.start(supervisor, |w| {
@@ -378,6 +412,7 @@ fn start_splice(
             request_buffer_bytes: sp.request_buffer_bytes,
             nat,
             worker: w as u16,
+            rss: rss.next().unwrap_or_default(),
             // The same on every appliance of the rack: a client goes to the same backend
             // whichever appliance answers it.
             seed: member_key(b"tapsplice splice backends"),

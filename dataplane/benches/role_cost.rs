@@ -153,6 +153,7 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
         request_buffer_bytes: 16_384,
         nat: NatSlices::new(20_000, 59_999, 1).unwrap(),
         worker: 0,
+        rss: Vec::new(),
         seed: 1,
         clock: Clock { tsc_hz: 1_000_000_000, tsc0: 0, unix_ms0: 1_700_000_000_000 },
     };

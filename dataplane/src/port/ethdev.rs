@@ -57,6 +57,17 @@ const RSS_IP_L4: u64 = {
     IP | TCP | UDP
 };
 
+/// `RTE_ETH_RSS_NONFRAG_IPV4_TCP`: the NIC hashes IPv4/TCP by addresses and ports.
+const RSS_NONFRAG_IPV4_TCP: u64 = 1 << 4;
+
+/// A port's RSS hash key and redirection table (see [`Port::rss`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRss {
+    pub key: Vec<u8>,
+    /// The RX queue of each RETA entry.
+    pub reta: Vec<u16>,
+}
+
 impl Port {
     /// Finds the device, configures queues and starts it.
     pub fn setup(spec: &PortSpec, pool: &Mempool) -> Result<Port, PortError> {
@@ -166,6 +177,36 @@ impl Port {
             tx_queues: spec.tx_queues,
             warnings,
         })
+    }
+
+    /// The port's RSS as configured: its hash key and its redirection table (RX queue per
+    /// entry), when it spreads IPv4/TCP over several RX queues by the 4-tuple and the
+    /// driver lets both be read (`None` otherwise: net_tap, vhost, a single queue).
+    pub fn rss(&self) -> Option<PortRss> {
+        if self.rx_queues < 2 {
+            return None;
+        }
+        let lib = dpdk();
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        if unsafe { lib.rte_eth_dev_info_get(self.id, &mut info) } != 0 || info.reta_size == 0 {
+            return None;
+        }
+        let mut key = vec![0u8; usize::from(info.hash_key_size).max(40)];
+        let mut conf = sys::rte_eth_rss_conf { rss_key: key.as_mut_ptr(), rss_key_len: key.len() as u8, ..Default::default() };
+        // SAFETY: the key buffer outlives the call and its length is given.
+        if unsafe { lib.rte_eth_dev_rss_hash_conf_get(self.id, &mut conf) } != 0 || conf.rss_hf & RSS_NONFRAG_IPV4_TCP == 0 {
+            return None;
+        }
+        key.truncate(usize::from(conf.rss_key_len).min(key.len()));
+        let groups = usize::from(info.reta_size).div_ceil(64);
+        let mut reta: Vec<sys::rte_eth_rss_reta_entry64> = (0..groups).map(|_| sys::rte_eth_rss_reta_entry64 { mask: u64::MAX, reta: [0; 64] }).collect();
+        // SAFETY: `groups` entries of 64 cover reta_size.
+        if unsafe { lib.rte_eth_dev_rss_reta_query(self.id, reta.as_mut_ptr(), info.reta_size) } != 0 {
+            return None;
+        }
+        let queues = reta.iter().flat_map(|g| g.reta).take(usize::from(info.reta_size)).collect();
+        Some(PortRss { key, reta: queues })
     }
 
     pub fn stats(&self) -> PortStats {

@@ -56,6 +56,7 @@ use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
 use crate::splice::request::{Decision, Rules};
+use crate::splice::rss::RssSteer;
 use crate::splice::table::{flag, Entry, Leg, LegKey, NatPorts, NatSlices, SpliceTable, State, Traffic};
 use crate::splice::translate::{rewrite, Direction, Endpoint};
 use crate::stats::DropReason;
@@ -68,6 +69,10 @@ pub const CLOSED_LINGER_S: u32 = 2;
 pub const SUSPECT_MS: u64 = 10_000;
 /// The longest wait for a backend's answer to one SYN (the doubling stops here).
 pub const MAX_CONNECT_WAIT_MS: u64 = 16_000;
+/// Free NAT ports tried for one whose reply the port's RSS brings to this lcore: with n
+/// lcores sharing the queues about 1/n of them qualify, so 64 tries miss for fewer than
+/// one connection in a thousand up to 8 lcores ((7/8)^64 ≈ 2e-4).
+pub const NAT_STEER_TRIES: usize = 64;
 /// Table slots the expiry hand looks at per chunk (a tick sweeps enough chunks to walk the
 /// table about once a second).
 const SWEEP_PER_TICK: usize = 64;
@@ -145,6 +150,10 @@ pub struct SpliceSettings {
     /// This lcore's index among the workers (0-based): its NAT slice, and which
     /// backend segments it hands to another lcore (`Verdict::Handoff`).
     pub worker: u16,
+    /// Per port (by index; empty or `None`: not known): the port's RSS as this lcore sees
+    /// it, so that a backend leg on that port gets a NAT port whose replies the NIC
+    /// delivers to this lcore (`splice::rss`).
+    pub rss: Vec<Option<RssSteer>>,
     /// Seeds the backend choice (the same on every appliance of the rack).
     pub seed: u64,
     pub clock: Clock,
@@ -279,10 +288,14 @@ pub enum SpliceStat {
     /// connection (transparent mode: one client port to two VIPs on the same backend and
     /// port; the client got a RST).
     RefusedTupleTaken,
+    /// Backend legs opened with a NAT port whose replies the port's RSS sends to another
+    /// lcore (none of the free ports tried qualified): those replies are handed over.
+    /// Counted only on ports whose RSS the appliance could read.
+    NatUnsteered,
 }
 
 impl SpliceStat {
-    pub const COUNT: usize = 24;
+    pub const COUNT: usize = 25;
     pub const ALL: [SpliceStat; Self::COUNT] = [
         SpliceStat::SynCookies,
         SpliceStat::CookiesValid,
@@ -308,6 +321,7 @@ impl SpliceStat {
         SpliceStat::HeadersTooLarge,
         SpliceStat::FirstRequestTimeouts,
         SpliceStat::RefusedTupleTaken,
+        SpliceStat::NatUnsteered,
     ];
 
     /// Stable snake_case name for ctl and metrics.
@@ -337,6 +351,7 @@ impl SpliceStat {
             SpliceStat::HeadersTooLarge => "headers_too_large",
             SpliceStat::FirstRequestTimeouts => "first_request_timeouts",
             SpliceStat::RefusedTupleTaken => "refused_tuple_taken",
+            SpliceStat::NatUnsteered => "nat_unsteered",
         }
     }
 }
@@ -869,14 +884,36 @@ impl Splice {
         let Some(e) = self.table.get(slot).copied() else { return false };
         let Some(&(addr, port)) = self.pools.get(pool).and_then(|p| p.backends.get(usize::from(member))) else { return false };
         let backend = Endpoint { addr, port: port.unwrap_or(e.vip.port) };
-        let source = if e.flags & flag::TRANSPARENT != 0 {
-            e.client
+        let (source, swapped) = if e.flags & flag::TRANSPARENT != 0 {
+            (e.client, None)
         } else {
             let Some(nat_addr) = self.local.get(usize::from(m.port)).and_then(|l| l.ipv4.first().copied()) else { return false };
-            Endpoint { addr: nat_addr, port: e.nat.port }
+            // A NAT port whose reply the port's RSS brings back here (a fresh one when the
+            // current one's reply would land on another lcore's queue).
+            let mut port = e.nat.port;
+            let mut swapped = None;
+            if let Some(steer) = self.settings.rss.get(usize::from(m.port)).and_then(Option::as_ref) {
+                let mine = |p: u16| steer.reply_is_mine(backend.addr, backend.port, nat_addr, p);
+                if !mine(port) {
+                    match self.nat.take_where(NAT_STEER_TRIES, mine) {
+                        Some(p) => {
+                            swapped = Some(port);
+                            port = p;
+                        }
+                        None => self.counters.add(SpliceStat::NatUnsteered, 1),
+                    }
+                }
+            }
+            (Endpoint { addr: nat_addr, port }, swapped)
         };
         if !self.table.set_backend(slot, backend, source) {
+            if swapped.is_some() {
+                self.nat.give_back(source.port);
+            }
             return false;
+        }
+        if let Some(old) = swapped {
+            self.nat.give_back(old);
         }
         if e.state != State::Routing {
             self.release_backend(&e);

@@ -71,12 +71,12 @@ impl Net {
     /// client's address on the backend leg (and a second transparent service on `VIP2`
     /// uses the same pool).
     fn build(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool) -> Net {
-        Net::build_on(capacity, attempts, tables, rules, least, transparent, (0, 1))
+        Net::build_with(capacity, attempts, tables, rules, least, transparent, |_| {})
     }
 
-    /// As `build`, for lcore `lcore.0` of `lcore.1` sharing the NAT ports 20_000..=20_099.
+    /// As `build`, with the settings changed by `tweak` first.
     #[allow(clippy::too_many_arguments)]
-    fn build_on(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool, lcore: (u16, u16)) -> Net {
+    fn build_with(capacity: usize, attempts: u32, tables: Arc<BalanceTables>, rules: Rules, least: bool, transparent: bool, tweak: impl FnOnce(&mut SpliceSettings)) -> Net {
         let service = SpliceService {
             vip: VIP,
             ports: vec![(80, 80)],
@@ -95,11 +95,14 @@ impl Net {
             capacity,
             handshakes: 64,
             request_buffer_bytes: 4096,
-            nat: NatSlices::new(20_000, 20_099, lcore.1).unwrap(),
-            worker: lcore.0,
+            nat: NatSlices::new(20_000, 20_099, 1).unwrap(),
+            worker: 0,
+            rss: Vec::new(),
             seed: 42,
             clock: Clock { tsc_hz: 1000, tsc0: 0, unix_ms0: T0_MS },
         };
+        let mut settings = settings;
+        tweak(&mut settings);
         let pools = vec![
             SplicePool { backends: BACKENDS.iter().map(|&a| (a, Some(8080))).collect(), least_connections: least },
             SplicePool { backends: vec![(STATIC, None)], least_connections: false },
@@ -119,6 +122,15 @@ impl Net {
         let mut ctx = Ctx { now_tsc: self.now, counters: &mut self.counters, emit: &mut emit, clock: None };
         let v = self.role.handle(port, &mut f, &mut ctx);
         (v, f, emit.frames)
+    }
+
+    /// Lcore `worker` of `workers` sharing the NAT ports 20_000..=20_099, with `rss` per port.
+    fn lcore(worker: u16, workers: u16, rss: Vec<Option<RssSteer>>) -> Net {
+        Net::build_with(64, 3, tables(&[1, 1]), Rules::default(), false, false, |s| {
+            s.nat = NatSlices::new(20_000, 20_099, workers).unwrap();
+            s.worker = worker;
+            s.rss = rss;
+        })
     }
 
     fn tick(&mut self) -> Vec<(PortIndex, Vec<u8>)> {
@@ -320,7 +332,7 @@ fn a_connection_is_answered_spliced_and_closed() {
 #[test]
 fn a_backend_segment_for_another_lcores_nat_port_is_handed_to_that_lcore() {
     // Two lcores share the NAT ports: lcore 0 has 20_000..=20_049, lcore 1 the rest.
-    let on = |w| Net::build_on(64, 3, tables(&[1, 1]), Rules::default(), false, false, (w, 2));
+    let on = |w| Net::lcore(w, 2, Vec::new());
     let (mut n0, mut n1) = (on(0), on(1));
     let (_, syn) = connect(&mut n1, CPORT, b"");
     assert!((20_050..=20_099).contains(&syn.src.1), "lcore 1 takes its own slice: {}", syn.src.1);
@@ -347,6 +359,33 @@ fn a_backend_segment_for_another_lcores_nat_port_is_handed_to_that_lcore() {
     // Beyond the NAT range: neither lcore's, nothing to hand over.
     let outside = from_backend(10, flags::ACK, b"x", (syn.src.0, 20_100));
     assert!(!matches!(n0.send(1, &outside).0, Verdict::Handoff(_)));
+}
+
+#[test]
+fn with_the_ports_rss_known_a_backend_leg_gets_a_nat_port_whose_replies_come_back_here() {
+    // Backend port 1: 4 RX queues, a 128-entry RETA round-robin; lcore 1 of 2 polls 1 and 3.
+    let key: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0x6d).collect();
+    let reta: Vec<u16> = (0..128).map(|i| i % 4).collect();
+    let steer = RssSteer::new(&key, reta.clone(), &[1, 3]).unwrap();
+    let mut n = Net::lcore(1, 2, vec![None, Some(steer.clone())]);
+    let mut steered = 0;
+    for i in 0..20 {
+        let (_, syn) = connect(&mut n, CPORT + i, b"");
+        let (backend, nat) = (syn.dst, syn.src);
+        assert!((20_050..=20_099).contains(&nat.1), "its own slice: {}", nat.1);
+        assert!(steer.reply_is_mine(backend.0, backend.1, nat.0, nat.1), "connection {i}: NAT port {} replies to queue {}", nat.1, steer.queue_of(backend.0, nat.0, backend.1, nat.1));
+        steered += 1;
+    }
+    assert_eq!((steered, n.stat(SpliceStat::NatUnsteered)), (20, 0));
+    // Every port is back after the connections are gone (a swapped port is not lost).
+    assert_eq!(n.role.nat.available() + n.role.table().len(), 50);
+
+    // A RETA that never names this lcore's queues: the first free port, counted.
+    let nowhere = RssSteer::new(&key, vec![0; 128], &[1]).unwrap();
+    let mut n = Net::lcore(1, 2, vec![None, Some(nowhere)]);
+    let (_, syn) = connect(&mut n, CPORT, b"");
+    assert_eq!(syn.src.1, 20_050);
+    assert_eq!(n.stat(SpliceStat::NatUnsteered), 1);
 }
 
 #[test]

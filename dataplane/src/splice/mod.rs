@@ -6,6 +6,7 @@
 //! * [`options`] — the options a SYN offers, and the option block of the handshake
 //!   segments the appliance sends.
 //! * [`request`] — routing a connection by its first HTTP/1.x request (or its port).
+//! * [`rss`] — FullNAT ports whose replies a NIC's RSS brings to the lcore that chose them.
 //! * [`synthetic`] — connections for the fast-path benchmark (entries and their frames).
 //! * [`table`] — the splice table (fixed capacity, both legs' keys, idle expiry) and the
 //!   FullNAT port ring.
@@ -18,6 +19,7 @@ pub mod fuzz;
 pub mod index;
 pub mod options;
 pub mod request;
+pub mod rss;
 pub mod synthetic;
 pub mod table;
 pub mod translate;

@@ -364,6 +364,13 @@ impl NatPorts {
         self.free.pop_front()
     }
 
+    /// The first of the next `tries` free ports that `ok` accepts, taken out of the ring
+    /// (the ports before it keep their places); `None` when none of them does.
+    pub fn take_where(&mut self, tries: usize, ok: impl Fn(u16) -> bool) -> Option<u16> {
+        let i = self.free.iter().take(tries).position(|&p| ok(p))?;
+        self.free.remove(i)
+    }
+
     pub fn give_back(&mut self, port: u16) {
         self.free.push_back(port);
     }
@@ -533,6 +540,10 @@ mod tests {
         p.give_back(100);
         assert_eq!(p.take(), Some(101));
         assert_eq!(p.available(), 1);
+        let mut p = NatPorts::new(100, 109);
+        assert_eq!(p.take_where(4, |x| x % 3 == 0), Some(102));
+        assert_eq!(p.take_where(2, |x| x == 105), None, "beyond the ports tried");
+        assert_eq!((p.take(), p.take(), p.take()), (Some(100), Some(101), Some(103)), "the others keep their places");
     }
 
     #[test]
