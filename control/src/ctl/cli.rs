@@ -507,6 +507,10 @@ pub fn render_stats(r: &StatsResult) -> String {
     if r.drops.is_empty() {
         s.push_str("(no drops)\n");
     }
+    if !r.splice.is_empty() {
+        let events: Vec<String> = r.splice.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={}", fmt_count(*n))).collect();
+        let _ = writeln!(s, "\nsplice: {}", if events.is_empty() { "(nothing yet)".to_string() } else { events.join(" ") });
+    }
     s
 }
 

@@ -162,6 +162,7 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
             drops,
         });
     }
+    out.splice = s.splice.clone();
     out
 }
 

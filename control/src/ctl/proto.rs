@@ -513,6 +513,9 @@ pub struct StatsResult {
     pub lcores: Vec<LcoreInfo>,
     /// Drops by reason, summed over lcores (only reasons that occurred).
     pub drops: BTreeMap<String, u64>,
+    /// Splice role events summed over the workers, by name (`SpliceStat`; empty without
+    /// the splice role).
+    pub splice: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

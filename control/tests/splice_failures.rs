@@ -1,0 +1,315 @@
+//! The splice when things go wrong, with real peers: the appliance on TAP ports, kernel
+//! TCP clients in a client namespace, kernel TCP stacks and a Rust HTTP server in two
+//! backend namespaces.
+//!
+//! ```text
+//!  ns c 10.78.0.11 ── [clients  sp  b1] ── ns b1 10.78.1.21  :80 nothing listens (RST)
+//!                      10.78.0.2    │ 10.78.1.2               :81 SYNs dropped (nftables)
+//!                  VIP 10.78.0.100  [b2] ── ns b2 10.78.2.21  :80, :81 the Rust server "b2"
+//!                                   10.78.2.2
+//! ```
+//!
+//! Services on the VIP (each its own pool, so that one pool's suspects do not steer
+//! another's choice; b1 has weight 100 against b2's 1, so the hash picks b1 first):
+//! - `:80` pool `refusing` (b1:80, b2:80), HTTP-routed: b1 answers the backend SYN with a
+//!   RST, the connection moves to b2 at once; a first request that never completes is
+//!   reset after `first_request_ms`.
+//! - `:81` pool `silent` (b1:81, b2:81): b1 drops the SYNs, the connection moves to b2
+//!   after `connect_attempts` SYNs (`connect_ms` 300, then 600).
+//! - `:82` pool `small` (b2:80), `max_connections = 3`: a fourth connection is refused
+//!   with a RST while the three keep working; one closed, a new one is taken again.
+//!
+//! Every reply is checked byte for byte, every refusal is a RST the client sees, and the
+//! appliance counts each case under its own name.
+
+mod common;
+use common::{cookie_key, ctl, in_ns, ip, rust_server, spawn_in_ns, wait_for, Appliance};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+const VIP: &str = "10.78.0.100";
+const NS: [&str; 3] = ["tsf-c", "tsf-b1", "tsf-b2"];
+
+/// Namespaces, the appliance and the servers of the test, removed on drop.
+struct Lab {
+    appliance: Option<Appliance>,
+    stop: Arc<AtomicBool>,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Stopped before its TAPs' namespaces go.
+        drop(self.appliance.take());
+        for ns in NS {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rack(dir: &Path) -> String {
+    format!(
+        r#"[node]
+id = "spf"
+roles = ["splice"]
+
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "tapsplice-spf"
+
+[mempool]
+mbufs = 8191
+
+[workers]
+idle_backoff = true
+
+[[port]]
+name = "clients"
+device = "net_tap0"
+args = "iface=tsf-c0"
+addresses = ["10.78.0.2/24"]
+
+[[port]]
+name = "b1"
+device = "net_tap1"
+args = "iface=tsf-b10"
+addresses = ["10.78.1.2/24"]
+
+[[port]]
+name = "b2"
+device = "net_tap2"
+args = "iface=tsf-b20"
+addresses = ["10.78.2.2/24"]
+
+[[pool]]
+name = "refusing"
+members = [{{ address = "10.78.1.21", port = 80, weight = 100 }}, {{ address = "10.78.2.21", port = 80, weight = 1 }}]
+
+[[pool]]
+name = "silent"
+members = [{{ address = "10.78.1.21", port = 81, weight = 100 }}, {{ address = "10.78.2.21", port = 81, weight = 1 }}]
+
+[[pool]]
+name = "small"
+members = [{{ address = "10.78.2.21", port = 80 }}]
+
+[[service]]
+name = "web"
+vip = "{VIP}"
+ports = [80]
+mode = "splice"
+pool = "refusing"
+via = "clients"
+fault_tolerance = "none"
+
+[service.timeouts]
+first_request_ms = 1500
+
+# A rule makes the appliance wait for a whole HTTP request before it routes.
+[[service.route]]
+host = "elsewhere.example.com"
+pool = "refusing"
+
+[[service]]
+name = "slow"
+vip = "{VIP}"
+ports = [81]
+mode = "splice"
+pool = "silent"
+via = "clients"
+fault_tolerance = "none"
+
+[service.timeouts]
+connect_ms = 300
+connect_attempts = 2
+
+[[service]]
+name = "tiny"
+vip = "{VIP}"
+ports = [82]
+mode = "splice"
+pool = "small"
+via = "clients"
+fault_tolerance = "none"
+max_connections = 3
+
+[keys]
+syn_cookie_secret = "{dir}/cookie.key"
+
+[ctl]
+socket = "{dir}/ctl.sock"
+
+[metrics]
+enabled = false
+"#,
+        dir = dir.display()
+    )
+}
+
+/// One `GET /whoami` on `s`; the reply's body, or the error that ended it.
+fn whoami(s: &mut TcpStream) -> std::io::Result<String> {
+    s.write_all(b"GET /whoami HTTP/1.1\r\nHost: site.example.com\r\n\r\n")?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(ErrorKind::UnexpectedEof, String::from_utf8_lossy(&got).into_owned()));
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return Ok(body.to_string());
+            }
+        }
+    }
+}
+
+/// A connection to the VIP's `port` from the client namespace (10 s read timeout).
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    spawn_in_ns(NS[0], move || {
+        let s = TcpStream::connect_timeout(&format!("{VIP}:{port}").parse().unwrap(), Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(s)
+    })
+    .join()
+    .unwrap()
+}
+
+fn splice_counters(sock: &Path) -> serde_json::Value {
+    let out = ctl(sock, &["--json", "stats"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["splice"].clone()
+}
+
+/// Waits (5 s at most: the control thread publishes the counters a few times a second)
+/// until the splice counter `name` (from `ctl stats`) is at least `n`; its value then.
+fn counter_reaches(sock: &Path, name: &str, n: u64) -> u64 {
+    let get = || splice_counters(sock)[name].as_u64().unwrap_or(0);
+    wait_for(Duration::from_secs(5), || get() >= n);
+    get()
+}
+
+#[test]
+fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (network namespaces, TAP ports)");
+    let dir = std::env::temp_dir().join(format!("tsf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lab = Lab { appliance: None, stop: Arc::new(AtomicBool::new(false)), dir: dir.clone() };
+    for ns in NS {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        ip(&["netns", "add", ns]);
+        ip(&["-n", ns, "link", "set", "lo", "up"]);
+    }
+    cookie_key(&dir);
+    let cfg = dir.join("rack.toml");
+    std::fs::write(&cfg, rack(&dir)).unwrap();
+    let report = dir.join("report.json");
+    lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
+    for (tap, ns, addr) in [("tsf-c0", NS[0], "10.78.0.11/24"), ("tsf-b10", NS[1], "10.78.1.21/24"), ("tsf-b20", NS[2], "10.78.2.21/24")] {
+        ip(&["link", "set", tap, "netns", ns]);
+        ip(&["-n", ns, "addr", "add", addr, "dev", tap]);
+        ip(&["-n", ns, "link", "set", tap, "up"]);
+    }
+    // b1 drops every SYN to :81 (silent); nothing listens on its :80 (its kernel resets).
+    for rule in [
+        &["nft", "add", "table", "inet", "tsf"][..],
+        &["nft", "add", "chain", "inet", "tsf", "in", "{ type filter hook input priority 0 ; }"],
+        &["nft", "add", "rule", "inet", "tsf", "in", "tcp", "dport", "81", "drop"],
+    ] {
+        let out = in_ns(NS[1], rule);
+        assert!(out.status.success(), "{rule:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // b2 serves :80 and :81.
+    for port in [80u16, 81] {
+        let (stop, (tx, rx)) = (lab.stop.clone(), mpsc::channel());
+        spawn_in_ns(NS[2], move || {
+            let l = TcpListener::bind(("0.0.0.0", port)).expect("bind in b2");
+            tx.send(()).unwrap();
+            rust_server(l, "b2", stop);
+        });
+        rx.recv_timeout(Duration::from_secs(5)).expect("b2 listening");
+    }
+    let sock = dir.join("ctl.sock");
+    let up = wait_for(Duration::from_secs(20), || {
+        let out = ctl(&sock, &["--json", "members"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["members"].as_array().is_some_and(|m| m.len() == 5 && m.iter().all(|m| m["state"] == "up"))
+    });
+    assert!(up, "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
+
+    // 1. A backend that refuses: every connection is answered by b2, the client never
+    //    sees b1's RST.
+    for i in 0..6 {
+        let mut s = connect(80).unwrap();
+        assert_eq!(whoami(&mut s).unwrap_or_else(|e| panic!("connection {i} to :80: {e}")), "b2");
+    }
+    assert!(counter_reaches(&sock, "backend_refused", 1) >= 1, "b1's RST was not seen: {}", splice_counters(&sock));
+
+    // 2. A backend that stays silent: after two SYNs (0.3 + 0.6 s) the connection goes to b2.
+    let t0 = Instant::now();
+    let mut s = connect(81).unwrap();
+    assert_eq!(whoami(&mut s).unwrap(), "b2");
+    let took = t0.elapsed();
+    assert!(counter_reaches(&sock, "backend_timeouts", 1) >= 1, "{}", splice_counters(&sock));
+    assert!(took >= Duration::from_millis(800), "answered in {took:?}: b1 cannot have been tried");
+    drop(s);
+
+    // 3. A first request that never completes: reset after first_request_ms.
+    let mut s = connect(80).unwrap();
+    s.write_all(b"GET /whoami HTTP/1.1\r\nHost: site.exa").unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let r = s.read(&mut buf);
+    assert!(r.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset), "{r:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(1000) && t0.elapsed() < Duration::from_secs(8), "reset after {:?}", t0.elapsed());
+    assert_eq!(counter_reaches(&sock, "first_request_timeouts", 1), 1);
+
+    // 4. A full table: three connections held, the fourth refused, the three still served.
+    let mut held: Vec<TcpStream> = (0..3).map(|_| connect(82).unwrap()).collect();
+    for s in &mut held {
+        assert_eq!(whoami(s).unwrap(), "b2");
+    }
+    let mut fourth = connect(82).expect("the handshake is the appliance's own (SYN cookie)");
+    let refused = whoami(&mut fourth);
+    assert!(refused.as_ref().is_err_and(|e| e.kind() == ErrorKind::ConnectionReset), "{refused:?}");
+    // (Each of the client's segments that still carries the valid cookie is refused again.)
+    assert!(counter_reaches(&sock, "refused_full", 1) >= 1);
+    for s in &mut held {
+        assert_eq!(whoami(s).unwrap(), "b2", "an established splice survives the refusal");
+    }
+    // One closed: once its entry is gone (a closed splice lingers a moment) a new one is taken.
+    drop(held.pop());
+    let again = wait_for(Duration::from_secs(10), || connect(82).and_then(|mut s| whoami(&mut s)).is_ok_and(|b| b == "b2"));
+    assert!(again, "no connection taken after one of the three closed: {}", splice_counters(&sock));
+    for s in &mut held {
+        assert_eq!(whoami(s).unwrap(), "b2");
+    }
+    drop(held);
+
+    let (status, stderr) = lab.appliance.take().unwrap().stop();
+    assert!(status.success(), "appliance: {status}: {stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let sp = &v["splice"];
+    eprintln!("splice counters: {sp}");
+    // Each case under its own name, and nothing else went wrong.
+    assert!(sp["backend_refused"].as_u64().unwrap() >= 1, "{sp}");
+    assert!(sp["backend_timeouts"].as_u64().unwrap() >= 1, "{sp}");
+    assert_eq!(sp["first_request_timeouts"], 1, "{sp}");
+    assert!(sp["refused_full"].as_u64().unwrap() >= 1, "{sp}");
+    assert_eq!(sp["backends_exhausted"], 0, "{sp}");
+    assert_eq!(sp["bad_requests"], 0, "{sp}");
+}
