@@ -14,7 +14,7 @@ use crate::ctl::proto::{lacp_flags, BondInfo, BondMemberInfo};
 use crate::report::{LcoreReport, PortReport, Quantiles, Report};
 use dataplane::port::eal::Eal;
 use dataplane::port::ethdev::{Port, PortRss, PortSpec};
-use dataplane::splice::rss::RssSteer;
+use dataplane::splice::rss::{RssSteer, Toeplitz};
 use dataplane::port::lcore::{self, new_slot, LoopConfig, RxSource, Slot, Worker};
 use dataplane::port::mempool::Mempool;
 use dataplane::role::forward::Forward;
@@ -160,23 +160,25 @@ pub fn queue_counts(tap: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
     }
 }
 
-/// Distributes every (port, RX queue) over the workers. A port with at least as many
-/// queues as workers gives queue `q` to worker `q % workers`: on a TAP port RX queue `w`
-/// and TX queue `w` are one kernel queue, and the kernel steers a flow's frames to the
-/// queue that last sent for it, so the worker that sends a flow's frames from its TX queue
-/// `w` must be the one that polls RX queue `w`. Ports with fewer queues are spread
-/// round-robin, so that single-queue ports do not all land on worker 0.
-pub fn assign_rx_queues(ports: &[(u16, u16)], workers: usize) -> Vec<Vec<(PortIndex, u16)>> {
+/// Distributes every (port, RX queue) over the workers; a port is (its RX queues, whether
+/// it is a TAP port). A TAP port gives queue `q` to worker `q % workers`: RX queue `w` and
+/// TX queue `w` are one kernel queue, and the kernel steers a flow's frames to the queue
+/// that last sent for it, so the worker that sends a flow's frames from its TX queue `w`
+/// must be the one that polls RX queue `w`. Other ports' queues are dealt round-robin
+/// across ports, so that the workers get equal shares of queues.
+pub fn assign_rx_queues(ports: &[(u16, bool)], workers: usize) -> Vec<Vec<(PortIndex, u16)>> {
     let n = workers.max(1);
     let mut out = vec![Vec::new(); n];
     let mut next = 0;
-    for (pidx, &(_, nq)) in ports.iter().enumerate() {
-        let start = if usize::from(nq) >= n { 0 } else { next };
+    for (pidx, &(nq, tap)) in ports.iter().enumerate() {
         for q in 0..nq {
-            out[(start + usize::from(q)) % n].push((pidx as PortIndex, q));
-        }
-        if usize::from(nq) < n {
-            next = (next + usize::from(nq)) % n;
+            let w = if tap {
+                usize::from(q) % n
+            } else {
+                next = (next + 1) % n;
+                (next + n - 1) % n
+            };
+            out[w].push((pidx as PortIndex, q));
         }
     }
     out
@@ -260,19 +262,22 @@ struct WorkerSetup<'a> {
 impl WorkerSetup<'_> {
     /// Each worker's RX queues: (port index, queue).
     fn rx_assignment(&self) -> Vec<Vec<(PortIndex, u16)>> {
-        assign_rx_queues(&self.ports.iter().map(|p| (p.id, p.rx_queues)).collect::<Vec<_>>(), self.plan.workers.len())
+        let ports: Vec<(u16, bool)> = self.ports.iter().zip(&self.plan.ports).map(|(p, pp)| (p.rx_queues, pp.is_tap())).collect();
+        assign_rx_queues(&ports, self.plan.workers.len())
     }
 
     /// Per worker, per port: the port's RSS as that worker sees it (`None` where it cannot
     /// be read: the worker's backend replies are then handed over when they land elsewhere).
     fn rss_steering(&self) -> Vec<Vec<Option<RssSteer>>> {
         let assignment = self.rx_assignment();
-        let rss: Vec<Option<PortRss>> = self.ports.iter().map(Port::rss).collect();
-        for (p, r) in self.ports.iter().zip(&rss) {
-            if p.rx_queues > 1 {
+        // The Toeplitz tables once per port (12 KB each), cloned for each worker.
+        let rss: Vec<Option<(Toeplitz, PortRss)>> = self.ports.iter().map(|p| p.rss().and_then(|r| Some((Toeplitz::new(&r.key)?, r)))).collect();
+        if assignment.len() > 1 {
+            for (p, r) in self.ports.iter().zip(&rss) {
                 match r {
-                    Some(r) => eprintln!("tapsplice: port {}: RSS key of {} bytes, RETA of {}: NAT ports are chosen so that replies return to their worker", p.name, r.key.len(), r.reta.len()),
-                    None => eprintln!("tapsplice: port {}: RSS key or RETA not readable: a reply that lands on another worker's queue is handed to its owner", p.name),
+                    Some((_, r)) => eprintln!("tapsplice: port {}: RSS key of {} bytes, RETA of {}: FullNAT ports toward backends on it are chosen so that replies return to their worker", p.name, r.key.len(), r.reta.len()),
+                    None if p.rx_queues > 1 => eprintln!("tapsplice: port {}: RSS key or RETA not readable: a backend reply that lands on another worker's queue is handed to its owner", p.name),
+                    None => {}
                 }
             }
         }
@@ -283,7 +288,7 @@ impl WorkerSetup<'_> {
                     .enumerate()
                     .map(|(p, r)| {
                         let queues: Vec<u16> = mine.iter().filter(|(port, _)| usize::from(*port) == p).map(|&(_, q)| q).collect();
-                        r.as_ref().and_then(|r| RssSteer::new(&r.key, r.reta.clone(), &queues))
+                        r.as_ref().and_then(|(hash, r)| RssSteer::with_hash(hash.clone(), r.reta.clone(), &queues))
                     })
                     .collect()
             })
@@ -400,7 +405,7 @@ fn start_splice(
     let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
     let nat = sp.nat_slices(plan.workers.len())?;
-    let mut rss = workers.rss_steering().into_iter();
+    let rss = workers.rss_steering();
     let mut counters = Vec::new();
     let mut member_counters = Vec::new();
     let (slots, end) = workers.start(supervisor, |w| {
@@ -412,7 +417,7 @@ fn start_splice(
             request_buffer_bytes: sp.request_buffer_bytes,
             nat,
             worker: w as u16,
-            rss: rss.next().unwrap_or_default(),
+            rss: rss.get(w).cloned().unwrap_or_default(),
             // The same on every appliance of the rack: a client goes to the same backend
             // whichever appliance answers it.
             seed: member_key(b"tapsplice splice backends"),
@@ -615,15 +620,16 @@ mod tests {
 
     #[test]
     fn rx_queues_are_spread_round_robin_over_workers() {
-        let a = assign_rx_queues(&[(0, 2), (1, 2)], 2);
+        let a = assign_rx_queues(&[(2, false), (2, false)], 2);
         assert_eq!(a, vec![vec![(0, 0), (1, 0)], vec![(0, 1), (1, 1)]]);
-        let one = assign_rx_queues(&[(0, 1), (1, 1)], 1);
+        let one = assign_rx_queues(&[(1, false), (1, false)], 1);
         assert_eq!(one, vec![vec![(0, 0), (1, 0)]]);
+        // Two NIC ports of 3 queues: 3 and 3, not 4 and 2.
+        let nic = assign_rx_queues(&[(3, false), (3, false)], 2);
+        assert_eq!(nic.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3]);
         // A single-queue port before two TAP ports: each worker still polls its own
         // queue index of the TAP ports (the kernel queue its TX queue writes to).
-        let mixed = assign_rx_queues(&[(0, 1), (1, 2), (2, 2), (3, 1)], 2);
+        let mixed = assign_rx_queues(&[(1, false), (2, true), (2, true), (1, false)], 2);
         assert_eq!(mixed, vec![vec![(0, 0), (1, 0), (2, 0)], vec![(1, 1), (2, 1), (3, 0)]]);
-        let three = assign_rx_queues(&[(0, 1), (1, 1), (2, 1)], 2);
-        assert_eq!(three, vec![vec![(0, 0), (2, 0)], vec![(1, 0)]]);
     }
 }

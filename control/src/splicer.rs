@@ -52,7 +52,7 @@ pub struct SplicePlan {
     pub least_connections: Vec<bool>,
     pub mss: u16,
     pub wscale: u8,
-    /// The whole FullNAT range (split between the lcores by [`SplicePlan::nat_ports_of`]).
+    /// The whole FullNAT range (split between the lcores by [`SplicePlan::nat_slices`]).
     pub nat_ports: (u16, u16),
     pub handshakes: usize,
     pub request_buffer_bytes: usize,

@@ -102,8 +102,8 @@ pub struct ControlEnd<U> {
 pub const COMMAND_QUEUE: usize = 256;
 pub const PUNT_QUEUE: usize = 4096;
 /// Frames waiting in one worker's handoff inbox at most (a few bursts: a worker takes one
-/// burst of them per loop round).
-pub const HANDOFF_QUEUE: usize = 1024;
+/// burst of them per loop round). Each is an mbuf of the pool: `check` counts them.
+pub const HANDOFF_QUEUE: usize = 256;
 
 /// Channels for `workers` workers.
 pub fn links<U>(workers: usize) -> (ControlEnd<U>, Vec<LcoreEnd<U>>) {

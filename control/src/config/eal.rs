@@ -19,7 +19,8 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
     }
     let num = |t: &str| -> Result<u32, String> {
         let t = t.trim();
-        match t.parse::<u32>() {
+        // Digits only: Rust's parse takes a leading '+', which DPDK's --lcores does not.
+        match t.parse::<u32>().ok().filter(|_| t.bytes().all(|b| b.is_ascii_digit())).ok_or(()) {
             Ok(n) if n < MAX_LCORE => Ok(n),
             Ok(n) => Err(format!("lcore {n} is out of range (ids are 0..={})", MAX_LCORE - 1)),
             Err(_) => Err(format!(
@@ -31,7 +32,7 @@ pub fn parse_lcores(s: &str) -> Result<Vec<u32>, String> {
         let part = match part.split_once('@') {
             Some((lcore, cpu)) => {
                 let cpu = cpu.trim();
-                if !cpu.parse::<u32>().is_ok_and(|c| c <= MAX_CPU) {
+                if cpu.is_empty() || !cpu.bytes().all(|b| b.is_ascii_digit()) || !cpu.parse::<u32>().is_ok_and(|c| c <= MAX_CPU) {
                     return Err(format!("\"{}\": after @ comes one CPU id (0..={MAX_CPU})", part.trim()));
                 }
                 if lcore.contains('-') {
@@ -351,6 +352,8 @@ mod tests {
         assert_eq!(parse_lcores("0@0, 1@0,2@1").unwrap(), vec![0, 1, 2]);
         assert!(parse_lcores("1-2@1").unwrap_err().contains("single lcore"));
         assert!(parse_lcores("1@x").unwrap_err().contains("one CPU id"));
+        assert!(parse_lcores("1@+1").unwrap_err().contains("one CPU id"));
+        assert!(parse_lcores("0,+1@0").is_err());
         assert!(parse_lcores("1@0,1@1").unwrap_err().contains("twice"));
     }
 

@@ -368,10 +368,15 @@ impl<'a, 'p> V<'a, 'p> {
             .all(|(q, d)| {
                 (1..=64).contains(&q) && (64..=16384).contains(&d) && d.is_power_of_two()
             });
-        if rings_ok && (m.mbufs as u64) < rx_need {
+        // Splice workers may hold frames for each other (a full inbox each).
+        let workers = self.cfg.worker_lcores().len() as u64;
+        let splicing = self.cfg.service.iter().any(|s| s.mode == ServiceMode::Splice);
+        let inboxes = if workers > 1 && splicing { workers * dataplane::lcore_link::HANDOFF_QUEUE as u64 } else { 0 };
+        if rings_ok && (m.mbufs as u64) < rx_need + inboxes {
+            let plus = if inboxes > 0 { format!(", and the splice workers' handoff inboxes {inboxes}") } else { String::new() };
             self.err(
                 "mempool.mbufs",
-                format!("{} mbufs cannot fill the RX rings (the ports need rx_queues × rx_desc = {rx_need}); raise mbufs or lower rx_desc", m.mbufs),
+                format!("{} mbufs cannot fill the RX rings (the ports need rx_queues × rx_desc = {rx_need}{plus}); raise mbufs or lower rx_desc", m.mbufs),
             );
         }
 
@@ -1347,7 +1352,8 @@ impl<'a, 'p> V<'a, 'p> {
             // backend's reply names the lcore that holds the splice.
             let workers = cfg.worker_lcores().len();
             let ports = (u32::from(sp.nat_ports.last) + 1).saturating_sub(u32::from(sp.nat_ports.first));
-            if workers > 1 && ports < workers as u32 {
+            let split = u16::try_from(workers).ok().and_then(|w| dataplane::splice::table::NatSlices::new(sp.nat_ports.first, sp.nat_ports.last, w));
+            if workers > 1 && split.is_none() {
                 self.err("splice.nat_ports", format!("{ports} ports cannot be split between {workers} worker lcores (each takes its own slice)"));
             }
             if let Some(i) = cfg.service.iter().position(|s| s.mode == ServiceMode::Splice && s.nat == NatMode::Transparent).filter(|_| workers > 1) {

@@ -59,6 +59,9 @@ const RSS_IP_L4: u64 = {
 
 /// `RTE_ETH_RSS_NONFRAG_IPV4_TCP`: the NIC hashes IPv4/TCP by addresses and ports.
 const RSS_NONFRAG_IPV4_TCP: u64 = 1 << 4;
+/// `RTE_ETH_RSS_L3_SRC_ONLY | L3_DST_ONLY | L4_SRC_ONLY | L4_DST_ONLY`: the hash leaves out
+/// part of the 4-tuple (the steering assumes all of it).
+const RSS_ONE_SIDE_ONLY: u64 = 0xf << 60;
 
 /// A port's RSS hash key and redirection table (see [`Port::rss`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,7 +198,7 @@ impl Port {
         let mut key = vec![0u8; usize::from(info.hash_key_size).max(40)];
         let mut conf = sys::rte_eth_rss_conf { rss_key: key.as_mut_ptr(), rss_key_len: key.len() as u8, ..Default::default() };
         // SAFETY: the key buffer outlives the call and its length is given.
-        if unsafe { lib.rte_eth_dev_rss_hash_conf_get(self.id, &mut conf) } != 0 || conf.rss_hf & RSS_NONFRAG_IPV4_TCP == 0 {
+        if unsafe { lib.rte_eth_dev_rss_hash_conf_get(self.id, &mut conf) } != 0 || conf.rss_hf & RSS_NONFRAG_IPV4_TCP == 0 || conf.rss_hf & RSS_ONE_SIDE_ONLY != 0 {
             return None;
         }
         key.truncate(usize::from(conf.rss_key_len).min(key.len()));

@@ -9,6 +9,8 @@
 //! times a second with `try_lock`, so the lcore never waits for the control thread.
 //! Between bursts it takes commands from the control thread (role updates, frames to send)
 //! with `try_recv`, and it hands punted frames over with `try_send` (see `lcore_link`).
+//! Frames a role says belong to another worker (`Verdict::Handoff`) go to that worker's
+//! inbox as mbufs; each round starts with up to a burst of the frames handed in.
 
 use super::mempool::Mempool;
 use super::{dpdk, eal::rdtsc, sys, PortError};
@@ -163,10 +165,26 @@ impl<R: Role + 'static> Worker<R> {
     /// The burst loop; returns when `stop` is set.
     pub fn run(mut self) {
         if self.rx.is_empty() {
-            // More workers than RX queues: nothing to poll, so do not burn a core.
+            // More workers than RX queues: nothing to poll, so do not burn a core. Frames
+            // another worker hands here (a NAT port of this worker's slice, which holds no
+            // splice) are given back, so that they cannot pin mbufs.
+            let mut counters = LcoreCounters::default();
+            let free = |counters: &mut LcoreCounters| {
+                for h in self.link.handoff.inbox.try_iter() {
+                    counters.handed_in += 1;
+                    counters.drops.count(DropReason::NoSplice);
+                    // SAFETY: the worker that handed it over gave up the mbuf with it.
+                    unsafe { dpdk().ts_pktmbuf_free(h.mbuf as *mut sys::rte_mbuf) };
+                }
+            };
             while !self.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(10));
+                free(&mut counters);
+                if let Ok(mut slot) = self.slot.try_lock() {
+                    publish(&mut slot, &counters, &new_cycle_histogram());
+                }
             }
+            free(&mut counters);
             return;
         }
         let lib = dpdk();
@@ -184,6 +202,7 @@ impl<R: Role + 'static> Worker<R> {
             to_free: Vec::with_capacity(3 * round),
         };
         let mut handed: Vec<Handed> = Vec::with_capacity(burst);
+        let several_workers = self.link.handoff.peers.len() > 1;
         let mut counters = LcoreCounters::default();
         let mut hist = new_cycle_histogram();
         let publish_every = (self.tsc_hz / 10).max(1);
@@ -213,12 +232,15 @@ impl<R: Role + 'static> Worker<R> {
             // small tx_bursts, and a PMD's cost is per call as much as per frame.
             let mut round_start: Option<(u64, bool)> = None;
             // Frames other workers passed here (their state is ours): first, they have
-            // waited already.
-            handed.extend(self.link.handoff.inbox.try_iter().take(burst));
+            // waited already. (`is_empty` is two plain loads; an empty `try_recv` would
+            // cost a fence every round.)
+            if several_workers && !self.link.handoff.inbox.is_empty() {
+                handed.extend(self.link.handoff.inbox.try_iter().take(burst));
+            }
             if !handed.is_empty() {
                 got = true;
-                round_start = Some((clock, false));
-                let mut ctx = Ctx { now_tsc: clock, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
+                let (t0, _) = *round_start.get_or_insert_with(|| start_round(&mut rounds_with_frames, clock));
+                let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
                 for h in handed.drain(..) {
                     let m = h.mbuf as *mut sys::rte_mbuf;
                     ctx.counters.handed_in += 1;
@@ -237,21 +259,14 @@ impl<R: Role + 'static> Worker<R> {
                     continue;
                 }
                 got = true;
-                let (t0, _) = *round_start.get_or_insert_with(|| {
-                    rounds_with_frames = rounds_with_frames.wrapping_add(1);
-                    let timed = rounds_with_frames % HIST_SAMPLE == 0;
-                    (if timed { rdtsc() } else { clock }, timed)
-                });
+                let (t0, _) = *round_start.get_or_insert_with(|| start_round(&mut rounds_with_frames, clock));
                 counters.rx_packets += n as u64;
                 let mut rx_bytes = 0u64;
                 // First a look at every frame of the burst, so that the role's table
                 // fetches overlap (Role::prefetch); then the frames one by one.
                 for &m in rx_buf[..n].iter().filter(|_| R::PREFETCH) {
                     // SAFETY: as below; read only.
-                    let frame = unsafe {
-                        let mb = &*m;
-                        std::slice::from_raw_parts((mb.buf_addr as *const u8).add(mb.data_off as usize), mb.data_len as usize)
-                    };
+                    let (frame, _) = unsafe { mbuf_frame(m) };
                     self.role.prefetch(frame);
                 }
                 let mut ctx = Ctx { now_tsc: t0, counters: &mut counters, emit: &mut emitter, clock: Some(rdtsc) };
@@ -365,6 +380,15 @@ impl<R: Role + 'static> Worker<R> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         publish(&mut slot, &counters, &hist);
     }
+}
+
+/// The clock of a round that has frames: every [`HIST_SAMPLE`]th such round is timed (a
+/// fresh TSC read, and `true`), the others take the loop's last clock reading.
+#[inline(always)]
+fn start_round(rounds_with_frames: &mut u32, clock: u64) -> (u64, bool) {
+    *rounds_with_frames = rounds_with_frames.wrapping_add(1);
+    let timed = *rounds_with_frames % HIST_SAMPLE == 0;
+    (if timed { rdtsc() } else { clock }, timed)
 }
 
 /// A received frame's bytes and its packet length.

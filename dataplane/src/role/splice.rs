@@ -1307,9 +1307,13 @@ impl Role for Splice {
                 // A backend's segment for one of our NAT ports. The port names the lcore
                 // whose table holds the splice: a port's RSS (or a TAP queue's flow
                 // steering, which forgets a flow idle for a few seconds) may deliver it
-                // here. Anything else for our own slice is a splice that is gone
-                // (expired, or moved to another backend).
-                if owner != self.settings.worker {
+                // here. Only what a backend sends on a leg we opened is handed over (it
+                // carries ACK or RST, to the NAT address: a port's first address), so a
+                // scan of the NAT range is dropped here instead of crossing cores.
+                // Anything else for our own slice is a splice that is gone (expired, or
+                // moved to another backend).
+                let reply_like = frame[14 + 20 + 13] & (flags::ACK | flags::RST) != 0 && self.local.iter().any(|l| l.ipv4.first() == Some(&f.dst));
+                if owner != self.settings.worker && reply_like {
                     return Verdict::Handoff(owner);
                 }
                 return Verdict::Drop(DropReason::NoSplice);

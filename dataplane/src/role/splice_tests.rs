@@ -356,6 +356,9 @@ fn a_backend_segment_for_another_lcores_nat_port_is_handed_to_that_lcore() {
     let stale = from_backend(10, flags::ACK, b"late", (syn.src.0, 20_007));
     assert_eq!(n1.send(1, &stale).0, Verdict::Handoff(0));
     assert_eq!(n0.send(1, &stale).0, Verdict::Drop(DropReason::NoSplice));
+    // What no backend of ours sends (a SYN: a scan of the NAT range) is not carried across.
+    let scan = seg(CLIENT_MAC, PORT_MAC[1], (CLIENT, 5555), (syn.src.0, 20_080), 1, 0, flags::SYN, 1024, &[], b"");
+    assert_eq!(n0.send(1, &scan).0, Verdict::Drop(DropReason::NoSplice));
     // Beyond the NAT range: neither lcore's, nothing to hand over.
     let outside = from_backend(10, flags::ACK, b"x", (syn.src.0, 20_100));
     assert!(!matches!(n0.send(1, &outside).0, Verdict::Handoff(_)));
@@ -368,15 +371,13 @@ fn with_the_ports_rss_known_a_backend_leg_gets_a_nat_port_whose_replies_come_bac
     let reta: Vec<u16> = (0..128).map(|i| i % 4).collect();
     let steer = RssSteer::new(&key, reta.clone(), &[1, 3]).unwrap();
     let mut n = Net::lcore(1, 2, vec![None, Some(steer.clone())]);
-    let mut steered = 0;
     for i in 0..20 {
         let (_, syn) = connect(&mut n, CPORT + i, b"");
         let (backend, nat) = (syn.dst, syn.src);
         assert!((20_050..=20_099).contains(&nat.1), "its own slice: {}", nat.1);
         assert!(steer.reply_is_mine(backend.0, backend.1, nat.0, nat.1), "connection {i}: NAT port {} replies to queue {}", nat.1, steer.queue_of(backend.0, nat.0, backend.1, nat.1));
-        steered += 1;
     }
-    assert_eq!((steered, n.stat(SpliceStat::NatUnsteered)), (20, 0));
+    assert_eq!(n.stat(SpliceStat::NatUnsteered), 0);
     // Every port is back after the connections are gone (a swapped port is not lost).
     assert_eq!(n.role.nat.available() + n.role.table().len(), 50);
 

@@ -78,27 +78,34 @@ fn toeplitz_bits(key: &[u8], input: &[u8]) -> u32 {
 #[derive(Clone, Debug)]
 pub struct RssSteer {
     hash: Toeplitz,
-    /// RX queue per RETA entry (the NIC indexes it with the hash's low bits).
+    /// RX queue per RETA entry (the NIC indexes it with the hash's low bits: the size is a
+    /// power of two).
     reta: Vec<u16>,
     /// Bit `q`: this lcore polls RX queue `q` (queues ≥ 64 are never this lcore's).
     mine: u64,
 }
 
 impl RssSteer {
-    /// `None` without a usable key or RETA, or when this lcore polls none of the queues.
+    /// `None` without a usable key, with a RETA whose size is not a power of two (NICs
+    /// index it with the hash's low bits), or when this lcore polls none of the queues.
     pub fn new(key: &[u8], reta: Vec<u16>, my_queues: &[u16]) -> Option<RssSteer> {
+        RssSteer::with_hash(Toeplitz::new(key)?, reta, my_queues)
+    }
+
+    /// As [`RssSteer::new`] with the hash already built (one per port, cloned per lcore).
+    pub fn with_hash(hash: Toeplitz, reta: Vec<u16>, my_queues: &[u16]) -> Option<RssSteer> {
         let mine = my_queues.iter().filter(|&&q| q < 64).fold(0u64, |m, &q| m | 1 << q);
-        if reta.is_empty() || mine == 0 {
+        if !reta.len().is_power_of_two() || mine == 0 {
             return None;
         }
-        Some(RssSteer { hash: Toeplitz::new(key)?, reta, mine })
+        Some(RssSteer { hash, reta, mine })
     }
 
     /// The RX queue the NIC gives `src:sport → dst:dport`.
     #[inline]
     pub fn queue_of(&self, src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> u16 {
         let h = self.hash.hash_v4(src, dst, sport, dport);
-        self.reta[h as usize % self.reta.len()]
+        self.reta[h as usize & (self.reta.len() - 1)]
     }
 
     /// Whether a backend's reply (`backend → nat`) reaches a queue this lcore polls.
@@ -175,5 +182,6 @@ mod tests {
         assert!((1700..2300).contains(&mine), "{mine} of 4000");
         assert!(RssSteer::new(&MS_KEY, vec![0, 1], &[]).is_none(), "polls no queue");
         assert!(RssSteer::new(&MS_KEY, Vec::new(), &[0]).is_none(), "no RETA");
+        assert!(RssSteer::new(&MS_KEY, vec![0; 100], &[0]).is_none(), "a RETA the low bits cannot index");
     }
 }

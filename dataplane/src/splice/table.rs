@@ -424,12 +424,6 @@ impl NatSlices {
         }
         Some(((u32::from(port - self.first) / self.width()).min(u32::from(self.workers) - 1)) as u16)
     }
-
-    /// Whether `port` is in the whole range.
-    #[inline]
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
 }
 
 #[cfg(test)]
