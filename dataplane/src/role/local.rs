@@ -62,7 +62,20 @@ pub enum LocalVerdict {
 
 /// Answer ARP requests and echo requests for `me` in place; see the module docs for what
 /// counts as addressed to us. Never allocates, never changes the frame length.
+#[inline(always)]
 pub fn answer_local(frame: &mut [u8], me: &LocalAddrs) -> LocalVerdict {
+    // Transit traffic, the common case of a forwarding role, in a few loads inline: an
+    // untagged IPv4 frame to an address not ours is not local (as `answer_ipv4` decides).
+    if let (Some([0x08, 0x00]), Some(dst)) = (frame.get(12..14), frame.get(30..34)) {
+        if !me.owns(Ipv4Addr::new(dst[0], dst[1], dst[2], dst[3])) {
+            return LocalVerdict::NotLocal;
+        }
+    }
+    answer_local_slow(frame, me)
+}
+
+#[inline(never)]
+fn answer_local_slow(frame: &mut [u8], me: &LocalAddrs) -> LocalVerdict {
     let (l3, et, to_my_mac) = match Ethernet::parse(&*frame) {
         Ok(e) => (e.l3_offset(), e.ethertype(), e.dst() == me.mac),
         Err(_) => return LocalVerdict::NotLocal,
