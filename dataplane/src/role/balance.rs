@@ -151,6 +151,8 @@ pub enum BalanceError {
     PortsWithoutPorts { vip: usize, protocol: u8 },
     /// A client-facing port that is not in the port list.
     NoSuchPort(PortIndex),
+    /// More VIPs than a rule can name (65535).
+    TooManyVips(usize),
 }
 
 impl fmt::Display for BalanceError {
@@ -166,6 +168,7 @@ impl fmt::Display for BalanceError {
                 write!(f, "VIP {vip}: port ranges given for protocol {protocol}, which has no ports")
             }
             BalanceError::NoSuchPort(p) => write!(f, "client-facing port {p} is not configured"),
+            BalanceError::TooManyVips(n) => write!(f, "{n} VIPs; at most 65535"),
         }
     }
 }
@@ -254,6 +257,41 @@ impl BalanceCounters {
     }
 }
 
+/// One VIP's protocol and destination port range at its address, flattened for the match
+/// of a whole TCP/UDP datagram (`packet::fast_v4`): the rules of every VIP in one short
+/// array, scanned in VIP order (the first match wins, as [`Balance::match_vip`] decides),
+/// instead of a chain of lookups through the VIP lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PortRule {
+    addr: u32,
+    /// The IP protocol, or [`ANY_PROTOCOL`].
+    protocol: u16,
+    lo: u16,
+    hi: u16,
+    vip: u16,
+}
+
+const ANY_PROTOCOL: u16 = 0x100;
+
+impl PortRule {
+    /// Every VIP's rules, in VIP order: one per port range (an empty range list is every
+    /// port).
+    fn of(vips: &[VipSpec]) -> Box<[PortRule]> {
+        let mut rules = Vec::new();
+        for (vip, v) in vips.iter().enumerate() {
+            let protocol = v.protocol.map_or(ANY_PROTOCOL, u16::from);
+            let ranges: &[(u16, u16)] = if v.ports.is_empty() { &[(0, u16::MAX)] } else { &v.ports };
+            rules.extend(ranges.iter().map(|&(lo, hi)| PortRule { addr: u32::from(v.addr), protocol, lo, hi, vip: vip as u16 }));
+        }
+        rules.into_boxed_slice()
+    }
+
+    #[inline(always)]
+    fn matches(&self, addr: u32, protocol: u8, port: u16) -> bool {
+        self.addr == addr && (self.protocol == u16::from(protocol) || self.protocol == ANY_PROTOCOL) && self.lo <= port && port <= self.hi
+    }
+}
+
 /// The balance role of one lcore. Not `Clone`: each lcore gets its own, built with
 /// [`Balance::new`], so that each has its own counters (which have one writer).
 #[derive(Debug)]
@@ -263,6 +301,8 @@ pub struct Balance {
     vip_addrs: Vec<Ipv4Addr>,
     /// For each of `vip_addrs`, the indexes of the VIPs on it, in matching order.
     vips_of_addr: Vec<Box<[usize]>>,
+    /// The same matching for whole TCP/UDP datagrams, flat (see [`PortRule`]).
+    port_rules: Box<[PortRule]>,
     tables: Arc<BalanceTables>,
     /// The appliance's own addresses and MACs, by port index (the egress MAC too).
     local: Vec<LocalAddrs>,
@@ -319,7 +359,11 @@ impl Balance {
         }
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
-        Ok(Balance { vips, vip_addrs, vips_of_addr, tables, local, vip_local, forward, counters })
+        if vips.len() > usize::from(u16::MAX) {
+            return Err(BalanceError::TooManyVips(vips.len()));
+        }
+        let port_rules = PortRule::of(&vips);
+        Ok(Balance { vips, vip_addrs, vips_of_addr, port_rules, tables, local, vip_local, forward, counters })
     }
 
     /// A handle on this lcore's per-member counters, for the control thread.
@@ -458,12 +502,13 @@ impl Role for Balance {
         // a VIP frame the fast classifier does not take, or whose port no VIP covers, goes
         // the general way below, which decides the same (see `packet::fast`).
         if let Some(f) = fast_v4(frame) {
-            let Some(addr) = self.vip_addrs.iter().position(|&v| v == f.dst) else {
-                return self.other(ingress, frame, ctx);
-            };
-            if let Some(vip) = self.match_vip(addr, f.protocol, PortTest::Port(f.dst_port)) {
+            let dst = u32::from(f.dst);
+            if let Some(r) = self.port_rules.iter().find(|r| r.matches(dst, f.protocol, f.dst_port)) {
                 let key = FlowKey { src: IpAddr::V4(f.src), dst: IpAddr::V4(f.dst), protocol: f.protocol, src_port: f.src_port, dst_port: f.dst_port };
-                return self.to_member(vip, &key, frame);
+                return self.to_member(usize::from(r.vip), &key, frame);
+            }
+            if !self.vip_addrs.contains(&f.dst) {
+                return self.other(ingress, frame, ctx);
             }
         }
         let (l3, et) = match Ethernet::parse(&*frame) {
@@ -570,6 +615,24 @@ mod tests {
 
     fn balance(forward: Option<&[(PortIndex, PortIndex)]>) -> Balance {
         Balance::new(vips(), tables(), local(), &[0], forward).unwrap()
+    }
+
+    #[test]
+    fn the_flat_port_rules_choose_the_vip_the_vip_lists_choose() {
+        let mut v = vips();
+        // An overlap: a second TCP VIP on A whose ranges 8000-8099 shadows in part.
+        v.push(vip(VIP_A, Some(ip_proto::TCP), &[(8050, 8200)], 2));
+        let b = Balance::new(v, tables(), local(), &[0], None).unwrap();
+        let other = Ipv4Addr::new(192, 0, 2, 99);
+        for addr in [VIP_A, VIP_B, VIP_DOWN, other] {
+            for protocol in [ip_proto::TCP, ip_proto::UDP] {
+                for port in [0, 52, 53, 54, 79, 80, 81, 443, 4999, 5000, 5999, 6000, 7999, 8000, 8049, 8050, 8099, 8100, 8200, 8201, u16::MAX] {
+                    let flat = b.port_rules.iter().find(|r| r.matches(u32::from(addr), protocol, port)).map(|r| usize::from(r.vip));
+                    let listed = b.vip_addrs.iter().position(|&a| a == addr).and_then(|a| b.match_vip(a, protocol, PortTest::Port(port)));
+                    assert_eq!(flat, listed, "{addr} protocol {protocol} port {port}");
+                }
+            }
+        }
     }
 
     fn run(b: &mut Balance, ingress: PortIndex, frame: &mut [u8]) -> Verdict {
