@@ -8,7 +8,7 @@
 //! namespace and vanish with the appliance.
 
 mod common;
-use common::{cookie_key, ctl, wait_for, Appliance};
+use common::{cookie_key, ctl, splice_rack, wait_for, Appliance};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -18,33 +18,9 @@ const VIP: &str = "10.78.0.100";
 const FAKE: &str = "02:de:ad:be:ef:01";
 
 fn rack(dir: &Path) -> String {
-    format!(
-        r#"[node]
-id = "garp"
-roles = ["splice"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "tapsplice-garp"
-
-[workers]
-idle_backoff = true
-
-[[port]]
-name = "clients"
-device = "net_tap0"
-args = "iface=tsg-c0"
-addresses = ["{OWN}/24"]
-
-[[port]]
-name = "backends"
-device = "net_tap1"
-args = "iface=tsg-b0"
-addresses = ["10.78.1.2/24"]
-
-[[pool]]
+    let ports = [("clients", "tsg-c0", &*format!("{OWN}/24")), ("backends", "tsg-b0", "10.78.1.2/24")];
+    let services = format!(
+        r#"[[pool]]
 name = "web"
 members = [{{ address = "10.78.1.21" }}]
 
@@ -56,18 +32,9 @@ mode = "splice"
 pool = "web"
 via = "clients"
 fault_tolerance = "none"
-
-[keys]
-syn_cookie_secret = "{dir}/cookie.key"
-
-[ctl]
-socket = "{dir}/ctl.sock"
-
-[metrics]
-enabled = false
-"#,
-        dir = dir.display()
-    )
+"#
+    );
+    splice_rack("garp", &ports, &services, dir)
 }
 
 fn ip(args: &[&str]) -> String {

@@ -3,10 +3,10 @@
 //! backend namespaces.
 //!
 //! ```text
-//!  ns c 10.78.0.11 ── [clients  sp  b1] ── ns b1 10.78.1.21  :80 nothing listens (RST)
-//!                      10.78.0.2    │ 10.78.1.2               :81 SYNs dropped (nftables)
-//!                  VIP 10.78.0.100  [b2] ── ns b2 10.78.2.21  :80, :81 the Rust server "b2"
-//!                                   10.78.2.2
+//!  ns c 10.79.0.11 ── [clients  sp  b1] ── ns b1 10.79.1.21  :80 nothing listens (RST)
+//!                      10.79.0.2    │ 10.79.1.2               :81 SYNs dropped (nftables)
+//!                  VIP 10.79.0.100  [b2] ── ns b2 10.79.2.21  :80, :81 the Rust server "b2"
+//!                                   10.79.2.2
 //! ```
 //!
 //! Services on the VIP (each its own pool, so that one pool's suspects do not steer
@@ -23,84 +23,30 @@
 //! appliance counts each case under its own name.
 
 mod common;
-use common::{cookie_key, ctl, in_ns, ip, rust_server, spawn_in_ns, wait_for, Appliance};
+use common::{cookie_key, ctl, in_ns, members_up, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const VIP: &str = "10.78.0.100";
+const VIP: &str = "10.79.0.100";
 const NS: [&str; 3] = ["tsf-c", "tsf-b1", "tsf-b2"];
 
-/// Namespaces, the appliance and the servers of the test, removed on drop.
-struct Lab {
-    appliance: Option<Appliance>,
-    stop: Arc<AtomicBool>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Stopped before its TAPs' namespaces go.
-        drop(self.appliance.take());
-        for ns in NS {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn rack(dir: &Path) -> String {
-    format!(
-        r#"[node]
-id = "spf"
-roles = ["splice"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "tapsplice-spf"
-
-[mempool]
-mbufs = 8191
-
-[workers]
-idle_backoff = true
-
-[[port]]
-name = "clients"
-device = "net_tap0"
-args = "iface=tsf-c0"
-addresses = ["10.78.0.2/24"]
-
-[[port]]
-name = "b1"
-device = "net_tap1"
-args = "iface=tsf-b10"
-addresses = ["10.78.1.2/24"]
-
-[[port]]
-name = "b2"
-device = "net_tap2"
-args = "iface=tsf-b20"
-addresses = ["10.78.2.2/24"]
-
-[[pool]]
+    let ports = [("clients", "tsf-c0", "10.79.0.2/24"), ("b1", "tsf-b10", "10.79.1.2/24"), ("b2", "tsf-b20", "10.79.2.2/24")];
+    let services = format!(
+        r#"[[pool]]
 name = "refusing"
-members = [{{ address = "10.78.1.21", port = 80, weight = 100 }}, {{ address = "10.78.2.21", port = 80, weight = 1 }}]
+members = [{{ address = "10.79.1.21", port = 80, weight = 100 }}, {{ address = "10.79.2.21", port = 80, weight = 1 }}]
 
 [[pool]]
 name = "silent"
-members = [{{ address = "10.78.1.21", port = 81, weight = 100 }}, {{ address = "10.78.2.21", port = 81, weight = 1 }}]
+members = [{{ address = "10.79.1.21", port = 81, weight = 100 }}, {{ address = "10.79.2.21", port = 81, weight = 1 }}]
 
 [[pool]]
 name = "small"
-members = [{{ address = "10.78.2.21", port = 80 }}]
+members = [{{ address = "10.79.2.21", port = 80 }}]
 
 [[service]]
 name = "web"
@@ -141,18 +87,9 @@ pool = "small"
 via = "clients"
 fault_tolerance = "none"
 max_connections = 3
-
-[keys]
-syn_cookie_secret = "{dir}/cookie.key"
-
-[ctl]
-socket = "{dir}/ctl.sock"
-
-[metrics]
-enabled = false
-"#,
-        dir = dir.display()
-    )
+"#
+    );
+    splice_rack("spf", &ports, &services, dir)
 }
 
 /// One `GET /whoami` on `s`; the reply's body, or the error that ended it.
@@ -206,24 +143,14 @@ fn counter_reaches(sock: &Path, name: &str, n: u64) -> u64 {
 fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (network namespaces, TAP ports)");
-    let dir = std::env::temp_dir().join(format!("tsf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut lab = Lab { appliance: None, stop: Arc::new(AtomicBool::new(false)), dir: dir.clone() };
-    for ns in NS {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        ip(&["netns", "add", ns]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
+    let mut lab = Lab::new(&NS, std::env::temp_dir().join(format!("tsf-{}", std::process::id())));
+    let dir = lab.dir.clone();
     cookie_key(&dir);
     let cfg = dir.join("rack.toml");
     std::fs::write(&cfg, rack(&dir)).unwrap();
     let report = dir.join("report.json");
     lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
-    for (tap, ns, addr) in [("tsf-c0", NS[0], "10.78.0.11/24"), ("tsf-b10", NS[1], "10.78.1.21/24"), ("tsf-b20", NS[2], "10.78.2.21/24")] {
-        ip(&["link", "set", tap, "netns", ns]);
-        ip(&["-n", ns, "addr", "add", addr, "dev", tap]);
-        ip(&["-n", ns, "link", "set", tap, "up"]);
-    }
+    lab.attach(&[("tsf-c0", NS[0], "10.79.0.11/24"), ("tsf-b10", NS[1], "10.79.1.21/24"), ("tsf-b20", NS[2], "10.79.2.21/24")]);
     // b1 drops every SYN to :81 (silent); nothing listens on its :80 (its kernel resets).
     for rule in [
         &["nft", "add", "table", "inet", "tsf"][..],
@@ -244,12 +171,7 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
         rx.recv_timeout(Duration::from_secs(5)).expect("b2 listening");
     }
     let sock = dir.join("ctl.sock");
-    let up = wait_for(Duration::from_secs(20), || {
-        let out = ctl(&sock, &["--json", "members"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["members"].as_array().is_some_and(|m| m.len() == 5 && m.iter().all(|m| m["state"] == "up"))
-    });
-    assert!(up, "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
+    assert!(members_up(&sock, 5), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
 
     // 1. A backend that refuses: every connection is answered by b2, the client never
     //    sees b1's RST.

@@ -18,42 +18,17 @@
 //! count of routed connections.
 
 mod common;
-use common::{cookie_key, ctl, gen_byte, in_ns, ip, rust_server, spawn_in_ns, wait_for, Appliance};
+use common::{cookie_key, ctl, gen_byte, in_ns, members_up, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 const VIP: &str = "10.77.0.100";
 const NS: [&str; 3] = ["tsh-c", "tsh-s1", "tsh-s2"];
-
-/// Namespaces and processes of the test, removed on drop.
-struct Lab {
-    appliance: Option<Appliance>,
-    python: Option<Child>,
-    stop: Arc<AtomicBool>,
-    dir: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(mut p) = self.python.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-        // Stopped before its TAPs' namespaces go.
-        drop(self.appliance.take());
-        for ns in NS {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn curl(args: &[&str]) -> Vec<u8> {
     let mut a = vec!["curl", "-sS", "--max-time", "30"];
@@ -65,42 +40,9 @@ fn curl(args: &[&str]) -> Vec<u8> {
 
 
 fn rack(dir: &Path) -> String {
-    format!(
-        r#"[node]
-id = "sph"
-roles = ["splice"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "tapsplice-sph"
-
-[mempool]
-mbufs = 8191
-
-[workers]
-idle_backoff = true
-
-[[port]]
-name = "clients"
-device = "net_tap0"
-args = "iface=tsh-c0"
-addresses = ["10.77.0.2/24"]
-
-[[port]]
-name = "web"
-device = "net_tap1"
-args = "iface=tsh-w0"
-addresses = ["10.77.1.2/24"]
-
-[[port]]
-name = "static"
-device = "net_tap2"
-args = "iface=tsh-s0"
-addresses = ["10.77.2.2/24"]
-
-[[pool]]
+    let ports = [("clients", "tsh-c0", "10.77.0.2/24"), ("web", "tsh-w0", "10.77.1.2/24"), ("static", "tsh-s0", "10.77.2.2/24")];
+    let services = format!(
+        r#"[[pool]]
 name = "web"
 members = [{{ address = "10.77.1.21" }}]
 
@@ -128,32 +70,18 @@ pool = "static"
 path_prefix = "/assets/"
 methods = ["GET", "HEAD"]
 pool = "static"
-
-[keys]
-syn_cookie_secret = "{dir}/cookie.key"
-
-[ctl]
-socket = "{dir}/ctl.sock"
-
-[metrics]
-enabled = false
-"#,
-        dir = dir.display()
-    )
+"#
+    );
+    splice_rack("sph", &ports, &services, dir)
 }
 
 #[test]
 fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (network namespaces, TAP ports)");
-    let dir = std::env::temp_dir().join(format!("tsh-{}", std::process::id()));
+    let mut lab = Lab::new(&NS, std::env::temp_dir().join(format!("tsh-{}", std::process::id())));
+    let dir = lab.dir.clone();
     std::fs::create_dir_all(dir.join("www/assets")).unwrap();
-    let mut lab = Lab { appliance: None, python: None, stop: Arc::new(AtomicBool::new(false)), dir: dir.clone() };
-    for ns in NS {
-        let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        ip(&["netns", "add", ns]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-    }
     // The cookie secret (private, as the appliance demands) and the static files.
     cookie_key(&dir);
     std::fs::write(dir.join("www/index.html"), b"static index\n").unwrap();
@@ -165,20 +93,11 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     // The appliance, then its TAPs into the namespaces.
     let report = dir.join("report.json");
     lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
-    for (tap, ns, addr) in [("tsh-c0", NS[0], "10.77.0.11/24"), ("tsh-w0", NS[1], "10.77.1.21/24"), ("tsh-s0", NS[2], "10.77.2.21/24")] {
-        ip(&["link", "set", tap, "netns", ns]);
-        ip(&["-n", ns, "addr", "add", addr, "dev", tap]);
-        ip(&["-n", ns, "link", "set", tap, "up"]);
-    }
+    lab.attach(&[("tsh-c0", NS[0], "10.77.0.11/24"), ("tsh-w0", NS[1], "10.77.1.21/24"), ("tsh-s0", NS[2], "10.77.2.21/24")]);
 
     // Both backends resolved by ARP and in their pools' tables (`ctl members`: per pool).
     let sock = dir.join("ctl.sock");
-    let up = wait_for(Duration::from_secs(20), || {
-        let out = ctl(&sock, &["--json", "members"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["members"].as_array().is_some_and(|m| m.len() == 2 && m.iter().all(|m| m["state"] == "up"))
-    });
-    assert!(up, "backends not resolved");
+    assert!(members_up(&sock, 2), "backends not resolved");
 
     // Backends: the Rust server in s1, Debian's python3 http.server in s2.
     let stop = lab.stop.clone();
@@ -190,7 +109,7 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     });
     lrx.recv_timeout(Duration::from_secs(5)).expect("s1 listening");
     let py = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
-    lab.python = Some(
+    lab.children.push(
         Command::new("ip")
             .args(["netns", "exec", NS[2], py, "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory"])
             .arg(dir.join("www"))
