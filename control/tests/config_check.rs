@@ -769,37 +769,7 @@ fn in_band_heartbeats_need_an_ipv4_port_and_an_ipv4_peer() {
 
 #[test]
 fn least_connections_is_for_splice_pools_only() {
-    let rack = |mode: &str| {
-        format!(
-            r#"[node]
-id = "t1"
-roles = ["{mode}"]
-
-[eal]
-file_prefix = "t1"
-
-[[port]]
-name = "a"
-device = "net_tap0"
-addresses = ["10.0.0.2/24"]
-
-[[pool]]
-name = "p"
-selection = "least_connections"
-members = [{{ address = "10.0.0.21" }}]
-
-[[service]]
-name = "s"
-vip = "10.0.0.100"
-ports = [80]
-mode = "{mode}"
-pool = "p"
-
-[keys]
-syn_cookie_secret = "/etc/tapsplice/syncookie.key"
-"#
-        )
-    };
+    let rack = |mode: &str| one_service_rack(mode, "0,1", "selection = \"least_connections\"\n", "", "");
     let c = ok(&rack("splice"));
     assert_eq!(c.pool[0].selection, config::PoolSelection::LeastConnections);
     let e = errs(&rack("balance"));
@@ -810,11 +780,26 @@ syn_cookie_secret = "/etc/tapsplice/syncookie.key"
 
 #[test]
 fn several_workers_split_the_nat_ports_and_refuse_transparent_splicing() {
-    let rack = |lcores: &str, nat: &str, nat_ports: &str| {
-        format!(
-            r#"[node]
+    let rack = |lcores: &str, nat: &str, nat_ports: &str| one_service_rack("splice", lcores, "", &format!("nat = \"{nat}\"\n"), &format!("\n[splice]\nnat_ports = \"{nat_ports}\"\n"));
+    // Two workers on one CPU each beside the main lcore: DPDK's --lcores form.
+    let c = ok(&rack("0@0,1@0,2@1", "fullnat", "20000-20001"));
+    assert_eq!(c.worker_lcores(), vec![1, 2]);
+    let args = c.eal_args("p");
+    assert!(args.windows(2).any(|w| w == ["--lcores", "0@0,1@0,2@1"]), "{args:?}");
+    assert!(!args.contains(&"-l".to_string()));
+    ok(&rack("0,1", "transparent", "20000-20000"));
+    has(&errs(&rack("0-2", "fullnat", "20000-20000")), "t.toml:", "splice.nat_ports: 1 ports cannot be split between 2 worker lcores");
+    has(&errs(&rack("0-2", "transparent", "20000-29999")), "t.toml:", "service[0].nat: transparent splicing needs one worker lcore");
+    has(&errs(&rack("0,1-2@1", "fullnat", "20000-29999")), "t.toml:", "only a single lcore can name its CPU");
+}
+
+/// A rack with one TAP port, one pool and one service of `mode`: `lcores`, extra lines for
+/// the pool and the service, and extra sections before `[keys]`.
+fn one_service_rack(mode: &str, lcores: &str, pool: &str, service: &str, sections: &str) -> String {
+    format!(
+        r#"[node]
 id = "t1"
-roles = ["splice"]
+roles = ["{mode}"]
 
 [eal]
 lcores = "{lcores}"
@@ -827,32 +812,17 @@ addresses = ["10.0.0.2/24"]
 
 [[pool]]
 name = "p"
-members = [{{ address = "10.0.0.21" }}]
+{pool}members = [{{ address = "10.0.0.21" }}]
 
 [[service]]
 name = "s"
 vip = "10.0.0.100"
 ports = [80]
-mode = "splice"
+mode = "{mode}"
 pool = "p"
-nat = "{nat}"
-
-[splice]
-nat_ports = "{nat_ports}"
-
+{service}{sections}
 [keys]
 syn_cookie_secret = "/etc/tapsplice/syncookie.key"
 "#
-        )
-    };
-    // Two workers on one CPU each beside the main lcore: DPDK's --lcores form.
-    let c = ok(&rack("0@0,1@0,2@1", "fullnat", "20000-20001"));
-    assert_eq!(c.worker_lcores(), vec![1, 2]);
-    let args = c.eal_args("p");
-    assert!(args.windows(2).any(|w| w == ["--lcores", "0@0,1@0,2@1"]), "{args:?}");
-    assert!(!args.contains(&"-l".to_string()));
-    ok(&rack("0,1", "transparent", "20000-20000"));
-    has(&errs(&rack("0-2", "fullnat", "20000-20000")), "t.toml:", "splice.nat_ports: 1 ports cannot be split between 2 worker lcores");
-    has(&errs(&rack("0-2", "transparent", "20000-29999")), "t.toml:", "service[0].nat: transparent splicing needs one worker lcore");
-    has(&errs(&rack("0,1-2@1", "fullnat", "20000-29999")), "t.toml:", "only a single lcore can name its CPU");
+    )
 }

@@ -10,6 +10,19 @@ use common::*;
 use serde_json::Value;
 use std::time::Duration;
 
+/// The appliance counted `total` connections established and finished, none refused,
+/// reset or without a backend, and the run passed.
+fn assert_every_connection_spliced_once(v: &Value, total: u64) {
+    let sp = &v["appliance"]["splice"];
+    let n = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
+    assert_eq!(n("established"), total, "{}", sp);
+    assert_eq!(n("finished"), total, "{}", sp);
+    for k in ["refused_full", "refused_no_backend", "backends_exhausted", "resets"] {
+        assert_eq!(n(k), 0, "{}: {}", k, sp);
+    }
+    assert_eq!(v["passed"], true, "{}", v["failures"]);
+}
+
 fn workload<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["workloads"].as_array().unwrap().iter().find(|w| w["name"] == name).unwrap_or_else(|| panic!("no workload {}: {}", name, v["workloads"]))
 }
@@ -125,14 +138,7 @@ fn transparent_splice_keeps_client_addresses() {
         assert_eq!(attributed, conns, "{}: {}", name, w);
         total += conns;
     }
-    let sp = &v["appliance"]["splice"];
-    let n = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
-    assert_eq!(n("established"), total, "{}", sp);
-    assert_eq!(n("finished"), total, "{}", sp);
-    for k in ["refused_full", "refused_no_backend", "backends_exhausted", "resets"] {
-        assert_eq!(n(k), 0, "{}: {}", k, sp);
-    }
-    assert_eq!(v["passed"], true, "{}", v["failures"]);
+    assert_every_connection_spliced_once(&v, total);
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
@@ -172,14 +178,7 @@ fn two_workers_hand_each_other_the_backend_replies_they_own() {
         assert!(n(l, "rx_packets") > 1000, "{}", l);
         assert!(l["drops"].get("handoff_full").is_none(), "{}", l["drops"]);
     }
-    let sp = &v["appliance"]["splice"];
-    let c = |k: &str| sp[k].as_u64().unwrap_or_else(|| panic!("no splice counter {}: {}", k, sp));
-    assert_eq!(c("established"), total, "{}", sp);
-    assert_eq!(c("finished"), total, "{}", sp);
-    for k in ["refused_full", "refused_no_backend", "backends_exhausted", "resets"] {
-        assert_eq!(c(k), 0, "{}: {}", k, sp);
-    }
-    assert_eq!(v["passed"], true, "{}", v["failures"]);
+    assert_every_connection_spliced_once(&v, total);
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
