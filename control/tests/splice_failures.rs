@@ -163,32 +163,42 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     // b2 serves :80 and :81.
     for port in [80u16, 81] {
         let (stop, (tx, rx)) = (lab.stop.clone(), mpsc::channel());
-        spawn_in_ns(NS[2], move || {
-            let l = TcpListener::bind(("0.0.0.0", port)).expect("bind in b2");
-            tx.send(()).unwrap();
-            rust_server(l, "b2", stop);
+        spawn_in_ns(NS[2], move || match TcpListener::bind(("0.0.0.0", port)) {
+            Ok(l) => {
+                let _ = tx.send(Ok(()));
+                rust_server(l, "b2", stop);
+            }
+            Err(e) => drop(tx.send(Err(e))),
         });
-        rx.recv_timeout(Duration::from_secs(5)).expect("b2 listening");
+        rx.recv_timeout(Duration::from_secs(5)).expect("b2 started").unwrap_or_else(|e| panic!("b2 cannot listen on :{port}: {e}"));
     }
     let sock = dir.join("ctl.sock");
     assert!(members_up(&sock, 5), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
 
     // 1. A backend that refuses: every connection is answered by b2, the client never
-    //    sees b1's RST.
+    //    sees b1's RST. b1 (99 % of the table) is tried once: after its RST it is passed
+    //    over for SUSPECT_MS (10 s) while b2 is live.
     for i in 0..6 {
         let mut s = connect(80).unwrap();
         assert_eq!(whoami(&mut s).unwrap_or_else(|e| panic!("connection {i} to :80: {e}")), "b2");
     }
-    assert!(counter_reaches(&sock, "backend_refused", 1) >= 1, "b1's RST was not seen: {}", splice_counters(&sock));
+    assert_eq!(counter_reaches(&sock, "backend_refused", 1), 1, "b1 refused once, then passed over: {}", splice_counters(&sock));
 
-    // 2. A backend that stays silent: after two SYNs (0.3 + 0.6 s) the connection goes to b2.
-    let t0 = Instant::now();
-    let mut s = connect(81).unwrap();
-    assert_eq!(whoami(&mut s).unwrap(), "b2");
-    let took = t0.elapsed();
+    // 2. A backend that stays silent: after two SYNs (0.3 + 0.6 s) the connection goes to
+    //    b2. (A connection the hash sends to b2 first, 1 in 100, is answered at once: up to
+    //    five are made until one was held up by b1.)
+    let mut waited = None;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut s = connect(81).unwrap();
+        assert_eq!(whoami(&mut s).unwrap(), "b2");
+        if t0.elapsed() >= Duration::from_millis(800) {
+            waited = Some(t0.elapsed());
+            break;
+        }
+    }
+    assert!(waited.is_some(), "no connection to :81 waited for b1's SYNs to go unanswered");
     assert!(counter_reaches(&sock, "backend_timeouts", 1) >= 1, "{}", splice_counters(&sock));
-    assert!(took >= Duration::from_millis(800), "answered in {took:?}: b1 cannot have been tried");
-    drop(s);
 
     // 3. A first request that never completes: reset after first_request_ms.
     let mut s = connect(80).unwrap();

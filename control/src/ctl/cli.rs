@@ -704,6 +704,20 @@ mod tests {
     use clap::Parser;
 
     #[test]
+    fn stats_show_the_splice_counters_when_there_are_any() {
+        let mut r = StatsResult::default();
+        assert!(!render_stats(&r).contains("splice:"), "no splice role, no line");
+        r.splice = [("established", 3u64), ("refused_full", 0), ("active", 2)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let text = render_stats(&r);
+        assert!(text.contains("splice: active=2 established=3\n"), "{text}");
+        // An older appliance's answer has no `splice`: it reads as empty.
+        let old: StatsResult = serde_json::from_str(r#"{"lcores": [], "drops": {}}"#).unwrap();
+        assert!(old.splice.is_empty());
+        let back: StatsResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.splice, r.splice);
+    }
+
+    #[test]
     fn counts_bytes_and_times_are_readable() {
         assert_eq!(fmt_count(0), "0");
         assert_eq!(fmt_count(999), "999");

@@ -254,11 +254,12 @@ impl Drop for Lab {
     }
 }
 
-/// Waits (20 s at most) until `ctl members` lists `n` members, every one up.
+/// Waits (20 s at most) until `ctl members` lists `n` members, every one up and in its
+/// table (a weight above 0: the state changes at once, the table at most every 500 ms).
 pub fn members_up(sock: &Path, n: usize) -> bool {
     wait_for(Duration::from_secs(20), || {
         let out = ctl(sock, &["--json", "members"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["members"].as_array().is_some_and(|m| m.len() == n && m.iter().all(|m| m["state"] == "up"))
+        v["members"].as_array().is_some_and(|m| m.len() == n && m.iter().all(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)))
     })
 }

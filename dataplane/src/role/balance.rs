@@ -326,6 +326,9 @@ impl Balance {
         client_ports: &[PortIndex],
         forward_pairs: Option<&[(PortIndex, PortIndex)]>,
     ) -> Result<Balance, BalanceError> {
+        if vips.len() > usize::from(u16::MAX) {
+            return Err(BalanceError::TooManyVips(vips.len()));
+        }
         for (vip, v) in vips.iter().enumerate() {
             if let Some(port) = local.iter().position(|l| l.owns(v.addr)) {
                 return Err(BalanceError::VipIsLocal { vip, port: port as PortIndex });
@@ -359,9 +362,6 @@ impl Balance {
         }
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
-        if vips.len() > usize::from(u16::MAX) {
-            return Err(BalanceError::TooManyVips(vips.len()));
-        }
         let port_rules = PortRule::of(&vips);
         Ok(Balance { vips, vip_addrs, vips_of_addr, port_rules, tables, local, vip_local, forward, counters })
     }

@@ -552,4 +552,28 @@ mod tests {
         assert_eq!(answer_local(&mut reply.clone(), &punting), LocalVerdict::Punt);
         assert_eq!(answer_local(&mut reply, &me()), LocalVerdict::NotLocal);
     }
+
+    proptest::proptest! {
+        /// The inline transit check decides what the general path decides, with the same
+        /// bytes after: on pings and ARP requests with any bytes changed (the destination
+        /// address ours or not, tagged or not, cut short or padded).
+        #[test]
+        fn the_transit_check_decides_as_the_general_path(
+            base in 0usize..3,
+            edits in proptest::collection::vec((0usize..110, proptest::prelude::any::<u8>()), 0..6),
+            len in 0usize..120,
+        ) {
+            let mut f = match base { 0 => ping(), 1 => arp_request(), _ => vlan_tag(&ping(), 7) };
+            for (at, b) in edits {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
+            f.truncate(len.max(1));
+            let mut a = f.clone();
+            let mut b = f;
+            proptest::prop_assert_eq!(answer_local(&mut a, &me()), answer_local_slow(&mut b, &me()));
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
 }
