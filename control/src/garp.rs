@@ -51,6 +51,17 @@ pub fn announcements(ports: &[PortAddrs], vips: &[(Ipv4Addr, Vec<PortIndex>)]) -
     out
 }
 
+/// What the punt thread announces, and when: the announcements; the ports whose link the
+/// main loop saw come up (their rounds start); and the link state now, so that no round
+/// goes to a port whose link is down (a TAP whose interface is down, e.g. while it is
+/// moved into a namespace, fails the write and counts a TX error).
+#[derive(Clone)]
+pub struct AnnounceSetup {
+    pub list: Vec<Announcement>,
+    pub link_ups: crossbeam_channel::Receiver<PortIndex>,
+    pub link_up: std::sync::Arc<dyn Fn(PortIndex) -> bool + Send + Sync>,
+}
+
 /// When the announcements go out: [`REPEATS`] rounds, [`SPACING`] apart, from the start.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -61,6 +72,11 @@ pub struct Schedule {
 impl Schedule {
     pub fn starting(now: Instant) -> Schedule {
         Schedule { next: now, left: REPEATS }
+    }
+
+    /// No rounds until the port's link is seen up.
+    pub fn idle(now: Instant) -> Schedule {
+        Schedule { next: now, left: 0 }
     }
 
     /// Whether a round is due at `now` (then the next one is scheduled).
@@ -74,10 +90,11 @@ impl Schedule {
     }
 }
 
-/// The announcements and, per port, the rounds still to send: every port starts at once,
-/// and a port whose link comes up again starts over (a neighbour on the other side may
-/// have been replaced, or missed the first rounds while the link was down — a TAP port
-/// whose kernel side is set up after the appliance starts, for one).
+/// The announcements and, per port, the rounds still to send. A port's rounds start when
+/// its link is seen up — the first time at start, or later for a port whose link is down
+/// then (a TAP port whose kernel side is set up after the appliance starts: sending to a
+/// TAP whose interface is down fails and counts as a TX error) — and start over each time
+/// it comes up again (a neighbour on the other side may have been replaced).
 #[derive(Debug)]
 pub struct Announcer {
     list: Vec<Announcement>,
@@ -88,10 +105,11 @@ impl Announcer {
     pub fn new(list: Vec<Announcement>, now: Instant) -> Announcer {
         let mut ports: Vec<PortIndex> = list.iter().map(|a| a.port).collect();
         ports.dedup();
-        Announcer { schedules: ports.into_iter().map(|p| (p, Schedule::starting(now))).collect(), list }
+        Announcer { schedules: ports.into_iter().map(|p| (p, Schedule::idle(now))).collect(), list }
     }
 
-    /// `port`'s link came up: its rounds start over.
+    /// `port`'s link is up (seen for the first time, or came up again): its rounds start
+    /// (over).
     pub fn link_up(&mut self, port: PortIndex, now: Instant) {
         for (p, s) in &mut self.schedules {
             if *p == port {
@@ -167,6 +185,9 @@ mod tests {
         let ports = [port(0, &[Ipv4Addr::new(10, 0, 0, 2)]), port(1, &[Ipv4Addr::new(10, 1, 0, 2)])];
         let t0 = Instant::now();
         let mut a = Announcer::new(announcements(&ports, &[]), t0);
+        assert!(a.due(t0).is_empty(), "nothing before a link is seen up");
+        a.link_up(0, t0);
+        a.link_up(1, t0);
         assert_eq!(a.due(t0).len(), 2, "both ports at once");
         assert!(a.due(t0 + Duration::from_millis(10)).is_empty());
         let t = t0 + Duration::from_secs(10);

@@ -32,9 +32,8 @@ pub struct PuntThread {
     pub inband: Option<Inband>,
     pub transmit: Transmit,
     pub counters: Arc<PuntCounters>,
-    /// Addresses announced by gratuitous ARP when the thread starts and when a port's
-    /// link comes up (`link_ups`).
-    pub announce: Vec<crate::garp::Announcement>,
+    /// Addresses announced by gratuitous ARP when a port's link is seen up.
+    pub announce: crate::garp::AnnounceSetup,
 }
 
 impl PuntThread {
@@ -67,7 +66,7 @@ impl PuntThread {
     }
 
     fn announce(&self, due: &[crate::garp::Announcement]) {
-        for a in due {
+        for a in due.iter().filter(|a| (self.announce.link_up)(a.port)) {
             let Some(f) = SmallFrame::build(a.port, |buf| a.write(buf)) else { continue };
             let c = if (self.transmit)(f) { &self.counters.gratuitous_arps } else { &self.counters.tx_refused };
             c.fetch_add(1, Ordering::Relaxed);
@@ -75,12 +74,12 @@ impl PuntThread {
     }
 
     /// Runs until `stop` (or the lcores' side is gone).
-    /// `link_ups`: ports whose link came up (announced again).
-    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Option<Receiver<Vec<u8>>>, link_ups: Receiver<dataplane::role::PortIndex>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(mut self, punts: Receiver<SmallFrame>, mirror: Option<Receiver<Vec<u8>>>, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
         let mirror = mirror.unwrap_or_else(never);
         std::thread::Builder::new().name("tapsplice-punts".into()).spawn(move || {
             let mut next_ask = Instant::now();
-            let mut garp = crate::garp::Announcer::new(std::mem::take(&mut self.announce), Instant::now());
+            let mut garp = crate::garp::Announcer::new(std::mem::take(&mut self.announce.list), Instant::now());
+            let link_ups = self.announce.link_ups.clone();
             while !stop.load(Ordering::Relaxed) {
                 select! {
                     recv(punts) -> f => match f {

@@ -255,8 +255,7 @@ struct WorkerSetup<'a> {
     inband: &'a [PortAddrs],
     /// Announced by gratuitous ARP at start, and per port when its link comes up
     /// (`link_ups`).
-    announce: Vec<crate::garp::Announcement>,
-    link_ups: crossbeam_channel::Receiver<PortIndex>,
+    announce: crate::garp::AnnounceSetup,
 }
 
 impl WorkerSetup<'_> {
@@ -309,7 +308,7 @@ impl WorkerSetup<'_> {
         // In-band heartbeats and ARP requests go out through worker 0 (every worker has a
         // TX queue on every port).
         let to_worker0 = control_end.commands.first().cloned().ok_or("internal: no worker lcore")?;
-        supervisor.start_punts(self.inband.to_vec(), self.announce.clone(), self.link_ups.clone(), control_end.punts.clone(), || {
+        supervisor.start_punts(self.inband.to_vec(), self.announce.clone(), control_end.punts.clone(), || {
             let to = to_worker0.clone();
             Box::new(move |f| to.try_send(ToLcore::Transmit(f)).is_ok())
         })?;
@@ -515,9 +514,14 @@ fn serve(
         let splice_ports = sp.client_ports(plan.ports.len());
         vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
     }
-    let announce = crate::garp::announcements(&port_addrs, &vips);
     let (link_up_tx, link_ups) = crossbeam_channel::bounded::<PortIndex>(64);
-    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce, link_ups };
+    let dpdk_ids: Vec<u16> = ports.iter().map(|p| p.id).collect();
+    let announce = crate::garp::AnnounceSetup {
+        list: crate::garp::announcements(&port_addrs, &vips),
+        link_ups,
+        link_up: Arc::new(move |i: PortIndex| dpdk_ids.get(usize::from(i)).is_some_and(|&id| dataplane::port::ethdev::link_status(id).0)),
+    };
+    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
         start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs, opts.bench_splices)?
@@ -556,9 +560,11 @@ fn serve(
     let mut published: Option<Instant> = None;
     let mut bond_watch = BondWatch::new(plan);
     let log = supervisor.log();
-    // Links, to announce a port's addresses again when its link comes up.
-    let mut links: Vec<bool> = ports.iter().map(|p| p.link().0).collect();
-    let mut links_checked = Instant::now();
+    // Links, to announce a port's addresses when its link is seen up: every port as "down"
+    // at first, checked at once, so that a port up at start is announced now and one whose
+    // link is still down (a TAP whose kernel side is not set up yet) when it comes up.
+    let mut links: Vec<bool> = vec![false; ports.len()];
+    let mut links_checked = Instant::now() - Duration::from_secs(1);
     // The detector needs a tick at least every half heartbeat interval.
     let period = supervisor.poll_period();
     while !stop.load(Ordering::SeqCst) {

@@ -103,14 +103,14 @@ impl Supervisor {
     /// frames through an lcore.
     /// `announce`: what the punt thread announces by gratuitous ARP at start and on
     /// `link_ups` (ports whose link came up).
-    pub fn start_punts(&mut self, ports: Vec<PortAddrs>, announce: Vec<crate::garp::Announcement>, link_ups: Receiver<dataplane::role::PortIndex>, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
+    pub fn start_punts(&mut self, ports: Vec<PortAddrs>, announce: crate::garp::AnnounceSetup, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
         let inband = self.membership.as_mut().and_then(|m| m.take_inband(ports, transmit(), self.neighbours.clone()));
         let (inband, mirror) = match inband {
             Some((i, m)) => (Some(i), Some(m)),
             None => (None, None),
         };
         let t = PuntThread { neighbours: self.neighbours.clone(), inband, transmit: transmit(), counters: self.punt_counters.clone(), announce }
-            .spawn(punts, mirror, link_ups, self.stop.clone())
+            .spawn(punts, mirror, self.stop.clone())
             .map_err(|e| format!("cannot start the punt thread: {e}"))?;
         self.punts = Some(t);
         Ok(())

@@ -57,6 +57,16 @@ const RSS_IP_L4: u64 = {
     IP | TCP | UDP
 };
 
+/// Port `id`'s link: up, and its speed in Mbit/s (0 unknown). Any thread may ask.
+pub fn link_status(id: u16) -> (bool, u32) {
+    let mut l = sys::rte_eth_link::default();
+    // SAFETY: an out-pointer; an unknown port id leaves it zeroed (link down).
+    unsafe { dpdk().rte_eth_link_get_nowait(id, &mut l) };
+    // RTE_ETH_SPEED_NUM_UNKNOWN is u32::MAX; reports and metrics say 0.
+    let speed = if l.link_speed == u32::MAX { 0 } else { l.link_speed };
+    (l.link_status() != 0, speed)
+}
+
 /// `RTE_ETH_RSS_NONFRAG_IPV4_TCP`: the NIC hashes IPv4/TCP by addresses and ports.
 const RSS_NONFRAG_IPV4_TCP: u64 = 1 << 4;
 /// `RTE_ETH_RSS_L3_SRC_ONLY | L3_DST_ONLY | L4_SRC_ONLY | L4_DST_ONLY`: the hash leaves out
@@ -231,12 +241,7 @@ impl Port {
 
     /// Link up/down and speed in Mbit/s (0 = unknown), without waiting for autonegotiation.
     pub fn link(&self) -> (bool, u32) {
-        let mut l = sys::rte_eth_link::default();
-        // SAFETY: valid port id and out-pointer.
-        unsafe { dpdk().rte_eth_link_get_nowait(self.id, &mut l) };
-        // RTE_ETH_SPEED_NUM_UNKNOWN is u32::MAX; reports and metrics say 0.
-        let speed = if l.link_speed == u32::MAX { 0 } else { l.link_speed };
-        (l.link_status() != 0, speed)
+        link_status(self.id)
     }
 
     /// The members of a bonding port as the bonding PMD sees them (`None` for a port that
