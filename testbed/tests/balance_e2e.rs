@@ -123,7 +123,9 @@ fn balance_through_tapsplice() {
     for m in ["m1", "m3"] {
         assert_eq!(server(f, m)["broken"], 0, "{} lost connections: {}", m, f);
     }
-    assert_eq!(f["unattributed_broken"], 0, "{}", f);
+    // A connection no server had accepted yet when m2 left may break too (the workload's
+    // judgement allows 1 + 2 % of the expected breaks: see `workload::attribute`).
+    assert!(f["unattributed_broken"].as_u64().unwrap() <= 1 + m2["broken"].as_u64().unwrap() / 50, "{}", f);
     assert_eq!(f["passed"], true, "{}", f);
     let fault = &v["faults"][0];
     assert_eq!(fault["kind"], "kill_agent");

@@ -600,10 +600,17 @@ fn attribute(
                 ));
             }
         }
-        if unattributed_broken > 0 {
+        // A connection no server accepted cannot be attributed; when the fault breaks the
+        // expected servers' connections it can be one of theirs that the server's kernel
+        // had answered but its application had not accepted yet (a CI run of
+        // balance_e2e saw one beside 68 of m2's). A few are allowed; more would hide
+        // breaks the test must see.
+        let expected_broken: u64 = servers.iter().enumerate().filter(|(i, _)| expect.contains(i)).map(|(_, s)| s.broken).sum();
+        let allowed = 1 + expected_broken / 50;
+        if unattributed_broken > allowed {
             failures.push(format!(
-                "{} connections broke that no server had accepted",
-                unattributed_broken
+                "{} connections broke that no server had accepted (at most {} may, beside the {} expected breaks)",
+                unattributed_broken, allowed, expected_broken
             ));
         }
     }
@@ -784,5 +791,16 @@ mod tests {
             "{:?}",
             at.failures
         );
+        // Connections no server accepted that broke: 1 + 2 % of the expected breaks pass.
+        let unaccepted_broken = |k: u16| {
+            (0..k).map(move |i| client::ConnRecord { local: Some(SocketAddr::from(([10, 0, 0, 13], 7000 + i))), requests: 0, bytes_verified: 0, broken: true })
+        };
+        let (mut r, a) = records([60, 100, 120], [0, 100, 0]);
+        r.extend(unaccepted_broken(3));
+        let at = attribute(&spec(vec![], Some(vec![1])), &r, &a, &accepts);
+        assert!(at.failures.is_empty(), "3 of 100: {:?}", at.failures);
+        r.extend(unaccepted_broken(4).skip(3));
+        let at = attribute(&spec(vec![], Some(vec![1])), &r, &a, &accepts);
+        assert!(at.failures.iter().any(|f| f.contains("4 connections broke that no server had accepted (at most 3")), "{:?}", at.failures);
     }
 }
