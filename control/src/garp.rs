@@ -51,14 +51,11 @@ pub fn announcements(ports: &[PortAddrs], vips: &[(Ipv4Addr, Vec<PortIndex>)]) -
     out
 }
 
-/// What the punt thread announces, and when: the announcements; the ports whose link the
-/// main loop saw come up (their rounds start); and the link state now, so that no round
-/// goes to a port whose link is down (a TAP whose interface is down, e.g. while it is
-/// moved into a namespace, fails the write and counts a TX error).
+/// What the punt thread announces, and the ports' link state (a port's rounds start when
+/// its link is seen up, and none goes to a port whose link is down: see [`Announcer`]).
 #[derive(Clone)]
 pub struct AnnounceSetup {
     pub list: Vec<Announcement>,
-    pub link_ups: crossbeam_channel::Receiver<PortIndex>,
     pub link_up: std::sync::Arc<dyn Fn(PortIndex) -> bool + Send + Sync>,
 }
 
@@ -74,11 +71,6 @@ impl Schedule {
         Schedule { next: now, left: REPEATS }
     }
 
-    /// No rounds until the port's link is seen up.
-    pub fn idle(now: Instant) -> Schedule {
-        Schedule { next: now, left: 0 }
-    }
-
     /// Whether a round is due at `now` (then the next one is scheduled).
     pub fn due(&mut self, now: Instant) -> bool {
         if self.left == 0 || now < self.next {
@@ -91,36 +83,39 @@ impl Schedule {
 }
 
 /// The announcements and, per port, the rounds still to send. A port's rounds start when
-/// its link is seen up — the first time at start, or later for a port whose link is down
-/// then (a TAP port whose kernel side is set up after the appliance starts: sending to a
-/// TAP whose interface is down fails and counts as a TX error) — and start over each time
-/// it comes up again (a neighbour on the other side may have been replaced).
+/// its link is seen up — at start, or later for a port whose link is down then (a TAP port
+/// whose kernel side is set up after the appliance starts) — and start over each time it
+/// comes up again (a neighbour on the other side may have been replaced). No round goes to
+/// a port whose link is down: writing to a TAP whose interface is down (while it is moved
+/// into a namespace, say) fails and counts as a TX error.
 #[derive(Debug)]
 pub struct Announcer {
     list: Vec<Announcement>,
-    schedules: Vec<(PortIndex, Schedule)>,
+    /// Per port: its schedule and whether its link was up when last looked at.
+    schedules: Vec<(PortIndex, Schedule, bool)>,
 }
 
 impl Announcer {
     pub fn new(list: Vec<Announcement>, now: Instant) -> Announcer {
         let mut ports: Vec<PortIndex> = list.iter().map(|a| a.port).collect();
         ports.dedup();
-        Announcer { schedules: ports.into_iter().map(|p| (p, Schedule::idle(now))).collect(), list }
+        let done = Schedule { next: now, left: 0 };
+        Announcer { schedules: ports.into_iter().map(|p| (p, done, false)).collect(), list }
     }
 
-    /// `port`'s link is up (seen for the first time, or came up again): its rounds start
-    /// (over).
-    pub fn link_up(&mut self, port: PortIndex, now: Instant) {
-        for (p, s) in &mut self.schedules {
-            if *p == port {
+    /// The announcements due at `now`, with `up` telling each port's link now.
+    pub fn due(&mut self, now: Instant, up: impl Fn(PortIndex) -> bool) -> Vec<Announcement> {
+        let mut ports: Vec<PortIndex> = Vec::new();
+        for (p, s, was_up) in &mut self.schedules {
+            let is_up = up(*p);
+            if is_up && !*was_up {
                 *s = Schedule::starting(now);
             }
+            *was_up = is_up;
+            if is_up && s.due(now) {
+                ports.push(*p);
+            }
         }
-    }
-
-    /// The announcements due at `now`.
-    pub fn due(&mut self, now: Instant) -> Vec<Announcement> {
-        let ports: Vec<PortIndex> = self.schedules.iter_mut().filter_map(|(p, s)| s.due(now).then_some(*p)).collect();
         self.list.iter().filter(|a| ports.contains(&a.port)).copied().collect()
     }
 }
@@ -185,19 +180,18 @@ mod tests {
         let ports = [port(0, &[Ipv4Addr::new(10, 0, 0, 2)]), port(1, &[Ipv4Addr::new(10, 1, 0, 2)])];
         let t0 = Instant::now();
         let mut a = Announcer::new(announcements(&ports, &[]), t0);
-        assert!(a.due(t0).is_empty(), "nothing before a link is seen up");
-        a.link_up(0, t0);
-        a.link_up(1, t0);
-        assert_eq!(a.due(t0).len(), 2, "both ports at once");
-        assert!(a.due(t0 + Duration::from_millis(10)).is_empty());
+        let (none, both, only0) = (|_| false, |_| true, |p| p == 0);
+        assert!(a.due(t0, none).is_empty(), "nothing while no link is up");
+        assert_eq!(a.due(t0, both).len(), 2, "both ports at once when their links are seen up");
+        assert!(a.due(t0 + Duration::from_millis(10), both).is_empty());
         let t = t0 + Duration::from_secs(10);
-        assert_eq!(a.due(t).len(), 2);
-        assert_eq!(a.due(t + SPACING).len(), 2);
-        assert!(a.due(t + 5 * SPACING).is_empty(), "three rounds only");
-        a.link_up(1, t + 6 * SPACING);
-        let again = a.due(t + 6 * SPACING);
+        assert_eq!(a.due(t, both).len(), 2);
+        // Port 1's link is down: its round is skipped, port 0's goes out.
+        assert_eq!(a.due(t + SPACING, only0).iter().map(|x| x.port).collect::<Vec<_>>(), vec![0]);
+        assert!(a.due(t + 5 * SPACING, only0).is_empty(), "three rounds only");
+        let again = a.due(t + 6 * SPACING, both);
         assert_eq!(again.iter().map(|x| x.port).collect::<Vec<_>>(), vec![1], "only the port that came up");
-        assert_eq!(a.due(t + 7 * SPACING).len(), 1);
+        assert_eq!(a.due(t + 7 * SPACING, both).len(), 1);
     }
 
     #[test]

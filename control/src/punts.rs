@@ -66,7 +66,7 @@ impl PuntThread {
     }
 
     fn announce(&self, due: &[crate::garp::Announcement]) {
-        for a in due.iter().filter(|a| (self.announce.link_up)(a.port)) {
+        for a in due {
             let Some(f) = SmallFrame::build(a.port, |buf| a.write(buf)) else { continue };
             let c = if (self.transmit)(f) { &self.counters.gratuitous_arps } else { &self.counters.tx_refused };
             c.fetch_add(1, Ordering::Relaxed);
@@ -78,8 +78,8 @@ impl PuntThread {
         let mirror = mirror.unwrap_or_else(never);
         std::thread::Builder::new().name("tapsplice-punts".into()).spawn(move || {
             let mut next_ask = Instant::now();
+            let mut next_garp = Instant::now();
             let mut garp = crate::garp::Announcer::new(std::mem::take(&mut self.announce.list), Instant::now());
-            let link_ups = self.announce.link_ups.clone();
             while !stop.load(Ordering::Relaxed) {
                 select! {
                     recv(punts) -> f => match f {
@@ -87,13 +87,16 @@ impl PuntThread {
                         Err(_) => return,
                     },
                     recv(mirror) -> m => if let (Ok(bytes), Some(i)) = (m, &mut self.inband) { i.send(&bytes) },
-                    recv(link_ups) -> p => if let Ok(p) = p { garp.link_up(p, Instant::now()) },
                     default(Duration::from_millis(50)) => {}
                 }
                 let now = Instant::now();
-                let due = garp.due(now);
-                if !due.is_empty() {
-                    self.announce(&due);
+                // Links are looked at (a driver call per port) every 50 ms, not per frame.
+                if now >= next_garp {
+                    next_garp = now + Duration::from_millis(50);
+                    let due = garp.due(now, &*self.announce.link_up);
+                    if !due.is_empty() {
+                        self.announce(&due);
+                    }
                 }
                 if now >= next_ask {
                     self.ask(now);

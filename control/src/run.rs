@@ -253,8 +253,7 @@ struct WorkerSetup<'a> {
     pool: Mempool,
     /// The ports that carry in-band heartbeats.
     inband: &'a [PortAddrs],
-    /// Announced by gratuitous ARP at start, and per port when its link comes up
-    /// (`link_ups`).
+    /// Announced by gratuitous ARP when a port's link is seen up (`garp::Announcer`).
     announce: crate::garp::AnnounceSetup,
 }
 
@@ -514,11 +513,9 @@ fn serve(
         let splice_ports = sp.client_ports(plan.ports.len());
         vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
     }
-    let (link_up_tx, link_ups) = crossbeam_channel::bounded::<PortIndex>(64);
     let dpdk_ids: Vec<u16> = ports.iter().map(|p| p.id).collect();
     let announce = crate::garp::AnnounceSetup {
         list: crate::garp::announcements(&port_addrs, &vips),
-        link_ups,
         link_up: Arc::new(move |i: PortIndex| dpdk_ids.get(usize::from(i)).is_some_and(|&id| dataplane::port::ethdev::link_status(id).0)),
     };
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce };
@@ -560,28 +557,12 @@ fn serve(
     let mut published: Option<Instant> = None;
     let mut bond_watch = BondWatch::new(plan);
     let log = supervisor.log();
-    // Links, to announce a port's addresses when its link is seen up: every port as "down"
-    // at first, checked at once, so that a port up at start is announced now and one whose
-    // link is still down (a TAP whose kernel side is not set up yet) when it comes up.
-    let mut links: Vec<bool> = vec![false; ports.len()];
-    let mut links_checked = Instant::now() - Duration::from_secs(1);
     // The detector needs a tick at least every half heartbeat interval.
     let period = supervisor.poll_period();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(period);
         supervisor.poll(Instant::now());
         bond_watch.tick(plan, ports, &log);
-        if links_checked.elapsed() >= Duration::from_millis(500) {
-            links_checked = Instant::now();
-            for (i, (p, was)) in ports.iter().zip(links.iter_mut()).enumerate() {
-                let up = p.link().0;
-                if up && !*was {
-                    // Full only if the punt thread is gone; nothing to announce then.
-                    let _ = link_up_tx.try_send(i as PortIndex);
-                }
-                *was = up;
-            }
-        }
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));

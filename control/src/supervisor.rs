@@ -101,8 +101,8 @@ impl Supervisor {
     /// Starts the punt thread once the dataplane is up: `ports` are the appliance's ports
     /// (MAC and addresses) that carry in-band heartbeats; `transmit` makes a sender of
     /// frames through an lcore.
-    /// `announce`: what the punt thread announces by gratuitous ARP at start and on
-    /// `link_ups` (ports whose link came up).
+    /// `announce`: what the punt thread announces by gratuitous ARP when a port's link is
+    /// seen up, and the ports' link state.
     pub fn start_punts(&mut self, ports: Vec<PortAddrs>, announce: crate::garp::AnnounceSetup, punts: Receiver<SmallFrame>, transmit: impl Fn() -> Transmit) -> Result<(), String> {
         let inband = self.membership.as_mut().and_then(|m| m.take_inband(ports, transmit(), self.neighbours.clone()));
         let (inband, mirror) = match inband {

@@ -169,6 +169,7 @@ impl<R: Role + 'static> Worker<R> {
             // another worker hands here (a NAT port of this worker's slice, which holds no
             // splice) are given back, so that they cannot pin mbufs.
             let mut counters = LcoreCounters::default();
+            let no_bursts = new_cycle_histogram();
             let free = |counters: &mut LcoreCounters| {
                 for h in self.link.handoff.inbox.try_iter() {
                     counters.handed_in += 1;
@@ -181,7 +182,7 @@ impl<R: Role + 'static> Worker<R> {
                 std::thread::sleep(Duration::from_millis(10));
                 free(&mut counters);
                 if let Ok(mut slot) = self.slot.try_lock() {
-                    publish(&mut slot, &counters, &new_cycle_histogram());
+                    publish(&mut slot, &counters, &no_bursts);
                 }
             }
             free(&mut counters);

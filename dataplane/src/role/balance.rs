@@ -116,8 +116,9 @@ enum PortTest {
 }
 
 impl VipSpec {
-    /// Whether a frame to `self.addr` with this protocol and port test belongs to the VIP.
-    #[inline(always)]
+    /// Whether a frame to `self.addr` with this protocol and port test belongs to the VIP,
+    /// as the VIP says it (the reference the [`PortRule`]s are tested against).
+    #[cfg(test)]
     fn matches(&self, protocol: u8, ports: PortTest) -> bool {
         if self.protocol.is_some_and(|p| p != protocol) {
             return false;
@@ -257,10 +258,9 @@ impl BalanceCounters {
     }
 }
 
-/// One VIP's protocol and destination port range at its address, flattened for the match
-/// of a whole TCP/UDP datagram (`packet::fast_v4`): the rules of every VIP in one short
-/// array, scanned in VIP order (the first match wins, as [`Balance::match_vip`] decides),
-/// instead of a chain of lookups through the VIP lists.
+/// One VIP's protocol and destination port range at its address: the rules of every VIP
+/// in one short array, scanned in VIP order (the first match wins), which is how a frame
+/// to a VIP address finds its VIP ([`Balance::match_vip`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PortRule {
     addr: u32,
@@ -268,6 +268,8 @@ struct PortRule {
     protocol: u16,
     lo: u16,
     hi: u16,
+    /// The VIP has no port ranges: it also takes protocols without ports.
+    any_port: bool,
     vip: u16,
 }
 
@@ -281,14 +283,23 @@ impl PortRule {
         for (vip, v) in vips.iter().enumerate() {
             let protocol = v.protocol.map_or(ANY_PROTOCOL, u16::from);
             let ranges: &[(u16, u16)] = if v.ports.is_empty() { &[(0, u16::MAX)] } else { &v.ports };
-            rules.extend(ranges.iter().map(|&(lo, hi)| PortRule { addr: u32::from(v.addr), protocol, lo, hi, vip: vip as u16 }));
+            let any_port = v.ports.is_empty();
+            rules.extend(ranges.iter().map(|&(lo, hi)| PortRule { addr: u32::from(v.addr), protocol, lo, hi, any_port, vip: vip as u16 }));
         }
         rules.into_boxed_slice()
     }
 
+    /// Whether a frame to `addr` with this protocol and port test belongs to the rule's VIP
+    /// (a fragment is not looked at for ports: see the module docs).
     #[inline(always)]
-    fn matches(&self, addr: u32, protocol: u8, port: u16) -> bool {
-        self.addr == addr && (self.protocol == u16::from(protocol) || self.protocol == ANY_PROTOCOL) && self.lo <= port && port <= self.hi
+    fn matches(&self, addr: u32, protocol: u8, ports: PortTest) -> bool {
+        self.addr == addr
+            && (self.protocol == u16::from(protocol) || self.protocol == ANY_PROTOCOL)
+            && match ports {
+                PortTest::Port(p) => self.lo <= p && p <= self.hi,
+                PortTest::Fragment => true,
+                PortTest::NoPort => self.any_port,
+            }
     }
 }
 
@@ -299,9 +310,7 @@ pub struct Balance {
     vips: Vec<VipSpec>,
     /// The distinct VIP addresses: the cheap test before a frame is parsed.
     vip_addrs: Vec<Ipv4Addr>,
-    /// For each of `vip_addrs`, the indexes of the VIPs on it, in matching order.
-    vips_of_addr: Vec<Box<[usize]>>,
-    /// The same matching for whole TCP/UDP datagrams, flat (see [`PortRule`]).
+    /// Every VIP's protocol and port ranges, in matching order (see [`PortRule`]).
     port_rules: Box<[PortRule]>,
     tables: Arc<BalanceTables>,
     /// The appliance's own addresses and MACs, by port index (the egress MAC too).
@@ -349,10 +358,6 @@ impl Balance {
                 vip_addrs.push(v.addr);
             }
         }
-        let vips_of_addr = vip_addrs
-            .iter()
-            .map(|&a| (0..vips.len()).filter(|&v| vips[v].addr == a).collect())
-            .collect();
         let mut vip_local = vec![None; local.len()];
         for &p in client_ports {
             let (Some(slot), Some(me)) = (vip_local.get_mut(usize::from(p)), local.get(usize::from(p))) else {
@@ -363,7 +368,7 @@ impl Balance {
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
         let port_rules = PortRule::of(&vips);
-        Ok(Balance { vips, vip_addrs, vips_of_addr, port_rules, tables, local, vip_local, forward, counters })
+        Ok(Balance { vips, vip_addrs, port_rules, tables, local, vip_local, forward, counters })
     }
 
     /// A handle on this lcore's per-member counters, for the control thread.
@@ -386,7 +391,7 @@ impl Balance {
     /// `parse_frame` does, but no `Parsed` is built (copying it cost more than the rest of
     /// the work); the hash is taken from a `FlowKey` made of the fields read here.
     #[inline(always)]
-    fn balance_vip(&self, ingress: PortIndex, l3: usize, addr: usize, frame: &mut [u8]) -> Verdict {
+    fn balance_vip(&self, ingress: PortIndex, l3: usize, frame: &mut [u8]) -> Verdict {
         let (protocol, header_len, total_len, fragment, first_fragment, src, dst) = match Ipv4::parse_unverified(&frame[l3..]) {
             Ok(ip) => (
                 ip.protocol(),
@@ -412,7 +417,7 @@ impl Balance {
         // flow it quotes, whatever VIP covers ICMP: the flow seen from the client's side.
         if let L4::Icmp(info) = l4 {
             if let Some(q) = frame.get(info.offset..info.end).and_then(quoted_v4).filter(|q| q.src == dst) {
-                if let Some(vip) = self.match_vip(addr, q.protocol, PortTest::Port(q.src_port)) {
+                if let Some(vip) = self.match_vip(dst, q.protocol, PortTest::Port(q.src_port)) {
                     let key = FlowKey { src: IpAddr::V4(q.dst), dst: IpAddr::V4(q.src), protocol: q.protocol, src_port: q.dst_port, dst_port: q.src_port };
                     return self.to_member(vip, &key, frame);
                 }
@@ -427,7 +432,7 @@ impl Balance {
             }
             _ => (PortTest::NoPort, (0, 0)),
         };
-        let Some(vip) = self.match_vip(addr, protocol, ports) else {
+        let Some(vip) = self.match_vip(dst, protocol, ports) else {
             return match parse_frame(frame) {
                 Ok(parsed) => self.unmatched(ingress, frame, &parsed),
                 Err(r) => Verdict::Drop(r),
@@ -437,12 +442,12 @@ impl Balance {
         self.to_member(vip, &key, frame)
     }
 
-    /// The first VIP on the address `vip_addrs[addr]` that takes this protocol and port
-    /// test (matching order as configured).
+    /// The first VIP on `addr` that takes this protocol and port test (matching order as
+    /// configured).
     #[inline(always)]
-    fn match_vip(&self, addr: usize, protocol: u8, ports: PortTest) -> Option<usize> {
-        let candidates = self.vips_of_addr.get(addr).map_or(&[][..], |v| &v[..]);
-        candidates.iter().copied().find(|&v| self.vips.get(v).is_some_and(|v| v.matches(protocol, ports)))
+    fn match_vip(&self, addr: Ipv4Addr, protocol: u8, ports: PortTest) -> Option<usize> {
+        let addr = u32::from(addr);
+        self.port_rules.iter().find(|r| r.matches(addr, protocol, ports)).map(|r| usize::from(r.vip))
     }
 
     /// The frame of `key`, matched to VIP `vip`, rewritten toward the member its flow hash
@@ -502,10 +507,9 @@ impl Role for Balance {
         // a VIP frame the fast classifier does not take, or whose port no VIP covers, goes
         // the general way below, which decides the same (see `packet::fast`).
         if let Some(f) = fast_v4(frame) {
-            let dst = u32::from(f.dst);
-            if let Some(r) = self.port_rules.iter().find(|r| r.matches(dst, f.protocol, f.dst_port)) {
+            if let Some(vip) = self.match_vip(f.dst, f.protocol, PortTest::Port(f.dst_port)) {
                 let key = FlowKey { src: IpAddr::V4(f.src), dst: IpAddr::V4(f.dst), protocol: f.protocol, src_port: f.src_port, dst_port: f.dst_port };
-                return self.to_member(usize::from(r.vip), &key, frame);
+                return self.to_member(vip, &key, frame);
             }
             if !self.vip_addrs.contains(&f.dst) {
                 return self.other(ingress, frame, ctx);
@@ -521,8 +525,8 @@ impl Role for Balance {
                 // must not pay for a checksum pass here.
                 if let Some(d) = frame.get(l3 + 16..l3 + 20) {
                     let dst = Ipv4Addr::new(d[0], d[1], d[2], d[3]);
-                    if let Some(a) = self.vip_addrs.iter().position(|&v| v == dst) {
-                        return self.balance_vip(ingress, l3, a, frame);
+                    if self.vip_addrs.contains(&dst) {
+                        return self.balance_vip(ingress, l3, frame);
                     }
                 }
             }
@@ -618,18 +622,19 @@ mod tests {
     }
 
     #[test]
-    fn the_flat_port_rules_choose_the_vip_the_vip_lists_choose() {
+    fn the_port_rules_choose_the_first_vip_that_takes_the_frame() {
         let mut v = vips();
-        // An overlap: a second TCP VIP on A whose ranges 8000-8099 shadows in part.
+        // An overlap: a second TCP VIP on A whose range 8050-8200 shadows 8000-8099 in part.
         v.push(vip(VIP_A, Some(ip_proto::TCP), &[(8050, 8200)], 2));
-        let b = Balance::new(v, tables(), local(), &[0], None).unwrap();
+        let b = Balance::new(v.clone(), tables(), local(), &[0], None).unwrap();
         let other = Ipv4Addr::new(192, 0, 2, 99);
+        let ports = [0, 52, 53, 54, 79, 80, 81, 443, 4999, 5000, 5999, 6000, 7999, 8000, 8049, 8050, 8099, 8100, 8200, 8201, u16::MAX];
+        let tests = ports.iter().map(|&p| PortTest::Port(p)).chain([PortTest::NoPort, PortTest::Fragment]);
         for addr in [VIP_A, VIP_B, VIP_DOWN, other] {
-            for protocol in [ip_proto::TCP, ip_proto::UDP] {
-                for port in [0, 52, 53, 54, 79, 80, 81, 443, 4999, 5000, 5999, 6000, 7999, 8000, 8049, 8050, 8099, 8100, 8200, 8201, u16::MAX] {
-                    let flat = b.port_rules.iter().find(|r| r.matches(u32::from(addr), protocol, port)).map(|r| usize::from(r.vip));
-                    let listed = b.vip_addrs.iter().position(|&a| a == addr).and_then(|a| b.match_vip(a, protocol, PortTest::Port(port)));
-                    assert_eq!(flat, listed, "{addr} protocol {protocol} port {port}");
+            for protocol in [ip_proto::TCP, ip_proto::UDP, ip_proto::ICMP, 47] {
+                for test in tests.clone() {
+                    let said = v.iter().position(|s| s.addr == addr && s.matches(protocol, test));
+                    assert_eq!(b.match_vip(addr, protocol, test), said, "{addr} protocol {protocol} {test:?}");
                 }
             }
         }
