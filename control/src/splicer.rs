@@ -35,7 +35,7 @@ use sha2::Sha256;
 use crate::balancer::ServicePlan;
 use crate::ctl::handler::SplicesFn;
 use crate::ctl::proto::{ErrorBody, ErrorCode, SpliceRow, SplicesQuery, SplicesResult, SPLICES_DEFAULT_LIMIT};
-use crate::config::{NatMode, PoolSelection, RackConfig, ServiceMode};
+use crate::config::{NatMode, NoBackend, PoolSelection, RackConfig, ServiceMode};
 
 /// What `run` needs to start the splice role.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,6 +118,7 @@ impl SplicePlan {
                 connect_attempts: s.timeouts.connect_attempts,
                 idle_ms: s.timeouts.idle_ms,
                 half_closed_ms: s.timeouts.half_closed_ms,
+                reset_without_backend: s.no_backend == NoBackend::Reset,
             });
         }
         let least_connections = services

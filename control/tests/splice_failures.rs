@@ -18,6 +18,10 @@
 //!   after `connect_attempts` SYNs (`connect_ms` 300, then 600).
 //! - `:82` pool `small` (b2:80), `max_connections = 3`: a fourth connection is refused
 //!   with a RST while the three keep working; one closed, a new one is taken again.
+//! - `:83` pool `later` (10.79.2.22:80, an address nobody holds at first): the client's
+//!   SYN goes unanswered (`syns_no_backend`) instead of being answered and then reset;
+//!   once b2 takes the address and the appliance resolves it, the client's retransmitted
+//!   SYN is answered and the connection served.
 //!
 //! Every reply is checked byte for byte, every refusal is a RST the client sees, and the
 //! appliance counts each case under its own name.
@@ -47,6 +51,10 @@ members = [{{ address = "10.79.1.21", port = 81, weight = 100 }}, {{ address = "
 [[pool]]
 name = "small"
 members = [{{ address = "10.79.2.21", port = 80 }}]
+
+[[pool]]
+name = "later"
+members = [{{ address = "10.79.2.22", port = 80 }}]
 
 [[service]]
 name = "web"
@@ -87,6 +95,15 @@ pool = "small"
 via = "clients"
 fault_tolerance = "none"
 max_connections = 3
+
+[[service]]
+name = "notyet"
+vip = "{VIP}"
+ports = [83]
+mode = "splice"
+pool = "later"
+via = "clients"
+fault_tolerance = "none"
 "#
     );
     splice_rack("spf", &ports, &services, dir)
@@ -173,7 +190,14 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
         rx.recv_timeout(Duration::from_secs(5)).expect("b2 started").unwrap_or_else(|e| panic!("b2 cannot listen on :{port}: {e}"));
     }
     let sock = dir.join("ctl.sock");
-    assert!(members_up(&sock, 5), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
+    // Five members up and in their tables; the sixth (pool `later`) has no host yet.
+    let up = |n: usize| {
+        wait_for(Duration::from_secs(20), || {
+            let v: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["--json", "members"]).stdout).unwrap_or_default();
+            v["members"].as_array().is_some_and(|m| m.iter().filter(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)).count() == n)
+        })
+    };
+    assert!(up(5), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
 
     // 1. A backend that refuses: every connection is answered by b2, the client never
     //    sees b1's RST. b1 (99 % of the table) is tried once: after its RST it is passed
@@ -233,6 +257,24 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     }
     drop(held);
 
+    // 5. A service whose backend is not there yet: no SYN-ACK (so no RST after the
+    //    handshake either); the client's retransmitted SYN is answered once it is.
+    std::thread::sleep(Duration::from_millis(300));
+    let cookies_before = splice_counters(&sock)["syn_cookies"].as_u64().unwrap_or(0);
+    let pending = std::thread::spawn(|| {
+        let t0 = Instant::now();
+        let r = connect(83).and_then(|mut s| whoami(&mut s));
+        (r, t0.elapsed())
+    });
+    assert!(counter_reaches(&sock, "syns_no_backend", 1) >= 1, "{}", splice_counters(&sock));
+    assert_eq!(splice_counters(&sock)["syn_cookies"].as_u64(), Some(cookies_before), "no SYN-ACK while no backend is live");
+    let out = in_ns(NS[2], &["ip", "addr", "add", "10.79.2.22/24", "dev", "tsf-b20"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (r, took) = pending.join().unwrap();
+    assert_eq!(r.unwrap_or_else(|e| panic!("connection to :83 once its backend is up: {e}")), "b2");
+    assert!(took >= Duration::from_millis(900), "answered after {took:?}: the first SYN was not dropped");
+    assert!(members_up(&sock, 6));
+
     let (status, stderr) = lab.appliance.take().unwrap().stop();
     assert!(status.success(), "appliance: {status}: {stderr}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
@@ -243,6 +285,8 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     assert!(sp["backend_timeouts"].as_u64().unwrap() >= 1, "{sp}");
     assert_eq!(sp["first_request_timeouts"], 1, "{sp}");
     assert!(sp["refused_full"].as_u64().unwrap() >= 1, "{sp}");
+    assert!(sp["syns_no_backend"].as_u64().unwrap() >= 1, "{sp}");
+    assert_eq!(sp["refused_no_backend"], 0, "no handshake answered without a backend: {sp}");
     assert_eq!(sp["backends_exhausted"], 0, "{sp}");
     assert_eq!(sp["bad_requests"], 0, "{sp}");
 }

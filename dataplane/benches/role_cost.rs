@@ -144,6 +144,7 @@ fn splice_role(conns: usize, rounds: usize) -> (f64, f64) {
         connect_attempts: 3,
         idle_ms: 600_000,
         half_closed_ms: 10_000,
+        reset_without_backend: false,
     };
     let settings = SpliceSettings {
         mss: 1460,

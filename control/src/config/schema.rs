@@ -459,6 +459,19 @@ pub enum NatMode {
     Transparent,
 }
 
+/// What a splice service answers a SYN with while none of its pools has a live backend.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NoBackend {
+    /// No answer: the client retransmits its SYN (after 1 s, then 2 s ...) and is taken
+    /// once a backend is live again (backends still being resolved at start, a pool
+    /// briefly down); a lasting outage ends in the client's connect timeout.
+    #[default]
+    Drop,
+    /// A RST at once: clients fail fast ("connection refused") and may try elsewhere.
+    Reset,
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultTolerance {
@@ -540,6 +553,8 @@ pub struct ServiceConfig {
     pub proxy_groups: Vec<String>,
     /// splice: address translation toward backends.
     pub nat: NatMode,
+    /// splice: a SYN while no pool of the service has a live backend.
+    pub no_backend: NoBackend,
     /// splice: what survives an appliance or backend failure.
     pub fault_tolerance: FaultTolerance,
     /// shadow: the `[[server]]` pair serving this service. Required for shadow.
@@ -568,6 +583,7 @@ impl Default for ServiceConfig {
             route: Vec::new(),
             proxy_groups: Vec::new(),
             nat: NatMode::Fullnat,
+            no_backend: NoBackend::Drop,
             fault_tolerance: FaultTolerance::Replicated,
             server: None,
             via: None,

@@ -939,6 +939,7 @@ impl<'a, 'p> V<'a, 'p> {
                 ServiceMode::Balance => {
                     for f in [
                         "nat",
+                        "no_backend",
                         "fault_tolerance",
                         "proxy_groups",
                         "request_buffer_bytes",
@@ -954,6 +955,7 @@ impl<'a, 'p> V<'a, 'p> {
                     ignored(self, "hash", "balance");
                     for f in [
                         "nat",
+                        "no_backend",
                         "fault_tolerance",
                         "proxy_groups",
                         "request_buffer_bytes",

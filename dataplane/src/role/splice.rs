@@ -98,6 +98,10 @@ pub struct SpliceService {
     pub connect_attempts: u32,
     pub idle_ms: u32,
     pub half_closed_ms: u32,
+    /// A SYN while no pool the service routes to has a live backend is answered with a
+    /// RST; otherwise it goes unanswered (the client retransmits it), see
+    /// [`Splice::has_backend`].
+    pub reset_without_backend: bool,
 }
 
 impl SpliceService {
@@ -292,10 +296,14 @@ pub enum SpliceStat {
     /// lcore (none of the free ports tried qualified): those replies are handed over.
     /// Counted only on ports whose RSS the appliance could read.
     NatUnsteered,
+    /// SYNs that arrived while none of their service's pools had a live backend: not
+    /// answered (the client retransmits), or answered with a RST when the service says
+    /// so. Either way no cookie is spent on a connection that could not be spliced.
+    SynsNoBackend,
 }
 
 impl SpliceStat {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
     pub const ALL: [SpliceStat; Self::COUNT] = [
         SpliceStat::SynCookies,
         SpliceStat::CookiesValid,
@@ -322,6 +330,7 @@ impl SpliceStat {
         SpliceStat::FirstRequestTimeouts,
         SpliceStat::RefusedTupleTaken,
         SpliceStat::NatUnsteered,
+        SpliceStat::SynsNoBackend,
     ];
 
     /// Stable snake_case name for ctl and metrics.
@@ -352,6 +361,7 @@ impl SpliceStat {
             SpliceStat::FirstRequestTimeouts => "first_request_timeouts",
             SpliceStat::RefusedTupleTaken => "refused_tuple_taken",
             SpliceStat::NatUnsteered => "nat_unsteered",
+            SpliceStat::SynsNoBackend => "syns_no_backend",
         }
     }
 }
@@ -853,6 +863,14 @@ impl Splice {
         }
     }
 
+    /// Whether some pool that `service` routes to has a live backend (one with a share of
+    /// its selection table; suspects count: they are tried when nothing else is left).
+    fn has_backend(&self, service: usize) -> bool {
+        let Some(svc) = self.services.get(service) else { return false };
+        let live = |pool: usize| self.tables.vips.get(pool).and_then(Option::as_ref).is_some_and(|t| t.table().shares().iter().any(|&s| s > 0));
+        live(svc.rules.default_pool) || svc.rules.rules.iter().any(|r| live(r.pool))
+    }
+
     /// The backend for hash `hash` in `pool`: the table's choice unless it was tried or is
     /// suspect, else the next live one in member order (suspects only when nothing else is
     /// left); never one in `tried`.
@@ -1151,6 +1169,17 @@ impl Splice {
         let f: &[u8] = frame;
         let tcp = Tcp::new_unchecked(&f[34..ip_end]);
         if syn_only {
+            if !self.has_backend(service) {
+                // A handshake answered now would end in a RST once the client's ACK
+                // finds no backend (at start-up: before the backends' MACs are resolved).
+                self.counters.add(SpliceStat::SynsNoBackend, 1);
+                if self.services[service].reset_without_backend {
+                    let client = Endpoint { addr: t.client, port: t.client_port };
+                    let vip = Endpoint { addr: t.vip, port: t.vip_port };
+                    self.reset(ingress, mac_at(f, 6), client, vip, &tcp, ctx);
+                }
+                return Verdict::Drop(DropReason::NoMember);
+            }
             return self.syn_ack(ingress, f, &t, &tcp, ctx);
         }
         if fl & (flags::SYN | flags::RST | flags::ACK) == flags::ACK {

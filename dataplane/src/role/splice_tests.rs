@@ -88,6 +88,7 @@ impl Net {
             connect_attempts: attempts,
             idle_ms: 60_000,
             half_closed_ms: 10_000,
+            reset_without_backend: false,
         };
         let settings = SpliceSettings {
             mss: 1400,
@@ -524,10 +525,11 @@ fn a_full_table_refuses_new_connections_with_a_reset_and_the_old_one_goes_on() {
 }
 
 #[test]
-fn no_live_backend_resets_the_client() {
-    let mut n = Net::with(64, 3, tables(&[0, 0]));
+fn a_backend_gone_between_syn_and_ack_resets_the_client() {
+    let mut n = Net::with(64, 3, tables(&[1, 0]));
     let (_, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
     let a0 = seen(&out[0].1).seq;
+    n.role.update(SpliceUpdate::Tables(tables(&[0, 0])));
     let (v, _, out) = from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::ACK, &[], b"");
     assert_eq!(v, Verdict::Consumed);
     assert_eq!(n.counters.drops.get(DropReason::NoMember), 1);
@@ -538,6 +540,46 @@ fn no_live_backend_resets_the_client() {
     n.role.update(SpliceUpdate::Tables(tables(&[1, 0])));
     let (_, syn) = connect(&mut n, CPORT + 1, b"");
     assert_eq!(syn.dst.0, BACKENDS[0]);
+}
+
+#[test]
+fn a_syn_while_no_backend_is_live_goes_unanswered_until_one_is() {
+    let mut n = Net::with(64, 3, tables(&[0, 0]));
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(v, Verdict::Drop(DropReason::NoMember));
+    assert!(out.is_empty(), "no SYN-ACK for a connection that could not be spliced");
+    assert_eq!((n.stat(SpliceStat::SynsNoBackend), n.stat(SpliceStat::SynCookies)), (1, 0));
+    assert_eq!(n.role.table().len(), 0);
+    // The backend resolves; the client's retransmitted SYN is answered and spliced.
+    n.role.update(SpliceUpdate::Tables(tables(&[0, 1])));
+    let (_, syn) = connect(&mut n, CPORT, b"");
+    assert_eq!(syn.dst.0, BACKENDS[1]);
+    assert_eq!(n.stat(SpliceStat::SynsNoBackend), 1);
+}
+
+#[test]
+fn a_service_that_resets_without_backend_answers_the_syn_with_a_rst() {
+    let mut n = Net::with(64, 3, tables(&[0, 0]));
+    n.role.services[0].reset_without_backend = true;
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(v, Verdict::Drop(DropReason::NoMember));
+    assert_eq!(out.len(), 1);
+    let r = seen(&out[0].1);
+    assert_eq!((r.src, r.dst, r.seq, r.ack, r.flags), ((VIP, 80), (CLIENT, CPORT), 0, C0.wrapping_add(1), flags::RST | flags::ACK));
+    assert_eq!(n.stat(SpliceStat::SynsNoBackend), 1);
+}
+
+#[test]
+fn a_syn_is_answered_when_a_pool_its_rules_can_choose_has_a_backend() {
+    use crate::splice::request::{HostMatch, Rule};
+    // Pool 0 (the default) has none; a host rule can send the connection to pool 1.
+    let t = Arc::new(BalanceTables { vips: vec![pool_table(&[0, 0], &BACKEND_MAC), pool_table(&[1], &[STATIC_MAC])] });
+    let rules = Rules { rules: vec![Rule { host: Some(HostMatch::parse("static.example")), pool: 1, ..Rule::default() }], default_pool: 0 };
+    let mut n = Net::routed(64, 3, t, rules);
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(v, Verdict::Consumed);
+    assert_eq!(seen(&out[0].1).flags, flags::SYN | flags::ACK);
+    assert_eq!(n.stat(SpliceStat::SynsNoBackend), 0);
 }
 
 #[test]
