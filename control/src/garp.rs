@@ -51,12 +51,13 @@ pub fn announcements(ports: &[PortAddrs], vips: &[(Ipv4Addr, Vec<PortIndex>)]) -
     out
 }
 
-/// What the punt thread announces, and the ports' link state (a port's rounds start when
-/// its link is seen up, and none goes to a port whose link is down: see [`Announcer`]).
+/// What the punt thread announces, and the watch over the ports' links that it polls
+/// every 50 ms (a port's rounds start when its link is seen up, and none goes to a port
+/// whose link is down: see [`Announcer`]).
 #[derive(Clone)]
 pub struct AnnounceSetup {
     pub list: Vec<Announcement>,
-    pub link_up: std::sync::Arc<dyn Fn(PortIndex) -> bool + Send + Sync>,
+    pub links: std::sync::Arc<std::sync::Mutex<crate::links::LinkWatch>>,
 }
 
 /// When the announcements go out: [`REPEATS`] rounds, [`SPACING`] apart, from the start.

@@ -13,6 +13,7 @@ pub mod fence;
 pub mod fencing;
 pub mod garp;
 pub mod heartbeat;
+pub mod links;
 pub mod membership;
 pub mod metrics;
 pub mod neighbours;

@@ -80,6 +80,7 @@ impl PuntThread {
             let mut next_ask = Instant::now();
             let mut next_garp = Instant::now();
             let mut garp = crate::garp::Announcer::new(std::mem::take(&mut self.announce.list), Instant::now());
+            let links = self.announce.links.lock().unwrap_or_else(|p| p.into_inner()).states().clone();
             while !stop.load(Ordering::Relaxed) {
                 select! {
                     recv(punts) -> f => match f {
@@ -90,10 +91,12 @@ impl PuntThread {
                     default(Duration::from_millis(50)) => {}
                 }
                 let now = Instant::now();
-                // Links are looked at (a driver call per port) every 50 ms, not per frame.
+                // Links are read (a driver call or two ioctls per port) every 50 ms, for
+                // the workers (link_down drops), the announcements and the operator.
                 if now >= next_garp {
                     next_garp = now + Duration::from_millis(50);
-                    let due = garp.due(now, &*self.announce.link_up);
+                    self.announce.links.lock().unwrap_or_else(|p| p.into_inner()).poll();
+                    let due = garp.due(now, |p| links.is_up(usize::from(p)));
                     if !due.is_empty() {
                         self.announce(&due);
                     }

@@ -21,7 +21,8 @@ use dataplane::role::forward::Forward;
 use dataplane::role::local::LocalAddrs;
 use crate::neighbours::PortAddrs;
 use crate::balancer::{table_sink, Balancer};
-use dataplane::lcore_link::{links, ControlEnd, ToLcore};
+use dataplane::lcore_link::{links, ControlEnd, LinkStates, ToLcore};
+use crate::links::{LinkWatch, WatchedPort};
 use dataplane::role::balance::{Balance, VipSpec};
 use dataplane::role::splice::{Clock, Splice, SpliceSettings, SpliceUpdate};
 use dataplane::port::eal::rdtsc;
@@ -49,7 +50,7 @@ pub struct RunOptions {
 
 /// The appliance's statistics now: ports (read from the drivers), lcores and the merged
 /// per-burst histogram (from what the workers last published).
-fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
+fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &BondWatch, slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
     let (_, lcores, hist) = collect(slots);
     let port_reports: Vec<PortReport> = ports
         .iter()
@@ -57,7 +58,9 @@ fn build_report(plan: &RunPlan, ports: &[Port], watch: &BondWatch, slots: &[Slot
         .enumerate()
         .map(|(i, (p, pp))| {
             let s = p.stats();
-            let (link_up, link_speed_mbps) = p.link();
+            // The link as the watch read it (a TAP in another namespace: its interface's).
+            let (_, link_speed_mbps) = p.link();
+            let link_up = links.is_up(i);
             PortReport {
                 name: p.name.clone(),
                 device: p.device.clone(),
@@ -255,6 +258,8 @@ struct WorkerSetup<'a> {
     inband: &'a [PortAddrs],
     /// Announced by gratuitous ARP when a port's link is seen up (`garp::Announcer`).
     announce: crate::garp::AnnounceSetup,
+    /// The ports' links as the punt thread last read them.
+    links: LinkStates,
 }
 
 impl WorkerSetup<'_> {
@@ -347,6 +352,7 @@ impl WorkerSetup<'_> {
                     tsc_hz: self.eal.tsc_hz,
                     link: lcore_ends.next().ok_or("internal: fewer lcore links than workers")?,
                     pool: self.pool,
+                    links: self.links.clone(),
                 };
                 worker.launch().map_err(|e| e.to_string())
             });
@@ -513,12 +519,11 @@ fn serve(
         let splice_ports = sp.client_ports(plan.ports.len());
         vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
     }
-    let dpdk_ids: Vec<u16> = ports.iter().map(|p| p.id).collect();
-    let announce = crate::garp::AnnounceSetup {
-        list: crate::garp::announcements(&port_addrs, &vips),
-        link_up: Arc::new(move |i: PortIndex| dpdk_ids.get(usize::from(i)).is_some_and(|&id| dataplane::port::ethdev::link_status(id).0)),
-    };
-    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce };
+    let watched: Vec<WatchedPort> = ports.iter().zip(&plan.ports).map(|(p, pp)| WatchedPort { dpdk_id: p.id, tap_iface: pp.tap_iface.clone().or_else(|| pp.device.starts_with("net_tap").then(|| p.kernel_ifname()).flatten()) }).collect();
+    let link_watch = LinkWatch::new(&watched);
+    let link_states = link_watch.states().clone();
+    let announce = crate::garp::AnnounceSetup { list: crate::garp::announcements(&port_addrs, &vips), links: Arc::new(std::sync::Mutex::new(link_watch)) };
+    let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce, links: link_states.clone() };
     // `_links` keeps the command queues open for the run.
     let (slots, _links): (Vec<Slot>, Box<dyn std::any::Any>) = if let Some(sp) = &plan.splice {
         start_splice(sp, plan, eal, workers, supervisor, services, &local, &port_addrs, opts.bench_splices)?
@@ -542,8 +547,9 @@ fn serve(
     };
 
     let started = Instant::now();
-    for p in ports.iter() {
-        let (up, speed) = p.link();
+    for (i, p) in ports.iter().enumerate() {
+        let (_, speed) = p.link();
+        let up = link_states.is_up(i);
         eprintln!(
             "tapsplice: port {} ({}) dpdk id {} mac {} link {} {} Mbit/s, {} rx queue(s)",
             p.name, p.device, p.id, MacAddr(p.mac), if up { "up" } else { "down" }, speed, p.rx_queues
@@ -564,7 +570,7 @@ fn serve(
         supervisor.poll(Instant::now());
         bond_watch.tick(plan, ports, &log);
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
-            let (report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
+            let (report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
             supervisor.fill(&mut snap, Instant::now());
             services.publish(snap);
@@ -581,7 +587,7 @@ fn serve(
     eprintln!("tapsplice: stopping");
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
-    let (mut report, hist) = build_report(plan, ports, &bond_watch, &slots, started, eal.tsc_hz);
+    let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
     report.splice = supervisor.splice_totals();
     report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
     print!("{}", report.to_text(Some(&hist)));

@@ -16,6 +16,8 @@
 use crate::role::PortIndex;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Largest frame a [`SmallFrame`] holds: a heartbeat with its headers and some TLVs.
 pub const SMALL_FRAME: usize = 704;
@@ -105,6 +107,30 @@ pub const PUNT_QUEUE: usize = 4096;
 /// burst of them per loop round). Each is an mbuf of the pool: `check` counts them.
 pub const HANDOFF_QUEUE: usize = 256;
 
+/// Each port's link as the control side last read it (every 50 ms), shared with the
+/// workers: a worker drops what it has for a port whose link is down (`link_down`)
+/// instead of handing it to a driver that would fail it. A port not yet read, or beyond
+/// the list, counts as up.
+#[derive(Clone, Debug)]
+pub struct LinkStates(Arc<[AtomicBool]>);
+
+impl LinkStates {
+    pub fn new(ports: usize) -> LinkStates {
+        LinkStates((0..ports).map(|_| AtomicBool::new(true)).collect())
+    }
+
+    pub fn set(&self, port: usize, up: bool) {
+        if let Some(s) = self.0.get(port) {
+            s.store(up, Ordering::Relaxed);
+        }
+    }
+
+    #[inline(always)]
+    pub fn is_up(&self, port: usize) -> bool {
+        self.0.get(port).is_none_or(|s| s.load(Ordering::Relaxed))
+    }
+}
+
 /// Channels for `workers` workers.
 pub fn links<U>(workers: usize) -> (ControlEnd<U>, Vec<LcoreEnd<U>>) {
     let (punt_tx, punt_rx) = bounded(PUNT_QUEUE);
@@ -149,6 +175,17 @@ mod tests {
             lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).unwrap();
         }
         assert!(lcores[0].punts.try_send(SmallFrame::copy_from(0, b"x").unwrap()).is_err());
+    }
+
+    #[test]
+    fn link_states_start_up_and_are_shared_by_every_handle() {
+        let a = LinkStates::new(2);
+        let b = a.clone();
+        assert!(a.is_up(0) && a.is_up(1) && a.is_up(7), "unknown counts as up");
+        a.set(1, false);
+        assert!(b.is_up(0) && !b.is_up(1));
+        a.set(9, false);
+        assert!(b.is_up(9));
     }
 
     #[test]

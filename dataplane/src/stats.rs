@@ -56,10 +56,12 @@ pub enum DropReason {
     SpliceFull,
     /// A frame for another worker lcore (`Verdict::Handoff`) whose inbox was full.
     HandoffFull,
+    /// For a port whose link is down (as the control side last read it).
+    LinkDown,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 23;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TruncatedEthernet,
         DropReason::MalformedArp,
@@ -83,6 +85,7 @@ impl DropReason {
         DropReason::NoSplice,
         DropReason::SpliceFull,
         DropReason::HandoffFull,
+        DropReason::LinkDown,
     ];
 
     /// Stable snake_case name used by ctl, metrics and reports.
@@ -110,6 +113,7 @@ impl DropReason {
             DropReason::NoSplice => "no_splice",
             DropReason::SpliceFull => "splice_full",
             DropReason::HandoffFull => "handoff_full",
+            DropReason::LinkDown => "link_down",
         }
     }
 }
@@ -122,6 +126,11 @@ impl DropCounters {
     #[inline]
     pub fn count(&mut self, reason: DropReason) {
         self.0[reason as usize] += 1;
+    }
+    /// `n` frames dropped for `reason` at once.
+    #[inline]
+    pub fn add(&mut self, reason: DropReason, n: u64) {
+        self.0[reason as usize] += n;
     }
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason as usize]

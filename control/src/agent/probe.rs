@@ -74,7 +74,9 @@ mod tests {
 
     #[test]
     fn tcp_probe_sees_a_listener_and_its_absence() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // An address of its own on loopback: the port it frees is not one that another
+        // test, running at the same time, can be given on 127.0.0.1.
+        let l = TcpListener::bind("127.0.0.77:0").unwrap();
         let address = l.local_addr().unwrap();
         let p = Probe::Tcp { address };
         assert!(p.check(Duration::from_millis(500)).alive);

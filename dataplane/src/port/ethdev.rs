@@ -192,6 +192,22 @@ impl Port {
         })
     }
 
+    /// The name of the kernel interface behind the port (a TAP's), while it is in the
+    /// appliance's own network namespace; `None` for ports without one.
+    pub fn kernel_ifname(&self) -> Option<String> {
+        let lib = dpdk();
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: valid port id and out-pointer.
+        if unsafe { lib.rte_eth_dev_info_get(self.id, &mut info) } != 0 || info.if_index == 0 {
+            return None;
+        }
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
+        let p = unsafe { libc::if_indextoname(info.if_index, name.as_mut_ptr()) };
+        // SAFETY: on success the name is NUL-terminated within the buffer.
+        (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned())
+    }
+
     /// The port's RSS as configured: its hash key and its redirection table (RX queue per
     /// entry), when it spreads IPv4/TCP over several RX queues by the 4-tuple and the
     /// driver lets both be read (`None` otherwise: net_tap, vhost, a single queue).

@@ -14,7 +14,7 @@
 
 use super::mempool::Mempool;
 use super::{dpdk, eal::rdtsc, sys, PortError};
-use crate::lcore_link::{Handed, LcoreEnd, SmallFrame, ToLcore};
+use crate::lcore_link::{Handed, LcoreEnd, LinkStates, SmallFrame, ToLcore};
 use crate::role::{Ctx, Emit, PortIndex, Role, Verdict};
 use crate::stats::{new_cycle_histogram, DropReason, LcoreCounters};
 use hdrhistogram::Histogram;
@@ -126,6 +126,8 @@ pub struct Worker<R: Role> {
     pub link: LcoreEnd<R::Update>,
     /// Where frames the control thread asks for are allocated.
     pub pool: Mempool,
+    /// Each port's link: frames for a port whose link is down are dropped (`link_down`).
+    pub links: LinkStates,
 }
 
 /// How often an idle 802.3ad bond gets an empty `tx_burst` (see `Worker::lacp_ports`).
@@ -222,7 +224,7 @@ impl<R: Role + 'static> Worker<R> {
                 match self.link.commands.try_recv() {
                     Ok(ToLcore::Update(u)) => self.role.update(u),
                     Ok(ToLcore::Transmit(f)) => {
-                        transmit(&f, self.pool, &self.dpdk_ports, self.tx_queue, &mut counters);
+                        transmit(&f, self.pool, &self.dpdk_ports, &self.links, self.tx_queue, &mut counters);
                         got = true;
                     }
                     Err(_) => break,
@@ -304,6 +306,16 @@ impl<R: Role + 'static> Worker<R> {
                 }
                 for (p, batch) in out.tx.iter_mut().enumerate() {
                     if batch.mbufs.is_empty() {
+                        continue;
+                    }
+                    if !self.links.is_up(p) {
+                        // A driver fails these (a TAP whose interface is down: EIO, a TX
+                        // error); dropped here they are counted with their reason.
+                        counters.drops.add(DropReason::LinkDown, batch.mbufs.len() as u64);
+                        out.to_free.extend_from_slice(&batch.mbufs);
+                        batch.mbufs.clear();
+                        batch.bytes = 0;
+                        batch.emitted = 0;
                         continue;
                     }
                     let len = batch.mbufs.len().min(usize::from(u16::MAX));
@@ -485,11 +497,15 @@ impl RoundOut {
 
 /// Sends one frame the control thread built, from this worker's TX queue; a frame that
 /// cannot be sent is counted, never retried (the control thread sends the next one).
-fn transmit(f: &SmallFrame, pool: Mempool, dpdk_ports: &[u16], tx_queue: u16, counters: &mut LcoreCounters) {
+fn transmit(f: &SmallFrame, pool: Mempool, dpdk_ports: &[u16], links: &LinkStates, tx_queue: u16, counters: &mut LcoreCounters) {
     let Some(&dpdk_port) = dpdk_ports.get(f.port as usize) else {
         counters.drops.count(DropReason::NoRoute);
         return;
     };
+    if !links.is_up(usize::from(f.port)) {
+        counters.drops.count(DropReason::LinkDown);
+        return;
+    }
     let lib = dpdk();
     let bytes = f.bytes();
     // SAFETY: the pool is live for the process; a fresh mbuf is ours until tx_burst takes
