@@ -56,6 +56,8 @@ pub struct MetricsSnapshot {
     /// Splice role: its counters summed over the lcores, by event name
     /// (`dataplane::role::splice::SpliceStat`); `active` is a gauge.
     pub splice: BTreeMap<String, u64>,
+    /// Splice role: the same per service (by its name).
+    pub splice_services: BTreeMap<String, BTreeMap<String, u64>>,
     /// Splice setup-time histogram (µs): bucket i counts setups under 2^i µs and at least
     /// 2^(i−1) (see `dataplane::role::splice::SETUP_BUCKETS`); empty without the role.
     pub splice_setup_us: Vec<u64>,
@@ -787,6 +789,22 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut enc,
+            "tapsplice_splice_service_events",
+            "Splice role events of one service, by kind (the names of tapsplice_splice_events).",
+            Counter,
+            s.splice_services
+                .iter()
+                .flat_map(|(svc, c)| c.iter().filter(|(k, _)| k.as_str() != "active").map(move |(k, v)| ([("service", Esc(svc)), ("event", Esc(k))], ConstCounter::new(*v)))),
+        )?;
+        family(
+            &mut enc,
+            "tapsplice_splice_service_active",
+            "Connections of one splice service in the splice tables (all lcores).",
+            Gauge,
+            s.splice_services.iter().filter_map(|(svc, c)| c.get("active").map(|v| ([("service", Esc(svc))], ConstGauge::new(*v as i64)))),
+        )?;
+        family(
+            &mut enc,
             "tapsplice_server_pair_phase",
             "Takeover phase of each [[server]] pair: 1 for the current phase, 0 for the others.",
             Gauge,
@@ -1088,6 +1106,7 @@ mod tests {
             burst_cycles: Quantiles::default(),
             burst_ns: Quantiles::default(),
             splice: Default::default(),
+            splice_services: Default::default(),
             splice_setup_us: None,
         };
         let mut h = new_cycle_histogram();
@@ -1132,8 +1151,13 @@ mod tests {
         b[7] = 5;
         b[24] = 2;
         snap.splice_setup_us = b;
+        snap.splice_services.insert("web".into(), [("established".to_string(), 5u64), ("active".to_string(), 2)].into_iter().collect());
+        snap.splice_services.insert("api".into(), [("established".to_string(), 2u64), ("active".to_string(), 1)].into_iter().collect());
         let text = encode(&snap).unwrap();
         for needle in [
+            "tapsplice_splice_service_events_total{service=\"web\",event=\"established\"} 5\n",
+            "tapsplice_splice_service_events_total{service=\"api\",event=\"established\"} 2\n",
+            "tapsplice_splice_service_active{service=\"web\"} 2\n",
             "tapsplice_splice_events_total{event=\"established\"} 7\n",
             "tapsplice_splice_active{role=\"splice\"} 3\n",
             "tapsplice_splice_setup_us_bucket{le=\"128.0\"} 5\n",

@@ -118,6 +118,9 @@ pub struct Report {
     /// Splice role: its events summed over the lcores (`SpliceStat` names).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub splice: BTreeMap<String, u64>,
+    /// Splice role: the same per service (by its name).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub splice_services: BTreeMap<String, BTreeMap<String, u64>>,
     /// Splice role: setup times (client's handshake ACK → backend's SYN-ACK).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub splice_setup_us: Option<crate::splicer::SetupSummary>,

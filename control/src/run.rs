@@ -91,6 +91,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &Bond
         burst_ns: burst_cycles.cycles_to_ns(tsc_hz),
         burst_cycles,
         splice: Default::default(),
+        splice_services: Default::default(),
         splice_setup_us: None,
     };
     (report, hist)
@@ -439,7 +440,7 @@ fn start_splice(
         Ok(role)
     })?;
     balancer.attach(end.commands.iter().map(|tx| table_sink(tx.clone(), SpliceUpdate::Tables)).collect(), member_counters);
-    splicer.attach(end.commands.clone(), counters);
+    splicer.attach(end.commands.clone(), counters, sp.names.clone());
     let pools = sp.services.iter().map(|p| p.name.clone()).collect();
     services.set_splices(crate::splicer::splices_fn(end.commands.clone(), sp.names.clone(), pools));
     supervisor.set_balancer(balancer);
@@ -589,6 +590,7 @@ fn serve(
 
     let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
     report.splice = supervisor.splice_totals();
+    report.splice_services = supervisor.splice_services();
     report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();

@@ -319,13 +319,15 @@ pub struct Splicer {
     /// Workers whose queue refused the current keys.
     pending: Vec<bool>,
     counters: Vec<SpliceCounters>,
+    /// The services' names, in the order the counters count them.
+    names: Vec<String>,
 }
 
 impl Splicer {
     /// `secret` is the content of `keys.syn_cookie_secret`.
     pub fn new(secret: Vec<u8>, rotation_s: u64, now_unix: u64) -> Splicer {
         let rotation_s = rotation_s.max(1);
-        Splicer { secret, rotation_s, period: now_unix / rotation_s, workers: Vec::new(), pending: Vec::new(), counters: Vec::new() }
+        Splicer { secret, rotation_s, period: now_unix / rotation_s, workers: Vec::new(), pending: Vec::new(), counters: Vec::new(), names: Vec::new() }
     }
 
     /// The keys the lcores start with.
@@ -333,10 +335,13 @@ impl Splicer {
         keys_at(&self.secret, self.rotation_s, now_unix)
     }
 
-    pub fn attach(&mut self, workers: Vec<Sender<ToLcore<SpliceUpdate>>>, counters: Vec<SpliceCounters>) {
+    /// The workers' command queues and counters; `names` are the services' (the order of
+    /// the counters' rows).
+    pub fn attach(&mut self, workers: Vec<Sender<ToLcore<SpliceUpdate>>>, counters: Vec<SpliceCounters>, names: Vec<String>) {
         self.pending = vec![false; workers.len()];
         self.workers = workers;
         self.counters = counters;
+        self.names = names;
     }
 
     /// One control-thread round: at a period change every lcore gets the new keys.
@@ -362,6 +367,15 @@ impl Splicer {
     /// Every counter summed over the lcores, by name.
     pub fn totals(&self) -> Vec<(&'static str, u64)> {
         SpliceStat::ALL.iter().map(|&s| (s.name(), self.counters.iter().map(|c| c.get(s)).sum())).collect()
+    }
+
+    /// Per service (by name): every counter summed over the lcores.
+    pub fn per_service(&self) -> Vec<(&str, Vec<(&'static str, u64)>)> {
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), SpliceStat::ALL.iter().map(|&s| (s.name(), self.counters.iter().map(|c| c.get_service(i, s)).sum())).collect()))
+            .collect()
     }
 }
 
@@ -395,7 +409,7 @@ mod tests {
         let s = b"0123456789abcdef".to_vec();
         let mut sp = Splicer::new(s.clone(), 64, 640);
         let (tx, rx) = bounded(1);
-        sp.attach(vec![tx.clone()], Vec::new());
+        sp.attach(vec![tx.clone()], Vec::new(), Vec::new());
         sp.poll(650);
         assert!(rx.try_recv().is_err(), "same period: nothing to push");
         tx.try_send(ToLcore::Update(SpliceUpdate::Keys(sp.keys(0)))).unwrap(); // queue full

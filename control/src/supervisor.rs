@@ -81,6 +81,14 @@ impl Supervisor {
     }
 
     /// The splice setup-time histogram summed over the lcores (`None` without the role).
+    /// Per splice service (by name): its counters by name.
+    pub fn splice_services(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
+        self.splicer
+            .as_ref()
+            .map(|s| s.per_service().into_iter().map(|(name, c)| (name.to_string(), c.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).collect())
+            .unwrap_or_default()
+    }
+
     pub fn splice_setup(&self) -> Option<Vec<u64>> {
         self.splicer.as_ref().map(|s| s.setup_buckets())
     }
@@ -180,6 +188,7 @@ impl Supervisor {
         }
         snap.splice = self.splice_totals();
         snap.splice_setup_us = self.splice_setup().unwrap_or_default();
+        snap.splice_services = self.splice_services();
     }
 
     /// Stops fencing (queued requests are cancelled, running agents finish) and waits for

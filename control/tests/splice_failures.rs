@@ -289,4 +289,16 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     assert_eq!(sp["refused_no_backend"], 0, "no handshake answered without a backend: {sp}");
     assert_eq!(sp["backends_exhausted"], 0, "{sp}");
     assert_eq!(sp["bad_requests"], 0, "{sp}");
+    // Each service counts its own cases.
+    let per = &v["splice_services"];
+    let n = |svc: &str, k: &str| per[svc][k].as_u64().unwrap_or_else(|| panic!("no {svc}.{k} in {per}"));
+    assert!(n("web", "backend_refused") >= 1 && n("slow", "backend_refused") == 0, "{per}");
+    assert!(n("slow", "backend_timeouts") >= 1 && n("web", "backend_timeouts") == 0, "{per}");
+    assert_eq!((n("web", "first_request_timeouts"), n("tiny", "first_request_timeouts")), (1, 0), "{per}");
+    assert!(n("tiny", "refused_full") >= 1 && n("web", "refused_full") == 0, "{per}");
+    assert!(n("notyet", "syns_no_backend") >= 1 && n("tiny", "syns_no_backend") == 0, "{per}");
+    for k in ["established", "syn_cookies", "to_client_bytes"] {
+        let sum: u64 = ["web", "slow", "tiny", "notyet"].iter().map(|s| n(s, k)).sum();
+        assert_eq!(sum, sp[k].as_u64().unwrap(), "{k}: the services add up to the total");
+    }
 }

@@ -511,6 +511,25 @@ pub fn render_stats(r: &StatsResult) -> String {
         let events: Vec<String> = r.splice.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={}", fmt_count(*n))).collect();
         let _ = writeln!(s, "\nsplice: {}", if events.is_empty() { "(nothing yet)".to_string() } else { events.join(" ") });
     }
+    if !r.splice_services.is_empty() {
+        use Align::*;
+        let mut t = Table::new(&[("SERVICE", Left), ("ACTIVE", Right), ("ESTABLISHED", Right), ("REFUSED", Right), ("RESETS", Right), ("TO SERVER", Right), ("TO CLIENT", Right)]);
+        for (name, c) in &r.splice_services {
+            let n = |k: &str| c.get(k).copied().unwrap_or(0);
+            let refused = n("refused_full") + n("refused_no_backend") + n("refused_tuple_taken") + n("syns_no_backend") + n("backends_exhausted");
+            t.row(vec![
+                name.clone(),
+                fmt_count(n("active")),
+                fmt_count(n("established")),
+                fmt_count(refused),
+                fmt_count(n("resets")),
+                fmt_bytes(n("to_server_bytes")),
+                fmt_bytes(n("to_client_bytes")),
+            ]);
+        }
+        s.push('\n');
+        s.push_str(&t.render());
+    }
     s
 }
 
@@ -715,6 +734,16 @@ mod tests {
         assert!(old.splice.is_empty());
         let back: StatsResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.splice, r.splice);
+        // Per service: a table, refusals of every kind summed.
+        let c = |v: &[(&str, u64)]| v.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        r.splice_services.insert("web".into(), c(&[("active", 2), ("established", 3), ("refused_full", 1), ("syns_no_backend", 4), ("to_server_bytes", 2048)]));
+        let text = render_stats(&r);
+        let row = text.lines().find(|l| l.starts_with("web")).unwrap_or_else(|| panic!("{text}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[..5], ["web", "2", "3", "5", "0"], "{text}");
+        assert!(text.contains("SERVICE") && text.contains("TO SERVER"), "{text}");
+        let back: StatsResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.splice_services, r.splice_services);
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub fn stats_result(s: &MetricsSnapshot) -> StatsResult {
         });
     }
     out.splice = s.splice.clone();
+    out.splice_services = s.splice_services.clone();
     out
 }
 

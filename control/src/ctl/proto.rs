@@ -516,6 +516,8 @@ pub struct StatsResult {
     /// Splice role events summed over the workers, by name (`SpliceStat`; empty without
     /// the splice role).
     pub splice: BTreeMap<String, u64>,
+    /// The same per splice service (by its name).
+    pub splice_services: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

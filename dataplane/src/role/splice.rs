@@ -378,13 +378,14 @@ pub struct SpliceCounters(Arc<Cells>);
 
 #[derive(Debug)]
 struct Cells {
-    stats: [AtomicU64; SpliceStat::COUNT],
+    /// Per service (in configuration order): every event and gauge.
+    stats: Box<[[AtomicU64; SpliceStat::COUNT]]>,
     setup: [AtomicU64; SETUP_BUCKETS],
 }
 
 impl Default for SpliceCounters {
     fn default() -> Self {
-        SpliceCounters(Arc::new(Cells { stats: std::array::from_fn(|_| AtomicU64::new(0)), setup: std::array::from_fn(|_| AtomicU64::new(0)) }))
+        SpliceCounters::new(1)
     }
 }
 
@@ -395,17 +396,40 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl SpliceCounters {
+    /// Counters for `services` services (at least one row).
+    pub fn new(services: usize) -> SpliceCounters {
+        let stats = (0..services.max(1)).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect();
+        SpliceCounters(Arc::new(Cells { stats, setup: std::array::from_fn(|_| AtomicU64::new(0)) }))
+    }
+
+    /// Counts `n` of `s` for service `service` (the fast path's one store: no total is
+    /// kept, [`get`](Self::get) sums the services).
     #[inline(always)]
-    fn add(&self, s: SpliceStat, n: u64) {
-        bump(&self.0.stats[s as usize], n);
+    fn add(&self, service: usize, s: SpliceStat, n: u64) {
+        if let Some(row) = self.0.stats.get(service) {
+            bump(&row[s as usize], n);
+        }
     }
 
-    fn set(&self, s: SpliceStat, v: u64) {
-        self.0.stats[s as usize].store(v, Relaxed);
+    fn set(&self, service: usize, s: SpliceStat, v: u64) {
+        if let Some(row) = self.0.stats.get(service) {
+            row[s as usize].store(v, Relaxed);
+        }
     }
 
+    /// `s` summed over the services.
     pub fn get(&self, s: SpliceStat) -> u64 {
-        self.0.stats[s as usize].load(Relaxed)
+        self.0.stats.iter().map(|row| row[s as usize].load(Relaxed)).sum()
+    }
+
+    /// `s` of service `service` (0 beyond the configured services).
+    pub fn get_service(&self, service: usize, s: SpliceStat) -> u64 {
+        self.0.stats.get(service).map_or(0, |row| row[s as usize].load(Relaxed))
+    }
+
+    /// The services counted.
+    pub fn services(&self) -> usize {
+        self.0.stats.len()
     }
 
     /// Counts one splice set up in `us` microseconds.
@@ -567,8 +591,8 @@ impl Splice {
             handshakes,
             free_handshakes,
             handshake_of,
+            counters: SpliceCounters::new(per_service.len()),
             per_service,
-            counters: SpliceCounters::default(),
             clock_tsc: 0,
             now_ms,
             now_s: (now_ms / 1000) as u32,
@@ -689,7 +713,7 @@ impl Splice {
         self.send(port, &seg, &[], &[], ctx);
     }
 
-    fn syn_ack(&mut self, ingress: PortIndex, frame: &[u8], t: &Tuple, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) -> Verdict {
+    fn syn_ack(&mut self, ingress: PortIndex, frame: &[u8], service: usize, t: &Tuple, tcp: &Tcp<&[u8]>, ctx: &mut Ctx<'_>) -> Verdict {
         let Some(me) = self.local.get(usize::from(ingress)) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
@@ -722,7 +746,7 @@ impl Splice {
             ip_id: 0,
         };
         if self.send(ingress, &seg, &opts[..n], &[], ctx) {
-            self.counters.add(SpliceStat::SynCookies, 1);
+            self.counters.add(service, SpliceStat::SynCookies, 1);
         }
         Verdict::Consumed
     }
@@ -736,7 +760,7 @@ impl Splice {
         let Some(opts) = cookie::check(&self.keys, t, c0, a0, slot) else {
             return Verdict::Drop(DropReason::BadCookie);
         };
-        self.counters.add(SpliceStat::CookiesValid, 1);
+        self.counters.add(service, SpliceStat::CookiesValid, 1);
         let client = Endpoint { addr: t.client, port: t.client_port };
         let vip = Endpoint { addr: t.vip, port: t.vip_port };
         let client_mac = mac_at(frame, 6);
@@ -744,7 +768,7 @@ impl Splice {
         let transparent = svc.transparent;
         let full = self.per_service[service] >= svc.max_connections || self.free_handshakes.is_empty() || (!transparent && self.nat.available() == 0) || self.table.len() >= self.table.capacity();
         if full {
-            self.counters.add(SpliceStat::RefusedFull, 1);
+            self.counters.add(service, SpliceStat::RefusedFull, 1);
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
             return Verdict::Drop(DropReason::SpliceFull);
         }
@@ -783,7 +807,7 @@ impl Splice {
             if !transparent {
                 self.nat.give_back(nat_port);
             }
-            self.counters.add(SpliceStat::RefusedFull, 1);
+            self.counters.add(service, SpliceStat::RefusedFull, 1);
             self.reset(ingress, client_mac, client, vip, tcp, ctx);
             return Verdict::Drop(DropReason::SpliceFull);
         };
@@ -819,7 +843,7 @@ impl Splice {
         let why = match rules.decide(e.vip.port, &hs.buf) {
             Decision::Pool(pool) => {
                 if rules.needs_request() {
-                    self.counters.add(SpliceStat::Routed, 1);
+                    self.counters.add(usize::from(e.service), SpliceStat::Routed, 1);
                 }
                 return self.connect(slot, pool, ctx);
             }
@@ -827,7 +851,7 @@ impl Splice {
             Decision::NeedMore => SpliceStat::HeadersTooLarge,
             Decision::Malformed => SpliceStat::BadRequests,
         };
-        self.counters.add(why, 1);
+        self.counters.add(usize::from(e.service), why, 1);
         self.reset_client(&e, h, ctx);
         self.drop_entry(slot);
     }
@@ -850,10 +874,10 @@ impl Splice {
             picked => {
                 if picked.is_some() {
                     // A backend was there; its leg's tuple was not (see `attach_backend`).
-                    self.counters.add(SpliceStat::RefusedTupleTaken, 1);
+                    self.counters.add(usize::from(e.service), SpliceStat::RefusedTupleTaken, 1);
                     ctx.counters.drops.count(DropReason::SpliceFull);
                 } else {
-                    self.counters.add(SpliceStat::RefusedNoBackend, 1);
+                    self.counters.add(usize::from(e.service), SpliceStat::RefusedNoBackend, 1);
                     self.member_counters.count_no_member(pool);
                     ctx.counters.drops.count(DropReason::NoMember);
                 }
@@ -918,7 +942,7 @@ impl Splice {
                             swapped = Some(port);
                             port = p;
                         }
-                        None => self.counters.add(SpliceStat::NatUnsteered, 1),
+                        None => self.counters.add(usize::from(e.service), SpliceStat::NatUnsteered, 1),
                     }
                 }
             }
@@ -973,6 +997,7 @@ impl Splice {
 
     /// Appends the in-order part of `tcp`'s payload to the handshake's buffer.
     fn keep_request_bytes(&mut self, h: u16, tcp: &Tcp<&[u8]>) {
+        let service = self.handshakes[usize::from(h)].entry.and_then(|s| self.table.get(s)).map_or(0, |e| usize::from(e.service));
         let hs = &mut self.handshakes[usize::from(h)];
         let payload = tcp.payload();
         if payload.is_empty() {
@@ -989,7 +1014,7 @@ impl Splice {
         let take = new.len().min(room);
         hs.buf.extend_from_slice(&new[..take]);
         if take < new.len() {
-            self.counters.add(SpliceStat::BufferOverflow, (new.len() - take) as u64);
+            self.counters.add(service, SpliceStat::BufferOverflow, (new.len() - take) as u64);
         }
         hs.client_window = tcp.window();
     }
@@ -1010,7 +1035,7 @@ impl Splice {
         let window = (u32::from(hs.client_window) << shift).min(u32::from(u16::MAX)) as u16;
         let Some(seg) = self.leg_segment(e, Direction::ToServer, hs.c0, 0, flags::SYN, window) else { return };
         if self.send(e.backend_port(), &seg, &opts[..n], &[], ctx) {
-            self.counters.add(SpliceStat::BackendSyns, 1);
+            self.counters.add(usize::from(e.service), SpliceStat::BackendSyns, 1);
         }
     }
 
@@ -1060,12 +1085,12 @@ impl Splice {
                 self.send(e.backend_port(), &seg, &opts[..n], chunk, ctx);
                 seg.seq = seg.seq.wrapping_add(chunk.len() as u32);
             }
-            self.counters.add(SpliceStat::ReplayedBytes, buf.len() as u64);
+            self.counters.add(usize::from(e.service), SpliceStat::ReplayedBytes, buf.len() as u64);
         }
         let opened = self.handshakes[usize::from(h)].opened_tsc;
         self.handshakes[usize::from(h)].buf = buf;
         self.release_handshake(slot);
-        self.counters.add(SpliceStat::Established, 1);
+        self.counters.add(usize::from(e.service), SpliceStat::Established, 1);
         let hz = u128::from(self.settings.clock.tsc_hz.max(1));
         self.counters.setup_took((u128::from(ctx.tsc().saturating_sub(opened)) * 1_000_000 / hz) as u64);
     }
@@ -1092,9 +1117,9 @@ impl Splice {
     /// The current backend failed (`why`): it is suspect for [`SUSPECT_MS`]; try the next
     /// live one, or give up and reset the client.
     fn next_backend(&mut self, slot: u32, why: SpliceStat, ctx: &mut Ctx<'_>) {
-        self.counters.add(why, 1);
         let h = self.handshake_of[slot as usize];
         let Some(e) = self.table.get(slot).copied() else { return };
+        self.counters.add(usize::from(e.service), why, 1);
         let (pool, failed) = (usize::from(e.pool), usize::from(e.member));
         if let Some(until) = self.suspect.get_mut(pool).and_then(|s| s.get_mut(failed)) {
             *until = self.now_ms + SUSPECT_MS;
@@ -1114,7 +1139,7 @@ impl Splice {
                 self.backend_syn(h, ctx);
             }
             _ => {
-                self.counters.add(SpliceStat::BackendsExhausted, 1);
+                self.counters.add(usize::from(e.service), SpliceStat::BackendsExhausted, 1);
                 self.reset_client(&e, h, ctx);
                 self.drop_entry(slot);
             }
@@ -1152,7 +1177,7 @@ impl Splice {
             } else if setting_up {
                 if fl & flags::RST != 0 {
                     self.drop_entry(slot);
-                    self.counters.add(SpliceStat::Resets, 1);
+                    self.counters.add(service, SpliceStat::Resets, 1);
                 } else {
                     let tcp = Tcp::new_unchecked(&frame[34..ip_end]);
                     let h = self.handshake_of[slot as usize];
@@ -1172,7 +1197,7 @@ impl Splice {
             if !self.has_backend(service) {
                 // A handshake answered now would end in a RST once the client's ACK
                 // finds no backend (at start-up: before the backends' MACs are resolved).
-                self.counters.add(SpliceStat::SynsNoBackend, 1);
+                self.counters.add(service, SpliceStat::SynsNoBackend, 1);
                 if self.services[service].reset_without_backend {
                     let client = Endpoint { addr: t.client, port: t.client_port };
                     let vip = Endpoint { addr: t.vip, port: t.vip_port };
@@ -1180,7 +1205,7 @@ impl Splice {
                 }
                 return Verdict::Drop(DropReason::NoMember);
             }
-            return self.syn_ack(ingress, f, &t, &tcp, ctx);
+            return self.syn_ack(ingress, f, service, &t, &tcp, ctx);
         }
         if fl & (flags::SYN | flags::RST | flags::ACK) == flags::ACK {
             return self.open(ingress, f, service, &t, &tcp, ctx);
@@ -1265,18 +1290,19 @@ impl Splice {
                 (SpliceStat::ToClientPackets, SpliceStat::ToClientBytes)
             }
         };
+        let service = usize::from(e.service);
         if fl & flags::RST != 0 && e.state != State::Closed {
             e.state = State::Closed;
-            self.counters.add(SpliceStat::Resets, 1);
+            self.counters.add(service, SpliceStat::Resets, 1);
         } else if fl & flags::FIN != 0 {
             e.flags |= if dir == Direction::ToServer { flag::FIN_CLIENT } else { flag::FIN_SERVER };
             if e.flags & (flag::FIN_CLIENT | flag::FIN_SERVER) == flag::FIN_CLIENT | flag::FIN_SERVER && e.state != State::Closed {
                 e.state = State::Closed;
-                self.counters.add(SpliceStat::Finished, 1);
+                self.counters.add(service, SpliceStat::Finished, 1);
             }
         }
-        self.counters.add(pk, 1);
-        self.counters.add(by, bytes);
+        self.counters.add(service, pk, 1);
+        self.counters.add(service, by, bytes);
         Verdict::Tx(out)
     }
 }
@@ -1381,7 +1407,7 @@ impl Role for Splice {
             let (Some(slot), true) = (self.handshakes[h].entry, self.handshakes[h].deadline_ms <= now) else { continue };
             let Some((service, state)) = self.table.get(slot).map(|e| (usize::from(e.service), e.state)) else { continue };
             if state == State::Routing {
-                self.counters.add(SpliceStat::FirstRequestTimeouts, 1);
+                self.counters.add(service, SpliceStat::FirstRequestTimeouts, 1);
                 if let Some(e) = self.table.get(slot).copied() {
                     self.reset_client(&e, h as u16, ctx);
                 }
@@ -1409,7 +1435,9 @@ impl Role for Splice {
         for _ in 0..(self.table.capacity() / (SWEEP_PER_TICK * 1000)).max(1) {
             self.sweep_some();
         }
-        self.counters.set(SpliceStat::Active, self.table.len() as u64);
+        for (service, &n) in self.per_service.iter().enumerate() {
+            self.counters.set(service, SpliceStat::Active, u64::from(n));
+        }
     }
 
     fn update(&mut self, update: SpliceUpdate) {
@@ -1446,8 +1474,8 @@ impl Splice {
         );
         for e in expired[..n].iter().flatten() {
             self.forget(e);
+            self.counters.add(usize::from(e.service), SpliceStat::Expired, 1);
         }
-        self.counters.add(SpliceStat::Expired, n as u64);
     }
 
     fn apply(&mut self, update: SpliceUpdate) {

@@ -902,4 +902,15 @@ fn a_transparent_backend_tuple_already_in_use_is_refused_with_its_own_reason() {
     assert_eq!((r.src, r.dst, r.flags & flags::RST), ((VIP2, 80), (CLIENT, CPORT), flags::RST));
     assert_eq!((n.stat(SpliceStat::RefusedTupleTaken), n.stat(SpliceStat::RefusedNoBackend)), (1, 0));
     assert_eq!(n.role.table().len(), 1, "the first connection stays");
+    // Each service counts its own: the refusal is VIP2's, the connection VIP's.
+    let c = n.role.counters();
+    let per = |s: SpliceStat| (c.get_service(0, s), c.get_service(1, s));
+    assert_eq!(c.services(), 2);
+    assert_eq!(per(SpliceStat::SynCookies), (1, 1));
+    assert_eq!(per(SpliceStat::CookiesValid), (1, 1));
+    assert_eq!(per(SpliceStat::RefusedTupleTaken), (0, 1));
+    assert_eq!(per(SpliceStat::BackendSyns), (1, 0));
+    n.tick();
+    assert_eq!(per(SpliceStat::Active), (1, 0));
+    assert_eq!(n.stat(SpliceStat::Active), 1, "the total is the services' sum");
 }
