@@ -168,6 +168,10 @@ pub struct MemberView {
     pub share: f64,
     pub packets: u64,
     pub bytes: u64,
+    /// Splice role: the backend's open connections (all lcores); `None` for balance
+    /// members (no per-flow state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u64>,
 }
 
 /// Per service: tables built, and frames dropped for want of a live member.
@@ -204,6 +208,8 @@ pub struct Balancer {
     states: Vec<Vec<&'static str>>,
     rebuilds: Vec<u64>,
     last_build: Option<Instant>,
+    /// The members are splice backends: their open connections are shown.
+    connections: bool,
 }
 
 impl Balancer {
@@ -232,7 +238,14 @@ impl Balancer {
             states,
             rebuilds: vec![0; n],
             last_build: None,
+            connections: false,
         }
+    }
+
+    /// The members are the splice role's backends, whose open connections the role counts.
+    pub fn with_connections(mut self) -> Balancer {
+        self.connections = true;
+        self
     }
 
     /// The tables the lcores start with (every service without a live member).
@@ -368,6 +381,7 @@ impl Balancer {
     /// Per member, for `ctl members` and the metrics.
     pub fn members(&self) -> Vec<MemberView> {
         let snaps: Vec<Vec<Vec<(u64, u64)>>> = self.counters.iter().map(|c| c.snapshot()).collect();
+        let conns: Vec<Vec<Vec<u64>>> = if self.connections { self.counters.iter().map(|c| c.connections()).collect() } else { Vec::new() };
         let mut out = Vec::new();
         for (si, s) in self.services.iter().enumerate() {
             let table = self.current.vips.get(si).and_then(|t| t.as_ref());
@@ -392,6 +406,7 @@ impl Balancer {
                     share,
                     packets,
                     bytes,
+                    connections: self.connections.then(|| conns.iter().filter_map(|lcore| lcore.get(si)?.get(mi).copied()).sum()),
                 });
             }
         }

@@ -730,6 +730,13 @@ impl Collector for SnapshotCollector {
             Gauge,
             s.members.iter().map(|m| (member(m), ConstGauge::new(m.share))),
         )?;
+        family(
+            &mut enc,
+            "tapsplice_splice_backend_connections",
+            "Open connections of the splice backend (pool as service), all lcores.",
+            Gauge,
+            s.members.iter().filter_map(|m| Some((member(m), ConstGauge::new(m.connections? as i64)))),
+        )?;
         fn service(v: &crate::balancer::ServiceView) -> [(&'static str, Esc<'_>); 1] {
             [("service", Esc(&v.service))]
         }

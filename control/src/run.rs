@@ -405,7 +405,7 @@ fn start_splice(
     let secret = load_rack_key(&sp.secret).map_err(|e| format!("keys.syn_cookie_secret: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
     let mut splicer = Splicer::new(secret.bytes().to_vec(), sp.rotation_s, now.as_secs());
-    let mut balancer = Balancer::new(sp.services.clone(), supervisor.neighbours(), supervisor.log(), port_addrs);
+    let mut balancer = Balancer::new(sp.services.clone(), supervisor.neighbours(), supervisor.log(), port_addrs).with_connections();
     let client_ports = sp.client_ports(plan.ports.len());
     let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };

@@ -239,6 +239,12 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     for s in &mut held {
         assert_eq!(whoami(s).unwrap(), "b2");
     }
+    // `ctl members` shows the backend's open connections.
+    let small_conns = || {
+        let v: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["--json", "members"]).stdout).unwrap_or_default();
+        v["members"].as_array().and_then(|m| m.iter().find(|m| m["service"] == "small")).and_then(|m| m["connections"].as_u64())
+    };
+    assert!(wait_for(Duration::from_secs(5), || small_conns() == Some(3)), "pool small's backend: {:?} connections", small_conns());
     // The handshake is the appliance's own (SYN cookie); its RST answers the handshake's
     // last ACK, so it can already be there when connect() looks at the socket.
     let refused = connect(82).and_then(|mut s| whoami(&mut s));

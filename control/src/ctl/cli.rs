@@ -629,10 +629,15 @@ pub const MEMBERS_COLUMNS: [&str; 10] = ["SERVICE", "MEMBER", "PEER", "STATE", "
 pub fn render_members(r: &MembersResult) -> String {
     use Align::*;
     let aligns = [Left, Left, Left, Left, Left, Right, Right, Right, Right, Right];
-    let cols: Vec<(&str, Align)> = MEMBERS_COLUMNS.iter().copied().zip(aligns).collect();
+    let mut cols: Vec<(&str, Align)> = MEMBERS_COLUMNS.iter().copied().zip(aligns).collect();
+    // Splice backends: their open connections too.
+    let connections = r.members.iter().any(|m| m.connections.is_some());
+    if connections {
+        cols.push(("CONNS", Right));
+    }
     let mut t = Table::new(&cols);
     for m in &r.members {
-        t.row(vec![
+        let mut row = vec![
             m.service.clone(),
             m.member.clone(),
             m.peer.clone().unwrap_or_else(|| "-".into()),
@@ -643,7 +648,11 @@ pub fn render_members(r: &MembersResult) -> String {
             format!("{:.1}%", m.share * 100.0),
             fmt_count(m.packets),
             fmt_count(m.bytes),
-        ]);
+        ];
+        if connections {
+            row.push(m.connections.map_or_else(|| "-".into(), fmt_count));
+        }
+        t.row(row);
     }
     let mut s = String::new();
     for v in &r.services {
@@ -744,6 +753,21 @@ mod tests {
         assert!(text.contains("SERVICE") && text.contains("TO SERVER"), "{text}");
         let back: StatsResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.splice_services, r.splice_services);
+    }
+
+    #[test]
+    fn members_show_open_connections_for_splice_backends_only() {
+        use crate::balancer::MemberView;
+        let m = |member: &str, connections: Option<u64>| MemberView { service: "web".into(), member: member.into(), state: "up".into(), weight: 1, connections, ..Default::default() };
+        let balance = MembersResult { members: vec![m("10.0.0.21", None)], ..Default::default() };
+        assert!(!render_members(&balance).contains("CONNS"), "balance members keep no per-flow state");
+        let splice = MembersResult { members: vec![m("10.1.0.21", Some(12)), m("10.1.0.22", Some(0))], ..Default::default() };
+        let text = render_members(&splice);
+        let row = |addr: &str| text.lines().find(|l| l.contains(addr)).unwrap_or_else(|| panic!("{text}")).split_whitespace().last().unwrap().to_string();
+        assert!(text.contains("CONNS"), "{text}");
+        assert_eq!((row("10.1.0.21"), row("10.1.0.22")), ("12".to_string(), "0".to_string()));
+        let back: MembersResult = serde_json::from_str(&serde_json::to_string(&splice).unwrap()).unwrap();
+        assert_eq!(back, splice);
     }
 
     #[test]

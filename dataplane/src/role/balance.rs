@@ -192,6 +192,9 @@ struct CounterCells {
     first: Box<[usize]>,
     /// Per member: packets, bytes.
     members: Box<[[AtomicU64; 2]]>,
+    /// Per member (as `members`): open connections, a gauge the splice role keeps for its
+    /// backends (0 for balance members: the balancer keeps no per-flow state).
+    connections: Box<[AtomicU64]>,
     /// Per VIP: frames dropped because no member was live.
     no_member: Box<[AtomicU64]>,
 }
@@ -217,8 +220,9 @@ impl BalanceCounters {
             first.push(total);
         }
         let cells = (0..total).map(|_| [AtomicU64::new(0), AtomicU64::new(0)]).collect();
+        let connections = (0..total).map(|_| AtomicU64::new(0)).collect();
         let no_member = (0..members.len()).map(|_| AtomicU64::new(0)).collect();
-        BalanceCounters(Arc::new(CounterCells { first: first.into(), members: cells, no_member }))
+        BalanceCounters(Arc::new(CounterCells { first: first.into(), members: cells, connections, no_member }))
     }
 
     #[inline(always)]
@@ -234,6 +238,24 @@ impl BalanceCounters {
                 bump(octets, bytes as u64);
             }
         }
+    }
+
+    /// Sets member `member` of table `vip`'s open connections (the splice role's backends).
+    pub(crate) fn set_connections(&self, vip: usize, member: u16, n: u64) {
+        let c = &*self.0;
+        let (Some(&start), Some(&end)) = (c.first.get(vip), c.first.get(vip + 1)) else {
+            return;
+        };
+        let i = start + usize::from(member);
+        if let Some(cell) = c.connections.get(i).filter(|_| i < end) {
+            cell.store(n, Relaxed);
+        }
+    }
+
+    /// Open connections of each member, by table (VIP or pool) then member index.
+    pub fn connections(&self) -> Vec<Vec<u64>> {
+        let c = &*self.0;
+        c.first.windows(2).map(|w| c.connections[w[0]..w[1]].iter().map(|n| n.load(Relaxed)).collect()).collect()
     }
 
     #[inline]

@@ -969,6 +969,7 @@ impl Splice {
         }
         if let Some(n) = self.active.get_mut(pool).and_then(|a| a.get_mut(usize::from(member))) {
             *n += 1;
+            self.member_counters.set_connections(pool, member, u64::from(*n));
         }
         true
     }
@@ -992,6 +993,7 @@ impl Splice {
         }
         if let Some(n) = self.active.get_mut(usize::from(e.pool)).and_then(|a| a.get_mut(usize::from(e.member))) {
             *n = n.saturating_sub(1);
+            self.member_counters.set_connections(usize::from(e.pool), e.member, u64::from(*n));
         }
     }
 

@@ -583,6 +583,24 @@ fn a_syn_is_answered_when_a_pool_its_rules_can_choose_has_a_backend() {
 }
 
 #[test]
+fn each_backend_shows_its_open_connections() {
+    let mut n = Net::new(64, 3);
+    let conns = |n: &Net| n.role.member_counters().connections()[0].clone();
+    assert_eq!(conns(&n), vec![0, 0]);
+    let (a0, syn) = connect(&mut n, CPORT, b"");
+    let b = BACKENDS.iter().position(|&a| a == syn.dst.0).unwrap();
+    let (_, other) = connect(&mut n, CPORT + 1, b"");
+    let mut want = vec![0, 0];
+    want[b] += 1;
+    want[BACKENDS.iter().position(|&a| a == other.dst.0).unwrap()] += 1;
+    assert_eq!(conns(&n), want);
+    // The first client gives up while its backend leg is being set up.
+    from_client(&mut n, CPORT, C0.wrapping_add(1), a0.wrapping_add(1), flags::RST, &[], b"");
+    want[b] -= 1;
+    assert_eq!(conns(&n), want);
+}
+
+#[test]
 fn idle_connections_expire() {
     let mut n = Net::new(64, 3);
     let (_, syn) = connect(&mut n, CPORT, b"");
