@@ -830,8 +830,8 @@ syn_cookie_secret = "/etc/tapsplice/syncookie.key"
 #[test]
 fn a_splice_service_drops_or_resets_syns_without_a_backend() {
     let rack = |mode: &str, line: &str| one_service_rack(mode, "0,1", "", line, "");
-    assert_eq!(ok(&rack("splice", "")).service[0].no_backend, config::NoBackend::Drop);
-    assert_eq!(ok(&rack("splice", "no_backend = \"reset\"\n")).service[0].no_backend, config::NoBackend::Reset);
+    assert_eq!(ok(&rack("splice", "")).service[0].no_backend, config::NoBackend::Reset);
+    assert_eq!(ok(&rack("splice", "no_backend = \"drop\"\n")).service[0].no_backend, config::NoBackend::Drop);
     has(&errs(&rack("splice", "no_backend = \"refuse\"\n")), "t.toml:", "unknown value \"refuse\"");
     let warned = config::parse(&rack("balance", "no_backend = \"reset\"\n"), "t.toml").expect("a warning, not an error");
     let shown: Vec<String> = warned.warnings.iter().map(|w| w.to_string()).collect();

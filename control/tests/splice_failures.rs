@@ -19,7 +19,8 @@
 //! - `:82` pool `small` (b2:80), `max_connections = 3`: a fourth connection is refused
 //!   with a RST while the three keep working; one closed, a new one is taken again.
 //! - `:83` pool `later` (10.79.2.22:80, an address nobody holds at first): the client's
-//!   SYN goes unanswered (`syns_no_backend`) instead of being answered and then reset;
+//!   SYN goes unanswered (`syns_no_backend`: the service has had no live backend since
+//!   the start) instead of being answered and then reset;
 //!   once b2 takes the address and the appliance resolves it, the client's retransmitted
 //!   SYN is answered and the connection served.
 //!
@@ -27,7 +28,7 @@
 //! appliance counts each case under its own name.
 
 mod common;
-use common::{cookie_key, ctl, in_ns, members_up, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
+use common::{cookie_key, ctl, in_ns, members_up, members_up_of, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -131,10 +132,15 @@ fn whoami(s: &mut TcpStream) -> std::io::Result<String> {
     }
 }
 
-/// A connection to the VIP's `port` from the client namespace (10 s read timeout).
+/// A connection to the VIP's `port` from the client namespace (5 s to connect, 10 s read
+/// timeout).
 fn connect(port: u16) -> std::io::Result<TcpStream> {
+    connect_within(port, Duration::from_secs(5))
+}
+
+fn connect_within(port: u16, limit: Duration) -> std::io::Result<TcpStream> {
     spawn_in_ns(NS[0], move || {
-        let s = TcpStream::connect_timeout(&format!("{VIP}:{port}").parse().unwrap(), Duration::from_secs(5))?;
+        let s = TcpStream::connect_timeout(&format!("{VIP}:{port}").parse().unwrap(), limit)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(s)
     })
@@ -191,13 +197,7 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     }
     let sock = dir.join("ctl.sock");
     // Five members up and in their tables; the sixth (pool `later`) has no host yet.
-    let up = |n: usize| {
-        wait_for(Duration::from_secs(20), || {
-            let v: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["--json", "members"]).stdout).unwrap_or_default();
-            v["members"].as_array().is_some_and(|m| m.iter().filter(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)).count() == n)
-        })
-    };
-    assert!(up(5), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
+    assert!(members_up_of(&sock, 5, 6), "backends not resolved: {}", String::from_utf8_lossy(&ctl(&sock, &["members"]).stdout));
 
     // 1. A backend that refuses: every connection is answered by b2, the client never
     //    sees b1's RST. b1 (99 % of the table) is tried once: after its RST it is passed
@@ -263,13 +263,15 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     }
     drop(held);
 
-    // 5. A service whose backend is not there yet: no SYN-ACK (so no RST after the
-    //    handshake either); the client's retransmitted SYN is answered once it is.
-    std::thread::sleep(Duration::from_millis(300));
+    // 5. A service whose backend has not been there since the start: no SYN-ACK (so no
+    //    RST after the handshake either, whatever `no_backend` says); the client's
+    //    retransmitted SYN (after 1 s, then 2 s more) is answered once it is. (`ctl stats`
+    //    is refreshed every 250 ms: two refreshes carry the cases above in full.)
+    std::thread::sleep(Duration::from_millis(600));
     let cookies_before = splice_counters(&sock)["syn_cookies"].as_u64().unwrap_or(0);
     let pending = std::thread::spawn(|| {
         let t0 = Instant::now();
-        let r = connect(83).and_then(|mut s| whoami(&mut s));
+        let r = connect_within(83, Duration::from_secs(10)).and_then(|mut s| whoami(&mut s));
         (r, t0.elapsed())
     });
     assert!(counter_reaches(&sock, "syns_no_backend", 1) >= 1, "{}", splice_counters(&sock));

@@ -459,17 +459,21 @@ pub enum NatMode {
     Transparent,
 }
 
-/// What a splice service answers a SYN with while none of its pools has a live backend.
+/// What a splice service answers a SYN with while none of the pools it can route the
+/// connection to has a live backend. Before the service has had a live backend at all
+/// (at start, while the backends are being resolved) SYNs are always dropped, so that
+/// the clients' retransmissions are taken a moment later.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NoBackend {
-    /// No answer: the client retransmits its SYN (after 1 s, then 2 s ...) and is taken
-    /// once a backend is live again (backends still being resolved at start, a pool
-    /// briefly down); a lasting outage ends in the client's connect timeout.
+    /// A RST at once: clients fail fast ("connection refused") and may try elsewhere, as
+    /// with IPVS or HAProxy.
     #[default]
-    Drop,
-    /// A RST at once: clients fail fast ("connection refused") and may try elsewhere.
     Reset,
+    /// No answer: the client retransmits its SYN (after 1 s, then 2 s ...) and is taken
+    /// once a backend is live again (a pool briefly down); a lasting outage ends in the
+    /// client's connect timeout (about two minutes with Linux's defaults).
+    Drop,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -583,7 +587,7 @@ impl Default for ServiceConfig {
             route: Vec::new(),
             proxy_groups: Vec::new(),
             nat: NatMode::Fullnat,
-            no_backend: NoBackend::Drop,
+            no_backend: NoBackend::Reset,
             fault_tolerance: FaultTolerance::Replicated,
             server: None,
             via: None,

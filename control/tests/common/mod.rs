@@ -257,9 +257,14 @@ impl Drop for Lab {
 /// Waits (20 s at most) until `ctl members` lists `n` members, every one up and in its
 /// table (a weight above 0: the state changes at once, the table at most every 500 ms).
 pub fn members_up(sock: &Path, n: usize) -> bool {
+    members_up_of(sock, n, n)
+}
+
+/// As [`members_up`], for `up` of the `total` members listed.
+pub fn members_up_of(sock: &Path, up: usize, total: usize) -> bool {
     wait_for(Duration::from_secs(20), || {
         let out = ctl(sock, &["--json", "members"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["members"].as_array().is_some_and(|m| m.len() == n && m.iter().all(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)))
+        v["members"].as_array().is_some_and(|m| m.len() == total && m.iter().filter(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)).count() == up)
     })
 }

@@ -98,9 +98,10 @@ pub struct SpliceService {
     pub connect_attempts: u32,
     pub idle_ms: u32,
     pub half_closed_ms: u32,
-    /// A SYN while no pool the service routes to has a live backend is answered with a
-    /// RST; otherwise it goes unanswered (the client retransmits it), see
-    /// [`Splice::has_backend`].
+    /// A SYN while no pool the service routes to has a live backend (see
+    /// [`Splice::has_backend`]) is answered with a RST once the service has had a live
+    /// backend since the start; otherwise, and before that, it goes unanswered (the client
+    /// retransmits it).
     pub reset_without_backend: bool,
 }
 
@@ -474,6 +475,10 @@ pub struct Splice {
     pools: Vec<SplicePool>,
     /// Per pool and member: this lcore's connections to the backend (least-connections).
     active: Vec<Vec<u32>>,
+    /// Per pool: some backend has a share of the current table (refreshed with the tables).
+    pool_live: Vec<bool>,
+    /// Per service: some pool it routes to has had a live backend since the start.
+    ever_live: Vec<bool>,
     /// Per pool and member: suspect (passed over) until this time (ms).
     suspect: Vec<Vec<u64>>,
     /// Per pool and member: segments and bytes spliced toward the backend; per pool:
@@ -573,10 +578,13 @@ impl Splice {
         let suspect = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
         let active = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
         let member_counters = BalanceCounters::for_members(&pools.iter().map(|p| p.backends.len()).collect::<Vec<_>>());
-        Ok(Splice {
+        let (pool_live, ever_live) = (vec![false; pools.len()], vec![false; services.len()]);
+        let mut role = Splice {
             services,
             pools,
             active,
+            pool_live,
+            ever_live,
             suspect,
             member_counters,
             vip_addrs,
@@ -597,10 +605,22 @@ impl Splice {
             now_ms,
             now_s: (now_ms / 1000) as u32,
             last_tick_ms: 0,
-        })
+        };
+        role.refresh_live();
+        Ok(role)
     }
 
-    /// Another handle on this lcore's counters.
+    /// Which pools have a live backend in the current tables, and which services have had
+    /// one since the start (read by every SYN: see [`Splice::has_backend`]).
+    fn refresh_live(&mut self) {
+        self.pool_live = (0..self.pools.len()).map(|p| self.tables.vips.get(p).and_then(Option::as_ref).is_some_and(|t| t.table().shares().iter().any(|&s| s > 0))).collect();
+        for (s, svc) in self.services.iter().enumerate() {
+            let pools = std::iter::once(svc.rules.default_pool).chain(svc.rules.rules.iter().map(|r| r.pool));
+            if pools.into_iter().any(|p| self.pool_live.get(p).copied().unwrap_or(false)) {
+                self.ever_live[s] = true;
+            }
+        }
+    }
     pub fn counters(&self) -> SpliceCounters {
         self.counters.clone()
     }
@@ -887,12 +907,12 @@ impl Splice {
         }
     }
 
-    /// Whether some pool that `service` routes to has a live backend (one with a share of
-    /// its selection table; suspects count: they are tried when nothing else is left).
-    fn has_backend(&self, service: usize) -> bool {
+    /// Whether some pool that a connection to `service` on `port` may be routed to has a
+    /// live backend (one with a share of its selection table; suspects count: they are
+    /// tried when nothing else is left).
+    fn has_backend(&self, service: usize, port: u16) -> bool {
         let Some(svc) = self.services.get(service) else { return false };
-        let live = |pool: usize| self.tables.vips.get(pool).and_then(Option::as_ref).is_some_and(|t| t.table().shares().iter().any(|&s| s > 0));
-        live(svc.rules.default_pool) || svc.rules.rules.iter().any(|r| live(r.pool))
+        svc.rules.candidate_pools(port).any(|p| self.pool_live.get(p).copied().unwrap_or(false))
     }
 
     /// The backend for hash `hash` in `pool`: the table's choice unless it was tried or is
@@ -1196,11 +1216,17 @@ impl Splice {
         let f: &[u8] = frame;
         let tcp = Tcp::new_unchecked(&f[34..ip_end]);
         if syn_only {
-            if !self.has_backend(service) {
-                // A handshake answered now would end in a RST once the client's ACK
-                // finds no backend (at start-up: before the backends' MACs are resolved).
+            if !self.has_backend(service, t.vip_port) {
+                // A handshake answered now would end in a RST once the client's ACK finds
+                // no backend. Before the service has had a live backend at all (at
+                // start-up, while the backends' MACs are being resolved) the SYN is
+                // dropped, so that the client's retransmission is taken a second later;
+                // afterwards the service's `no_backend` decides.
                 self.counters.add(service, SpliceStat::SynsNoBackend, 1);
-                if self.services[service].reset_without_backend {
+                if let Some(pool) = self.services[service].rules.candidate_pools(t.vip_port).next() {
+                    self.member_counters.count_no_member(pool);
+                }
+                if self.services[service].reset_without_backend && self.ever_live[service] {
                     let client = Endpoint { addr: t.client, port: t.client_port };
                     let vip = Endpoint { addr: t.vip, port: t.vip_port };
                     self.reset(ingress, mac_at(f, 6), client, vip, &tcp, ctx);
@@ -1482,7 +1508,10 @@ impl Splice {
 
     fn apply(&mut self, update: SpliceUpdate) {
         match update {
-            SpliceUpdate::Tables(t) => self.tables = t,
+            SpliceUpdate::Tables(t) => {
+                self.tables = t;
+                self.refresh_live();
+            }
             SpliceUpdate::Keys(k) => self.keys = k,
             SpliceUpdate::Dump(req) => {
                 // The operator's request: one pass over the table on the lcore (about a

@@ -558,14 +558,34 @@ fn a_syn_while_no_backend_is_live_goes_unanswered_until_one_is() {
 }
 
 #[test]
-fn a_service_that_resets_without_backend_answers_the_syn_with_a_rst() {
+fn a_service_that_resets_without_backend_answers_the_syn_with_a_rst_once_it_had_one() {
     let mut n = Net::with(64, 3, tables(&[0, 0]));
     n.role.services[0].reset_without_backend = true;
+    // At start-up (no backend live yet) the SYN is dropped all the same: the backends are
+    // being resolved, and the client's retransmission will be taken.
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!((v, out.len()), (Verdict::Drop(DropReason::NoMember), 0));
+    n.role.update(SpliceUpdate::Tables(tables(&[1, 0])));
+    n.role.update(SpliceUpdate::Tables(tables(&[0, 0])));
     let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
     assert_eq!(v, Verdict::Drop(DropReason::NoMember));
     assert_eq!(out.len(), 1);
     let r = seen(&out[0].1);
     assert_eq!((r.src, r.dst, r.seq, r.ack, r.flags), ((VIP, 80), (CLIENT, CPORT), 0, C0.wrapping_add(1), flags::RST | flags::ACK));
+    assert_eq!(n.stat(SpliceStat::SynsNoBackend), 2);
+    assert_eq!(n.role.member_counters().no_member(), vec![2, 0], "counted against the pool");
+}
+
+#[test]
+fn a_pool_the_port_cannot_reach_does_not_answer_the_syn() {
+    use crate::splice::request::Rule;
+    // Port 8080 goes to pool 1 (live); the SYN is to port 80, whose pool (the default,
+    // 0) has no live backend.
+    let t = Arc::new(BalanceTables { vips: vec![pool_table(&[0, 0], &BACKEND_MAC), pool_table(&[1], &[STATIC_MAC])] });
+    let rules = Rules { rules: vec![Rule { dst_ports: vec![(8080, 8080)], pool: 1, ..Rule::default() }], default_pool: 0 };
+    let mut n = Net::routed(64, 3, t, rules);
+    let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!((v, out.len()), (Verdict::Drop(DropReason::NoMember), 0));
     assert_eq!(n.stat(SpliceStat::SynsNoBackend), 1);
 }
 

@@ -126,6 +126,23 @@ impl Rules {
         Decision::Pool(self.default_pool)
     }
 
+    /// Every pool a connection to `dst_port` may be sent to, whatever its request: the
+    /// port's pool when no rule looks at the request; otherwise the pools of the rules that
+    /// take the port, in order, up to the first that takes any request to it, else also
+    /// the default pool. (A SYN is answered only when one of them has a live backend.)
+    pub fn candidate_pools(&self, dst_port: u16) -> impl Iterator<Item = usize> + '_ {
+        let by_request = self.needs_request();
+        let by_port = (!by_request).then(|| self.by_port(dst_port));
+        let mut done = !by_request;
+        let rules = self.rules.iter().filter(move |r| by_request && r.port_ok(dst_port)).take_while(move |r| {
+            let go = !done;
+            done |= !r.needs_request();
+            go
+        });
+        let default = by_request && !self.rules.iter().any(|r| r.port_ok(dst_port) && !r.needs_request());
+        by_port.into_iter().chain(rules.map(|r| r.pool)).chain(default.then_some(self.default_pool))
+    }
+
     fn by_port(&self, dst_port: u16) -> usize {
         self.rules.iter().find(|r| r.port_ok(dst_port)).map_or(self.default_pool, |r| r.pool)
     }
@@ -171,6 +188,31 @@ mod tests {
                 Rule { host: Some(HostMatch::parse("*.api.example.com")), dst_ports: vec![(8080, 8080)], pool: 3, ..Rule::default() },
             ],
             default_pool: 0,
+        }
+    }
+
+    #[test]
+    fn the_candidate_pools_are_those_a_connection_to_the_port_can_reach() {
+        let pools = |r: &Rules, port: u16| r.candidate_pools(port).collect::<Vec<_>>();
+        // By request: every rule that takes the port, then the default.
+        assert_eq!(pools(&rules(), 80), vec![1, 2, 0]);
+        assert_eq!(pools(&rules(), 8080), vec![1, 2, 3, 0]);
+        // By port only: the one pool the port selects.
+        let by_port = Rules { rules: vec![Rule { dst_ports: vec![(443, 443)], pool: 4, ..Rule::default() }], default_pool: 0 };
+        assert_eq!(pools(&by_port, 443), vec![4]);
+        assert_eq!(pools(&by_port, 80), vec![0]);
+        // A rule that takes every request to the port hides the ones after it and the default.
+        let mut r = rules();
+        r.rules.insert(1, Rule { dst_ports: vec![(8080, 8080)], pool: 5, ..Rule::default() });
+        assert_eq!(pools(&r, 8080), vec![1, 5]);
+        assert_eq!(pools(&r, 80), vec![1, 2, 0]);
+        // Every candidate is a pool `decide` can choose for some request to the port.
+        for port in [80, 8080] {
+            for (m, t, h) in [("GET", "/", Some("static.example.com")), ("GET", "/assets/x", None), ("POST", "/", Some("a.api.example.com")), ("GET", "/", None)] {
+                if let Decision::Pool(p) = r.decide(port, &req(m, t, h)) {
+                    assert!(pools(&r, port).contains(&p), "{m} {t} {h:?} to :{port} goes to {p}, not a candidate");
+                }
+            }
         }
     }
 
