@@ -14,41 +14,55 @@
 //! (a `/dev/net/tun` descriptor of this process whose interface, by `TUNGETIFF`, has the
 //! port's `iface` name), gets the namespace the interface now lives in (`TUNGETDEVNETNS`,
 //! Linux ≥ 5.2), and reads `IFF_UP | IFF_RUNNING` through a socket opened in that
-//! namespace (by a short-lived thread that enters it; a socket keeps its namespace). Where
-//! any of that fails the driver's answer stands.
+//! namespace (by a short-lived thread that enters it; a socket keeps its namespace, and so
+//! keeps it alive while the appliance runs: `ip netns del` then only unlinks its name).
+//! Where that fails, the driver's answer stands while the interface is still in the
+//! appliance's namespace; elsewhere the link is unknown and counted as up (with one
+//! warning), since a link taken for down makes the workers drop all the port's traffic.
 
 use dataplane::lcore_link::LinkStates;
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
 
 /// How the watch reads one port's link.
 enum Source {
     /// The driver's link status.
     Driver { dpdk_id: u16 },
-    /// A TAP interface, read in whatever namespace it is in now; the driver's status when
-    /// that fails.
+    /// A TAP (or TUN) interface, read in whatever namespace it is in now.
     Tap { dpdk_id: u16, tap: TapLink },
 }
 
 /// What the watch knows of one TAP interface.
 struct TapLink {
+    /// The interface's name when the watch started (while in our namespace).
+    name: String,
     /// One of the TAP's queue descriptors (owned by the TAP PMD; never closed here).
-    fd: i32,
+    fd: Option<i32>,
     /// The namespace the socket below was opened in (its inode) and the socket.
     socket: Option<(u64, OwnedFd)>,
+    /// No new socket is tried before this after one could not be made.
+    retry_at: Option<Instant>,
+    /// The link could not be read (reported once).
+    warned: bool,
 }
+
+/// After a socket could not be opened in a TAP's namespace, the next try is this far off.
+const SOCKET_RETRY: Duration = Duration::from_secs(5);
 
 /// The ports' links, read every [`poll`](LinkWatch::poll) into [`LinkStates`].
 pub struct LinkWatch {
-    ports: Vec<Source>,
+    ports: Vec<(String, Source)>,
     states: LinkStates,
 }
 
-/// One port as the watch needs it: its DPDK id, and for a TAP its interface name.
+/// One port as the watch needs it.
 pub struct WatchedPort {
+    /// The port's name (for the warning when its link cannot be read).
+    pub name: String,
     pub dpdk_id: u16,
-    /// `Some(name)` for a `net_tap` port (its `iface` argument).
+    /// `Some(name)` for a `net_tap`/`net_tun` port: its kernel interface's name.
     pub tap_iface: Option<String>,
 }
 
@@ -59,11 +73,14 @@ impl LinkWatch {
         let sources = ports
             .iter()
             .map(|p| {
-                let fd = p.tap_iface.as_deref().and_then(|name| taps.iter().find(|(_, n)| n == name).map(|&(fd, _)| fd));
-                match fd {
-                    Some(fd) => Source::Tap { dpdk_id: p.dpdk_id, tap: TapLink { fd, socket: None } },
+                let source = match &p.tap_iface {
+                    Some(name) => {
+                        let fd = taps.iter().find(|(_, n)| n == name).map(|&(fd, _)| fd);
+                        Source::Tap { dpdk_id: p.dpdk_id, tap: TapLink { name: name.clone(), fd, socket: None, retry_at: None, warned: false } }
+                    }
                     None => Source::Driver { dpdk_id: p.dpdk_id },
-                }
+                };
+                (p.name.clone(), source)
             })
             .collect();
         let mut w = LinkWatch { ports: sources, states: LinkStates::new(ports.len()) };
@@ -78,10 +95,25 @@ impl LinkWatch {
 
     /// Reads every port's link now.
     pub fn poll(&mut self) {
-        for (i, p) in self.ports.iter_mut().enumerate() {
+        let now = Instant::now();
+        for (i, (port, p)) in self.ports.iter_mut().enumerate() {
             let up = match p {
                 Source::Driver { dpdk_id } => driver_link(*dpdk_id),
-                Source::Tap { dpdk_id, tap } => tap.link_up().unwrap_or_else(|| driver_link(*dpdk_id)),
+                Source::Tap { dpdk_id, tap } => match tap.link_up(now) {
+                    Some(up) => up,
+                    // Still in our namespace: the driver reads it right.
+                    None if in_our_namespace(&tap.name) => driver_link(*dpdk_id),
+                    // Elsewhere and unreadable (a kernel before 5.2, no right to enter its
+                    // namespace): unknown, so counted as up. Calling it down would make
+                    // the workers drop all of the port's traffic.
+                    None => {
+                        if !tap.warned {
+                            tap.warned = true;
+                            eprintln!("tapsplice: port {port}: the link of TAP interface {} cannot be read in its network namespace (needs Linux >= 5.2 and CAP_NET_ADMIN there); it is taken as up", tap.name);
+                        }
+                        true
+                    }
+                },
             };
             self.states.set(i, up);
         }
@@ -92,34 +124,24 @@ fn driver_link(dpdk_id: u16) -> bool {
     dataplane::port::ethdev::link_status(dpdk_id).0
 }
 
-/// `ifreq` as `SIOCGIFFLAGS` and `TUNGETIFF` use it: the name, then the flags (the rest of
-/// the kernel's union is padding here).
-#[repr(C)]
-struct IfReq {
-    name: [libc::c_char; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
+fn in_our_namespace(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: a NUL-terminated name.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-impl IfReq {
-    fn zeroed() -> IfReq {
-        IfReq { name: [0; libc::IFNAMSIZ], flags: 0, _pad: [0; 22] }
-    }
-
-    fn named(name: &[libc::c_char; libc::IFNAMSIZ]) -> IfReq {
-        IfReq { name: *name, ..IfReq::zeroed() }
-    }
+/// An `ifreq` with every byte zero.
+fn ifreq() -> libc::ifreq {
+    // SAFETY: ifreq is plain data (a name and a union of integers and addresses), for
+    // which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
 }
-
-/// `_IOR('T', 210, unsigned int)` and `_IO('T', 227)` from `<linux/if_tun.h>`.
-const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
-const TUNGETDEVNETNS: libc::c_ulong = 0x54e3;
 
 /// The interface of a TUN/TAP descriptor (its name, as the kernel now calls it).
-fn tun_ifreq(fd: i32) -> Option<IfReq> {
-    let mut r = IfReq::zeroed();
+fn tun_ifreq(fd: i32) -> Option<libc::ifreq> {
+    let mut r = ifreq();
     // SAFETY: TUNGETIFF writes an ifreq into the buffer, which is one.
-    (unsafe { libc::ioctl(fd, TUNGETIFF as _, &mut r as *mut IfReq) } == 0).then_some(r)
+    (unsafe { libc::ioctl(fd, libc::TUNGETIFF, &mut r as *mut libc::ifreq) } == 0).then_some(r)
 }
 
 /// This process's `/dev/net/tun` descriptors and their interfaces' names.
@@ -133,19 +155,20 @@ fn tun_descriptors() -> Vec<(i32, String)> {
         .filter_map(|fd| {
             let r = tun_ifreq(fd)?;
             // SAFETY: the kernel NUL-terminates the name within IFNAMSIZ.
-            let name = unsafe { CStr::from_ptr(r.name.as_ptr()) }.to_string_lossy().into_owned();
+            let name = unsafe { CStr::from_ptr(r.ifr_name.as_ptr()) }.to_string_lossy().into_owned();
             Some((fd, name))
         })
         .collect()
 }
 
 impl TapLink {
-    /// `IFF_UP` and `IFF_RUNNING` of the interface, in its namespace; `None` when that
-    /// cannot be read (old kernel, interface gone).
-    fn link_up(&mut self) -> Option<bool> {
-        let req = tun_ifreq(self.fd)?;
+    /// `IFF_UP` and `IFF_RUNNING` of the interface, in its namespace (it may have been
+    /// renamed there: the name is the descriptor's now); `None` when that cannot be read.
+    fn link_up(&mut self, now: Instant) -> Option<bool> {
+        let fd = self.fd?;
+        let req = tun_ifreq(fd)?;
         // SAFETY: TUNGETDEVNETNS takes no argument and returns a new descriptor, owned here.
-        let ns = unsafe { libc::ioctl(self.fd, TUNGETDEVNETNS as _) };
+        let ns = unsafe { libc::ioctl(fd, libc::TUNGETDEVNETNS) };
         if ns < 0 {
             return None;
         }
@@ -153,35 +176,53 @@ impl TapLink {
         let ns = unsafe { OwnedFd::from_raw_fd(ns) };
         let inode = std::fs::File::from(ns.try_clone().ok()?).metadata().ok()?.ino();
         if self.socket.as_ref().is_none_or(|(i, _)| *i != inode) {
-            self.socket = Some((inode, socket_in(ns)?));
+            // The socket keeps its namespace alive: let go of the old one first.
+            self.socket = None;
+            if self.retry_at.is_some_and(|t| now < t) {
+                return None;
+            }
+            match socket_in(ns) {
+                Some(sock) => self.socket = Some((inode, sock)),
+                None => {
+                    self.retry_at = Some(now + SOCKET_RETRY);
+                    return None;
+                }
+            }
         }
         let (_, sock) = self.socket.as_ref()?;
-        let mut r = IfReq::named(&req.name);
+        let mut r = ifreq();
+        r.ifr_name = req.ifr_name;
         // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of an ifreq.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut r as *mut IfReq) } != 0 {
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut r as *mut libc::ifreq) } != 0 {
             return None;
         }
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { r.ifr_ifru.ifru_flags };
         let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        Some(r.flags & want == want)
+        Some(flags & want == want)
     }
 }
 
 /// A datagram socket in the network namespace `ns` (a thread enters it, opens the socket
-/// and ends: the namespace is the thread's own, the socket keeps it).
+/// and ends: the namespace is the thread's own, the socket keeps it); `None` when the
+/// thread cannot be started or the namespace entered.
 fn socket_in(ns: OwnedFd) -> Option<OwnedFd> {
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with a namespace descriptor we own.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        // SAFETY: plain socket creation; the descriptor is owned by the result.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        // SAFETY: a descriptor the kernel just gave us.
-        (s >= 0).then(|| unsafe { OwnedFd::from_raw_fd(s) })
-    })
-    .join()
-    .ok()
-    .flatten()
+    std::thread::Builder::new()
+        .name("tapsplice-netns".into())
+        .spawn(move || {
+            // SAFETY: setns on this thread only, with a namespace descriptor we own.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            // SAFETY: plain socket creation; the descriptor is owned by the result.
+            let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            // SAFETY: a descriptor the kernel just gave us.
+            (s >= 0).then(|| unsafe { OwnedFd::from_raw_fd(s) })
+        })
+        .ok()?
+        .join()
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -189,17 +230,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ioctl_numbers_are_linux_ones() {
-        // _IOR('T', 210, unsigned int): read, size 4, type 'T', number 210.
-        assert_eq!(TUNGETIFF, (2 << 30) | (4 << 16) | (u64::from(b'T') << 8) as libc::c_ulong | 210);
-        assert_eq!(TUNGETDEVNETNS, (u64::from(b'T') << 8) as libc::c_ulong | 227);
-        assert_eq!(std::mem::size_of::<IfReq>(), 40, "struct ifreq");
-    }
-
-    #[test]
     fn a_descriptor_that_is_no_tap_has_no_interface() {
         let f = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(tun_ifreq(f.as_raw_fd()).is_none());
-        assert!(TapLink { fd: f.as_raw_fd(), socket: None }.link_up().is_none());
+        let mut t = TapLink { name: "x".into(), fd: Some(f.as_raw_fd()), socket: None, retry_at: None, warned: false };
+        assert!(t.link_up(Instant::now()).is_none());
+        t.fd = None;
+        assert!(t.link_up(Instant::now()).is_none());
+    }
+
+    #[test]
+    fn loopback_is_in_our_namespace_and_a_made_up_name_is_not() {
+        assert!(in_our_namespace("lo"));
+        assert!(!in_our_namespace("tapsplice-none0"));
     }
 }

@@ -91,13 +91,13 @@ impl PlanBond {
     }
 }
 
-/// The `iface=` argument of a `net_tap` device (`None` for other devices, or a TAP whose
-/// name DPDK chooses).
+/// The `iface=` argument of a `net_tap` or `net_tun` device (`None` for other devices, or
+/// a TAP whose name DPDK chooses: none given, or a `%d` pattern).
 fn tap_iface(device: &str, args: &str) -> Option<String> {
-    if !device.starts_with("net_tap") {
+    if !device.starts_with("net_tap") && !device.starts_with("net_tun") {
         return None;
     }
-    args.split(',').find_map(|a| a.trim().strip_prefix("iface=")).filter(|n| !n.is_empty()).map(str::to_owned)
+    args.split(',').find_map(|a| a.trim().strip_prefix("iface=")).filter(|n| !n.is_empty() && !n.contains('%')).map(str::to_owned)
 }
 
 impl PlanPort {
@@ -235,6 +235,8 @@ mod tests {
         assert_eq!(tap_iface("net_tap0", "iface=ts-a0"), Some("ts-a0".into()));
         assert_eq!(tap_iface("net_tap3", "mac=02:00:00:00:00:01, iface=x"), Some("x".into()));
         assert_eq!(tap_iface("net_tap0", ""), None, "DPDK chooses the name");
+        assert_eq!(tap_iface("net_tap0", "iface=dtap%d"), None, "a pattern");
+        assert_eq!(tap_iface("net_tun0", "iface=tun7"), Some("tun7".into()));
         assert_eq!(tap_iface("net_vhost0", "iface=/tmp/s.sock"), None);
     }
 

@@ -9,6 +9,7 @@ use crate::heartbeat::inband::{Inband, Transmit};
 use crate::neighbours::Neighbours;
 use crossbeam_channel::{never, select, Receiver};
 use dataplane::lcore_link::SmallFrame;
+use dataplane::role::PortIndex;
 use dataplane::packet::build::arp_request;
 use dataplane::packet::{arp, parse_frame, Arp, L3};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,8 +58,10 @@ impl PuntThread {
         }
     }
 
-    fn ask(&self, now: Instant) {
-        for w in self.neighbours.due(now) {
+    /// ARP requests for the neighbours due now, except on ports whose link is down (the
+    /// worker would only drop them as `link_down`; they are asked again a second later).
+    fn ask(&self, now: Instant, up: impl Fn(PortIndex) -> bool) {
+        for w in self.neighbours.due(now).into_iter().filter(|w| up(w.port)) {
             let Some(f) = SmallFrame::build(w.port, |buf| arp_request(buf, w.src_mac, w.src_ip, w.target)) else { continue };
             let c = if (self.transmit)(f) { &self.counters.arp_requests } else { &self.counters.tx_refused };
             c.fetch_add(1, Ordering::Relaxed);
@@ -102,7 +105,7 @@ impl PuntThread {
                     }
                 }
                 if now >= next_ask {
-                    self.ask(now);
+                    self.ask(now, |p| links.is_up(usize::from(p)));
                     next_ask = now + Duration::from_millis(100);
                 }
             }

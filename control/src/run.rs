@@ -520,7 +520,16 @@ fn serve(
         let splice_ports = sp.client_ports(plan.ports.len());
         vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
     }
-    let watched: Vec<WatchedPort> = ports.iter().zip(&plan.ports).map(|(p, pp)| WatchedPort { dpdk_id: p.id, tap_iface: pp.tap_iface.clone().or_else(|| pp.device.starts_with("net_tap").then(|| p.kernel_ifname()).flatten()) }).collect();
+    // A TAP's interface by the name the kernel gives it now (it has just been created, in
+    // our namespace), else by its `iface` argument (if something moved it already).
+    let watched: Vec<WatchedPort> = ports
+        .iter()
+        .zip(&plan.ports)
+        .map(|(p, pp)| {
+            let tap = pp.bond.is_none() && (pp.device.starts_with("net_tap") || pp.device.starts_with("net_tun"));
+            WatchedPort { name: pp.name.clone(), dpdk_id: p.id, tap_iface: tap.then(|| p.kernel_ifname().or_else(|| pp.tap_iface.clone())).flatten() }
+        })
+        .collect();
     let link_watch = LinkWatch::new(&watched);
     let link_states = link_watch.states().clone();
     let announce = crate::garp::AnnounceSetup { list: crate::garp::announcements(&port_addrs, &vips), links: Arc::new(std::sync::Mutex::new(link_watch)) };

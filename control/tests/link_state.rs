@@ -4,7 +4,7 @@
 //! interfaces are up in their namespaces (DPDK's TAP driver alone reports them down for
 //! good: it looks for the interface in the appliance's namespace), and while one interface
 //! is down the frames forwarded toward it are dropped as `link_down`, not failed in the
-//! driver as TX errors; when it comes back up the traffic flows again.
+//! driver as TX errors; when it comes back up (renamed meanwhile) the traffic flows again.
 //!
 //! ```text
 //!  ns tls-a 10.76.0.1 ── [a  ls  b] ── ns tls-b 10.76.0.2 (UDP :9 counted)
@@ -137,8 +137,10 @@ fn tap_links_in_other_namespaces_are_read_and_a_down_link_drops_as_link_down() {
     assert!(wait_for(Duration::from_secs(5), || link_down_drops(&sock) >= drops_before + 150), "link_down drops: {} (before {drops_before})", link_down_drops(&sock));
     assert_eq!(port(&sock, "b")["tx_errors"].as_u64().unwrap_or(0), errors_before, "no TX error toward a down link: {}", port(&sock, "b"));
 
-    // Up again: seen, and the traffic flows.
-    let out = in_ns(NS[1], &["ip", "link", "set", "tls-b0", "up"]);
+    // Renamed in its namespace (as testbeds do) and up again: seen, and the traffic flows.
+    let out = in_ns(NS[1], &["ip", "link", "set", "tls-b0", "name", "tls-bx"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = in_ns(NS[1], &["ip", "link", "set", "tls-bx", "up"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(wait_for(Duration::from_secs(5), || port(&sock, "b")["link"]["up"] == true), "b's link not seen up again: {}", port(&sock, "b"));
     let before = got.load(Ordering::Relaxed);

@@ -119,8 +119,9 @@ impl LinkStates {
         LinkStates((0..ports).map(|_| AtomicBool::new(true)).collect())
     }
 
+    /// Stores only a change: every worker reads these cells each round.
     pub fn set(&self, port: usize, up: bool) {
-        if let Some(s) = self.0.get(port) {
+        if let Some(s) = self.0.get(port).filter(|s| s.load(Ordering::Relaxed) != up) {
             s.store(up, Ordering::Relaxed);
         }
     }
