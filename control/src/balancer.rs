@@ -158,7 +158,8 @@ pub struct MemberView {
     pub vip: String,
     pub member: String,
     pub peer: Option<String>,
-    /// `up`, `down` (its peer is not up), `unresolved` (no MAC yet), `drained` (weight 0).
+    /// `up`, `down` (its peer is not up), `unresolved` (no MAC yet), `drained` (weight 0),
+    /// `link_down` (the port toward it has no link).
     pub state: String,
     pub mac: Option<String>,
     /// Configured weight, and the effective one in the current table.
@@ -210,6 +211,8 @@ pub struct Balancer {
     last_build: Option<Instant>,
     /// The members are splice backends: their open connections are shown.
     connections: bool,
+    /// The ports' links: a member behind a port whose link is down is out of the table.
+    links: Option<dataplane::lcore_link::LinkStates>,
 }
 
 impl Balancer {
@@ -239,7 +242,14 @@ impl Balancer {
             rebuilds: vec![0; n],
             last_build: None,
             connections: false,
+            links: None,
         }
+    }
+
+    /// Members behind a port whose link is down (as `links` says) leave the tables.
+    pub fn with_links(mut self, links: dataplane::lcore_link::LinkStates) -> Balancer {
+        self.links = Some(links);
+        self
     }
 
     /// The members are the splice role's backends, whose open connections the role counts.
@@ -274,7 +284,9 @@ impl Balancer {
                         None => true,
                         Some(p) => p.is_some_and(|p| p.state == "up"),
                     };
-                    if self.neighbours.get(m.port, m.address).is_none() {
+                    if self.links.as_ref().is_some_and(|l| !l.is_up(usize::from(m.port))) {
+                        (0, "link_down")
+                    } else if self.neighbours.get(m.port, m.address).is_none() {
                         (0, "unresolved")
                     } else if !up {
                         (0, "down")
@@ -498,6 +510,28 @@ mod tests {
         let v = b.members();
         assert_eq!(v.iter().map(|m| m.state.as_str()).collect::<Vec<_>>(), ["up", "up", "up"]);
         assert!((v.iter().map(|m| m.share).sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn members_behind_a_port_without_link_leave_the_table() {
+        let (b, rx, n) = setup();
+        let links = dataplane::lcore_link::LinkStates::new(2);
+        let mut b = b.with_links(links.clone());
+        for i in 1..=3 {
+            n.learn(1, Ipv4Addr::new(10, 0, 0, 20 + i), [2, 0, 0, 0, 9, i]);
+        }
+        let t0 = Instant::now();
+        let all_up = [peer("m1", "up", None), peer("m2", "up", None), peer("m3", "up", None)];
+        b.poll(t0, &all_up);
+        assert!(latest(&rx).unwrap().vips[0].is_some());
+        // The members' port (1) loses its link: every member is out at once.
+        links.set(1, false);
+        b.poll(t0 + Duration::from_millis(10), &all_up);
+        assert!(latest(&rx).expect("a new table").vips[0].is_none(), "no member is reachable");
+        assert!(b.members().iter().all(|m| m.state == "link_down"));
+        links.set(1, true);
+        b.poll(t0 + Duration::from_millis(20) + REBUILD_HOLD, &all_up);
+        assert!(latest(&rx).unwrap().vips[0].as_ref().unwrap().table().shares().iter().all(|&s| s > 0));
     }
 
     #[test]

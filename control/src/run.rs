@@ -405,7 +405,7 @@ fn start_splice(
     let secret = load_rack_key(&sp.secret).map_err(|e| format!("keys.syn_cookie_secret: {e}"))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
     let mut splicer = Splicer::new(secret.bytes().to_vec(), sp.rotation_s, now.as_secs());
-    let mut balancer = Balancer::new(sp.services.clone(), supervisor.neighbours(), supervisor.log(), port_addrs).with_connections();
+    let mut balancer = Balancer::new(sp.services.clone(), supervisor.neighbours(), supervisor.log(), port_addrs).with_connections().with_links(workers.links.clone());
     let client_ports = sp.client_ports(plan.ports.len());
     let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
     let clock = Clock { tsc_hz: eal.tsc_hz, tsc0: rdtsc(), unix_ms0: now.as_millis() as u64 };
@@ -541,7 +541,7 @@ fn serve(
         let (slots, end) = workers.start(supervisor, |_| Ok(Forward::new(&plan.pairs, local.clone())))?;
         (slots, Box::new(end))
     } else {
-        let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_addrs);
+        let mut balancer = Balancer::new(plan.balance.clone(), supervisor.neighbours(), supervisor.log(), &port_addrs).with_links(link_states.clone());
         let vips: Vec<VipSpec> = plan.balance.iter().map(|s| s.vip_spec()).collect();
         let client_ports = crate::balancer::client_ports(&plan.balance, plan.ports.len());
         let forward = (!plan.pairs.is_empty()).then_some(&plan.pairs[..]);
