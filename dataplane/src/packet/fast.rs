@@ -62,6 +62,24 @@ pub fn fast_v4(frame: &[u8]) -> Option<FastV4> {
     })
 }
 
+/// The addresses and ports of what looks like an untagged IPv4 TCP frame without IP
+/// options, read where they would be and **not validated**: for hints only (a prefetch of
+/// the wrong table line costs nothing), never for a decision. `(src, dst, src_port,
+/// dst_port)`.
+#[inline(always)]
+pub fn peek_tcp4_tuple(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, u16, u16)> {
+    let h: &[u8; L4_OFFSET + 4] = frame.get(..L4_OFFSET + 4)?.try_into().ok()?;
+    if u16::from_be_bytes([h[12], h[13]]) != ethertype::IPV4 || h[14] != 0x45 || h[23] != ip_proto::TCP {
+        return None;
+    }
+    Some((
+        Ipv4Addr::new(h[26], h[27], h[28], h[29]),
+        Ipv4Addr::new(h[30], h[31], h[32], h[33]),
+        u16::from_be_bytes([h[34], h[35]]),
+        u16::from_be_bytes([h[36], h[37]]),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +130,16 @@ mod tests {
         }
         assert_eq!(fast_v4(&u).unwrap().dst_port, 9);
         assert_eq!(fast_v4(&t).unwrap().protocol, ip_proto::TCP);
+    }
+
+    #[test]
+    fn the_peeked_tuple_is_the_fast_parsers_for_tcp_and_none_for_the_rest() {
+        let t = ipv4_tcp_frame(None, [10, 0, 0, 1], [10, 1, 0, 100], 40000, 80, 0);
+        let f = fast_v4(&t).unwrap();
+        assert_eq!(peek_tcp4_tuple(&t), Some((f.src, f.dst, f.src_port, f.dst_port)));
+        assert_eq!(peek_tcp4_tuple(&udp_frame(3)), None, "UDP");
+        assert_eq!(peek_tcp4_tuple(&ipv4_tcp_frame(Some(7), [10, 0, 0, 1], [10, 1, 0, 100], 1, 2, 0)), None, "tagged");
+        assert_eq!(peek_tcp4_tuple(&t[..37]), None, "truncated");
     }
 
     #[test]

@@ -51,7 +51,7 @@ use super::{Ctx, PortIndex, Role, Verdict};
 use super::balance::{BalanceCounters, BalanceTables};
 use crate::packet::build::{tcp4, Tcp4Segment};
 use crate::packet::tcp::flags;
-use crate::packet::{ethertype, fast_v4, ip_proto, Ethernet, Tcp, TcpOption};
+use crate::packet::{ethertype, fast_v4, ip_proto, peek_tcp4_tuple, Ethernet, Tcp, TcpOption};
 use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
@@ -1413,10 +1413,11 @@ impl Role for Splice {
 
     const PREFETCH: bool = true;
 
+    /// Only a hint: the tuple is read where it would be, not validated (`handle` does that).
     #[inline]
     fn prefetch(&self, frame: &[u8]) {
-        if let Some(f) = fast_v4(frame) {
-            self.table.prefetch(&LegKey { remote: f.src, local: f.dst, remote_port: f.src_port, local_port: f.dst_port });
+        if let Some((remote, local, remote_port, local_port)) = peek_tcp4_tuple(frame) {
+            self.table.prefetch(&LegKey { remote, local, remote_port, local_port });
         }
     }
 
