@@ -33,6 +33,10 @@ use std::time::{Duration, Instant};
 
 /// Joins and weight changes are applied at most this often.
 pub const REBUILD_HOLD: Duration = Duration::from_millis(500);
+/// How long a port's link must stay down before its members leave the tables (a carrier
+/// delay: a flap shorter than this costs some frames, which TCP retransmits, instead of
+/// moving flows away and back).
+pub const LINK_DOWN_HOLD: Duration = Duration::from_millis(300);
 /// Table slots per configured member (a prime at least this × members): more slots than
 /// Maglev's 100 keep the churn of a removal near its ideal (see `dataplane::balance`).
 pub const SLOTS_PER_MEMBER: usize = 1000;
@@ -211,8 +215,11 @@ pub struct Balancer {
     last_build: Option<Instant>,
     /// The members are splice backends: their open connections are shown.
     connections: bool,
-    /// The ports' links: a member behind a port whose link is down is out of the table.
+    /// The ports' links: a member behind a port whose link has been down for
+    /// [`LINK_DOWN_HOLD`] is out of the table.
     links: Option<dataplane::lcore_link::LinkStates>,
+    /// Per port index: since when its link has been seen down.
+    down_since: Vec<Option<Instant>>,
 }
 
 impl Balancer {
@@ -243,6 +250,7 @@ impl Balancer {
             last_build: None,
             connections: false,
             links: None,
+            down_since: Vec::new(),
         }
     }
 
@@ -270,8 +278,18 @@ impl Balancer {
         self.counters = counters;
     }
 
+    /// Notes since when each members' port has had no link.
+    fn watch_links(&mut self, now: Instant) {
+        let Some(links) = &self.links else { return };
+        let ports = self.services.iter().flat_map(|s| s.members.iter().map(|m| usize::from(m.port) + 1)).max().unwrap_or(0);
+        self.down_since.resize(ports, None);
+        for (p, since) in self.down_since.iter_mut().enumerate() {
+            *since = if links.is_up(p) { None } else { Some(since.unwrap_or(now)) };
+        }
+    }
+
     /// What each member's effective weight should be now, and its state.
-    fn wanted(&self, peers: &[PeerMetrics]) -> (Vec<Vec<u32>>, Vec<Vec<&'static str>>) {
+    fn wanted(&self, now: Instant, peers: &[PeerMetrics]) -> (Vec<Vec<u32>>, Vec<Vec<&'static str>>) {
         let mut weights = Vec::new();
         let mut states = Vec::new();
         for s in &self.services {
@@ -284,7 +302,8 @@ impl Balancer {
                         None => true,
                         Some(p) => p.is_some_and(|p| p.state == "up"),
                     };
-                    if self.links.as_ref().is_some_and(|l| !l.is_up(usize::from(m.port))) {
+                    let link_down = self.down_since.get(usize::from(m.port)).copied().flatten().is_some_and(|t| now.saturating_duration_since(t) >= LINK_DOWN_HOLD);
+                    if link_down {
                         (0, "link_down")
                     } else if self.neighbours.get(m.port, m.address).is_none() {
                         (0, "unresolved")
@@ -308,7 +327,8 @@ impl Balancer {
 
     /// One control-thread round: rebuilds and pushes tables when needed.
     pub fn poll(&mut self, now: Instant, peers: &[PeerMetrics]) {
-        let (weights, states) = self.wanted(peers);
+        self.watch_links(now);
+        let (weights, states) = self.wanted(now, peers);
         if weights != self.weights {
             let lost = weights.iter().flatten().zip(self.weights.iter().flatten()).any(|(new, old)| *new == 0 && *old > 0);
             let held = self.last_build.is_some_and(|t| now.duration_since(t) < REBUILD_HOLD);
@@ -524,13 +544,17 @@ mod tests {
         let all_up = [peer("m1", "up", None), peer("m2", "up", None), peer("m3", "up", None)];
         b.poll(t0, &all_up);
         assert!(latest(&rx).unwrap().vips[0].is_some());
-        // The members' port (1) loses its link: every member is out at once.
+        // The members' port (1) loses its link: a flap shorter than the hold moves nothing;
+        // a longer loss takes every member out.
         links.set(1, false);
         b.poll(t0 + Duration::from_millis(10), &all_up);
+        b.poll(t0 + Duration::from_millis(10) + LINK_DOWN_HOLD / 2, &all_up);
+        assert!(latest(&rx).is_none(), "a short flap leaves the table alone");
+        b.poll(t0 + Duration::from_millis(10) + LINK_DOWN_HOLD, &all_up);
         assert!(latest(&rx).expect("a new table").vips[0].is_none(), "no member is reachable");
         assert!(b.members().iter().all(|m| m.state == "link_down"));
         links.set(1, true);
-        b.poll(t0 + Duration::from_millis(20) + REBUILD_HOLD, &all_up);
+        b.poll(t0 + Duration::from_millis(20) + LINK_DOWN_HOLD + REBUILD_HOLD, &all_up);
         assert!(latest(&rx).unwrap().vips[0].as_ref().unwrap().table().shares().iter().all(|&s| s > 0));
     }
 

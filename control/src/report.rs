@@ -164,6 +164,10 @@ impl Report {
             let line: Vec<String> = self.splice.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(s, "splice: {}", if line.is_empty() { "-".to_string() } else { line.join(" ") });
         }
+        for (service, c) in &self.splice_services {
+            let line: Vec<String> = c.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(s, "splice service {service}: {}", if line.is_empty() { "-".to_string() } else { line.join(" ") });
+        }
         if let Some(u) = &self.splice_setup_us {
             let _ = writeln!(s, "splice setup time ({} splices): p50 < {} µs  p90 < {} µs  p99 < {} µs  max < {} µs", u.count, u.p50_us, u.p90_us, u.p99_us, u.max_us);
         }

@@ -598,8 +598,7 @@ fn serve(
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
     let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
-    report.splice = supervisor.splice_totals();
-    report.splice_services = supervisor.splice_services();
+    (report.splice, report.splice_services) = supervisor.splice_counters();
     report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();

@@ -75,20 +75,14 @@ impl Supervisor {
     }
 
     /// From now on, `poll` also rebuilds the balance tables.
-    /// The splice role's counters summed over the lcores (empty without the role).
-    pub fn splice_totals(&self) -> std::collections::BTreeMap<String, u64> {
-        self.splicer.as_ref().map(|s| s.totals().into_iter().map(|(k, v)| (k.to_string(), v)).collect()).unwrap_or_default()
+    /// The splice role's counters summed over the lcores, in total and per service (by
+    /// name), read at one moment (both empty without the role).
+    #[allow(clippy::type_complexity)]
+    pub fn splice_counters(&self) -> (std::collections::BTreeMap<String, u64>, std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>) {
+        self.splicer.as_ref().map(|s| s.counters_now()).map(|c| (c.totals_map(), c.services_map())).unwrap_or_default()
     }
 
     /// The splice setup-time histogram summed over the lcores (`None` without the role).
-    /// Per splice service (by name): its counters by name.
-    pub fn splice_services(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
-        self.splicer
-            .as_ref()
-            .map(|s| s.per_service().into_iter().map(|(name, c)| (name.to_string(), c.into_iter().map(|(k, v)| (k.to_string(), v)).collect())).collect())
-            .unwrap_or_default()
-    }
-
     pub fn splice_setup(&self) -> Option<Vec<u64>> {
         self.splicer.as_ref().map(|s| s.setup_buckets())
     }
@@ -186,9 +180,8 @@ impl Supervisor {
             snap.members = b.members();
             snap.services = b.service_views();
         }
-        snap.splice = self.splice_totals();
+        (snap.splice, snap.splice_services) = self.splice_counters();
         snap.splice_setup_us = self.splice_setup().unwrap_or_default();
-        snap.splice_services = self.splice_services();
     }
 
     /// Stops fencing (queued requests are cancelled, running agents finish) and waits for

@@ -466,8 +466,8 @@ pub enum NatMode {
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NoBackend {
-    /// A RST at once: clients fail fast ("connection refused") and may try elsewhere, as
-    /// with IPVS or HAProxy.
+    /// A RST at once: clients fail fast ("connection refused") and may try elsewhere (IPVS
+    /// answers with an ICMP port unreachable; HAProxy accepts and closes at once).
     #[default]
     Reset,
     /// No answer: the client retransmits its SYN (after 1 s, then 2 s ...) and is taken

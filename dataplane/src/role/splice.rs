@@ -67,6 +67,9 @@ pub const CLOSED_LINGER_S: u32 = 2;
 /// How long a backend that refused a connection or let its SYNs go unanswered is passed
 /// over by new connections (when another backend of its pool is live).
 pub const SUSPECT_MS: u64 = 10_000;
+/// How long after the start a SYN without a live backend is dropped rather than refused,
+/// unless its pool had a backend already: the backends' MACs are being resolved.
+pub const STARTUP_GRACE_MS: u64 = 10_000;
 /// The longest wait for a backend's answer to one SYN (the doubling stops here).
 pub const MAX_CONNECT_WAIT_MS: u64 = 16_000;
 /// Free NAT ports tried for one whose reply the port's RSS brings to this lcore: with n
@@ -477,7 +480,7 @@ pub struct Splice {
     active: Vec<Vec<u32>>,
     /// Per pool: some backend has a share of the current table (refreshed with the tables).
     pool_live: Vec<bool>,
-    /// Per service: some pool it routes to has had a live backend since the start.
+    /// Per pool: it has had a live backend since the start.
     ever_live: Vec<bool>,
     /// Per pool and member: suspect (passed over) until this time (ms).
     suspect: Vec<Vec<u64>>,
@@ -578,7 +581,7 @@ impl Splice {
         let suspect = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
         let active = pools.iter().map(|p| vec![0; p.backends.len()]).collect();
         let member_counters = BalanceCounters::for_members(&pools.iter().map(|p| p.backends.len()).collect::<Vec<_>>());
-        let (pool_live, ever_live) = (vec![false; pools.len()], vec![false; services.len()]);
+        let (pool_live, ever_live) = (vec![false; pools.len()], vec![false; pools.len()]);
         let mut role = Splice {
             services,
             pools,
@@ -610,37 +613,52 @@ impl Splice {
         Ok(role)
     }
 
-    /// Which pools have a live backend in the current tables, and which services have had
-    /// one since the start (read by every SYN: see [`Splice::has_backend`]).
+    /// Which pools have a live backend in the current tables, and which have had one since
+    /// the start (read by every SYN: see [`Splice::has_backend`]). In place: no allocation
+    /// on the worker.
     fn refresh_live(&mut self) {
-        self.pool_live = (0..self.pools.len()).map(|p| self.tables.vips.get(p).and_then(Option::as_ref).is_some_and(|t| t.table().shares().iter().any(|&s| s > 0))).collect();
-        for (s, svc) in self.services.iter().enumerate() {
-            let pools = std::iter::once(svc.rules.default_pool).chain(svc.rules.rules.iter().map(|r| r.pool));
-            if pools.into_iter().any(|p| self.pool_live.get(p).copied().unwrap_or(false)) {
-                self.ever_live[s] = true;
-            }
+        for (p, (live, ever)) in self.pool_live.iter_mut().zip(self.ever_live.iter_mut()).enumerate() {
+            *live = self.tables.vips.get(p).and_then(Option::as_ref).is_some_and(|t| t.table().shares().iter().any(|&s| s > 0));
+            *ever |= *live;
         }
+    }
+
+    /// Whether a SYN to `service` on `port` without a live backend may be answered with a
+    /// RST: once a pool the connection could reach has had a live backend, or the start-up
+    /// grace ([`STARTUP_GRACE_MS`]) is over (a restart during an outage must not leave
+    /// clients retrying for minutes). Before that the SYN is dropped, so that the client's
+    /// retransmission finds the backends resolved.
+    fn may_refuse(&self, service: usize, port: u16) -> bool {
+        let Some(svc) = self.services.get(service) else { return true };
+        self.now_ms >= self.settings.clock.unix_ms0.saturating_add(STARTUP_GRACE_MS) || svc.rules.candidate_pools(port).any(|p| self.ever_live.get(p).copied().unwrap_or(false))
     }
     pub fn counters(&self) -> SpliceCounters {
         self.counters.clone()
     }
 
     /// Benchmarks: puts `n` synthetic established connections ([`crate::splice::synthetic`])
-    /// in the table, taking the NAT ports from the start of this lcore's range so that
-    /// connection i has port `nat_first + i`; returns how many it added.
+    /// of the first service, to the first backend of its default pool, in the table,
+    /// taking the NAT ports from the start of this lcore's range so that connection i has
+    /// port `nat_first + i`; returns how many it added.
     pub fn preload_synthetic(&mut self, layout: &crate::splice::synthetic::Layout, n: usize) -> usize {
         let now_s = self.now_s();
+        let pool = self.services.first().map_or(0, |s| s.rules.default_pool);
         let mut added = 0;
         for i in 0..n.min(crate::splice::synthetic::MAX_CONNECTIONS) {
             let Some(port) = self.nat.take() else { break };
             let mut e = crate::splice::synthetic::entry(layout, i, now_s);
             e.nat.port = port;
+            (e.pool, e.member) = (pool as u16, 0);
             if self.table.insert(e).is_none() {
                 self.nat.give_back(port);
                 break;
             }
             if let Some(c) = self.per_service.get_mut(0) {
                 *c += 1;
+            }
+            if let Some(c) = self.active.get_mut(pool).and_then(|a| a.first_mut()) {
+                *c += 1;
+                self.member_counters.set_connections(pool, 0, u64::from(*c));
             }
             added += 1;
         }
@@ -1226,7 +1244,7 @@ impl Splice {
                 if let Some(pool) = self.services[service].rules.candidate_pools(t.vip_port).next() {
                     self.member_counters.count_no_member(pool);
                 }
-                if self.services[service].reset_without_backend && self.ever_live[service] {
+                if self.services[service].reset_without_backend && self.may_refuse(service, t.vip_port) {
                     let client = Endpoint { addr: t.client, port: t.client_port };
                     let vip = Endpoint { addr: t.vip, port: t.vip_port };
                     self.reset(ingress, mac_at(f, 6), client, vip, &tcp, ctx);

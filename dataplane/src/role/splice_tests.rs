@@ -584,9 +584,15 @@ fn a_pool_the_port_cannot_reach_does_not_answer_the_syn() {
     let t = Arc::new(BalanceTables { vips: vec![pool_table(&[0, 0], &BACKEND_MAC), pool_table(&[1], &[STATIC_MAC])] });
     let rules = Rules { rules: vec![Rule { dst_ports: vec![(8080, 8080)], pool: 1, ..Rule::default() }], default_pool: 0 };
     let mut n = Net::routed(64, 3, t, rules);
+    n.role.services[0].reset_without_backend = true;
     let (v, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
-    assert_eq!((v, out.len()), (Verdict::Drop(DropReason::NoMember), 0));
+    assert_eq!((v, out.len()), (Verdict::Drop(DropReason::NoMember), 0), "pool 0 is still being resolved: dropped, not refused, though pool 1 is live");
     assert_eq!(n.stat(SpliceStat::SynsNoBackend), 1);
+    // Once the start-up grace is over, a pool that never came up is refused.
+    n.now = STARTUP_GRACE_MS + 1;
+    let (_, _, out) = from_client(&mut n, CPORT, C0, 0, flags::SYN, &LINUX_SYN_OPTS, b"");
+    assert_eq!(out.len(), 1);
+    assert_eq!(seen(&out[0].1).flags, flags::RST | flags::ACK);
 }
 
 #[test]
