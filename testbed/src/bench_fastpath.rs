@@ -119,10 +119,13 @@ enabled = false
     )
 }
 
-/// The worker's TX packets so far (`ctl stats`).
-fn tx_packets(bin: &Path, sock: &Path) -> Result<u64> {
+/// The worker's TX packets so far, and the segments spliced toward the backend and toward
+/// the client (`ctl stats`; 0 without the splice role).
+fn tx_packets(bin: &Path, sock: &Path) -> Result<(u64, u64, u64)> {
     let v = crate::ctl::json(bin, sock, "stats")?;
-    v["lcores"].as_array().and_then(|l| l.first()).and_then(|l| l["tx_packets"].as_u64()).ok_or_else(|| anyhow!("ctl stats: no lcore counters: {v}"))
+    let tx = v["lcores"].as_array().and_then(|l| l.first()).and_then(|l| l["tx_packets"].as_u64()).ok_or_else(|| anyhow!("ctl stats: no lcore counters: {v}"))?;
+    let n = |k: &str| v["splice"][k].as_u64().unwrap_or(0);
+    Ok((tx, n("to_server_packets"), n("to_client_packets")))
 }
 
 /// Packets per second of one trial of each DUT.
@@ -160,7 +163,13 @@ fn appliance_pps(run: &RunId, tapsplice: &Path, dut: Dut, window: Duration, roun
         let (a, t0) = (tx_packets(tapsplice, &sock)?, Instant::now());
         std::thread::sleep(window);
         let (b, t1) = (tx_packets(tapsplice, &sock)?, Instant::now());
-        Ok(b.saturating_sub(a) as f64 / t1.duration_since(t0).as_secs_f64())
+        let (sent, to_server, to_client) = (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1), b.2.saturating_sub(a.2));
+        if dut == Dut::Splice && (to_server + to_client < sent / 100 * 99 || to_server.min(to_client) < sent / 100 * 40) {
+            // Within the window, what the DUT sent must be spliced segments, about half
+            // each way: the rate is the splice's, not that of frames it passed on.
+            bail!("the DUT did not splice what it sent: {sent} frames sent, {to_server} segments spliced toward the backend, {to_client} toward the client");
+        }
+        Ok(sent as f64 / t1.duration_since(t0).as_secs_f64())
     })();
     let lines = app.stop(Duration::from_secs(10));
     pps.map_err(|e| anyhow!("{e}; DUT: {}", lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")))

@@ -278,7 +278,8 @@ pub fn run(topo: Topology, opts: RunOptions, o: &Options) -> Result<Value> {
 }
 
 fn summary(o: &Options, trials: &[Trial]) -> Value {
-    let med = |mode: SMode, f: fn(&Trial) -> f64| crate::bench::median(trials.iter().filter(|t| t.mode == mode).map(f).collect());
+    // Medians to a thousandth (the mean of two middle values would print float noise).
+    let med = |mode: SMode, f: fn(&Trial) -> f64| crate::bench::median(trials.iter().filter(|t| t.mode == mode).map(f).collect()).map(|m| (m * 1000.0).round() / 1000.0);
     let g = |m| med(m, |t| t.goodput_mbps);
     let c = |m| med(m, |t| t.conn_per_s);
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
