@@ -12,6 +12,14 @@
 //!   (client segments to the sink, backend segments back out of the pcap port). Rate: the
 //!   worker's TX packets over `--seconds` from two `ctl stats` samples.
 //! - io: dpdk-testpmd io-forward on the same two vdevs. Rate: `show port stats` Rx-pps.
+//!
+//! The same on vhost-user ports ([`Ports::Vhost`], mode `fastpath-vhost`): the DUT's ports
+//! are `net_vhost` (as in `bench balance`), and a generator, dpdk-testpmd on CPU 0 with
+//! the pcap port and two `net_virtio_user` ports, sends the pcap's segments into the DUT's
+//! port `c` and sinks what comes back (`--port-topology=paired`: pcap → virtio 0, virtio 1
+//! → null, virtio 0 → pcap, which drops). The DUT now pays what a port costs per frame
+//! (the vhost copies) as it would on a NIC, instead of nearly nothing; the io-forward
+//! anchor is dpdk-testpmd on the same vhost ports (its Rx-pps), fed the same way.
 
 use crate::bench_balance::{show_stats, Proc};
 use crate::guard;
@@ -51,6 +59,14 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<()> {
     std::fs::write(path, b).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The DUT's two ports: nearly free (a pcap replay and a sink), or vhost-user fed by a
+/// generator.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ports {
+    PcapNull,
+    Vhost,
+}
+
 /// What the DUT runs: the splice role over preloaded splices, or the forward role on the
 /// same ports (the appliance's own loop without the splice: where its ceiling is).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,7 +75,7 @@ enum Dut {
     Forward,
 }
 
-fn rack(dir: &Path, prefix: &str, pcap: &Path, dut: Dut) -> String {
+fn rack(dir: &Path, prefix: &str, pcap: &Path, dut: Dut, ports: Ports) -> String {
     // Forward: no address the frames are for (the backend segments go to the splice's
     // NAT address), so every frame is forwarded.
     let (roles, addr_c, addr_m) = match dut {
@@ -93,18 +109,22 @@ syn_cookie_secret = "{dir}/rack.key"
         Dut::Forward => "[forward]\npairs = [[\"c\", \"m\"]]\n".to_string(),
     };
     let head = crate::bench::dut_rack_head("testbed bench splice, fast path: the DUT", "fastpath", roles, prefix);
+    let ((dev_c, args_c), (dev_m, args_m)) = match ports {
+        Ports::PcapNull => (("net_pcap0", format!("rx_pcap={},infinite_rx=1", pcap.display())), ("net_null0", "no-rx=1".to_string())),
+        Ports::Vhost => (("net_vhost0", vhost_args(dir, 0)), ("net_vhost1", vhost_args(dir, 1))),
+    };
     format!(
         r#"{head}
 [[port]]
 name = "c"
-device = "net_pcap0"
-args = "rx_pcap={pcap},infinite_rx=1"
+device = "{dev_c}"
+args = "{args_c}"
 addresses = ["{addr_c}"]
 
 [[port]]
 name = "m"
-device = "net_null0"
-args = "no-rx=1"
+device = "{dev_m}"
+args = "{args_m}"
 addresses = ["{addr_m}"]
 
 {role}
@@ -114,9 +134,57 @@ socket = "{dir}/fastpath.sock"
 [metrics]
 enabled = false
 "#,
-        pcap = pcap.display(),
         dir = dir.display(),
     )
+}
+
+/// The vhost-user socket of the DUT's port `i` (0 = c, 1 = m).
+fn vhost_socket(dir: &Path, i: u8) -> std::path::PathBuf {
+    dir.join(format!("fpv{i}.sock"))
+}
+
+fn vhost_args(dir: &Path, i: u8) -> String {
+    format!("iface={},queues=1", vhost_socket(dir, i).display())
+}
+
+/// The generator for [`Ports::Vhost`]. A replay alone cannot outrun the DUT (the pcap PMD
+/// copies every frame: about 12 Mpps on one core), so the generator only seeds the loop:
+/// it replays the pcap into the DUT's `c` for a moment, then swaps every frame the DUT
+/// sends back (`5tswap`: MACs, addresses and ports) and returns it through the other
+/// port. A spliced segment swapped is a segment of the same splice's other leg (client →
+/// VIP out of `m` comes back as backend → NAT into `c`, and so on), so each frame goes
+/// round and round through the splice, rewritten both ways in turn, at the pace of the
+/// slowest stage; io-forward and the forward role carry the same frames unchanged.
+fn generator(run: &RunId, testpmd: &Path, pcap: &Path, tag: &str) -> Result<Proc> {
+    let dir = run.run_dir();
+    let prefix = run.file_prefix(&format!("fpgen{tag}"));
+    guard::add_dpdk_prefix(&prefix);
+    let mut g = Command::new("stdbuf");
+    g.arg("-o0")
+        .arg(testpmd)
+        .args(["--lcores", "0@0,1@0", "-m", "256", "--no-huge", "--no-pci", "--file-prefix", &prefix])
+        .arg("--vdev")
+        .arg(format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()))
+        .arg("--vdev")
+        .arg(format!("net_virtio_user0,path={},queues=1,queue_size=1024", vhost_socket(&dir, 0).display()))
+        .arg("--vdev")
+        .arg(format!("net_virtio_user1,path={},queues=1,queue_size=1024", vhost_socket(&dir, 1).display()))
+        .args(["--vdev", "net_null0,no-rx=1"])
+        .args(["--", "-i", "--forward-mode=io", "--port-topology=paired", "--portlist=0,1", "--no-flush-rx", "--total-num-mbufs=32767", "--burst=64"]);
+    let mut gen = Proc::spawn(g, "generator (testpmd)", &dir.join(format!("fastpath-gen-{tag}.log")), true)?;
+    gen.wait_for("Checking link statuses", Duration::from_secs(30))?;
+    // Seed: the pcap into the DUT's c.
+    gen.send("start")?;
+    gen.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(300));
+    gen.send("stop")?;
+    gen.wait_for("Done.", Duration::from_secs(10))?;
+    // Loop: what comes back from either DUT port, swapped, into the other.
+    gen.send("set portlist 1,2")?;
+    gen.send("set fwd 5tswap")?;
+    gen.send("start")?;
+    gen.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+    Ok(gen)
 }
 
 /// The worker's TX packets so far, and the segments spliced toward the backend and toward
@@ -139,17 +207,22 @@ pub struct Rates {
     pub io: f64,
 }
 
-/// Packets per second of the appliance running `dut` on the pcap/null ports.
-fn appliance_pps(run: &RunId, tapsplice: &Path, dut: Dut, window: Duration, round: u32) -> Result<f64> {
+/// Packets per second of the appliance running `dut` on `ports`.
+fn appliance_pps(run: &RunId, tapsplice: &Path, testpmd: &Path, dut: Dut, ports: Ports, window: Duration, round: u32) -> Result<f64> {
     let dir = run.run_dir();
+    let v = if ports == Ports::Vhost { "-vhost" } else { "" };
     let name = match dut {
-        Dut::Splice => "fastpath",
-        Dut::Forward => "fastpath-forward",
+        Dut::Splice => format!("fastpath{v}"),
+        Dut::Forward => format!("fastpath{v}-forward"),
     };
-    let prefix = run.file_prefix(&format!("{}{round}", if dut == Dut::Splice { "fp" } else { "fpfw" }));
+    let prefix = run.file_prefix(&format!("{}{}{round}", if dut == Dut::Splice { "fp" } else { "fpfw" }, if ports == Ports::Vhost { "v" } else { "" }));
     guard::add_dpdk_prefix(&prefix);
+    for i in 0..2 {
+        let _ = guard::remove_socket(&vhost_socket(&dir, i));
+    }
     let cfg = dir.join(format!("{name}-{round}.toml"));
-    std::fs::write(&cfg, rack(&dir, &prefix, &dir.join("fastpath.pcap"), dut))?;
+    let pcap = dir.join("fastpath.pcap");
+    std::fs::write(&cfg, rack(&dir, &prefix, &pcap, dut, ports))?;
     let mut c = Command::new(tapsplice);
     c.arg("run").arg("--config").arg(&cfg);
     if dut == Dut::Splice {
@@ -157,8 +230,12 @@ fn appliance_pps(run: &RunId, tapsplice: &Path, dut: Dut, window: Duration, roun
     }
     let mut app = Proc::spawn(c, &format!("DUT ({dut:?})"), &dir.join(format!("{name}-{round}.log")), false)?;
     let sock = dir.join("fastpath.sock");
+    let mut gen = None;
     let pps = (|| -> Result<f64> {
         app.wait_for(crate::appliance::READY_LINE, Duration::from_secs(30))?;
+        if ports == Ports::Vhost {
+            gen = Some(generator(run, testpmd, &pcap, &format!("{name}-{round}"))?);
+        }
         std::thread::sleep(Duration::from_secs(1));
         let (a, t0) = (tx_packets(tapsplice, &sock)?, Instant::now());
         std::thread::sleep(window);
@@ -171,47 +248,65 @@ fn appliance_pps(run: &RunId, tapsplice: &Path, dut: Dut, window: Duration, roun
         }
         Ok(sent as f64 / t1.duration_since(t0).as_secs_f64())
     })();
+    if let Some(g) = gen {
+        let _ = g.stop(Duration::from_secs(10));
+    }
     let lines = app.stop(Duration::from_secs(10));
     pps.map_err(|e| anyhow!("{e}; DUT: {}", lines.iter().rev().take(3).cloned().collect::<Vec<_>>().join(" | ")))
 }
 
-/// One trial of each DUT: the splice fast path, the forward role, io-forward.
-pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, seconds: f64, round: u32) -> Result<Rates> {
+/// One trial of each DUT on `ports`: the splice fast path, the forward role, io-forward.
+pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, ports: Ports, seconds: f64, round: u32) -> Result<Rates> {
     let dir = run.run_dir();
     let pcap = dir.join("fastpath.pcap");
     if !pcap.exists() {
         write_pcap(&pcap, &frames(&layout(), CONNECTIONS, ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xb])))?;
     }
     let window = Duration::from_secs_f64(seconds);
-    let splice = appliance_pps(run, tapsplice, Dut::Splice, window, round)?;
-    let forward = appliance_pps(run, tapsplice, Dut::Forward, window, round)?;
+    let splice = appliance_pps(run, tapsplice, testpmd, Dut::Splice, ports, window, round)?;
+    let forward = appliance_pps(run, tapsplice, testpmd, Dut::Forward, ports, window, round)?;
 
-    // testpmd io-forward on the same vdevs.
-    let prefix = run.file_prefix(&format!("fpio{round}"));
+    // testpmd io-forward on the same vdevs (and fed by the same generator).
+    let v = if ports == Ports::Vhost { "v" } else { "" };
+    let prefix = run.file_prefix(&format!("fpio{v}{round}"));
     guard::add_dpdk_prefix(&prefix);
+    for i in 0..2 {
+        let _ = guard::remove_socket(&vhost_socket(&dir, i));
+    }
+    let vdevs = match ports {
+        Ports::PcapNull => [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".to_string()],
+        Ports::Vhost => [format!("net_vhost0,{}", vhost_args(&dir, 0)), format!("net_vhost1,{}", vhost_args(&dir, 1))],
+    };
     let mut g = Command::new("stdbuf");
     g.arg("-o0")
         .arg(testpmd)
         .args(["-l", "0,1", "-m", "256", "--no-huge", "--no-pci", "--file-prefix", &prefix])
-        .arg("--vdev")
-        .arg(format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()))
-        .args(["--vdev", "net_null0,no-rx=1", "--", "-i", "--forward-mode=io", "--total-num-mbufs=8191", "--burst=32"]);
-    let mut io = Proc::spawn(g, "testpmd io-forward", &dir.join(format!("fastpath-io-{round}.log")), true)?;
+        .args(["--vdev", &vdevs[0], "--vdev", &vdevs[1]])
+        .args(["--", "-i", "--forward-mode=io", "--total-num-mbufs=8191", "--burst=32"]);
+    let tag = format!("io{v}-{round}");
+    let mut io = Proc::spawn(g, "testpmd io-forward", &dir.join(format!("fastpath-{tag}.log")), true)?;
+    let mut gen = None;
     let io_pps = (|| -> Result<f64> {
         io.wait_for("Checking link statuses", Duration::from_secs(30))?;
         io.send("start")?;
         io.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
+        if ports == Ports::Vhost {
+            gen = Some(generator(run, testpmd, &pcap, &tag)?);
+        }
         std::thread::sleep(Duration::from_secs(1));
         show_stats(&mut io)?;
         std::thread::sleep(window);
         Ok(show_stats(&mut io)? as f64)
     })();
+    if let Some(g) = gen {
+        let _ = g.stop(Duration::from_secs(10));
+    }
     let _ = io.stop(Duration::from_secs(10));
     let io_pps = io_pps?;
     if splice <= 0.0 || forward <= 0.0 || io_pps <= 0.0 {
         bail!("fast path: no packets measured (splice {splice} pps, forward {forward} pps, io-forward {io_pps} pps)");
     }
-    eprintln!("testbed: bench splice fast path: splice {:.2} Mpps, forward role {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, forward / 1e6, io_pps / 1e6);
+    eprintln!("testbed: bench splice fast path ({ports:?} ports): splice {:.2} Mpps, forward role {:.2} Mpps, io-forward {:.2} Mpps", splice / 1e6, forward / 1e6, io_pps / 1e6);
     Ok(Rates { splice, forward, io: io_pps })
 }
 
@@ -223,7 +318,10 @@ mod tests {
     fn both_duts_get_a_whole_rack_config() {
         let (d, pcap) = (Path::new("/tmp/testbed-t000000"), Path::new("/tmp/testbed-t000000/fastpath.pcap"));
         for dut in [Dut::Splice, Dut::Forward] {
-            let t: toml::Table = rack(d, "p", pcap, dut).parse().unwrap_or_else(|e| panic!("{dut:?}: {e}"));
+            let v: toml::Table = rack(d, "p", pcap, dut, Ports::Vhost).parse().unwrap_or_else(|e| panic!("{dut:?}: {e}"));
+            assert_eq!(v["port"][1]["device"].as_str(), Some("net_vhost1"));
+            assert_eq!(v["port"][0]["args"].as_str(), Some("iface=/tmp/testbed-t000000/fpv0.sock,queues=1"));
+            let t: toml::Table = rack(d, "p", pcap, dut, Ports::PcapNull).parse().unwrap_or_else(|e| panic!("{dut:?}: {e}"));
             assert_eq!(t["eal"]["file_prefix"].as_str(), Some("p"));
             assert_eq!(t["port"][0]["args"].as_str(), Some("rx_pcap=/tmp/testbed-t000000/fastpath.pcap,infinite_rx=1"));
             let roles = t["node"]["roles"].as_array().unwrap();

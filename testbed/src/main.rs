@@ -375,7 +375,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
-            let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io,fastpath", bench_splice::SMode::parse)?;
+            let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io,fastpath,fastpath-vhost", bench_splice::SMode::parse)?;
             let seconds = repeat_and_seconds(repeat, seconds)?;
             let topo = topology::load(&find_topology("splice-bench")?)?;
             let opts = options(&bins, None, &topo)?;

@@ -2,7 +2,8 @@
 //! role, through HAProxy (tcp mode, kernel splicing) and through dpdk-testpmd io-forward on
 //! the same network, in one run; the last stdout line carries `goodput_vs_haproxy`,
 //! `goodput_vs_ioforward`, `conn_rate_vs_haproxy` and `fastpath_vs_ioforward` (figures to
-//! read, not asserted: the targets are benchmark figures, see docs/splice.md).
+//! read, not asserted: the targets are benchmark figures, see docs/splice.md), and the fast
+//! path on vhost-user ports beside it (`fastpath_vhost_vs_ioforward`).
 
 mod common;
 use common::*;
@@ -16,8 +17,8 @@ fn bench_splice_prints_its_ratios() {
     let v = last_json(&out);
     assert!(v.get("error").is_none(), "{}", dump(&out));
     let trials = v["trials"].as_array().unwrap();
-    assert_eq!(trials.len(), 4, "{}", v);
-    for t in trials.iter().filter(|t| t["mode"] != "fastpath") {
+    assert_eq!(trials.len(), 5, "{}", v);
+    for t in trials.iter().filter(|t| t["mode"] != "fastpath" && t["mode"] != "fastpath-vhost") {
         // Every byte verified and no connection failed in any mode.
         assert_eq!(t["passed"], true, "{}", t);
         assert_eq!(t["errors"], 0, "{}", t);
@@ -28,7 +29,8 @@ fn bench_splice_prints_its_ratios() {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{}: {}", k, v);
     }
     // The fast path alone (synthetic spliced traffic both ways) against io-forward.
-    for k in ["fastpath_vs_ioforward", "fastpath_mpps", "fastpath_io_mpps"] {
+    // ... and on vhost-user ports, where each frame goes round through the splice both ways.
+    for k in ["fastpath_vs_ioforward", "fastpath_mpps", "fastpath_io_mpps", "fastpath_vhost_vs_ioforward", "fastpath_vhost_mpps", "fastpath_vhost_io_mpps"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{}: {}", k, v);
     }
     // The appliance's own histograms from the tapsplice trial: one setup per connection.
