@@ -105,12 +105,13 @@ impl Neighbours {
         self.lock().version
     }
 
-    /// The ARP requests due now (and notes them as asked).
-    pub fn due(&self, now: Instant) -> Vec<Wanted> {
+    /// The ARP requests due now on ports that `up` says have a link (and notes them as
+    /// asked; one on a port without link is asked as soon as the link is back).
+    pub fn due(&self, now: Instant, up: impl Fn(crate::plan::PortIndex) -> bool) -> Vec<Wanted> {
         let mut g = self.lock();
         let Inner { wanted, macs, asked, .. } = &mut *g;
         let mut out = Vec::new();
-        for w in wanted.iter() {
+        for w in wanted.iter().filter(|w| up(w.port)) {
             let key = (w.port, w.target);
             let every = if macs.contains_key(&key) { REFRESH_RESOLVED } else { ASK_UNRESOLVED };
             if asked.get(&key).is_none_or(|t| now.duration_since(*t) >= every) {
@@ -171,12 +172,21 @@ mod tests {
         n.want(w(21));
         n.want(w(22));
         let t0 = Instant::now();
-        assert_eq!(n.due(t0).len(), 2);
-        assert!(n.due(t0 + Duration::from_millis(500)).is_empty());
+        assert_eq!(n.due(t0, |_| true).len(), 2);
+        assert!(n.due(t0 + Duration::from_millis(500), |_| true).is_empty());
         n.learn(1, Ipv4Addr::new(10, 0, 0, 21), MAC);
-        let again = n.due(t0 + Duration::from_secs(1));
+        let again = n.due(t0 + Duration::from_secs(1), |_| true);
         assert_eq!(again, vec![w(22)], "only the unresolved one");
-        assert!(n.due(t0 + Duration::from_secs(29)).iter().all(|x| x.target != w(21).target));
-        assert!(n.due(t0 + Duration::from_secs(30)).contains(&w(21)));
+        assert!(n.due(t0 + Duration::from_secs(29), |_| true).iter().all(|x| x.target != w(21).target));
+        assert!(n.due(t0 + Duration::from_secs(30), |_| true).contains(&w(21)));
+    }
+
+    #[test]
+    fn a_neighbour_behind_a_port_without_link_is_asked_as_soon_as_the_link_is_back() {
+        let n = Neighbours::new();
+        n.want(w(21));
+        let t0 = Instant::now();
+        assert!(n.due(t0, |p| p != 1).is_empty(), "port 1 has no link");
+        assert_eq!(n.due(t0 + Duration::from_millis(100), |_| true), vec![w(21)]);
     }
 }

@@ -59,9 +59,9 @@ impl PuntThread {
     }
 
     /// ARP requests for the neighbours due now, except on ports whose link is down (the
-    /// worker would only drop them as `link_down`; they are asked again a second later).
+    /// worker would only drop them as `link_down`).
     fn ask(&self, now: Instant, up: impl Fn(PortIndex) -> bool) {
-        for w in self.neighbours.due(now).into_iter().filter(|w| up(w.port)) {
+        for w in self.neighbours.due(now, up) {
             let Some(f) = SmallFrame::build(w.port, |buf| arp_request(buf, w.src_mac, w.src_ip, w.target)) else { continue };
             let c = if (self.transmit)(f) { &self.counters.arp_requests } else { &self.counters.tx_refused };
             c.fetch_add(1, Ordering::Relaxed);
