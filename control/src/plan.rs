@@ -62,9 +62,6 @@ pub struct PlanPort {
     /// `Some` for a `[[bond]]`: `device` is then the bonding vdev EAL creates over the
     /// members (see `RackConfig::eal_args`).
     pub bond: Option<PlanBond>,
-    /// A `net_tap` port's kernel interface (its `iface` argument), whose link the
-    /// appliance reads itself (`links::LinkWatch`).
-    pub tap_iface: Option<String>,
 }
 
 /// A bonding device's make-up.
@@ -89,15 +86,6 @@ impl PlanBond {
     pub fn member_name(&self, device: &str) -> Option<&str> {
         self.members.iter().find(|m| m.device == device).map(|m| m.name.as_str())
     }
-}
-
-/// The `iface=` argument of a `net_tap` or `net_tun` device (`None` for other devices, or
-/// a TAP whose name DPDK chooses: none given, or a `%d` pattern).
-fn tap_iface(device: &str, args: &str) -> Option<String> {
-    if !device.starts_with("net_tap") && !device.starts_with("net_tun") {
-        return None;
-    }
-    args.split(',').find_map(|a| a.trim().strip_prefix("iface=")).filter(|n| !n.is_empty() && !n.contains('%')).map(str::to_owned)
 }
 
 impl PlanPort {
@@ -168,7 +156,6 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                 mtu: p.mtu,
                 ipv4: p.addresses.iter().filter_map(|c| Some((c.ipv4()?, c.prefix_len))).collect(),
                 bond: None,
-                tap_iface: tap_iface(&p.device, &p.args),
             },
             DataplanePort::Bond(b) => PlanPort {
                 name: b.name.clone(),
@@ -190,7 +177,6 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                         .map(|p| PlanMember { name: p.name.clone(), device: eal_device(&p.device), is_pci: is_pci_address(&p.device) })
                         .collect(),
                 }),
-                tap_iface: None,
             },
         })
         .collect();
@@ -228,16 +214,6 @@ mod tests {
     fn example() -> RackConfig {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/forward.toml");
         crate::config::load(std::path::Path::new(path)).expect("the forward example is valid")
-    }
-
-    #[test]
-    fn a_tap_port_names_its_interface() {
-        assert_eq!(tap_iface("net_tap0", "iface=ts-a0"), Some("ts-a0".into()));
-        assert_eq!(tap_iface("net_tap3", "mac=02:00:00:00:00:01, iface=x"), Some("x".into()));
-        assert_eq!(tap_iface("net_tap0", ""), None, "DPDK chooses the name");
-        assert_eq!(tap_iface("net_tap0", "iface=dtap%d"), None, "a pattern");
-        assert_eq!(tap_iface("net_tun0", "iface=tun7"), Some("tun7".into()));
-        assert_eq!(tap_iface("net_vhost0", "iface=/tmp/s.sock"), None);
     }
 
     #[test]

@@ -520,14 +520,14 @@ fn serve(
         let splice_ports = sp.client_ports(plan.ports.len());
         vips.extend(sp.services.iter().map(|s| (s.vip, splice_ports.clone())));
     }
-    // A TAP's interface by the name the kernel gives it now (it has just been created, in
-    // our namespace), else by its `iface` argument (if something moved it already).
+    // A TAP's interface by the name the kernel gives it now: DPDK has just created it in
+    // our namespace (whatever `iface` said: a name, a `%d` pattern, or nothing).
     let watched: Vec<WatchedPort> = ports
         .iter()
         .zip(&plan.ports)
         .map(|(p, pp)| {
             let tap = pp.bond.is_none() && (pp.device.starts_with("net_tap") || pp.device.starts_with("net_tun"));
-            WatchedPort { name: pp.name.clone(), dpdk_id: p.id, tap_iface: tap.then(|| p.kernel_ifname().or_else(|| pp.tap_iface.clone())).flatten() }
+            WatchedPort { name: pp.name.clone(), dpdk_id: p.id, tap_iface: tap.then(|| p.kernel_ifname()).flatten() }
         })
         .collect();
     let link_watch = LinkWatch::new(&watched);

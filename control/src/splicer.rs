@@ -310,22 +310,8 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The splice counters at one moment: totals and per service, by `SpliceStat` name.
-pub struct SpliceCountersNow {
-    pub totals: Vec<(&'static str, u64)>,
-    /// Per service (name): the values in `SpliceStat::ALL` order.
-    pub per_service: Vec<(String, Vec<u64>)>,
-}
-
-impl SpliceCountersNow {
-    pub fn totals_map(&self) -> std::collections::BTreeMap<String, u64> {
-        self.totals.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-    }
-
-    pub fn services_map(&self) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>> {
-        self.per_service.iter().map(|(name, v)| (name.clone(), SpliceStat::ALL.iter().zip(v).map(|(s, n)| (s.name().to_string(), *n)).collect())).collect()
-    }
-}
+/// Splice counters by `SpliceStat` name.
+pub type CountersByName = std::collections::BTreeMap<String, u64>;
 
 /// The splice role's control-thread side: rotates keys and reads counters.
 pub struct Splicer {
@@ -381,17 +367,19 @@ impl Splicer {
         (0..SETUP_BUCKETS).map(|i| self.counters.iter().map(|c| c.setup_buckets()[i]).sum()).collect()
     }
 
-    /// Every counter summed over the lcores, per service (by name) and in total, read
-    /// once: the totals are the services' sums.
-    pub fn counters_now(&self) -> SpliceCountersNow {
-        let per_service: Vec<(String, Vec<u64>)> = self
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| (name.clone(), SpliceStat::ALL.iter().map(|&s| self.counters.iter().map(|c| c.get_service(i, s)).sum()).collect()))
-            .collect();
-        let totals = SpliceStat::ALL.iter().enumerate().map(|(k, s)| (s.name(), per_service.iter().map(|(_, v)| v[k]).sum())).collect();
-        SpliceCountersNow { totals, per_service }
+    /// Every counter summed over the lcores, in total and per service (by name), read
+    /// once: the totals are the services' sums, so the two always agree.
+    pub fn counters_now(&self) -> (CountersByName, std::collections::BTreeMap<String, CountersByName>) {
+        let mut totals = CountersByName::new();
+        let mut per_service = std::collections::BTreeMap::new();
+        for (i, name) in self.names.iter().enumerate() {
+            let row: CountersByName = SpliceStat::ALL.iter().map(|&s| (s.name().to_string(), self.counters.iter().map(|c| c.get_service(i, s)).sum())).collect();
+            for (k, v) in &row {
+                *totals.entry(k.clone()).or_insert(0) += v;
+            }
+            per_service.insert(name.clone(), row);
+        }
+        (totals, per_service)
     }
 }
 

@@ -77,9 +77,8 @@ impl Supervisor {
     /// From now on, `poll` also rebuilds the balance tables.
     /// The splice role's counters summed over the lcores, in total and per service (by
     /// name), read at one moment (both empty without the role).
-    #[allow(clippy::type_complexity)]
-    pub fn splice_counters(&self) -> (std::collections::BTreeMap<String, u64>, std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>) {
-        self.splicer.as_ref().map(|s| s.counters_now()).map(|c| (c.totals_map(), c.services_map())).unwrap_or_default()
+    pub fn splice_counters(&self) -> (crate::splicer::CountersByName, std::collections::BTreeMap<String, crate::splicer::CountersByName>) {
+        self.splicer.as_ref().map(|s| s.counters_now()).unwrap_or_default()
     }
 
     /// The splice setup-time histogram summed over the lcores (`None` without the role).

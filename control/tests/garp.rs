@@ -8,7 +8,7 @@
 //! namespace and vanish with the appliance.
 
 mod common;
-use common::{cookie_key, ctl, splice_rack, wait_for, Appliance};
+use common::{cookie_key, ctl_json, splice_rack, wait_for, Appliance};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -63,7 +63,7 @@ fn stale_neighbours_learn_the_appliance_mac_when_its_link_comes_up() {
     let sock = dir.join("ctl.sock");
     let mut v = serde_json::Value::Null;
     wait_for(Duration::from_secs(5), || {
-        v = serde_json::from_slice(&ctl(&sock, &["--json", "ports"]).stdout).unwrap_or_default();
+        v = ctl_json(&sock, "ports");
         v["ports"].as_array().is_some_and(|p| !p.is_empty())
     });
     let ports = v["ports"].as_array().unwrap_or_else(|| panic!("ctl ports: {v}"));

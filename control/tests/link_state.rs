@@ -11,7 +11,7 @@
 //! ```
 
 mod common;
-use common::{ctl, in_ns, spawn_in_ns, wait_for, Appliance, Lab};
+use common::{ctl_json, in_ns, spawn_in_ns, wait_for, Appliance, Lab};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,19 +61,14 @@ enabled = false
     )
 }
 
-/// `ctl --json <what>`, parsed.
-fn json(sock: &Path, what: &str) -> serde_json::Value {
-    serde_json::from_slice(&ctl(sock, &["--json", what]).stdout).unwrap_or_default()
-}
-
 /// Port `name`'s entry in `ctl ports`.
 fn port(sock: &Path, name: &str) -> serde_json::Value {
-    json(sock, "ports")["ports"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name).cloned()).unwrap_or_default()
+    ctl_json(sock, "ports")["ports"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name).cloned()).unwrap_or_default()
 }
 
 /// The worker's `link_down` drops.
 fn link_down_drops(sock: &Path) -> u64 {
-    json(sock, "stats")["lcores"].as_array().map_or(0, |l| l.iter().map(|l| l["drops"]["link_down"].as_u64().unwrap_or(0)).sum())
+    ctl_json(sock, "stats")["lcores"].as_array().map_or(0, |l| l.iter().map(|l| l["drops"]["link_down"].as_u64().unwrap_or(0)).sum())
 }
 
 /// Sends `n` datagrams from ns a to b's :9.
@@ -105,7 +100,7 @@ fn tap_links_in_other_namespaces_are_read_and_a_down_link_drops_as_link_down() {
     assert!(
         wait_for(Duration::from_secs(5), || port(&sock, "a")["link"]["up"] == true && port(&sock, "b")["link"]["up"] == true),
         "links not seen up: {}",
-        json(&sock, "ports")
+        ctl_json(&sock, "ports")
     );
 
     // b counts what reaches its :9.

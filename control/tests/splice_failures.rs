@@ -28,7 +28,7 @@
 //! appliance counts each case under its own name.
 
 mod common;
-use common::{cookie_key, ctl, in_ns, members_up, members_up_of, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
+use common::{cookie_key, ctl, ctl_json, in_ns, members_up, members_up_of, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -149,9 +149,7 @@ fn connect_within(port: u16, limit: Duration) -> std::io::Result<TcpStream> {
 }
 
 fn splice_counters(sock: &Path) -> serde_json::Value {
-    let out = ctl(sock, &["--json", "stats"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["splice"].clone()
+    ctl_json(sock, "stats")["splice"].clone()
 }
 
 /// Waits (5 s at most: the control thread publishes the counters a few times a second)
@@ -241,8 +239,7 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     }
     // `ctl members` shows the backend's open connections.
     let small_conns = || {
-        let v: serde_json::Value = serde_json::from_slice(&ctl(&sock, &["--json", "members"]).stdout).unwrap_or_default();
-        v["members"].as_array().and_then(|m| m.iter().find(|m| m["service"] == "small")).and_then(|m| m["connections"].as_u64())
+        ctl_json(&sock, "members")["members"].as_array().and_then(|m| m.iter().find(|m| m["service"] == "small")).and_then(|m| m["connections"].as_u64())
     };
     assert!(wait_for(Duration::from_secs(5), || small_conns() == Some(3)), "pool small's backend: {:?} connections", small_conns());
     // The handshake is the appliance's own (SYN cookie); its RST answers the handshake's

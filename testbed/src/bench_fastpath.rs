@@ -67,6 +67,31 @@ pub enum Ports {
     Vhost,
 }
 
+impl Ports {
+    /// The DUT's ports `c` and `m`: DPDK device and its arguments.
+    fn devices(self, dir: &Path, pcap: &Path) -> [(&'static str, String); 2] {
+        match self {
+            Ports::PcapNull => [("net_pcap0", format!("rx_pcap={},infinite_rx=1", pcap.display())), ("net_null0", "no-rx=1".to_string())],
+            Ports::Vhost => [("net_vhost0", vhost_args(dir, 0)), ("net_vhost1", vhost_args(dir, 1))],
+        }
+    }
+
+    /// Tells the files of this kind of port apart.
+    fn tag(self) -> &'static str {
+        match self {
+            Ports::PcapNull => "",
+            Ports::Vhost => "v",
+        }
+    }
+}
+
+/// Removes the vhost-user sockets an earlier DUT left (a new DUT creates them).
+fn remove_vhost_sockets(dir: &Path) {
+    for i in 0..2 {
+        let _ = guard::remove_socket(&vhost_socket(dir, i));
+    }
+}
+
 /// What the DUT runs: the splice role over preloaded splices, or the forward role on the
 /// same ports (the appliance's own loop without the splice: where its ceiling is).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -109,10 +134,7 @@ syn_cookie_secret = "{dir}/rack.key"
         Dut::Forward => "[forward]\npairs = [[\"c\", \"m\"]]\n".to_string(),
     };
     let head = crate::bench::dut_rack_head("testbed bench splice, fast path: the DUT", "fastpath", roles, prefix);
-    let ((dev_c, args_c), (dev_m, args_m)) = match ports {
-        Ports::PcapNull => (("net_pcap0", format!("rx_pcap={},infinite_rx=1", pcap.display())), ("net_null0", "no-rx=1".to_string())),
-        Ports::Vhost => (("net_vhost0", vhost_args(dir, 0)), ("net_vhost1", vhost_args(dir, 1))),
-    };
+    let [(dev_c, args_c), (dev_m, args_m)] = ports.devices(dir, pcap);
     format!(
         r#"{head}
 [[port]]
@@ -210,16 +232,14 @@ pub struct Rates {
 /// Packets per second of the appliance running `dut` on `ports`.
 fn appliance_pps(run: &RunId, tapsplice: &Path, testpmd: &Path, dut: Dut, ports: Ports, window: Duration, round: u32) -> Result<f64> {
     let dir = run.run_dir();
-    let v = if ports == Ports::Vhost { "-vhost" } else { "" };
+    let v = ports.tag();
     let name = match dut {
         Dut::Splice => format!("fastpath{v}"),
         Dut::Forward => format!("fastpath{v}-forward"),
     };
-    let prefix = run.file_prefix(&format!("{}{}{round}", if dut == Dut::Splice { "fp" } else { "fpfw" }, if ports == Ports::Vhost { "v" } else { "" }));
+    let prefix = run.file_prefix(&format!("{}{v}{round}", if dut == Dut::Splice { "fp" } else { "fpfw" }));
     guard::add_dpdk_prefix(&prefix);
-    for i in 0..2 {
-        let _ = guard::remove_socket(&vhost_socket(&dir, i));
-    }
+    remove_vhost_sockets(&dir);
     let cfg = dir.join(format!("{name}-{round}.toml"));
     let pcap = dir.join("fastpath.pcap");
     std::fs::write(&cfg, rack(&dir, &prefix, &pcap, dut, ports))?;
@@ -267,16 +287,11 @@ pub fn trial(run: &RunId, tapsplice: &Path, testpmd: &Path, ports: Ports, second
     let forward = appliance_pps(run, tapsplice, testpmd, Dut::Forward, ports, window, round)?;
 
     // testpmd io-forward on the same vdevs (and fed by the same generator).
-    let v = if ports == Ports::Vhost { "v" } else { "" };
+    let v = ports.tag();
     let prefix = run.file_prefix(&format!("fpio{v}{round}"));
     guard::add_dpdk_prefix(&prefix);
-    for i in 0..2 {
-        let _ = guard::remove_socket(&vhost_socket(&dir, i));
-    }
-    let vdevs = match ports {
-        Ports::PcapNull => [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null0,no-rx=1".to_string()],
-        Ports::Vhost => [format!("net_vhost0,{}", vhost_args(&dir, 0)), format!("net_vhost1,{}", vhost_args(&dir, 1))],
-    };
+    remove_vhost_sockets(&dir);
+    let vdevs = ports.devices(&dir, &pcap).map(|(dev, args)| format!("{dev},{args}"));
     let mut g = Command::new("stdbuf");
     g.arg("-o0")
         .arg(testpmd)

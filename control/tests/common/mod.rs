@@ -107,6 +107,11 @@ pub fn ctl(sock: &Path, args: &[&str]) -> Output {
     Command::new(BIN).args(["ctl", "--socket"]).arg(sock).args(args).output().expect("tapsplice ctl")
 }
 
+/// `tapsplice ctl --json WHAT`, parsed (`Null` when the appliance does not answer yet).
+pub fn ctl_json(sock: &Path, what: &str) -> serde_json::Value {
+    serde_json::from_slice(&ctl(sock, &["--json", what]).stdout).unwrap_or_default()
+}
+
 // ---- Network namespaces and a test HTTP server (the splice tests' real peers) ----
 
 /// `ip ARGS...`, which must succeed.
@@ -263,8 +268,6 @@ pub fn members_up(sock: &Path, n: usize) -> bool {
 /// As [`members_up`], for `up` of the `total` members listed.
 pub fn members_up_of(sock: &Path, up: usize, total: usize) -> bool {
     wait_for(Duration::from_secs(20), || {
-        let out = ctl(sock, &["--json", "members"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["members"].as_array().is_some_and(|m| m.len() == total && m.iter().filter(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)).count() == up)
+        ctl_json(sock, "members")["members"].as_array().is_some_and(|m| m.len() == total && m.iter().filter(|m| m["state"] == "up" && m["effective_weight"].as_u64() > Some(0)).count() == up)
     })
 }

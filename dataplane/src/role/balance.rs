@@ -225,29 +225,26 @@ impl BalanceCounters {
         BalanceCounters(Arc::new(CounterCells { first: first.into(), members: cells, connections, no_member }))
     }
 
+    /// The cells' index of member `member` of table `vip` (`None` past its members).
+    #[inline(always)]
+    fn cell(&self, vip: usize, member: u16) -> Option<usize> {
+        let c = &*self.0;
+        let (&start, &end) = (c.first.get(vip)?, c.first.get(vip + 1)?);
+        let i = start + usize::from(member);
+        (i < end).then_some(i)
+    }
+
     #[inline(always)]
     pub(crate) fn count_member(&self, vip: usize, member: u16, bytes: usize) {
-        let c = &*self.0;
-        let (Some(&start), Some(&end)) = (c.first.get(vip), c.first.get(vip + 1)) else {
-            return;
-        };
-        let i = start + usize::from(member);
-        if i < end {
-            if let Some([packets, octets]) = c.members.get(i) {
-                bump(packets, 1);
-                bump(octets, bytes as u64);
-            }
+        if let Some([packets, octets]) = self.cell(vip, member).and_then(|i| self.0.members.get(i)) {
+            bump(packets, 1);
+            bump(octets, bytes as u64);
         }
     }
 
     /// Sets member `member` of table `vip`'s open connections (the splice role's backends).
     pub(crate) fn set_connections(&self, vip: usize, member: u16, n: u64) {
-        let c = &*self.0;
-        let (Some(&start), Some(&end)) = (c.first.get(vip), c.first.get(vip + 1)) else {
-            return;
-        };
-        let i = start + usize::from(member);
-        if let Some(cell) = c.connections.get(i).filter(|_| i < end) {
+        if let Some(cell) = self.cell(vip, member).and_then(|i| self.0.connections.get(i)) {
             cell.store(n, Relaxed);
         }
     }

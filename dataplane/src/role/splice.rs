@@ -101,10 +101,9 @@ pub struct SpliceService {
     pub connect_attempts: u32,
     pub idle_ms: u32,
     pub half_closed_ms: u32,
-    /// A SYN while no pool the service routes to has a live backend (see
-    /// [`Splice::has_backend`]) is answered with a RST once the service has had a live
-    /// backend since the start; otherwise, and before that, it goes unanswered (the client
-    /// retransmits it).
+    /// A SYN while no pool the connection can reach has a live backend (see
+    /// [`Splice::has_backend`]) is answered with a RST once [`Splice::may_refuse`] allows
+    /// it; otherwise, and before that, it goes unanswered (the client retransmits it).
     pub reset_without_backend: bool,
 }
 
@@ -1037,7 +1036,6 @@ impl Splice {
 
     /// Appends the in-order part of `tcp`'s payload to the handshake's buffer.
     fn keep_request_bytes(&mut self, h: u16, tcp: &Tcp<&[u8]>) {
-        let service = self.handshakes[usize::from(h)].entry.and_then(|s| self.table.get(s)).map_or(0, |e| usize::from(e.service));
         let hs = &mut self.handshakes[usize::from(h)];
         let payload = tcp.payload();
         if payload.is_empty() {
@@ -1054,7 +1052,9 @@ impl Splice {
         let take = new.len().min(room);
         hs.buf.extend_from_slice(&new[..take]);
         if take < new.len() {
-            self.counters.add(service, SpliceStat::BufferOverflow, (new.len() - take) as u64);
+            let lost = (new.len() - take) as u64;
+            let service = hs.entry.and_then(|s| self.table.get(s)).map_or(0, |e| usize::from(e.service));
+            self.counters.add(service, SpliceStat::BufferOverflow, lost);
         }
         hs.client_window = tcp.window();
     }
@@ -1236,9 +1236,8 @@ impl Splice {
         if syn_only {
             if !self.has_backend(service, t.vip_port) {
                 // A handshake answered now would end in a RST once the client's ACK finds
-                // no backend. Before the service has had a live backend at all (at
-                // start-up, while the backends' MACs are being resolved) the SYN is
-                // dropped, so that the client's retransmission is taken a second later;
+                // no backend. At start-up (see `may_refuse`) the SYN is dropped, so that
+                // the client's retransmission is taken once the backends are resolved;
                 // afterwards the service's `no_backend` decides.
                 self.counters.add(service, SpliceStat::SynsNoBackend, 1);
                 if let Some(pool) = self.services[service].rules.candidate_pools(t.vip_port).next() {
