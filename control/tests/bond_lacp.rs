@@ -9,6 +9,9 @@
 //! link away (it closes its end, as a pulled cable would be seen by vhost) and the bond
 //! stops using that member while the traffic keeps flowing over the other one.
 //!
+//! And the balance role on top of a bond (`balance_role_runs_on_top_of_a_bond`): a VIP
+//! reached over a balance-xor bond of TAP members, balanced to members behind a TAP port.
+//!
 //! testpmd quirks (see docs/balance.md, "Bonded uplinks"): its bonding device only speaks
 //! LACP while its forwarding engine calls both rx and tx bursts, which only `flowgen` does;
 //! `--portlist=2` keeps it from polling the member ports itself.
@@ -458,4 +461,219 @@ fn lacp_case() {
     drop(testpmd);
     drop(_appliance);
     let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// The balance role on top of a bond (issue 4: "the role runs on top of it"): a VIP
+/// whose clients arrive over a balance-xor bond of two TAP members, balanced over three
+/// members behind a TAP port in their own namespace. Shown: ARP for the VIP is answered
+/// over the bond with the bond's MAC; every flow goes to the same member whichever bond
+/// member it arrived on, and the three members share the flows; with one bond member's
+/// link cut, the same flows still reach the same members and the VIP still answers ARP.
+#[test]
+fn balance_role_runs_on_top_of_a_bond() {
+    let c = Case::new();
+    let (a, b, lan) = (format!("tsba{}", c.id), format!("tsbb{}", c.id), c.lan.clone());
+    let ns = format!("tsbn{}", c.id);
+    let socket = c.socket.clone();
+    let cfg = c.dir.join("rack.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[node]
+id = "bondlb{id}"
+roles = ["balance"]
+
+[eal]
+lcores = "0,1"
+memory_mb = 256
+hugepages = false
+file_prefix = "tsbondlb{id}"
+
+[mempool]
+mbufs = 8191
+
+[[port]]
+name = "m0"
+device = "net_tap0"
+args = "iface={a}"
+
+[[port]]
+name = "m1"
+device = "net_tap1"
+args = "iface={b}"
+
+[[port]]
+name = "lan"
+device = "net_tap2"
+args = "iface={lan}"
+addresses = ["10.9.1.3/24"]
+
+[[bond]]
+name = "uplink"
+mode = "balance-xor"
+members = ["m0", "m1"]
+xmit_hash = "l34"
+
+[[pool]]
+name = "udp"
+via = "lan"
+members = [{{ address = "10.9.1.21" }}, {{ address = "10.9.1.22" }}, {{ address = "10.9.1.23" }}]
+
+[[service]]
+name = "udp9"
+vip = "10.9.0.2"
+ports = [9]
+protocol = "udp"
+mode = "balance"
+hash = "l34"
+pool = "udp"
+via = "uplink"
+
+[ctl]
+socket = "{socket}"
+
+[metrics]
+enabled = false
+"#,
+            id = c.id,
+            socket = socket.display()
+        ),
+    )
+    .unwrap();
+    let (appliance, mac) = start_appliance(&cfg);
+    let bond_mac = parse_mac(&mac);
+    // The members: three addresses on the kernel side of the `lan` TAP, in a namespace.
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    ip(&["netns", "add", &ns]);
+    ip(&["link", "set", &lan, "netns", &ns]);
+    for addr in ["10.9.1.21/24", "10.9.1.22/24", "10.9.1.23/24"] {
+        ip(&["-n", &ns, "addr", "add", addr, "dev", &lan]);
+    }
+    ip(&["-n", &ns, "link", "set", &lan, "up"]);
+    for i in [&a, &b] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{i}/disable_ipv6"), "1");
+        ip(&["link", "set", i, "up"]);
+    }
+    let cleanup = |appliance: Proc| {
+        drop(appliance);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = std::fs::remove_dir_all(&c.dir);
+    };
+    let mut last = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            last = members(&socket, "balance-xor");
+            last.len() == 2 && last.iter().all(|m| m["link_up"] == true && m["active"] == true)
+        }),
+        "both bond members up and active: {last:#?}"
+    );
+    assert!(common::members_up(&socket, 3), "the three members resolved: {:#}", common::ctl_json(&socket, "members"));
+
+    // ARP for the VIP, asked over either bond member, is answered with the bond's MAC.
+    for via in [&a, &b] {
+        assert_eq!(arp_ask(via, [&a, &b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP asked over {via}");
+    }
+
+    // The same 300 flows in over m0, then over m1: the same member for each flow.
+    let per_member = || -> Vec<u64> {
+        let v = common::ctl_json(&socket, "members");
+        let mut m: Vec<(String, u64)> = v["members"].as_array().unwrap().iter().map(|m| (m["member"].as_str().unwrap().to_string(), m["packets"].as_u64().unwrap())).collect();
+        m.sort();
+        m.into_iter().map(|(_, p)| p).collect()
+    };
+    let lan_rx = || -> u64 {
+        let out = common::in_ns(&ns, &["cat", &format!("/sys/class/net/{lan}/statistics/rx_packets")]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    let sent_to_members = |via: &str| -> Vec<u64> {
+        let before = per_member();
+        inject(via, bond_mac, 300);
+        let mut after = per_member();
+        // The counters are published about ten times a second.
+        eventually(Duration::from_secs(3), || {
+            after = per_member();
+            after.iter().sum::<u64>() >= before.iter().sum::<u64>() + 300
+        });
+        after.iter().zip(&before).map(|(x, y)| x - y).collect()
+    };
+    let lan0 = lan_rx();
+    let over_m0 = sent_to_members(&a);
+    let over_m1 = sent_to_members(&b);
+    eprintln!("balance over a bond: per member, flows in over m0 {over_m0:?}, over m1 {over_m1:?}");
+    assert_eq!(over_m0.iter().sum::<u64>(), 300, "every datagram into m0 balanced: {over_m0:?}");
+    assert_eq!(over_m0, over_m1, "a flow's member does not depend on the bond member it came in on");
+    assert!(over_m0.iter().all(|&n| n >= 60), "300 flows shared by three members of equal weight: {over_m0:?}");
+    assert!(eventually(Duration::from_secs(2), || lan_rx() >= lan0 + 600), "delivered to the members' TAP: {} -> {}", lan0, lan_rx());
+
+    // m0's link goes down: the bond leaves it out; the balance table does not change.
+    ip(&["link", "set", &a, "down"]);
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            last = members(&socket, "balance-xor");
+            last.iter().any(|m| m["name"] == "m0" && m["active"] == false)
+        }),
+        "m0 still active after its link went down: {last:#?}"
+    );
+    let after_cut = sent_to_members(&b);
+    assert_eq!(after_cut, over_m0, "the same flows reach the same members after a bond member's cut");
+    assert_eq!(arp_ask(&b, [&b, &b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP after the cut");
+    assert!(common::members_up(&socket, 3), "members unchanged by the bond's member loss: {:#}", common::ctl_json(&socket, "members"));
+    cleanup(appliance);
+}
+
+/// Asks "who has `target`" from the kernel side of TAP `via` and waits (3 s) for the reply
+/// on either of `listen` (a bond may answer over any member); the MAC it gives.
+fn arp_ask(via: &str, listen: [&str; 2], target: [u8; 4]) -> Option<[u8; 6]> {
+    const ETH_P_ARP: u16 = 0x0806;
+    let me = [2, 0, 0, 0, 0x0c, 1];
+    // SAFETY: plain socket calls on sockets we own and close; the address structs are
+    // fully initialised and the buffers outlive the calls.
+    unsafe {
+        let open = |iface: &str| -> i32 {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ARP.to_be()));
+            assert!(fd >= 0, "AF_PACKET socket");
+            let name = std::ffi::CString::new(iface).unwrap();
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_protocol = ETH_P_ARP.to_be();
+            sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+            assert!(sll.sll_ifindex > 0, "no interface {iface}");
+            let rc = libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
+            assert_eq!(rc, 0, "bind on {iface}");
+            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+            fd
+        };
+        let fds: Vec<i32> = listen.iter().map(|i| open(i)).collect();
+        let tx = open(via);
+        let mut f = [0u8; 42];
+        f[0..6].copy_from_slice(&[0xff; 6]);
+        f[6..12].copy_from_slice(&me);
+        f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f[22..28].copy_from_slice(&me);
+        f[28..32].copy_from_slice(&[10, 9, 0, 1]);
+        f[38..42].copy_from_slice(&target);
+        let sent = libc::send(tx, f.as_ptr().cast(), f.len(), 0);
+        assert_eq!(sent, f.len() as isize, "ARP request on {via}");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut answer = None;
+        'wait: while answer.is_none() && Instant::now() < deadline {
+            for &fd in &fds {
+                let mut buf = [0u8; 128];
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                // A reply (opcode 2) from `target` to us.
+                if n >= 42 && buf[20..22] == [0, 2] && buf[28..32] == target && buf[32..38] == me {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&buf[22..28]);
+                    answer = Some(mac);
+                    break 'wait;
+                }
+            }
+        }
+        for fd in fds.into_iter().chain([tx]) {
+            libc::close(fd);
+        }
+        answer
+    }
 }
