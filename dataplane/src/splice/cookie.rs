@@ -5,20 +5,22 @@
 //! The ISN a0 that A puts in its SYN-ACK is
 //!
 //! ```text
-//!  31                        8 7    6 5   4 3      1 0
-//! +---------------------------+------+-----+--------+----+
-//! |  MAC (24 bits)            | slot | mss | wscale |sack|
-//! +---------------------------+------+-----+--------+----+
+//!  31                        8  7   6    4 3      1 0
+//! +---------------------------+----+------+--------+----+
+//! |  MAC (24 bits)            |slot| mss  | wscale |sack|
+//! +---------------------------+----+------+--------+----+
 //! ```
 //!
 //! `MAC` is the top of SipHash-2-4, keyed with the rack's cookie secret, over the client
 //! and VIP addresses and ports, the client's ISN c0, the full time-slot number and the
 //! eight low bits. A `slot` is 64 s; a cookie is good in the slot it was made and the next
-//! one (64–128 s), and a secret that was replaced is still accepted for the slots the
+//! one (64–128 s), so one bit of the slot number (its parity) tells which of the two to
+//! check the MAC against; a secret that was replaced is still accepted for the slots the
 //! operator configured, so a rotation does not break handshakes in flight. The option
 //! bits carry what the client offered and the backend leg must repeat (A keeps nothing):
-//! its MSS (rounded down to a table value), its window shift (rounded down; "none"
-//! included) and SACK-permitted. A forged ACK passes with probability 2⁻²⁴ per try.
+//! its MSS (rounded down to one of eight table values: the common Ethernet, PPPoE, tunnel
+//! and VPN sizes, and 8960 for 9000-byte jumbo frames), its window shift (rounded down;
+//! "none" included) and SACK-permitted. A forged ACK passes with probability 2⁻²⁴ per try.
 
 use siphasher::sip::SipHasher24;
 use std::hash::Hasher;
@@ -26,8 +28,12 @@ use std::net::Ipv4Addr;
 
 /// Seconds per time slot.
 pub const SLOT_SECONDS: u64 = 64;
-/// MSS values a cookie can carry (the client's MSS is rounded down to one of them).
-pub const MSS_TABLE: [u16; 4] = [536, 1220, 1440, 1460];
+/// MSS values a cookie can carry (the client's MSS is rounded down to one of them):
+/// RFC 1122's default, IPv6's minimum MTU, Linux's cookie value for odd paths, VPN and
+/// tunnel paths (1360; IPv6-in-IPv4 and other 20-byte encapsulations: 1440), PPPoE
+/// (1452), Ethernet (1460) and 9000-byte jumbo frames (8960). What a backend is offered is
+/// further capped by `[splice] mss`.
+pub const MSS_TABLE: [u16; 8] = [536, 1220, 1300, 1360, 1440, 1452, 1460, 8960];
 /// Window shifts a cookie can carry; index 0 = the client offered no window scaling.
 pub const WSCALE_TABLE: [Option<u8>; 8] = [None, Some(0), Some(4), Some(6), Some(7), Some(8), Some(9), Some(10)];
 
@@ -104,7 +110,7 @@ fn mac(key: &Key, t: &Tuple, c0: u32, slot: u64, low8: u32) -> u32 {
 /// The ISN for a SYN from `t` with ISN `c0` and options `offered`, at `slot`; and the
 /// options as the cookie carries them (what the appliance must act on).
 pub fn make(keys: &CookieKeys, t: &Tuple, c0: u32, offered: SynOptions, slot: u64) -> (u32, SynOptions) {
-    let low8 = (((slot % 4) as u32) << 6) | option_bits(offered);
+    let low8 = (((slot % 2) as u32) << 7) | option_bits(offered);
     let isn = (mac(&keys.current, t, c0, slot, low8) << 8) | low8;
     (isn, representable(offered))
 }
@@ -114,16 +120,17 @@ pub fn make(keys: &CookieKeys, t: &Tuple, c0: u32, offered: SynOptions, slot: u6
 /// the cookie carries, or `None` for a forged, altered or expired cookie.
 pub fn check(keys: &CookieKeys, t: &Tuple, c0: u32, isn: u32, now_slot: u64) -> Option<SynOptions> {
     let low8 = isn & 0xff;
-    let slot2 = u64::from(low8 >> 6);
-    // The slot the cookie was made in: now or the one before, with the same low bits.
-    let made = if now_slot % 4 == slot2 { now_slot } else { now_slot.checked_sub(1).filter(|p| p % 4 == slot2)? };
+    let parity = u64::from(low8 >> 7);
+    // The slot the cookie was made in: now or the one before, whichever has its parity
+    // (the MAC covers the full slot number, so an older cookie fails there).
+    let made = if now_slot % 2 == parity { now_slot } else { now_slot.checked_sub(1)? };
     let mut keys_to_try = std::iter::once(keys.current).chain(keys.previous.filter(|&(_, until)| now_slot <= until).map(|(k, _)| k));
     let want = isn >> 8;
     let good = keys_to_try.any(|k| mac(&k, t, c0, made, low8) == want);
     if !good {
         return None;
     }
-    let mss = MSS_TABLE[((low8 >> 4) & 0x3) as usize];
+    let mss = MSS_TABLE[((low8 >> 4) & 0x7) as usize];
     let wscale = WSCALE_TABLE[((low8 >> 1) & 0x7) as usize];
     Some(SynOptions { mss, wscale, sack: low8 & 1 == 1 })
 }
@@ -149,8 +156,12 @@ mod tests {
     #[test]
     fn options_round_down_to_what_a_cookie_carries() {
         assert_eq!(representable(LINUX), LINUX);
-        assert_eq!(representable(SynOptions { mss: 1400, wscale: Some(5), sack: false }), SynOptions { mss: 1220, wscale: Some(4), sack: false });
-        assert_eq!(representable(SynOptions { mss: 9000, wscale: Some(14), sack: true }).wscale, Some(10));
+        assert_eq!(representable(SynOptions { mss: 1400, wscale: Some(5), sack: false }), SynOptions { mss: 1360, wscale: Some(4), sack: false });
+        assert_eq!(representable(SynOptions { mss: 1452, wscale: None, sack: false }).mss, 1452, "PPPoE");
+        assert_eq!(representable(SynOptions { mss: 1459, wscale: None, sack: false }).mss, 1452);
+        assert_eq!(representable(SynOptions { mss: 8960, wscale: None, sack: false }).mss, 8960, "jumbo frames");
+        assert_eq!(representable(SynOptions { mss: 8959, wscale: None, sack: false }).mss, 1460);
+        assert_eq!(representable(SynOptions { mss: 9000, wscale: Some(14), sack: true }), SynOptions { mss: 8960, wscale: Some(10), sack: true });
         assert_eq!(representable(SynOptions { mss: 100, wscale: None, sack: false }).mss, 536);
         assert_eq!(representable(SynOptions { mss: 536, wscale: Some(3), sack: false }).wscale, Some(0));
     }
@@ -164,7 +175,8 @@ mod tests {
         assert_eq!(check(&keys(), &t, 12345, isn, 1001), Some(LINUX));
         assert_eq!(check(&keys(), &t, 12345, isn, 1002), None, "expired");
         assert_eq!(check(&keys(), &t, 12345, isn, 999), None, "from the future");
-        assert_eq!(check(&keys(), &t, 12345, isn, 1004), None, "same slot bits, four slots later");
+        assert_eq!(check(&keys(), &t, 12345, isn, 1004), None, "same slot parity, four slots later");
+        assert_eq!(check(&keys(), &t, 12345, isn, 1003), None, "the other parity, three slots later");
     }
 
     #[test]
