@@ -11,7 +11,7 @@ need_root() {
 }
 
 install_apt_packages() {
-  local pkgs=(libdpdk-dev dpdk-dev clang libclang-dev pkg-config gcc make iproute2 nftables procps curl ca-certificates kmod python3 util-linux fence-agents openipmi ipmitool haproxy)
+  local pkgs=(libdpdk-dev dpdk-dev clang libclang-dev pkg-config gcc make iproute2 nftables procps curl ca-certificates kmod python3 util-linux fence-agents openipmi ipmitool haproxy ethtool)
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

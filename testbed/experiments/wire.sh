@@ -23,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 for t in dpdk-testpmd haproxy ethtool python3; do
-    command -v $t >/dev/null || { echo "wire.sh: $t not found (apt-get install dpdk haproxy ethtool)"; exit 1; }
+    command -v $t >/dev/null || { echo "wire.sh: $t not found (scripts/setup.sh installs them)"; exit 1; }
 done
 cat > "$work/bulk.py" <<'PY'
 import socket, sys, time
