@@ -19,6 +19,7 @@
 mod common;
 use common::{wait_for as eventually, BIN};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -147,13 +148,19 @@ impl Case {
     /// Writes the rack: bond `uplink` in `mode` over ports m0 and m1 (device, args),
     /// forwarded to the TAP port `lan` (device `lan_device`); returns its path.
     fn rack(&self, mode: &str, members: [(&str, String); 2], lan_device: &str) -> PathBuf {
+        self.rack_with(mode, members, lan_device, "forward", "", "[forward]\npairs = [[\"uplink\", \"lan\"]]\n")
+    }
+
+    /// As [`Case::rack`], with role `role`, `lan_keys` added to the `lan` port and
+    /// `sections` (the role's) instead of the forward pair.
+    fn rack_with(&self, mode: &str, members: [(&str, String); 2], lan_device: &str, role: &str, lan_keys: &str, sections: &str) -> PathBuf {
         let xmit = if mode == "active-backup" { "primary = \"m0\"" } else { "xmit_hash = \"l34\"" };
         let [(d0, a0), (d1, a1)] = members;
         let cfg = self.dir.join("rack.toml");
         let text = format!(
             r#"[node]
 id = "bond{id}"
-roles = ["forward"]
+roles = ["{role}"]
 
 [eal]
 lcores = "0,1"
@@ -178,16 +185,14 @@ args = "{a1}"
 name = "lan"
 device = "{lan_device}"
 args = "iface={lan}"
-
+{lan_keys}
 [[bond]]
 name = "uplink"
 mode = "{mode}"
 members = ["m0", "m1"]
 {xmit}
 
-[forward]
-pairs = [["uplink", "lan"]]
-
+{sections}
 [ctl]
 socket = "{socket}"
 
@@ -465,59 +470,26 @@ fn lacp_case() {
 
 /// The balance role on top of a bond (issue 4: "the role runs on top of it"): a VIP
 /// whose clients arrive over a balance-xor bond of two TAP members, balanced over three
-/// members behind a TAP port in their own namespace. Shown: ARP for the VIP is answered
-/// over the bond with the bond's MAC; every flow goes to the same member whichever bond
-/// member it arrived on, and the three members share the flows; with one bond member's
-/// link cut, the same flows still reach the same members and the VIP still answers ARP.
+/// members behind a TAP port in their own namespace (each a macvlan with its own MAC).
+/// Shown: ARP for the VIP is answered over the bond with the bond's MAC; each of 300
+/// flows goes to the same member whichever bond member it arrived on (seen per flow on
+/// the members' wire), and the three members share the flows; with one bond member's
+/// link cut, every flow still reaches its member and the VIP still answers ARP.
 #[test]
 fn balance_role_runs_on_top_of_a_bond() {
     let c = Case::new();
     let (a, b, lan) = (format!("tsba{}", c.id), format!("tsbb{}", c.id), c.lan.clone());
-    let ns = format!("tsbn{}", c.id);
     let socket = c.socket.clone();
-    let cfg = c.dir.join("rack.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[node]
-id = "bondlb{id}"
-roles = ["balance"]
-
-[eal]
-lcores = "0,1"
-memory_mb = 256
-hugepages = false
-file_prefix = "tsbondlb{id}"
-
-[mempool]
-mbufs = 8191
-
-[[port]]
-name = "m0"
-device = "net_tap0"
-args = "iface={a}"
-
-[[port]]
-name = "m1"
-device = "net_tap1"
-args = "iface={b}"
-
-[[port]]
-name = "lan"
-device = "net_tap2"
-args = "iface={lan}"
-addresses = ["10.9.1.3/24"]
-
-[[bond]]
-name = "uplink"
-mode = "balance-xor"
-members = ["m0", "m1"]
-xmit_hash = "l34"
-
-[[pool]]
+    let cfg = c.rack_with(
+        "balance-xor",
+        [("net_tap0", format!("iface={a}")), ("net_tap1", format!("iface={b}"))],
+        "net_tap2",
+        "balance",
+        "addresses = [\"10.9.1.3/24\"]\n",
+        r#"[[pool]]
 name = "udp"
 via = "lan"
-members = [{{ address = "10.9.1.21" }}, {{ address = "10.9.1.22" }}, {{ address = "10.9.1.23" }}]
+members = [{ address = "10.9.1.21" }, { address = "10.9.1.22" }, { address = "10.9.1.23" }]
 
 [[service]]
 name = "udp9"
@@ -528,37 +500,30 @@ mode = "balance"
 hash = "l34"
 pool = "udp"
 via = "uplink"
-
-[ctl]
-socket = "{socket}"
-
-[metrics]
-enabled = false
 "#,
-            id = c.id,
-            socket = socket.display()
-        ),
-    )
-    .unwrap();
-    let (appliance, mac) = start_appliance(&cfg);
+    );
+    // Declared before the appliance, so dropped (namespace deleted) after it, pass or fail.
+    let ns = Netns::new(&format!("tsbn{}", c.id));
+    let (_appliance, mac) = start_appliance(&cfg);
     let bond_mac = parse_mac(&mac);
-    // The members: three addresses on the kernel side of the `lan` TAP, in a namespace.
-    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-    ip(&["netns", "add", &ns]);
-    ip(&["link", "set", &lan, "netns", &ns]);
-    for addr in ["10.9.1.21/24", "10.9.1.22/24", "10.9.1.23/24"] {
-        ip(&["-n", &ns, "addr", "add", addr, "dev", &lan]);
+    // The members: a macvlan each on the kernel side of the `lan` TAP, in the namespace;
+    // each answers ARP for its own address only.
+    ip(&["link", "set", &lan, "netns", &ns.0]);
+    ip(&["-n", &ns.0, "link", "set", &lan, "up"]);
+    let out = common::in_ns(&ns.0, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+    assert!(out.status.success(), "arp_ignore: {out:?}");
+    let mut member_macs = Vec::new();
+    for (i, addr) in ["10.9.1.21/24", "10.9.1.22/24", "10.9.1.23/24"].iter().enumerate() {
+        let (name, mac) = (format!("mv{i}"), format!("02:00:00:00:0e:2{i}"));
+        ip(&["-n", &ns.0, "link", "add", &name, "link", &lan, "address", &mac, "type", "macvlan", "mode", "bridge"]);
+        ip(&["-n", &ns.0, "addr", "add", addr, "dev", &name]);
+        ip(&["-n", &ns.0, "link", "set", &name, "up"]);
+        member_macs.push(parse_mac(&mac));
     }
-    ip(&["-n", &ns, "link", "set", &lan, "up"]);
     for i in [&a, &b] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{i}/disable_ipv6"), "1");
         ip(&["link", "set", i, "up"]);
     }
-    let cleanup = |appliance: Proc| {
-        drop(appliance);
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        let _ = std::fs::remove_dir_all(&c.dir);
-    };
     let mut last = Vec::new();
     assert!(
         eventually(Duration::from_secs(10), || {
@@ -571,39 +536,41 @@ enabled = false
 
     // ARP for the VIP, asked over either bond member, is answered with the bond's MAC.
     for via in [&a, &b] {
-        assert_eq!(arp_ask(via, [&a, &b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP asked over {via}");
+        assert_eq!(arp_ask(via, &[&a, &b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP asked over {via}");
     }
 
-    // The same 300 flows in over m0, then over m1: the same member for each flow.
+    // The same 300 flows in over m0, then over m1: which member's MAC each flow's frame
+    // carried on the members' wire, and what the appliance counted per member.
     let per_member = || -> Vec<u64> {
         let v = common::ctl_json(&socket, "members");
-        let mut m: Vec<(String, u64)> = v["members"].as_array().unwrap().iter().map(|m| (m["member"].as_str().unwrap().to_string(), m["packets"].as_u64().unwrap())).collect();
+        let mut m: Vec<(String, u64)> = v["members"].as_array().into_iter().flatten().map(|m| (m["member"].as_str().unwrap_or("").to_string(), m["packets"].as_u64().unwrap_or(0))).collect();
         m.sort();
         m.into_iter().map(|(_, p)| p).collect()
     };
-    let lan_rx = || -> u64 {
-        let out = common::in_ns(&ns, &["cat", &format!("/sys/class/net/{lan}/statistics/rx_packets")]);
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
-    };
-    let sent_to_members = |via: &str| -> Vec<u64> {
+    let send_flows = |via: &str| -> (HashMap<u16, [u8; 6]>, Vec<u64>) {
         let before = per_member();
+        let (ready, flows) = flows_seen(&ns.0, &lan, 300);
+        ready.recv_timeout(Duration::from_secs(5)).expect("capture ready");
         inject(via, bond_mac, 300);
-        let mut after = per_member();
+        let flows = flows.join().expect("capture thread");
         // The counters are published about ten times a second.
+        let mut after = per_member();
         eventually(Duration::from_secs(3), || {
             after = per_member();
             after.iter().sum::<u64>() >= before.iter().sum::<u64>() + 300
         });
-        after.iter().zip(&before).map(|(x, y)| x - y).collect()
+        (flows, after.iter().zip(&before).map(|(x, y)| x.saturating_sub(*y)).collect())
     };
-    let lan0 = lan_rx();
-    let over_m0 = sent_to_members(&a);
-    let over_m1 = sent_to_members(&b);
-    eprintln!("balance over a bond: per member, flows in over m0 {over_m0:?}, over m1 {over_m1:?}");
-    assert_eq!(over_m0.iter().sum::<u64>(), 300, "every datagram into m0 balanced: {over_m0:?}");
-    assert_eq!(over_m0, over_m1, "a flow's member does not depend on the bond member it came in on");
-    assert!(over_m0.iter().all(|&n| n >= 60), "300 flows shared by three members of equal weight: {over_m0:?}");
-    assert!(eventually(Duration::from_secs(2), || lan_rx() >= lan0 + 600), "delivered to the members' TAP: {} -> {}", lan0, lan_rx());
+    let (over_m0, counted_m0) = send_flows(&a);
+    let (over_m1, counted_m1) = send_flows(&b);
+    let share = |flows: &HashMap<u16, [u8; 6]>| member_macs.iter().map(|m| flows.values().filter(|v| *v == m).count()).collect::<Vec<_>>();
+    eprintln!("balance over a bond: flows per member {:?}; counted per member, in over m0 {counted_m0:?}, over m1 {counted_m1:?}", share(&over_m0));
+    assert_eq!(over_m0.len(), 300, "every flow in over m0 reached a member");
+    assert!(over_m0.values().all(|m| member_macs.contains(m)), "only members' MACs: {over_m0:?}");
+    assert_eq!(over_m0, over_m1, "each flow's member does not depend on the bond member it came in on");
+    assert!(share(&over_m0).iter().all(|&n| n >= 60), "300 flows shared by three members of equal weight: {:?}", share(&over_m0));
+    assert_eq!(counted_m0.iter().sum::<u64>(), 300, "counted per member: {counted_m0:?}");
+    assert_eq!(counted_m0, counted_m1, "the same counts per member over either bond member");
 
     // m0's link goes down: the bond leaves it out; the balance table does not change.
     ip(&["link", "set", &a, "down"]);
@@ -614,66 +581,121 @@ enabled = false
         }),
         "m0 still active after its link went down: {last:#?}"
     );
-    let after_cut = sent_to_members(&b);
-    assert_eq!(after_cut, over_m0, "the same flows reach the same members after a bond member's cut");
-    assert_eq!(arp_ask(&b, [&b, &b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP after the cut");
+    let (after_cut, _) = send_flows(&b);
+    assert_eq!(after_cut, over_m0, "every flow reaches its member after a bond member's cut");
+    assert_eq!(arp_ask(&b, &[&b], [10, 9, 0, 2]), Some(bond_mac), "ARP for the VIP after the cut");
     assert!(common::members_up(&socket, 3), "members unchanged by the bond's member loss: {:#}", common::ctl_json(&socket, "members"));
-    cleanup(appliance);
+    let _ = std::fs::remove_dir_all(&c.dir);
 }
 
-/// Asks "who has `target`" from the kernel side of TAP `via` and waits (3 s) for the reply
-/// on either of `listen` (a bond may answer over any member); the MAC it gives.
-fn arp_ask(via: &str, listen: [&str; 2], target: [u8; 4]) -> Option<[u8; 6]> {
+/// A network namespace, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: &str) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).output();
+        ip(&["netns", "add", name]);
+        Netns(name.to_string())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Watches `iface` in namespace `ns` (5 s at most) for UDP datagrams to the VIP's port 9
+/// until `flows` source ports were seen: each source port with the destination MAC its
+/// frame carried. The receiver says when the capture is open.
+fn flows_seen(ns: &str, iface: &str, flows: usize) -> (mpsc::Receiver<()>, std::thread::JoinHandle<HashMap<u16, [u8; 6]>>) {
+    let (tx, rx) = mpsc::channel();
+    let iface = iface.to_string();
+    let h = common::spawn_in_ns(ns, move || {
+        let fd = packet_socket(&iface, 0x0003);
+        tx.send(()).unwrap();
+        let mut seen = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.len() < flows && Instant::now() < deadline {
+            let mut buf = [0u8; 128];
+            // SAFETY: recv into a buffer we own, of the length given.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // IPv4, UDP, to 10.9.0.2 port 9.
+            if n >= 42 && buf[12..14] == [8, 0] && buf[23] == 17 && buf[30..34] == [10, 9, 0, 2] && buf[36..38] == [0, 9] {
+                let mut mac = [0u8; 6];
+                mac.copy_from_slice(&buf[0..6]);
+                seen.insert(u16::from_be_bytes([buf[34], buf[35]]), mac);
+            }
+        }
+        // SAFETY: our socket, closed once.
+        unsafe { libc::close(fd) };
+        seen
+    });
+    (rx, h)
+}
+
+/// An AF_PACKET socket for `protocol` bound to `iface` (in the calling thread's
+/// namespace), receiving with a 100 ms timeout.
+fn packet_socket(iface: &str, protocol: u16) -> i32 {
+    // SAFETY: plain socket calls on a socket we own; the address structs are fully
+    // initialised and outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol.to_be()));
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new(iface).unwrap();
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = protocol.to_be();
+        sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        assert!(sll.sll_ifindex > 0, "no interface {iface}");
+        let rc = libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
+        assert_eq!(rc, 0, "bind on {iface}");
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
+        fd
+    }
+}
+
+/// Asks "who has `target`" from the kernel side of TAP `via` (up to three times, a second
+/// apart) and waits for the reply on any of `listen` (a bond may answer over any member);
+/// the MAC it gives.
+fn arp_ask(via: &str, listen: &[&str], target: [u8; 4]) -> Option<[u8; 6]> {
     const ETH_P_ARP: u16 = 0x0806;
     let me = [2, 0, 0, 0, 0x0c, 1];
-    // SAFETY: plain socket calls on sockets we own and close; the address structs are
-    // fully initialised and the buffers outlive the calls.
-    unsafe {
-        let open = |iface: &str| -> i32 {
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ARP.to_be()));
-            assert!(fd >= 0, "AF_PACKET socket");
-            let name = std::ffi::CString::new(iface).unwrap();
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_protocol = ETH_P_ARP.to_be();
-            sll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
-            assert!(sll.sll_ifindex > 0, "no interface {iface}");
-            let rc = libc::bind(fd, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
-            assert_eq!(rc, 0, "bind on {iface}");
-            let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
-            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32);
-            fd
-        };
-        let fds: Vec<i32> = listen.iter().map(|i| open(i)).collect();
-        let tx = open(via);
-        let mut f = [0u8; 42];
-        f[0..6].copy_from_slice(&[0xff; 6]);
-        f[6..12].copy_from_slice(&me);
-        f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-        f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-        f[22..28].copy_from_slice(&me);
-        f[28..32].copy_from_slice(&[10, 9, 0, 1]);
-        f[38..42].copy_from_slice(&target);
-        let sent = libc::send(tx, f.as_ptr().cast(), f.len(), 0);
+    let fds: Vec<i32> = listen.iter().map(|i| packet_socket(i, ETH_P_ARP)).collect();
+    let tx = packet_socket(via, ETH_P_ARP);
+    let mut f = [0u8; 42];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&me);
+    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&me);
+    f[28..32].copy_from_slice(&[10, 9, 0, 1]);
+    f[38..42].copy_from_slice(&target);
+    let mut answer = None;
+    'ask: for _ in 0..3 {
+        // SAFETY: send from a buffer we own, of the length given.
+        let sent = unsafe { libc::send(tx, f.as_ptr().cast(), f.len(), 0) };
         assert_eq!(sent, f.len() as isize, "ARP request on {via}");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut answer = None;
-        'wait: while answer.is_none() && Instant::now() < deadline {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
             for &fd in &fds {
                 let mut buf = [0u8; 128];
-                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                // SAFETY: recv into a buffer we own, of the length given.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
                 // A reply (opcode 2) from `target` to us.
                 if n >= 42 && buf[20..22] == [0, 2] && buf[28..32] == target && buf[32..38] == me {
                     let mut mac = [0u8; 6];
                     mac.copy_from_slice(&buf[22..28]);
                     answer = Some(mac);
-                    break 'wait;
+                    break 'ask;
                 }
             }
         }
-        for fd in fds.into_iter().chain([tx]) {
-            libc::close(fd);
-        }
-        answer
     }
+    for fd in fds.into_iter().chain([tx]) {
+        // SAFETY: our sockets, each closed once.
+        unsafe { libc::close(fd) };
+    }
+    answer
 }

@@ -5,9 +5,9 @@
 //! take without fragmentation — and no smaller than it has to.
 //!
 //! ```text
-//!  ns tsm-c 10.78.0.11 ── [clients  sp  backends] ── ns tsm-b 10.78.1.21 :7
-//!           (route advmss N,          10.78.1.2        replies with its TCP_MAXSEG
-//!            no timestamps)  VIP 10.78.0.100:7
+//!  ns tsm-c 10.74.0.11 ── [clients  sp  backends] ── ns tsm-b 10.74.1.21 :7
+//!           (route advmss N,          10.74.1.2        replies with its TCP_MAXSEG
+//!            no timestamps)  VIP 10.74.0.100:7
 //! ```
 //!
 //! The client namespace has TCP timestamps off, so the backend's segment size is the MSS
@@ -24,14 +24,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const NS: [&str; 2] = ["tsm-c", "tsm-b"];
-const VIP: &str = "10.78.0.100";
+const VIP: &str = "10.74.0.100";
 
 fn rack(dir: &Path) -> String {
-    let ports = [("clients", "tsm-c0", "10.78.0.2/24"), ("backends", "tsm-b0", "10.78.1.2/24")];
+    let ports = [("clients", "tsm-c0", "10.74.0.2/24"), ("backends", "tsm-b0", "10.74.1.2/24")];
     let services = format!(
         r#"[[pool]]
 name = "echo"
-members = [{{ address = "10.78.1.21", port = 7 }}]
+members = [{{ address = "10.74.1.21", port = 7 }}]
 
 [[service]]
 name = "mss"
@@ -59,7 +59,7 @@ fn maxseg(s: &TcpStream) -> i32 {
 /// Connects from the client namespace with `advmss` on its route to the VIP; what the
 /// backend answered (its segment size for this connection).
 fn backend_mss(advmss: u16) -> i32 {
-    ip(&["-n", NS[0], "route", "replace", "10.78.0.0/24", "dev", "tsm-c0", "proto", "kernel", "scope", "link", "src", "10.78.0.11", "advmss", &advmss.to_string()]);
+    ip(&["-n", NS[0], "route", "replace", "10.74.0.0/24", "dev", "tsm-c0", "proto", "kernel", "scope", "link", "src", "10.74.0.11", "advmss", &advmss.to_string()]);
     spawn_in_ns(NS[0], || {
         let mut s = TcpStream::connect_timeout(&format!("{VIP}:7").parse().unwrap(), Duration::from_secs(5)).expect("connect to the VIP");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -82,7 +82,7 @@ fn the_clients_mss_reaches_the_backend_through_the_cookie() {
     let cfg = dir.join("rack.toml");
     std::fs::write(&cfg, rack(&dir)).unwrap();
     lab.appliance = Some(Appliance::start(&cfg, &[] as &[&str]));
-    lab.attach(&[("tsm-c0", NS[0], "10.78.0.11/24"), ("tsm-b0", NS[1], "10.78.1.21/24")]);
+    lab.attach(&[("tsm-c0", NS[0], "10.74.0.11/24"), ("tsm-b0", NS[1], "10.74.1.21/24")]);
     let out = in_ns(NS[0], &["sysctl", "-qw", "net.ipv4.tcp_timestamps=0"]);
     assert!(out.status.success(), "tcp_timestamps off in the client namespace: {out:?}");
     assert!(members_up(&dir.join("ctl.sock"), 1), "backend not resolved");
@@ -98,6 +98,8 @@ fn the_clients_mss_reaches_the_backend_through_the_cookie() {
             match l.accept() {
                 Ok((mut s, _)) => {
                     s.set_nonblocking(false).unwrap();
+                    // A client that never writes must not hold up the next one for long.
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
                     let mut q = [0u8; 2];
                     let _ = s.read_exact(&mut q);
                     let _ = s.write_all(format!("{}\n", maxseg(&s)).as_bytes());

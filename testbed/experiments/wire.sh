@@ -14,8 +14,9 @@ SECONDS_PER_CASE=${SECONDS_PER_CASE:-5}
 P=tswx
 work=$(mktemp -d)
 cleanup() {
-    pkill -f "file-prefix ${P}" 2>/dev/null || true
+    stop_testpmd
     pkill -f "$work/hx.cfg" 2>/dev/null || true
+    pkill -f "$work/bulk.py" 2>/dev/null || true
     for n in a b x; do ip netns del ${P}$n 2>/dev/null || true; done
     ip link del ${P}va 2>/dev/null || true
     ip link del ${P}vb 2>/dev/null || true
@@ -29,29 +30,49 @@ cat > "$work/bulk.py" <<'PY'
 import socket, sys, time
 if sys.argv[1] == 'server':
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', 5001)); s.listen(1)
-    c, _ = s.accept(); buf = bytearray(1 << 20); n = 0; t0 = time.time()
+    s.bind(('0.0.0.0', 5001)); s.listen(1); s.settimeout(15)
+    c, _ = s.accept(); c.settimeout(15); buf = bytearray(1 << 20); n = 0; t0 = time.time()
     while True:
         k = c.recv_into(buf)
         if not k: break
         n += k
     print("%.0f" % (n * 8 / (time.time() - t0) / 1e6))
 else:
-    s = socket.create_connection((sys.argv[2], 5001)); b = b'x' * (1 << 20); t0 = time.time()
+    s = socket.create_connection((sys.argv[2], 5001), timeout=15); b = b'x' * (1 << 20); t0 = time.time()
     while time.time() - t0 < float(sys.argv[3]): s.sendall(b)
     s.close()
 PY
 fresh() { for n in a b x; do ip netns del ${P}$n 2>/dev/null || true; ip netns add ${P}$n; ip -n ${P}$n link set lo up; done; }
-no_offloads() { ip netns exec "$1" ethtool -K "$2" tso off gso off tx off >/dev/null 2>&1 || ethtool -K "$2" tso off gso off tx off >/dev/null; }
-bulk() { # server ns, client ns, address
+no_offloads() { ip netns exec "$1" ethtool -K "$2" tso off gso off tx off >/dev/null; }
+bulk() { # server ns, client ns, address: the receiver's Mbit/s
     ip netns exec "$1" python3 "$work/bulk.py" server > "$work/out" & local srv=$!
     sleep 0.5
-    ip netns exec "$2" python3 "$work/bulk.py" client "$3" "$SECONDS_PER_CASE"
-    wait $srv; cat "$work/out"
+    if ! timeout $((SECONDS_PER_CASE + 20)) ip netns exec "$2" python3 "$work/bulk.py" client "$3" "$SECONDS_PER_CASE"; then
+        kill $srv 2>/dev/null || true
+        echo "wire.sh: the bulk transfer to $3 failed" >&2
+        exit 1
+    fi
+    wait $srv && cat "$work/out"
 }
-testpmd() { # vdev args...: io-forward until stdin closes
-    (sleep $((SECONDS_PER_CASE + 8)) | stdbuf -oL dpdk-testpmd -l 0,1 -m 256 --no-huge --no-pci --file-prefix ${P}$RANDOM "$@" \
+report() { # label, then bulk's arguments; stops the script when the transfer fails
+    local r
+    r=$(bulk "$2" "$3" "$4")
+    printf '%-42s %s Mbit/s\n' "$1" "$r"
+}
+# testpmd io-forward on the given vdevs, until stop_testpmd (its stdin stays open).
+testpmd_prefix=""
+testpmd() {
+    testpmd_prefix="${P}$RANDOM"
+    rm -f "$work/testpmd.log"
+    (sleep 600 | stdbuf -oL dpdk-testpmd -l 0,1 -m 256 --no-huge --no-pci --file-prefix "$testpmd_prefix" "$@" \
         -- --forward-mode=io --total-num-mbufs=16383 --disable-link-check -a > "$work/testpmd.log" 2>&1 &)
+}
+stop_testpmd() {
+    if [ -n "$testpmd_prefix" ]; then
+        pkill -f "file-prefix $testpmd_prefix" 2>/dev/null || true
+        testpmd_prefix=""
+        sleep 2
+    fi
 }
 # Until testpmd forwards (its ports configured: a TAP moved away before that fails).
 forwarding() { for _ in $(seq 300); do grep -q "Press enter to exit" "$work/testpmd.log" 2>/dev/null && return; sleep 0.1; done; echo "wire.sh: testpmd did not start"; cat "$work/testpmd.log"; exit 1; }
@@ -65,8 +86,8 @@ ip -n ${P}a addr add 10.9.0.1/24 dev ${P}ta; ip -n ${P}b addr add 10.9.0.2/24 de
 # net_tap gives both kernel sides the MAC of its DPDK port: give them their own.
 ip -n ${P}a link set ${P}ta address 02:00:00:00:aa:01; ip -n ${P}b link set ${P}tb address 02:00:00:00:bb:01
 ip -n ${P}a link set ${P}ta up; ip -n ${P}b link set ${P}tb up
-echo "io-forward, net_tap:                      $(bulk ${P}b ${P}a 10.9.0.2) Mbit/s"
-pkill -f "file-prefix ${P}" || true; sleep 2
+report "io-forward, net_tap:" ${P}b ${P}a 10.9.0.2
+stop_testpmd
 
 # 2. net_af_packet over veths, MTU-sized frames
 fresh
@@ -77,8 +98,8 @@ for n in a b; do ip -n ${P}$n link set eth0 up; no_offloads ${P}$n eth0; done
 for v in ${P}va ${P}vb; do ip link set $v up; ethtool -K $v tso off gso off tx off gro off >/dev/null; done
 testpmd --vdev net_af_packet0,iface=${P}va,qpairs=1,qdisc_bypass=1 --vdev net_af_packet1,iface=${P}vb,qpairs=1,qdisc_bypass=1
 forwarding
-echo "io-forward, net_af_packet, MTU frames:    $(bulk ${P}b ${P}a 10.9.0.2) Mbit/s"
-pkill -f "file-prefix ${P}" || true; sleep 2
+report "io-forward, net_af_packet, MTU frames:" ${P}b ${P}a 10.9.0.2
+stop_testpmd
 ip link del ${P}va; ip link del ${P}vb
 
 # 3. and 4. HAProxy between two veths
@@ -106,9 +127,9 @@ CFG
 haproxy_case() {
     ip netns exec ${P}x haproxy -db -f "$work/hx.cfg" >/dev/null 2>&1 & local hp=$!
     sleep 1
-    echo "$1 $(bulk ${P}b ${P}a 10.9.0.3) Mbit/s"
-    kill $hp; wait $hp 2>/dev/null || true
+    report "$1" ${P}b ${P}a 10.9.0.3
+    kill $hp 2>/dev/null || true; wait $hp 2>/dev/null || true
 }
-haproxy_case "HAProxy, kernel offloads (GSO/GRO):      "
+haproxy_case "HAProxy, kernel offloads (GSO/GRO):"
 no_offloads ${P}a eth0; no_offloads ${P}b eth0; no_offloads ${P}x p0; no_offloads ${P}x p1
-haproxy_case "HAProxy, MTU frames:                     "
+haproxy_case "HAProxy, MTU frames:"

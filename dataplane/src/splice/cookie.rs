@@ -12,19 +12,25 @@
 //! ```
 //!
 //! `MAC` is the top of SipHash-2-4, keyed with the rack's cookie secret, over the client
-//! and VIP addresses and ports, the client's ISN c0, the full time-slot number and the
-//! eight low bits. A `slot` is 64 s; a cookie is good in the slot it was made and the next
+//! and VIP addresses and ports, the client's ISN c0, the full time-slot number, the
+//! eight low bits and the layout's version. A `slot` is 64 s; a cookie is good in the slot it was made and the next
 //! one (64–128 s), so one bit of the slot number (its parity) tells which of the two to
 //! check the MAC against; a secret that was replaced is still accepted for the slots the
 //! operator configured, so a rotation does not break handshakes in flight. The option
 //! bits carry what the client offered and the backend leg must repeat (A keeps nothing):
 //! its MSS (rounded down to one of eight table values: the common Ethernet, PPPoE, tunnel
 //! and VPN sizes, and 8960 for 9000-byte jumbo frames), its window shift (rounded down;
-//! "none" included) and SACK-permitted. A forged ACK passes with probability 2⁻²⁴ per try.
+//! "none" included) and SACK-permitted. A forged ACK passes with probability 2⁻²⁴ per try
+//! and key tried (2⁻²³ while a replaced secret is still accepted).
 
 use siphasher::sip::SipHasher24;
 use std::hash::Hasher;
 use std::net::Ipv4Addr;
+
+/// The cookie layout's version, hashed into every MAC: an appliance of another layout
+/// (the one before had two slot bits and two MSS bits) finds the MAC wrong and drops the
+/// ACK as a bad cookie, instead of reading its option bits with the wrong boundaries.
+const LAYOUT: u8 = 2;
 
 /// Seconds per time slot.
 pub const SLOT_SECONDS: u64 = 64;
@@ -103,7 +109,7 @@ fn mac(key: &Key, t: &Tuple, c0: u32, slot: u64, low8: u32) -> u32 {
     h.write(&t.vip_port.to_be_bytes());
     h.write(&c0.to_be_bytes());
     h.write(&slot.to_be_bytes());
-    h.write(&[low8 as u8]);
+    h.write(&[low8 as u8, LAYOUT]);
     (h.finish() >> 40) as u32
 }
 
@@ -192,6 +198,35 @@ mod tests {
         // Cookies made with the new secret are good at once.
         let (isn2, _) = make(&rotated, &t, 1, LINUX, 20);
         assert_eq!(check(&rotated, &t, 1, isn2, 21), Some(LINUX));
+    }
+
+    /// A cookie of the layout before this one (two slot bits, two MSS bits, no version in
+    /// the MAC), as an appliance not yet upgraded makes it: refused, in every slot phase,
+    /// rather than read with this layout's field boundaries.
+    #[test]
+    fn a_cookie_of_the_previous_layout_is_refused() {
+        fn previous_mac(key: &Key, t: &Tuple, c0: u32, slot: u64, low8: u32) -> u32 {
+            let (k0, k1) = key.0.split_at(8);
+            let mut h = SipHasher24::new_with_keys(u64::from_le_bytes(k0.try_into().unwrap()), u64::from_le_bytes(k1.try_into().unwrap()));
+            h.write(&t.client.octets());
+            h.write(&t.vip.octets());
+            h.write(&t.client_port.to_be_bytes());
+            h.write(&t.vip_port.to_be_bytes());
+            h.write(&c0.to_be_bytes());
+            h.write(&slot.to_be_bytes());
+            h.write(&[low8 as u8]);
+            (h.finish() >> 40) as u32
+        }
+        let t = tuple(3, 33333);
+        for slot in 1000..1004u64 {
+            for mss2 in 0..4u32 {
+                // Slot mod 4 in bits 7-6, the MSS index in bits 5-4, shift 7, SACK.
+                let low8 = ((slot % 4) as u32) << 6 | mss2 << 4 | 4 << 1 | 1;
+                let isn = previous_mac(&K1, &t, 777, slot, low8) << 8 | low8;
+                assert_eq!(check(&keys(), &t, 777, isn, slot), None, "slot {slot}, MSS index {mss2}");
+                assert_eq!(check(&keys(), &t, 777, isn, slot + 1), None, "slot {slot} + 1, MSS index {mss2}");
+            }
+        }
     }
 
     #[test]
