@@ -837,3 +837,11 @@ fn a_splice_service_drops_or_resets_syns_without_a_backend() {
     let shown: Vec<String> = warned.warnings.iter().map(|w| w.to_string()).collect();
     assert!(shown.iter().any(|w| w.contains("no_backend") && w.contains("ignored in mode \"balance\"")), "{shown:?}");
 }
+
+#[test]
+fn af_packet_ports_need_their_interface() {
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"qpairs=1\"\n"));
+    has(&lines, "t.toml:14:8: port[1].args:", "needs args = \"iface=<kernel interface>\"");
+    let cfg = ok(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qdisc_bypass=1\"\n"));
+    assert!(cfg.warnings.is_empty(), "a driver tapsplice is tested with: {:?}", cfg.warnings);
+}

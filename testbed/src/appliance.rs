@@ -249,14 +249,24 @@ pub fn start(
                 p.port
             )
         })?;
-        let tap = rp.tap_ifname.clone().ok_or_else(|| {
+        let root = rp.tap_ifname.clone().ok_or_else(|| {
             anyhow!(
-                "{}: port `{}` is `{}`, only net_tap ports can be placed",
+                "{}: port `{}` is `{}`, only net_tap and net_af_packet ports can be placed",
                 what,
                 p.port,
                 rp.device
             )
         })?;
+        // A net_af_packet port reads the root end of a veth pair, made here before the
+        // start; its other end is what gets placed. A TAP itself is placed.
+        let tap = if rackconfig::is_af_packet(&rp.device) {
+            let peer = format!("{root}p");
+            guard::add_root_iface(&root);
+            veth_for_af_packet(&root, &peer).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port, e))?;
+            peer
+        } else {
+            root
+        };
         placements.push(Placement {
             port: rp.clone(),
             tap,
@@ -426,6 +436,18 @@ pub fn start(
         place(run, p).map_err(|e| anyhow!("{}: placing port `{}`: {:#}", what, p.port.name, e))?;
     }
     Ok(ra)
+}
+
+/// The veth pair of a net_af_packet port: `root` stays in the root namespace for the PMD
+/// (up, no addresses, IPv6 off, and no forwarding, so that the root kernel drops the
+/// frames the PMD also reads instead of routing them), `peer` is placed like a TAP.
+fn veth_for_af_packet(root: &str, peer: &str) -> Result<()> {
+    crate::cmd::ip(&["link", "add", root, "type", "veth", "peer", "name", peer])?;
+    for (key, value) in [(format!("net/ipv4/conf/{root}/forwarding"), "0"), (format!("net/ipv6/conf/{root}/disable_ipv6"), "1")] {
+        std::fs::write(format!("/proc/sys/{key}"), value).with_context(|| format!("/proc/sys/{key}"))?;
+    }
+    crate::cmd::ip(&["link", "set", root, "up"])?;
+    Ok(())
 }
 
 fn place(run: &RunId, p: &Placement) -> Result<()> {
@@ -629,6 +651,13 @@ impl RunningAppliance {
             }
         };
         guard::forget_child(self.pid);
+        // A TAP goes with its appliance; a net_af_packet port's veth pair is ours to remove
+        // (its placed end would stay on its bridge).
+        for p in self.placements.iter().filter(|p| rackconfig::is_af_packet(&p.port.device)) {
+            if let Some(root) = &p.port.tap_ifname {
+                let _ = crate::cmd::ip(&["link", "del", root]);
+            }
+        }
         // Let the output threads drain.
         std::thread::sleep(Duration::from_millis(100));
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.file_prefix));

@@ -136,6 +136,7 @@ pub fn run(mut topo: Topology, opts: Options, b: &BenchOptions) -> Result<Value>
             a: ep(DIRECT_A, "10.98.0.1/24"),
             b: ep(DIRECT_B, "10.98.0.2/24"),
             mtu: None,
+            offloads: true,
         });
         topo.validate()?;
     }

@@ -18,6 +18,9 @@
 //!   clients talk to one backend directly through the bump in the wire) — the ceiling of
 //!   these ports.
 //!
+//! `--wire mtu` runs these three on the same network made a wire of MTU-sized frames
+//! ([`mtu_sized_wire`]), so that no proxy gets the veths' 64 KB super-segments.
+//!
 //! - `fastpath`: the splice fast path alone against io-forward on the same (nearly free)
 //!   ports, with synthetic spliced traffic both ways (`crate::bench_fastpath`).
 //! - `fastpath-vhost`: the same on vhost-user ports fed by a generator, whose per-frame
@@ -73,10 +76,32 @@ impl SMode {
     }
 }
 
+/// `--wire mtu`: the network of `splice-bench.toml` as a wire that carries MTU-sized
+/// frames, as a cable does: every link's offloads off (the clients', backends' and
+/// HAProxy's kernels send 1500-byte frames instead of 64 KB super-segments), and the
+/// appliance's two ports (testpmd's too, in io mode) net_af_packet devices on veths the
+/// testbed makes, instead of TAPs. Why: docs/testbed.md, "The wire experiment".
+pub fn mtu_sized_wire(topo: &mut Topology) {
+    for l in &mut topo.links {
+        l.offloads = false;
+    }
+    // The appliance's rack (configs/splice-taps.toml) has exactly its placed ports, both
+    // TAPs: each becomes an AF_PACKET port (the testbed adds its `iface=`).
+    for a in &mut topo.appliances {
+        for i in 0..a.ports.len() {
+            a.set.insert(format!("port.{i}.device"), toml::Value::String(format!("net_af_packet{i}")));
+            a.set.insert(format!("port.{i}.args"), toml::Value::String("qpairs=1,qdisc_bypass=1".into()));
+        }
+    }
+    topo.name = topo.name.take().map(|n| format!("{n}-mtu-wire"));
+}
+
 pub struct Options {
     pub modes: Vec<SMode>,
     pub repeat: u32,
     pub seconds: f64,
+    /// `tap` or `mtu` (`mtu_sized_wire`), reported as `wire`.
+    pub wire: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -316,6 +341,7 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
     let vfw = med(SMode::FastpathVhost, |t| t.fastpath_forward_mpps.unwrap_or(0.0));
     json!({
         "bench": "splice",
+        "wire": o.wire,
         "seconds": o.seconds,
         "repeat": o.repeat,
         "tapsplice_goodput_mbps": tg,
@@ -349,7 +375,7 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
 }
 
 pub fn print_human(v: &Value) {
-    println!("bench splice: {} s per workload, {} round(s), medians", v["seconds"], v["repeat"]);
+    println!("bench splice: {} s per workload, {} round(s), medians, wire {}", v["seconds"], v["repeat"], v["wire"].as_str().unwrap_or("tap"));
     println!("  {:<10} {:>14} {:>16}", "mode", "goodput Mbit/s", "connections/s");
     for (m, g, c) in [("tapsplice", "tapsplice_goodput_mbps", "tapsplice_conn_per_s"), ("haproxy", "haproxy_goodput_mbps", "haproxy_conn_per_s"), ("io-forward", "ioforward_goodput_mbps", "ioforward_conn_per_s")] {
         let f = |k: &str| v[k].as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
@@ -379,5 +405,27 @@ pub fn print_human(v: &Value) {
     }
     for t in v["trials"].as_array().into_iter().flatten() {
         println!("  round {} {:<9} goodput {:>8.1} Mbit/s  {:>8.0} conn/s  {}", t["round"], t["mode"].as_str().unwrap_or(""), t["goodput_mbps"].as_f64().unwrap_or(0.0), t["conn_per_s"].as_f64().unwrap_or(0.0), if t["passed"] == true { "ok" } else { "FAILED" });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mtu_sized_wire_turns_offloads_off_and_the_ports_into_af_packet() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/splice-bench.toml");
+        let mut topo = crate::topology::load(&path).unwrap();
+        assert!(topo.links.iter().all(|l| l.offloads), "the TAP wire keeps the kernel's offloads");
+        mtu_sized_wire(&mut topo);
+        assert!(!topo.links.is_empty() && topo.links.iter().all(|l| !l.offloads));
+        let sp1 = &topo.appliances[0];
+        assert_eq!(sp1.ports.len(), 2);
+        for i in 0..2 {
+            assert_eq!(sp1.set[&format!("port.{i}.device")].as_str(), Some(format!("net_af_packet{i}").as_str()));
+            assert_eq!(sp1.set[&format!("port.{i}.args")].as_str(), Some("qpairs=1,qdisc_bypass=1"));
+        }
+        // The rest of the appliance's overrides stay.
+        assert!(sp1.set.contains_key("keys.syn_cookie_secret"));
     }
 }

@@ -108,6 +108,11 @@ enum Cmd {
         /// bench balance: bursts of 64 packets per generator port kept circulating
         #[arg(long, default_value_t = 64)]
         bursts: u32,
+        /// bench splice: the wire between the namespaces: `tap` (the appliance and testpmd
+        /// on TAP ports, veths with the kernel's offloads) or `mtu` (net_af_packet ports on
+        /// veths, offloads off on every link: MTU-sized frames for all three modes)
+        #[arg(long, default_value = "tap")]
+        wire: String,
         /// Also write goodput per trial, medians and ratio as SVG to this file
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
@@ -370,6 +375,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             modes,
             bins,
             plot,
+            wire,
             ..
         } if name == "splice" => {
             if plot.is_some() {
@@ -377,10 +383,15 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io,fastpath,fastpath-vhost", bench_splice::SMode::parse)?;
             let seconds = repeat_and_seconds(repeat, seconds)?;
-            let topo = topology::load(&find_topology("splice-bench")?)?;
+            let mut topo = topology::load(&find_topology("splice-bench")?)?;
+            match wire.as_str() {
+                "tap" => {}
+                "mtu" => bench_splice::mtu_sized_wire(&mut topo),
+                w => return Err(anyhow!("unknown --wire `{}` (tap, mtu)", w)),
+            }
             let opts = options(&bins, None, &topo)?;
             run::require_root()?;
-            let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds })?;
+            let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds, wire: wire.clone() })?;
             if json {
                 eprintln!(
                     "testbed: bench splice medians: goodput tapsplice {} / haproxy {} / io-forward {} Mbit/s, connections/s tapsplice {} / haproxy {}; goodput_vs_haproxy {}, goodput_vs_ioforward {}, conn_rate_vs_haproxy {}",
@@ -405,7 +416,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             bins,
             fault: _,
             bursts: _,
+            wire,
         } => {
+            if wire != "tap" {
+                return Err(anyhow!("--wire is an option of bench splice"));
+            }
             let modes = modes
                 .as_deref()
                 .unwrap_or("tapsplice,testpmd")

@@ -69,6 +69,9 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
                 },
             )
             .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+            if !l.offloads {
+                no_offloads(ns, ifn).map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+            }
         }
     }
     for b in &topo.bridges {
@@ -78,6 +81,17 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// TSO, GSO and TX checksum offload off on `ifname` in namespace `ns` (ethtool).
+pub fn no_offloads(ns: &str, ifname: &str) -> Result<()> {
+    crate::cmd::run(
+        "ip",
+        &["netns", "exec", ns, "ethtool", "-K", ifname, "tso", "off", "gso", "off", "tx", "off"],
+        std::time::Duration::from_secs(10),
+    )
+    .map(|_| ())
+    .map_err(|e| anyhow!("ethtool -K {} (scripts/setup.sh installs ethtool): {:#}", ifname, e))
 }
 
 /// Load an nftables ruleset into namespace `ns` (`ip netns exec NS nft -f FILE`).

@@ -12,6 +12,8 @@ pub struct RackPort {
     pub device: String,
     pub args: String,
     /// For net_tap ports: the run's unique interface name (in the root namespace at first).
+    /// For net_af_packet ports: the same, the root end of a veth pair the testbed creates
+    /// before the appliance starts (its other end is what gets placed).
     pub tap_ifname: Option<String>,
     /// For net_vhost / net_virtio_user ports: the vhost-user socket path (after the
     /// placeholders are substituted).
@@ -32,6 +34,10 @@ pub fn load(path: &std::path::Path) -> Result<Table> {
 
 pub fn is_tap(device: &str) -> bool {
     device.starts_with("net_tap")
+}
+
+pub fn is_af_packet(device: &str) -> bool {
+    device.starts_with("net_af_packet")
 }
 
 /// The argument naming the vhost-user socket of a port's device, if it has one:
@@ -228,7 +234,7 @@ pub struct RunSettings<'a> {
 /// Rewrite the base config for one run. Returns the new config and its ports (with
 /// their TAP interface names and vhost-user socket paths).
 ///
-/// Every port's `args` gets its placeholders substituted; net_tap ports get a run-unique
+/// Every port's `args` gets its placeholders substituted; net_tap and net_af_packet ports get a run-unique
 /// `iface=`; a vhost-user socket (net_vhost `iface=`, net_virtio_user `path=`) must be
 /// unique per run, i.e. contain the run id after substitution (`{run_dir}/vhost0.sock`).
 pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> {
@@ -279,7 +285,7 @@ pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> 
             }
             let changed = args != rp.args;
             rp.args = args;
-            if is_tap(&rp.device) {
+            if is_tap(&rp.device) || is_af_packet(&rp.device) {
                 let ifname = (s.tap_name)(k);
                 k += 1;
                 rp.args = set_kv(&rp.args, "iface", &ifname);

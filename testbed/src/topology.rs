@@ -84,6 +84,15 @@ pub struct Link {
     pub a: Endpoint,
     pub b: Endpoint,
     pub mtu: Option<u32>,
+    /// `false`: TSO, GSO and checksum offload off on both ends, so that a kernel sending
+    /// on this link emits MTU-sized frames with their checksums, as onto a cable (veths
+    /// otherwise carry 64 KB super-segments that a DPDK port could not take).
+    #[serde(default = "default_true")]
+    pub offloads: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -998,6 +1007,14 @@ duration_s = 0.5
         t.base_dir = PathBuf::from(".");
         t.validate()?;
         Ok(t)
+    }
+
+    #[test]
+    fn link_offloads_are_on_unless_turned_off() {
+        let t = topo(GOOD).unwrap();
+        assert!(t.links[0].offloads);
+        let t = topo(&GOOD.replace("name = \"ab\"\n", "name = \"ab\"\noffloads = false\n")).unwrap();
+        assert!(!t.links[0].offloads);
     }
 
     #[test]

@@ -45,3 +45,39 @@ fn bench_splice_prints_its_ratios() {
     assert_eq!(v["passed"], true);
     assert!(out.status.success(), "{}", dump(&out));
 }
+
+/// `--wire mtu`: the same three ways through the network, on an MTU-sized wire (every
+/// link's offloads off; the appliance and testpmd on net_af_packet ports over veths the
+/// testbed makes and removes).
+#[test]
+fn bench_splice_on_an_mtu_sized_wire() {
+    require_root();
+    let bin = tapsplice();
+    let out = run(
+        &["bench", "splice", "--json", "--wire", "mtu", "--modes", "tapsplice,haproxy,io", "--repeat", "1", "--seconds", "2", "--tapsplice", bin.to_str().unwrap()],
+        Duration::from_secs(600),
+    );
+    let v = last_json(&out);
+    assert!(v.get("error").is_none(), "{}", dump(&out));
+    assert_eq!(v["wire"], "mtu", "{v}");
+    let trials = v["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3, "{}", v);
+    for t in trials {
+        assert_eq!(t["passed"], true, "{}", t);
+        assert_eq!(t["errors"], 0, "{}", t);
+        assert!(t["goodput_mbps"].as_f64().unwrap() > 0.0, "{}", t);
+        assert!(t["connections"].as_u64().unwrap() > 100, "{}", t);
+    }
+    for k in ["goodput_vs_haproxy", "goodput_vs_ioforward", "conn_rate_vs_haproxy"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{}: {}", k, v);
+    }
+    eprintln!("bench splice --wire mtu: goodput vs HAProxy {}, vs io-forward {}, connections/s vs HAProxy {}", v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"]);
+    // The veth pairs of the net_af_packet ports went with their appliances: no interface
+    // of the run (named after its id) is left in the root namespace.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr.split("testbed: run ").nth(1).and_then(|r| r.split_whitespace().next()).expect("the run's id on stderr").to_string();
+    let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.split(':').nth(1).is_some_and(|n| n.trim().starts_with(&id))).map(str::to_string).collect();
+    assert!(left.is_empty(), "interfaces of run {id} left: {left:#?}");
+    assert!(out.status.success(), "{}", dump(&out));
+}

@@ -82,6 +82,8 @@ pub enum VdevDriver {
     VirtioUser,
     Vhost,
     Bonding,
+    /// AF_PACKET on a kernel interface (a veth end, say): `iface=` names it.
+    AfPacket,
     Other,
 }
 
@@ -93,6 +95,7 @@ impl VdevDriver {
             VdevDriver::VirtioUser => "net_virtio_user",
             VdevDriver::Vhost => "net_vhost",
             VdevDriver::Bonding => "net_bonding",
+            VdevDriver::AfPacket => "net_af_packet",
             VdevDriver::Other => "net_",
         }
     }
@@ -141,6 +144,7 @@ pub fn classify_device(dev: &str) -> Result<DeviceKind, String> {
             VdevDriver::Vhost,
             VdevDriver::Ring,
             VdevDriver::Tap,
+            VdevDriver::AfPacket,
         ]
         .into_iter()
         .find(|d| dev.starts_with(d.prefix()))
@@ -379,6 +383,13 @@ mod tests {
             classify_device("net_virtio_user3").unwrap(),
             DeviceKind::Vdev {
                 driver: VdevDriver::VirtioUser,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify_device("net_af_packet1").unwrap(),
+            DeviceKind::Vdev {
+                driver: VdevDriver::AfPacket,
                 ..
             }
         ));

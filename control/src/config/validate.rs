@@ -608,6 +608,11 @@ impl<'a, 'p> V<'a, 'p> {
                     }
                 }
                 VdevDriver::Ring => {}
+                VdevDriver::AfPacket => {
+                    if !has("iface") {
+                        self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"iface=veth0,qdisc_bypass=1\")"));
+                    }
+                }
                 VdevDriver::VirtioUser => {
                     if !has("path") {
                         self.err(key, format!("{name} needs args = \"path=<vhost-user socket>\" (e.g. \"path=/run/tapsplice/vhost0.sock\")"));
@@ -627,7 +632,7 @@ impl<'a, 'p> V<'a, 'p> {
                 }
                 VdevDriver::Other => {
                     let dk = key.trim_end_matches(".args").to_owned() + ".device";
-                    self.warn(&dk, format!("vdev driver of \"{name}\" is not one tapsplice is tested with (net_tap, net_ring, net_virtio_user, net_vhost, net_bonding); passed to DPDK unchanged"));
+                    self.warn(&dk, format!("vdev driver of \"{name}\" is not one tapsplice is tested with (net_tap, net_ring, net_virtio_user, net_vhost, net_af_packet, net_bonding); passed to DPDK unchanged"));
                 }
             },
         }
