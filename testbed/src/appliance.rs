@@ -257,16 +257,9 @@ pub fn start(
                 rp.device
             )
         })?;
-        // A net_af_packet port reads the root end of a veth pair, made here before the
-        // start; its other end is what gets placed. A TAP itself is placed.
-        let tap = if rackconfig::is_af_packet(&rp.device) {
-            let peer = format!("{root}p");
-            guard::add_root_iface(&root);
-            veth_for_af_packet(&root, &peer).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port, e))?;
-            peer
-        } else {
-            root
-        };
+        // A net_af_packet port reads the root end of a veth pair (made below, before the
+        // start); its other end is what gets placed. A TAP itself is placed.
+        let tap = if rackconfig::is_af_packet(&rp.device) { format!("{root}-p") } else { root };
         placements.push(Placement {
             port: rp.clone(),
             tap,
@@ -275,8 +268,13 @@ pub fn start(
     }
     for rp in &ports {
         if rp.tap_ifname.is_some() && !app.ports.iter().any(|p| p.port == rp.name) {
-            bail!("{}: TAP port `{}` of the rack config is not placed by the topology (add an [[appliance.port]])", what, rp.name);
+            bail!("{}: port `{}` of the rack config is not placed by the topology (add an [[appliance.port]])", what, rp.name);
         }
+    }
+    for p in placements.iter().filter(|p| rackconfig::is_af_packet(&p.port.device)) {
+        let root = p.port.tap_ifname.as_deref().unwrap_or_default();
+        guard::add_root_iface(root);
+        veth_for_af_packet(root, &p.tap).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port.name, e))?;
     }
 
     // vhost-user sockets: inside the run directory they go with it; elsewhere they are
@@ -438,16 +436,36 @@ pub fn start(
     Ok(ra)
 }
 
-/// The veth pair of a net_af_packet port: `root` stays in the root namespace for the PMD
-/// (up, no addresses, IPv6 off, and no forwarding, so that the root kernel drops the
-/// frames the PMD also reads instead of routing them), `peer` is placed like a TAP.
+/// The veth pair of a net_af_packet port: `root` stays in the root namespace for the PMD,
+/// `peer` is placed like a TAP. The root kernel must not act on the frames the PMD reads
+/// there: an nftables netdev ingress chain drops them all (packet sockets see a frame
+/// before the ingress hook, so the PMD still gets it), and besides IPv6 is off, ARP is
+/// never answered and forwarding is off on it.
 fn veth_for_af_packet(root: &str, peer: &str) -> Result<()> {
     crate::cmd::ip(&["link", "add", root, "type", "veth", "peer", "name", peer])?;
-    for (key, value) in [(format!("net/ipv4/conf/{root}/forwarding"), "0"), (format!("net/ipv6/conf/{root}/disable_ipv6"), "1")] {
+    for (key, value) in [
+        (format!("net/ipv4/conf/{root}/forwarding"), "0"),
+        (format!("net/ipv4/conf/{root}/arp_ignore"), "8"),
+        (format!("net/ipv6/conf/{root}/disable_ipv6"), "1"),
+    ] {
         std::fs::write(format!("/proc/sys/{key}"), value).with_context(|| format!("/proc/sys/{key}"))?;
     }
+    let rules = format!("table netdev {root} {{\n  chain ingress {{\n    type filter hook ingress device \"{root}\" priority 0; policy drop;\n  }}\n}}\n");
+    let file = std::env::temp_dir().join(format!("{root}.nft"));
+    std::fs::write(&file, rules).with_context(|| file.display().to_string())?;
+    let loaded = crate::cmd::run("nft", &["-f", &file.to_string_lossy()], Duration::from_secs(10));
+    let _ = std::fs::remove_file(&file);
+    loaded.map_err(|e| anyhow!("nft ingress drop on {}: {:#}", root, e))?;
     crate::cmd::ip(&["link", "set", root, "up"])?;
     Ok(())
+}
+
+/// Removes what [`veth_for_af_packet`] made (the pair goes with its root end).
+fn remove_veth_for_af_packet(root: &str) {
+    if let Err(e) = crate::cmd::ip(&["link", "del", root]) {
+        eprintln!("testbed: removing veth {}: {:#}", root, e);
+    }
+    let _ = crate::cmd::run("nft", &["delete", "table", "netdev", root], Duration::from_secs(10));
 }
 
 fn place(run: &RunId, p: &Placement) -> Result<()> {
@@ -655,7 +673,7 @@ impl RunningAppliance {
         // (its placed end would stay on its bridge).
         for p in self.placements.iter().filter(|p| rackconfig::is_af_packet(&p.port.device)) {
             if let Some(root) = &p.port.tap_ifname {
-                let _ = crate::cmd::ip(&["link", "del", root]);
+                remove_veth_for_af_packet(root);
             }
         }
         // Let the output threads drain.

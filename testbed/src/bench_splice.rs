@@ -354,6 +354,8 @@ fn summary(o: &Options, trials: &[Trial]) -> Value {
         "burst_ns": rep.as_ref().and_then(|r| r.get("burst_ns")).cloned(),
         "splice_setup_us": rep.as_ref().and_then(|r| r.get("splice_setup_us")).cloned(),
         "splice": rep.as_ref().and_then(|r| r.get("splice")).cloned(),
+        // The appliance's port drivers in that trial (which wire it really ran on).
+        "tapsplice_ports": rep.as_ref().and_then(|r| r["ports"].as_array()).map(|ps| ps.iter().map(|p| p["device"].clone()).collect::<Vec<_>>()),
         "trials": trials,
         "passed": !trials.is_empty() && trials.iter().all(|t| t.passed),
         "fastpath_mpps": fp,

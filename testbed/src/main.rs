@@ -130,6 +130,15 @@ enum Cmd {
     },
 }
 
+/// `--wire` is bench splice's: any other bench refuses another wire than the default.
+fn only_tap_wire(wire: &str) -> Result<()> {
+    if wire == "tap" {
+        Ok(())
+    } else {
+        Err(anyhow!("--wire {} is an option of bench splice only", wire))
+    }
+}
+
 /// The repository's `configs/` directory (from the working directory or this binary's).
 fn find_configs_dir() -> Result<PathBuf> {
     let mut starts = vec![std::env::current_dir()?];
@@ -288,8 +297,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             repeat,
             bins,
             fault,
+            wire,
             ..
         } if name == "detect" => {
+            only_tap_wire(&wire)?;
             run::require_root()?;
             let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
             let configs = find_configs_dir()?;
@@ -328,8 +339,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             bursts,
             bins,
             plot,
+            wire,
             ..
         } if name == "balance" => {
+            only_tap_wire(&wire)?;
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench balance"));
             }
@@ -381,7 +394,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
-            let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io,fastpath,fastpath-vhost", bench_splice::SMode::parse)?;
+            let all = if wire == "mtu" { "tapsplice,haproxy,io" } else { "tapsplice,haproxy,io,fastpath,fastpath-vhost" };
+            let modes = bench_modes(modes.as_deref(), all, bench_splice::SMode::parse)?;
+            if wire == "mtu" && modes.iter().any(|m| matches!(m, bench_splice::SMode::Fastpath | bench_splice::SMode::FastpathVhost)) {
+                return Err(anyhow!("--wire mtu is the namespaces' wire: the fastpath modes run on their own ports (drop them from --modes)"));
+            }
             let seconds = repeat_and_seconds(repeat, seconds)?;
             let mut topo = topology::load(&find_topology("splice-bench")?)?;
             match wire.as_str() {
@@ -418,9 +435,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             bursts: _,
             wire,
         } => {
-            if wire != "tap" {
-                return Err(anyhow!("--wire is an option of bench splice"));
-            }
+            only_tap_wire(&wire)?;
             let modes = modes
                 .as_deref()
                 .unwrap_or("tapsplice,testpmd")

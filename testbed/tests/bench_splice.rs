@@ -60,6 +60,9 @@ fn bench_splice_on_an_mtu_sized_wire() {
     let v = last_json(&out);
     assert!(v.get("error").is_none(), "{}", dump(&out));
     assert_eq!(v["wire"], "mtu", "{v}");
+    // The appliance really ran on AF_PACKET ports (its own report says so).
+    let ports: Vec<&str> = v["tapsplice_ports"].as_array().expect("the appliance's ports").iter().filter_map(|p| p.as_str()).collect();
+    assert!(ports.len() == 2 && ports.iter().all(|d| d.starts_with("net_af_packet")), "{ports:?}");
     let trials = v["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 3, "{}", v);
     for t in trials {
@@ -72,8 +75,9 @@ fn bench_splice_on_an_mtu_sized_wire() {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{}: {}", k, v);
     }
     eprintln!("bench splice --wire mtu: goodput vs HAProxy {}, vs io-forward {}, connections/s vs HAProxy {}", v["goodput_vs_haproxy"], v["goodput_vs_ioforward"], v["conn_rate_vs_haproxy"]);
-    // The veth pairs of the net_af_packet ports went with their appliances: no interface
-    // of the run (named after its id) is left in the root namespace.
+    // No interface of the run (named after its id) is left in the root namespace. (That
+    // each appliance's veths go at its stop shows in the trials themselves: the next
+    // appliance of the run makes pairs of the same names.)
     let stderr = String::from_utf8_lossy(&out.stderr);
     let id = stderr.split("testbed: run ").nth(1).and_then(|r| r.split_whitespace().next()).expect("the run's id on stderr").to_string();
     let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();

@@ -593,7 +593,10 @@ impl<'a, 'p> V<'a, 'p> {
         match kind {
             DeviceKind::Pci(_) => {}
             DeviceKind::Vdev { driver, name } => match driver {
-                VdevDriver::Tap => {
+                VdevDriver::Tap | VdevDriver::AfPacket => {
+                    if *driver == VdevDriver::AfPacket && !has("iface") {
+                        self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"iface=veth0,qdisc_bypass=1\")"));
+                    }
                     if let Some((_, ifc)) = pairs.iter().find(|(k, _)| *k == "iface") {
                         if ifc.is_empty()
                             || ifc.len() > 15
@@ -608,11 +611,6 @@ impl<'a, 'p> V<'a, 'p> {
                     }
                 }
                 VdevDriver::Ring => {}
-                VdevDriver::AfPacket => {
-                    if !has("iface") {
-                        self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"iface=veth0,qdisc_bypass=1\")"));
-                    }
-                }
                 VdevDriver::VirtioUser => {
                     if !has("path") {
                         self.err(key, format!("{name} needs args = \"path=<vhost-user socket>\" (e.g. \"path=/run/tapsplice/vhost0.sock\")"));
