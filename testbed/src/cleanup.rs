@@ -131,6 +131,20 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             });
         }
     }
+    // The nftables netdev tables that kept the root kernel off a net_af_packet port's veth
+    // (named after the veth: id + 1-2 base-36 digits).
+    if let Ok(out) = crate::cmd::run("nft", &["list", "tables", "netdev"], std::time::Duration::from_secs(10)) {
+        for name in out.lines().filter_map(|l| l.strip_prefix("table netdev ")).map(str::trim) {
+            let Some(id) = run_id_of(name) else { continue };
+            let rest = &name[7..];
+            if rest.is_empty() || rest.len() > 2 || alive(id) {
+                continue;
+            }
+            act(format!("nftables table netdev {}", name), &mut || {
+                crate::cmd::run("nft", &["delete", "table", "netdev", name], std::time::Duration::from_secs(10)).map(|_| ())
+            });
+        }
+    }
     if let Ok(rd) = std::fs::read_dir("/tmp") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
