@@ -235,33 +235,23 @@ fn balance_xor_takes_every_member() {
 /// Sends `n` UDP datagrams (distinct source ports) to `dst_mac` out of the kernel
 /// interface `iface`, i.e. into the DPDK port behind that TAP.
 fn inject(iface: &str, dst_mac: [u8; 6], n: u16) {
-    // SAFETY: plain socket calls on a socket we own and close; the address structs are
-    // fully initialised.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket");
-        let name = std::ffi::CString::new(iface).unwrap();
-        let ifindex = libc::if_nametoindex(name.as_ptr());
-        assert!(ifindex > 0, "no interface {iface}");
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&dst_mac);
-        for i in 0..n {
-            let mut f = vec![0u8; 60];
-            f[0..6].copy_from_slice(&dst_mac);
-            f[6..12].copy_from_slice(&[2, 0, 0, 0, 0x0c, 1]);
-            f[12..14].copy_from_slice(&[0x08, 0x00]);
-            f[14..34].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]);
-            f[34..36].copy_from_slice(&(1024 + i).to_be_bytes());
-            f[36..38].copy_from_slice(&9u16.to_be_bytes());
-            f[38..40].copy_from_slice(&26u16.to_be_bytes());
-            let sent = libc::sendto(fd, f.as_ptr().cast(), f.len(), 0, (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32);
-            assert_eq!(sent, f.len() as isize, "sendto on {iface}");
-        }
-        libc::close(fd);
+    // Protocol 0: a socket that sends only.
+    let fd = packet_socket(iface, 0);
+    for i in 0..n {
+        let mut f = [0u8; 60];
+        f[0..6].copy_from_slice(&dst_mac);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0x0c, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14..34].copy_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]);
+        f[34..36].copy_from_slice(&(1024 + i).to_be_bytes());
+        f[36..38].copy_from_slice(&9u16.to_be_bytes());
+        f[38..40].copy_from_slice(&26u16.to_be_bytes());
+        // SAFETY: send from a buffer we own, of the length given.
+        let sent = unsafe { libc::send(fd, f.as_ptr().cast(), f.len(), 0) };
+        assert_eq!(sent, f.len() as isize, "send on {iface}");
     }
+    // SAFETY: our socket, closed once.
+    unsafe { libc::close(fd) };
 }
 
 fn parse_mac(s: &str) -> [u8; 6] {
@@ -634,8 +624,8 @@ fn flows_seen(ns: &str, iface: &str, flows: usize) -> (mpsc::Receiver<()>, std::
     (rx, h)
 }
 
-/// An AF_PACKET socket for `protocol` bound to `iface` (in the calling thread's
-/// namespace), receiving with a 100 ms timeout.
+/// An AF_PACKET socket for `protocol` (0: none, a socket that only sends) bound to
+/// `iface` (in the calling thread's namespace), receiving with a 100 ms timeout.
 fn packet_socket(iface: &str, protocol: u16) -> i32 {
     // SAFETY: plain socket calls on a socket we own; the address structs are fully
     // initialised and outlive the calls.

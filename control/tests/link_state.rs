@@ -11,7 +11,7 @@
 //! ```
 
 mod common;
-use common::{ctl_json, in_ns, spawn_in_ns, wait_for, Appliance, Lab};
+use common::{ctl_json, in_ns, spawn_in_ns, wait_for, Lab};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,10 +90,7 @@ fn tap_links_in_other_namespaces_are_read_and_a_down_link_drops_as_link_down() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (network namespaces, TAP ports)");
     let mut lab = Lab::new(&NS, std::env::temp_dir().join(format!("tls-{}", std::process::id())));
     let dir = lab.dir.clone();
-    let cfg = dir.join("rack.toml");
-    std::fs::write(&cfg, rack(&dir)).unwrap();
-    lab.appliance = Some(Appliance::start::<&str>(&cfg, &[]));
-    lab.attach(&[("tls-a0", NS[0], "10.76.0.1/24"), ("tls-b0", NS[1], "10.76.0.2/24")]);
+    lab.start(&rack(&dir), &[], &[("tls-a0", NS[0], "10.76.0.1/24"), ("tls-b0", NS[1], "10.76.0.2/24")]);
     let sock = dir.join("ctl.sock");
 
     // Both links up, read in the namespaces the interfaces were moved into.

@@ -28,7 +28,7 @@
 //! appliance counts each case under its own name.
 
 mod common;
-use common::{cookie_key, ctl, ctl_json, in_ns, members_up, members_up_of, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
+use common::{cookie_key, ctl, ctl_json, in_ns, members_up, members_up_of, rust_server, spawn_in_ns, splice_rack, wait_for, Lab};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -167,11 +167,8 @@ fn refused_silent_and_missing_peers_and_a_full_table_with_real_peers() {
     let mut lab = Lab::new(&NS, std::env::temp_dir().join(format!("tsf-{}", std::process::id())));
     let dir = lab.dir.clone();
     cookie_key(&dir);
-    let cfg = dir.join("rack.toml");
-    std::fs::write(&cfg, rack(&dir)).unwrap();
     let report = dir.join("report.json");
-    lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
-    lab.attach(&[("tsf-c0", NS[0], "10.79.0.11/24"), ("tsf-b10", NS[1], "10.79.1.21/24"), ("tsf-b20", NS[2], "10.79.2.21/24")]);
+    lab.start(&rack(&dir), &[std::ffi::OsStr::new("--report-json"), report.as_os_str()], &[("tsf-c0", NS[0], "10.79.0.11/24"), ("tsf-b10", NS[1], "10.79.1.21/24"), ("tsf-b20", NS[2], "10.79.2.21/24")]);
     // b1 drops every SYN to :81 (silent); nothing listens on its :80 (its kernel resets).
     for rule in [
         &["nft", "add", "table", "inet", "tsf"][..],

@@ -18,7 +18,7 @@
 //! count of routed connections.
 
 mod common;
-use common::{cookie_key, ctl, gen_byte, in_ns, members_up, rust_server, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
+use common::{cookie_key, ctl, gen_byte, in_ns, members_up, rust_server, spawn_in_ns, splice_rack, wait_for, Lab};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -87,13 +87,10 @@ fn http_requests_are_routed_by_host_and_path_and_spliced_byte_exact() {
     std::fs::write(dir.join("www/index.html"), b"static index\n").unwrap();
     let asset: Vec<u8> = (0..1_000_000usize).map(|i| gen_byte(i * 7 + 3)).collect();
     std::fs::write(dir.join("www/assets/app.js"), &asset).unwrap();
-    let cfg = dir.join("rack.toml");
-    std::fs::write(&cfg, rack(&dir)).unwrap();
 
     // The appliance, then its TAPs into the namespaces.
     let report = dir.join("report.json");
-    lab.appliance = Some(Appliance::start(&cfg, &[std::ffi::OsStr::new("--report-json"), report.as_os_str()]));
-    lab.attach(&[("tsh-c0", NS[0], "10.77.0.11/24"), ("tsh-w0", NS[1], "10.77.1.21/24"), ("tsh-s0", NS[2], "10.77.2.21/24")]);
+    lab.start(&rack(&dir), &[std::ffi::OsStr::new("--report-json"), report.as_os_str()], &[("tsh-c0", NS[0], "10.77.0.11/24"), ("tsh-w0", NS[1], "10.77.1.21/24"), ("tsh-s0", NS[2], "10.77.2.21/24")]);
 
     // Both backends resolved by ARP and in their pools' tables (`ctl members`: per pool).
     let sock = dir.join("ctl.sock");

@@ -14,7 +14,7 @@
 //! it was offered exactly (with timestamps Linux takes 12 bytes of options off it).
 
 mod common;
-use common::{cookie_key, in_ns, ip, members_up, spawn_in_ns, splice_rack, wait_for, Appliance, Lab};
+use common::{cookie_key, in_ns, ip, members_up, spawn_in_ns, splice_rack, wait_for, Lab};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::io::AsRawFd;
@@ -79,10 +79,7 @@ fn the_clients_mss_reaches_the_backend_through_the_cookie() {
     let mut lab = Lab::new(&NS, std::env::temp_dir().join(format!("tsm-{}", std::process::id())));
     let dir = lab.dir.clone();
     cookie_key(&dir);
-    let cfg = dir.join("rack.toml");
-    std::fs::write(&cfg, rack(&dir)).unwrap();
-    lab.appliance = Some(Appliance::start(&cfg, &[] as &[&str]));
-    lab.attach(&[("tsm-c0", NS[0], "10.74.0.11/24"), ("tsm-b0", NS[1], "10.74.1.21/24")]);
+    lab.start(&rack(&dir), &[], &[("tsm-c0", NS[0], "10.74.0.11/24"), ("tsm-b0", NS[1], "10.74.1.21/24")]);
     let out = in_ns(NS[0], &["sysctl", "-qw", "net.ipv4.tcp_timestamps=0"]);
     assert!(out.status.success(), "tcp_timestamps off in the client namespace: {out:?}");
     assert!(members_up(&dir.join("ctl.sock"), 1), "backend not resolved");

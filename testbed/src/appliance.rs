@@ -65,7 +65,10 @@ pub(crate) fn find_in_path(prog: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 struct Placement {
     port: RackPort,
+    /// The interface that is placed: the TAP, or a net_af_packet port's veth peer.
     tap: String,
+    /// A net_af_packet port: the veth's root end, which the PMD reads.
+    veth_root: Option<String>,
     place: AppliancePort,
 }
 
@@ -259,10 +262,11 @@ pub fn start(
         })?;
         // A net_af_packet port reads the root end of a veth pair (made below, before the
         // start); its other end is what gets placed. A TAP itself is placed.
-        let tap = if rackconfig::is_af_packet(&rp.device) { format!("{root}-p") } else { root };
+        let (tap, veth_root) = if rackconfig::is_af_packet(&rp.device) { (format!("{root}-p"), Some(root)) } else { (root, None) };
         placements.push(Placement {
             port: rp.clone(),
             tap,
+            veth_root,
             place: p.clone(),
         });
     }
@@ -271,10 +275,11 @@ pub fn start(
             bail!("{}: port `{}` of the rack config is not placed by the topology (add an [[appliance.port]])", what, rp.name);
         }
     }
-    for p in placements.iter().filter(|p| rackconfig::is_af_packet(&p.port.device)) {
-        let root = p.port.tap_ifname.as_deref().unwrap_or_default();
-        guard::add_root_iface(root);
-        veth_for_af_packet(root, &p.tap).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port.name, e))?;
+    for p in &placements {
+        if let Some(root) = &p.veth_root {
+            guard::add_root_iface(root);
+            veth_for_af_packet(root, &p.tap, &run_dir).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port.name, e))?;
+        }
     }
 
     // vhost-user sockets: inside the run directory they go with it; elsewhere they are
@@ -438,10 +443,9 @@ pub fn start(
 
 /// The veth pair of a net_af_packet port: `root` stays in the root namespace for the PMD,
 /// `peer` is placed like a TAP. The root kernel must not act on the frames the PMD reads
-/// there: an nftables netdev ingress chain drops them all (packet sockets see a frame
-/// before the ingress hook, so the PMD still gets it), and besides IPv6 is off, ARP is
-/// never answered and forwarding is off on it.
-fn veth_for_af_packet(root: &str, peer: &str) -> Result<()> {
+/// there: they are dropped at its ingress ([`crate::network::drop_ingress`]), and besides
+/// IPv6 is off, ARP is never answered and forwarding is off on it.
+fn veth_for_af_packet(root: &str, peer: &str, run_dir: &Path) -> Result<()> {
     crate::cmd::ip(&["link", "add", root, "type", "veth", "peer", "name", peer])?;
     for (key, value) in [
         (format!("net/ipv4/conf/{root}/forwarding"), "0"),
@@ -450,12 +454,7 @@ fn veth_for_af_packet(root: &str, peer: &str) -> Result<()> {
     ] {
         std::fs::write(format!("/proc/sys/{key}"), value).with_context(|| format!("/proc/sys/{key}"))?;
     }
-    let rules = format!("table netdev {root} {{\n  chain ingress {{\n    type filter hook ingress device \"{root}\" priority 0; policy drop;\n  }}\n}}\n");
-    let file = std::env::temp_dir().join(format!("{root}.nft"));
-    std::fs::write(&file, rules).with_context(|| file.display().to_string())?;
-    let loaded = crate::cmd::run("nft", &["-f", &file.to_string_lossy()], Duration::from_secs(10));
-    let _ = std::fs::remove_file(&file);
-    loaded.map_err(|e| anyhow!("nft ingress drop on {}: {:#}", root, e))?;
+    crate::network::drop_ingress(root, run_dir)?;
     crate::cmd::ip(&["link", "set", root, "up"])?;
     Ok(())
 }
@@ -465,7 +464,7 @@ fn remove_veth_for_af_packet(root: &str) {
     if let Err(e) = crate::cmd::ip(&["link", "del", root]) {
         eprintln!("testbed: removing veth {}: {:#}", root, e);
     }
-    let _ = crate::cmd::run("nft", &["delete", "table", "netdev", root], Duration::from_secs(10));
+    let _ = crate::network::undo_drop_ingress(root);
 }
 
 fn place(run: &RunId, p: &Placement) -> Result<()> {
@@ -671,10 +670,8 @@ impl RunningAppliance {
         guard::forget_child(self.pid);
         // A TAP goes with its appliance; a net_af_packet port's veth pair is ours to remove
         // (its placed end would stay on its bridge).
-        for p in self.placements.iter().filter(|p| rackconfig::is_af_packet(&p.port.device)) {
-            if let Some(root) = &p.port.tap_ifname {
-                remove_veth_for_af_packet(root);
-            }
+        for root in self.placements.iter().filter_map(|p| p.veth_root.as_deref()) {
+            remove_veth_for_af_packet(root);
         }
         // Let the output threads drain.
         std::thread::sleep(Duration::from_millis(100));

@@ -76,6 +76,16 @@ impl SMode {
     }
 }
 
+/// The wire between the namespaces of `bench splice` (`--wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Wire {
+    /// The appliance and testpmd on TAP ports; veths with the kernel's offloads.
+    Tap,
+    /// MTU-sized frames for all three modes ([`mtu_sized_wire`]).
+    Mtu,
+}
+
 /// `--wire mtu`: the network of `splice-bench.toml` as a wire that carries MTU-sized
 /// frames, as a cable does: every link's offloads off (the clients', backends' and
 /// HAProxy's kernels send 1500-byte frames instead of 64 KB super-segments), and the
@@ -100,8 +110,8 @@ pub struct Options {
     pub modes: Vec<SMode>,
     pub repeat: u32,
     pub seconds: f64,
-    /// `tap` or `mtu` (`mtu_sized_wire`), reported as `wire`.
-    pub wire: String,
+    /// Reported as `wire`.
+    pub wire: Wire,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -116,14 +116,8 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
     if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(id) = run_id_of(&name) else { continue };
-            // TAP names: id + 1-2 base-36 digits.
-            let rest = &name[7..];
-            if rest.is_empty()
-                || rest.len() > 2
-                || !rest.bytes().all(|c| c.is_ascii_alphanumeric())
-                || alive(id)
-            {
+            let Some(id) = run_iface_of(&name) else { continue };
+            if alive(id) {
                 continue;
             }
             act(format!("interface {}", name), &mut || {
@@ -131,19 +125,14 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             });
         }
     }
-    // The nftables netdev tables that kept the root kernel off a net_af_packet port's veth
-    // (named after the veth: id + 1-2 base-36 digits).
-    if let Ok(out) = crate::cmd::run("nft", &["list", "tables", "netdev"], std::time::Duration::from_secs(10)) {
-        for name in out.lines().filter_map(|l| l.strip_prefix("table netdev ")).map(str::trim) {
-            let Some(id) = run_id_of(name) else { continue };
-            let rest = &name[7..];
-            if rest.is_empty() || rest.len() > 2 || alive(id) {
-                continue;
-            }
-            act(format!("nftables table netdev {}", name), &mut || {
-                crate::cmd::run("nft", &["delete", "table", "netdev", name], std::time::Duration::from_secs(10)).map(|_| ())
-            });
+    // The ingress drops that kept the root kernel off a net_af_packet port's veth (named
+    // after the veth).
+    for name in crate::network::ingress_drops() {
+        let Some(id) = run_iface_of(&name) else { continue };
+        if alive(id) {
+            continue;
         }
+        act(format!("nftables table netdev {}", name), &mut || crate::network::undo_drop_ingress(&name));
     }
     if let Ok(rd) = std::fs::read_dir("/tmp") {
         for e in rd.flatten() {
@@ -202,4 +191,27 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
         }
     }
     done
+}
+
+/// The run id of a root-namespace interface the testbed names (a TAP, or a net_af_packet
+/// port's veth): the id and 1-2 base-36 digits.
+fn run_iface_of(name: &str) -> Option<&str> {
+    let id = run_id_of(name)?;
+    let rest = &name[7..];
+    (!rest.is_empty() && rest.len() <= 2 && rest.bytes().all(|c| c.is_ascii_alphanumeric())).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_iface_of;
+
+    #[test]
+    fn a_run_interface_is_its_id_and_one_or_two_digits() {
+        assert_eq!(run_iface_of("t2540fb0"), Some("t2540fb"));
+        assert_eq!(run_iface_of("t2540fbz1"), Some("t2540fb"));
+        assert_eq!(run_iface_of("t2540fb"), None, "the id alone");
+        assert_eq!(run_iface_of("t2540fb0-p"), None, "a veth's placed end");
+        assert_eq!(run_iface_of("t2540fb123"), None);
+        assert_eq!(run_iface_of("eth0"), None);
+    }
 }

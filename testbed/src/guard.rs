@@ -195,14 +195,10 @@ pub fn cleanup_all() {
             let _ = crate::cmd::ip(&["link", "del", "dev", ifname]);
         }
     }
-    // A net_af_packet port's veth has an nftables netdev table of its name (appliance.rs).
+    // A net_af_packet port's veth has an ingress drop of its name (appliance.rs).
     if !r.root_ifaces.is_empty() {
-        if let Ok(out) = crate::cmd::run("nft", &["list", "tables", "netdev"], std::time::Duration::from_secs(10)) {
-            for name in out.lines().filter_map(|l| l.strip_prefix("table netdev ")).map(str::trim) {
-                if r.root_ifaces.iter().any(|i| i == name) {
-                    let _ = crate::cmd::run("nft", &["delete", "table", "netdev", name], std::time::Duration::from_secs(10));
-                }
-            }
+        for name in crate::network::ingress_drops().iter().filter(|n| r.root_ifaces.contains(n)) {
+            let _ = crate::network::undo_drop_ingress(name);
         }
     }
     for (dir, keep) in &r.run_dirs {

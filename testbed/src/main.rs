@@ -111,8 +111,8 @@ enum Cmd {
         /// bench splice: the wire between the namespaces: `tap` (the appliance and testpmd
         /// on TAP ports, veths with the kernel's offloads) or `mtu` (net_af_packet ports on
         /// veths, offloads off on every link: MTU-sized frames for all three modes)
-        #[arg(long, default_value = "tap")]
-        wire: String,
+        #[arg(long, value_enum, default_value_t = bench_splice::Wire::Tap)]
+        wire: bench_splice::Wire,
         /// Also write goodput per trial, medians and ratio as SVG to this file
         #[arg(long, value_name = "PATH.svg")]
         plot: Option<PathBuf>,
@@ -131,11 +131,10 @@ enum Cmd {
 }
 
 /// `--wire` is bench splice's: any other bench refuses another wire than the default.
-fn only_tap_wire(wire: &str) -> Result<()> {
-    if wire == "tap" {
-        Ok(())
-    } else {
-        Err(anyhow!("--wire {} is an option of bench splice only", wire))
+fn only_tap_wire(wire: bench_splice::Wire) -> Result<()> {
+    match wire {
+        bench_splice::Wire::Tap => Ok(()),
+        bench_splice::Wire::Mtu => Err(anyhow!("--wire mtu is an option of bench splice only")),
     }
 }
 
@@ -300,7 +299,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             wire,
             ..
         } if name == "detect" => {
-            only_tap_wire(&wire)?;
+            only_tap_wire(wire)?;
             run::require_root()?;
             let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
             let configs = find_configs_dir()?;
@@ -342,7 +341,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             wire,
             ..
         } if name == "balance" => {
-            only_tap_wire(&wire)?;
+            only_tap_wire(wire)?;
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench balance"));
             }
@@ -394,21 +393,20 @@ fn real_main(cli: Cli) -> Result<i32> {
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
-            let all = if wire == "mtu" { "tapsplice,haproxy,io" } else { "tapsplice,haproxy,io,fastpath,fastpath-vhost" };
+            let mtu = wire == bench_splice::Wire::Mtu;
+            let all = if mtu { "tapsplice,haproxy,io" } else { "tapsplice,haproxy,io,fastpath,fastpath-vhost" };
             let modes = bench_modes(modes.as_deref(), all, bench_splice::SMode::parse)?;
-            if wire == "mtu" && modes.iter().any(|m| matches!(m, bench_splice::SMode::Fastpath | bench_splice::SMode::FastpathVhost)) {
+            if mtu && modes.iter().any(|m| matches!(m, bench_splice::SMode::Fastpath | bench_splice::SMode::FastpathVhost)) {
                 return Err(anyhow!("--wire mtu is the namespaces' wire: the fastpath modes run on their own ports (drop them from --modes)"));
             }
             let seconds = repeat_and_seconds(repeat, seconds)?;
             let mut topo = topology::load(&find_topology("splice-bench")?)?;
-            match wire.as_str() {
-                "tap" => {}
-                "mtu" => bench_splice::mtu_sized_wire(&mut topo),
-                w => return Err(anyhow!("unknown --wire `{}` (tap, mtu)", w)),
+            if mtu {
+                bench_splice::mtu_sized_wire(&mut topo);
             }
             let opts = options(&bins, None, &topo)?;
             run::require_root()?;
-            let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds, wire: wire.clone() })?;
+            let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds, wire })?;
             if json {
                 eprintln!(
                     "testbed: bench splice medians: goodput tapsplice {} / haproxy {} / io-forward {} Mbit/s, connections/s tapsplice {} / haproxy {}; goodput_vs_haproxy {}, goodput_vs_ioforward {}, conn_rate_vs_haproxy {}",
@@ -435,7 +433,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             bursts: _,
             wire,
         } => {
-            only_tap_wire(&wire)?;
+            only_tap_wire(wire)?;
             let modes = modes
                 .as_deref()
                 .unwrap_or("tapsplice,testpmd")

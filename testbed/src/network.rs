@@ -77,7 +77,7 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
     for b in &topo.bridges {
         if let Some(rules) = &b.nft {
             let file = run.run_dir().join(format!("{}.nft", b.name));
-            nft(&fabric, rules, &file).map_err(|e| anyhow!("bridge {}: nft: {:#}", b.name, e))?;
+            nft(Some(&fabric), rules, &file).map_err(|e| anyhow!("bridge {}: nft: {:#}", b.name, e))?;
         }
     }
     Ok(())
@@ -94,16 +94,38 @@ pub fn no_offloads(ns: &str, ifname: &str) -> Result<()> {
     .map_err(|e| anyhow!("ethtool -K {} (scripts/setup.sh installs ethtool): {:#}", ifname, e))
 }
 
-/// Load an nftables ruleset into namespace `ns` (`ip netns exec NS nft -f FILE`).
-fn nft(ns: &str, rules: &str, path: &std::path::Path) -> Result<()> {
+/// Load an nftables ruleset into namespace `ns` (`ip netns exec NS nft -f FILE`), or into
+/// the root namespace.
+fn nft(ns: Option<&str>, rules: &str, path: &std::path::Path) -> Result<()> {
     std::fs::write(path, rules).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
     let p = path.to_string_lossy().into_owned();
-    crate::cmd::run(
-        "ip",
-        &["netns", "exec", ns, "nft", "-f", &p],
-        std::time::Duration::from_secs(10),
-    )
+    let timeout = std::time::Duration::from_secs(10);
+    match ns {
+        Some(ns) => crate::cmd::run("ip", &["netns", "exec", ns, "nft", "-f", &p], timeout),
+        None => crate::cmd::run("nft", &["-f", &p], timeout),
+    }
     .map(|_| ())
+}
+
+/// Keeps the root kernel off the frames arriving on `iface`, whose AF_PACKET reader (a
+/// net_af_packet port) must see them alone: an nftables netdev ingress chain named after
+/// the interface drops them all (packet sockets see a frame before that hook). The
+/// ruleset is written to `dir`.
+pub fn drop_ingress(iface: &str, dir: &std::path::Path) -> Result<()> {
+    let rules = format!("table netdev {iface} {{\n  chain ingress {{\n    type filter hook ingress device \"{iface}\" priority 0; policy drop;\n  }}\n}}\n");
+    nft(None, &rules, &dir.join(format!("{iface}.nft"))).map_err(|e| anyhow!("nft ingress drop on {}: {:#}", iface, e))
+}
+
+/// Removes [`drop_ingress`]'s table for `iface` (an error when there is none).
+pub fn undo_drop_ingress(iface: &str) -> Result<()> {
+    crate::cmd::run("nft", &["delete", "table", "netdev", iface], std::time::Duration::from_secs(10)).map(|_| ())
+}
+
+/// The interfaces that have a [`drop_ingress`] table (any netdev table, by name).
+pub fn ingress_drops() -> Vec<String> {
+    crate::cmd::run("nft", &["list", "tables", "netdev"], std::time::Duration::from_secs(10))
+        .map(|out| out.lines().filter_map(|l| l.strip_prefix("table netdev ")).map(|n| n.trim().to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Add the namespaces' routes (again after appliances restart, since a route disappears

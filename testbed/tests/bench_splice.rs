@@ -83,5 +83,9 @@ fn bench_splice_on_an_mtu_sized_wire() {
     let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
     let left: Vec<String> = String::from_utf8_lossy(&links.stdout).lines().filter(|l| l.split(':').nth(1).is_some_and(|n| n.trim().starts_with(&id))).map(str::to_string).collect();
     assert!(left.is_empty(), "interfaces of run {id} left: {left:#?}");
+    // Nor the nftables tables that kept the root kernel off the veths.
+    let tables = std::process::Command::new("nft").args(["list", "tables", "netdev"]).output().unwrap();
+    let tables = String::from_utf8_lossy(&tables.stdout);
+    assert!(!tables.contains(&format!("table netdev {id}")), "nftables tables of run {id} left: {tables}");
     assert!(out.status.success(), "{}", dump(&out));
 }

@@ -234,6 +234,15 @@ impl Lab {
         Lab { appliance: None, children: Vec::new(), stop: Arc::new(AtomicBool::new(false)), dir, namespaces: namespaces.to_vec() }
     }
 
+    /// Writes `rack` as `rack.toml` in the lab's directory, starts the appliance on it with
+    /// `args`, then moves its TAPs into their namespaces ([`Lab::attach`]).
+    pub fn start(&mut self, rack: &str, args: &[&OsStr], taps: &[(&str, &str, &str)]) {
+        let cfg = self.dir.join("rack.toml");
+        std::fs::write(&cfg, rack).unwrap();
+        self.appliance = Some(Appliance::start(&cfg, args));
+        self.attach(taps);
+    }
+
     /// Moves each (TAP, namespace, address/prefix) into its namespace, addressed and up.
     pub fn attach(&self, taps: &[(&str, &str, &str)]) {
         for (tap, ns, addr) in taps {
