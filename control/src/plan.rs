@@ -1,7 +1,7 @@
 //! From a validated rack configuration to what `run` does: EAL arguments, ports, workers
 //! and the role wiring. Pure, so it is unit-tested without DPDK.
 
-use crate::config::{is_pci_address, BondMode, DataplanePort, RackConfig, Role};
+use crate::config::{is_pci_address, socket_port_iface, BondMode, DataplanePort, RackConfig, Role};
 use std::net::Ipv4Addr;
 
 /// Port index as roles see it (position in [`RackConfig::dataplane_ports`]: the ports that
@@ -51,6 +51,8 @@ pub struct PlanPort {
     pub device: String,
     /// Whether `device` is a PCI address (else a vdev name).
     pub is_pci: bool,
+    /// The kernel interface a socket port (net_af_packet, net_af_xdp) reads.
+    pub kernel_iface: Option<String>,
     pub rx_queues: u16,
     pub rx_desc: u16,
     pub tx_desc: u16,
@@ -79,6 +81,7 @@ pub struct PlanMember {
     pub name: String,
     pub device: String,
     pub is_pci: bool,
+    pub kernel_iface: Option<String>,
 }
 
 impl PlanBond {
@@ -99,10 +102,11 @@ impl PlanPort {
     }
 
     /// The devices preflight must check: the port's own, or a bond's members'.
-    pub fn devices(&self) -> Vec<(&str, &str, bool)> {
+    pub fn devices(&self) -> Vec<crate::preflight::PortNeed<'_>> {
+        use crate::preflight::PortNeed;
         match &self.bond {
-            Some(b) => b.members.iter().map(|m| (m.name.as_str(), m.device.as_str(), m.is_pci)).collect(),
-            None => vec![(self.name.as_str(), self.device.as_str(), self.is_pci)],
+            Some(b) => b.members.iter().map(|m| PortNeed { name: &m.name, device: &m.device, is_pci: m.is_pci, kernel_iface: m.kernel_iface.as_deref() }).collect(),
+            None => vec![PortNeed { name: &self.name, device: &self.device, is_pci: self.is_pci, kernel_iface: self.kernel_iface.as_deref() }],
         }
     }
 }
@@ -149,6 +153,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                 name: p.name.clone(),
                 device: eal_device(&p.device),
                 is_pci: is_pci_address(&p.device),
+                kernel_iface: socket_port_iface(&p.device, &p.args).map(str::to_string),
                 rx_queues: p.rx_queues,
                 rx_desc: p.rx_desc,
                 tx_desc: p.tx_desc,
@@ -161,6 +166,7 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                 name: b.name.clone(),
                 device: b.vdev_name(),
                 is_pci: false,
+                kernel_iface: None,
                 rx_queues: b.rx_queues,
                 rx_desc: b.rx_desc,
                 tx_desc: b.tx_desc,
@@ -174,7 +180,12 @@ pub fn from_config(cfg: &RackConfig) -> Result<RunPlan, String> {
                         .members
                         .iter()
                         .filter_map(|m| cfg.port.iter().find(|p| &p.name == m))
-                        .map(|p| PlanMember { name: p.name.clone(), device: eal_device(&p.device), is_pci: is_pci_address(&p.device) })
+                        .map(|p| PlanMember {
+                            name: p.name.clone(),
+                            device: eal_device(&p.device),
+                            is_pci: is_pci_address(&p.device),
+                            kernel_iface: socket_port_iface(&p.device, &p.args).map(str::to_string),
+                        })
                         .collect(),
                 }),
             },

@@ -8,6 +8,8 @@ pub struct PortNeed<'a> {
     pub name: &'a str,
     pub device: &'a str,
     pub is_pci: bool,
+    /// The kernel interface a socket port (net_af_packet, net_af_xdp) reads.
+    pub kernel_iface: Option<&'a str>,
 }
 
 /// Runs every check; returns the first problem as one line.
@@ -19,6 +21,9 @@ pub fn check(file_prefix: &str, hugepages: bool, memory_mb: u32, ports: &[PortNe
         }
         if p.is_pci {
             check_pci(p.name, p.device)?;
+        }
+        if let Some(iface) = p.kernel_iface {
+            check_kernel_iface(p.name, p.device, iface)?;
         }
     }
     check_prefix_free(file_prefix)?;
@@ -43,6 +48,14 @@ fn check_tun(port: &str) -> Result<(), String> {
             "port '{port}' is a net_tap device but /dev/net/tun cannot be opened ({e}); load the tun module with `modprobe tun` (and in a container, pass /dev/net/tun through)"
         )),
     }
+}
+
+fn check_kernel_iface(port: &str, dev: &str, iface: &str) -> Result<(), String> {
+    // Interface names are checked by the configuration (no '/', at most 15 characters).
+    if Path::new("/sys/class/net").join(iface).exists() {
+        return Ok(());
+    }
+    Err(format!("port '{port}' ({dev}) reads kernel interface '{iface}' (iface=), which does not exist in this network namespace; create it (a NIC's name, or one end of a veth pair) or fix iface="))
 }
 
 fn check_pci(port: &str, dev: &str) -> Result<(), String> {
@@ -115,6 +128,13 @@ mod tests {
     #[test]
     fn a_free_prefix_passes() {
         assert!(check_prefix_free("tapsplice-never-used-prefix-xyz").is_ok());
+    }
+
+    #[test]
+    fn a_missing_kernel_interface_is_named() {
+        let e = check_kernel_iface("west", "net_af_xdp0", "nosuchif0").unwrap_err();
+        assert!(e.contains("'nosuchif0'") && e.contains("west") && e.contains("does not exist"), "{e}");
+        assert!(check_kernel_iface("west", "net_af_xdp0", "lo").is_ok());
     }
 
     #[test]

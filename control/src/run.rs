@@ -189,12 +189,7 @@ pub fn assign_rx_queues(ports: &[(u16, bool)], workers: usize) -> Vec<Vec<(PortI
 }
 
 pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
-    let needs: Vec<preflight::PortNeed<'_>> = plan
-        .ports
-        .iter()
-        .flat_map(|p| p.devices())
-        .map(|(name, device, is_pci)| preflight::PortNeed { name, device, is_pci })
-        .collect();
+    let needs: Vec<preflight::PortNeed<'_>> = plan.ports.iter().flat_map(|p| p.devices()).collect();
     preflight::check(&plan.file_prefix, plan.hugepages, plan.memory_mb, &needs)?;
     if plan.pairs.is_empty() {
         eprintln!("tapsplice: warning: [forward] pairs is empty: every frame that is not for the appliance itself is dropped (no_route)");

@@ -124,20 +124,34 @@ fn missing_tap_support_is_named() {
     assert!(stderr_of(&out).contains("modprobe tun"));
 }
 
+/// The forward config with its first port (`net_tap0` and its `iface=` args) replaced
+/// by `device` and `args`; checks that the edit applied.
+fn first_port_as(dir: &Path, prefix: &str, device: &str, args: &str) -> PathBuf {
+    let cfg = forward_config(dir, prefix, |t| {
+        let t = t.replacen("\"net_tap0\"", &format!("\"{device}\""), 1);
+        let args_start = t.find("args = \"iface=").unwrap();
+        let args_end = args_start + t[args_start..].find('\n').unwrap();
+        format!("{}args = \"{args}\"{}", &t[..args_start], &t[args_end..])
+    });
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains(&format!("\"{device}\"")) && text.contains(&format!("args = \"{args}\"")), "config edit did not apply:\n{text}");
+    cfg
+}
+
 #[test]
 fn a_pci_port_that_does_not_exist_is_named() {
     require_root();
-    let dir = scratch("nopci");
-    let cfg = forward_config(&dir, "np", |t| {
-        let t = t.replacen("\"net_tap0\"", "\"0000:7f:1f.7\"", 1);
-        let args_start = t.find("args = \"iface=").unwrap();
-        let args_end = args_start + t[args_start..].find('\n').unwrap();
-        format!("{}args = \"\"{}", &t[..args_start], &t[args_end..])
-    });
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    assert!(text.contains("0000:7f:1f.7"), "config edit did not apply:\n{text}");
+    let cfg = first_port_as(&scratch("nopci"), "np", "0000:7f:1f.7", "");
     let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
     assert_one_clear_line(&out, "0000:7f:1f.7 does not exist");
+}
+
+#[test]
+fn an_af_xdp_port_on_a_missing_interface_is_named() {
+    require_root();
+    let cfg = first_port_as(&scratch("noxdpif"), "nx", "net_af_xdp0", "iface=tsnoxdp0");
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    assert_one_clear_line(&out, "reads kernel interface 'tsnoxdp0' (iface=), which does not exist");
 }
 
 #[test]

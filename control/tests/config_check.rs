@@ -839,6 +839,29 @@ fn a_splice_service_drops_or_resets_syns_without_a_backend() {
 }
 
 #[test]
+fn af_xdp_ports_need_their_interface_and_a_queue_per_worker() {
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\n"));
+    has(&lines, "t.toml:11:1: port[1].args:", "net_af_xdp0 needs args = \"iface=<kernel interface>\"");
+    let cfg = ok(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n"));
+    assert!(cfg.warnings.is_empty(), "a driver tapsplice is tested with: {:?}", cfg.warnings);
+    // Two workers need two TX queues: one queue pair by default is too few, and says so.
+    let two_workers = with("file_prefix = \"t1\"\n", "file_prefix = \"t1\"\nlcores = \"0-2\"\n");
+    let lines = errs(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n", 1));
+    has(&lines, "t.toml:15:8: port[1].args:", "add queue_count=2");
+    let lines = errs(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=1\"\n", 1));
+    has(&lines, "t.toml:15:8: port[1].args:", "queue_count=1 is fewer queue pairs than the port needs (2");
+    ok(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n", 1));
+    // The same rule for AF_PACKET's qpairs=, and for RX queues.
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=1\"\nrx_queues = 2\n"));
+    has(&lines, "t.toml:14:8: port[1].args:", "qpairs=1 is fewer queue pairs than the port needs (2");
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=x\"\n"));
+    has(&lines, "t.toml:14:8: port[1].args:", "queue_count= must be a number");
+    // One kernel interface cannot back two ports.
+    let lines = errs(&BASE.replacen("device = \"net_tap0\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n", 1).replacen("device = \"net_tap1\"\n", "device = \"net_af_packet1\"\nargs = \"iface=veth0\"\n", 1));
+    assert!(lines.iter().any(|l| l.contains("interface name (iface=)")), "{lines:?}");
+}
+
+#[test]
 fn af_packet_ports_need_their_interface() {
     let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"qpairs=1\"\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "needs args = \"iface=<kernel interface>\"");

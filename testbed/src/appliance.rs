@@ -65,9 +65,9 @@ pub(crate) fn find_in_path(prog: &str) -> Option<PathBuf> {
 #[derive(Debug, Clone)]
 struct Placement {
     port: RackPort,
-    /// The interface that is placed: the TAP, or a net_af_packet port's veth peer.
+    /// The interface that is placed: the TAP, or a socket port's veth peer.
     tap: String,
-    /// A net_af_packet port: the veth's root end, which the PMD reads.
+    /// A socket port (net_af_packet, net_af_xdp): the veth's root end, which the PMD reads.
     veth_root: Option<String>,
     place: AppliancePort,
 }
@@ -254,15 +254,15 @@ pub fn start(
         })?;
         let root = rp.tap_ifname.clone().ok_or_else(|| {
             anyhow!(
-                "{}: port `{}` is `{}`, only net_tap and net_af_packet ports can be placed",
+                "{}: port `{}` is `{}`, only net_tap, net_af_packet and net_af_xdp ports can be placed",
                 what,
                 p.port,
                 rp.device
             )
         })?;
-        // A net_af_packet port reads the root end of a veth pair (made below, before the
+        // A socket port reads the root end of a veth pair (made below, before the
         // start); its other end is what gets placed. A TAP itself is placed.
-        let (tap, veth_root) = if rackconfig::is_af_packet(&rp.device) { (format!("{root}-p"), Some(root)) } else { (root, None) };
+        let (tap, veth_root) = if rackconfig::is_veth_port(&rp.device) { (format!("{root}-p"), Some(root)) } else { (root, None) };
         placements.push(Placement {
             port: rp.clone(),
             tap,
@@ -278,7 +278,7 @@ pub fn start(
     for p in &placements {
         if let Some(root) = &p.veth_root {
             guard::add_root_iface(root);
-            veth_for_af_packet(root, &p.tap, &run_dir).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port.name, e))?;
+            veth_for_socket_port(root, &p.tap, &run_dir).map_err(|e| anyhow!("{}: port `{}`: {:#}", what, p.port.name, e))?;
         }
     }
 
@@ -441,11 +441,11 @@ pub fn start(
     Ok(ra)
 }
 
-/// The veth pair of a net_af_packet port: `root` stays in the root namespace for the PMD,
+/// The veth pair of a socket port (net_af_packet, net_af_xdp): `root` stays in the root namespace for the PMD,
 /// `peer` is placed like a TAP. The root kernel must not act on the frames the PMD reads
 /// there: they are dropped at its ingress ([`crate::network::drop_ingress`]), and besides
 /// IPv6 is off, ARP is never answered and forwarding is off on it.
-fn veth_for_af_packet(root: &str, peer: &str, run_dir: &Path) -> Result<()> {
+fn veth_for_socket_port(root: &str, peer: &str, run_dir: &Path) -> Result<()> {
     crate::cmd::ip(&["link", "add", root, "type", "veth", "peer", "name", peer])?;
     for (key, value) in [
         (format!("net/ipv4/conf/{root}/forwarding"), "0"),
@@ -459,8 +459,8 @@ fn veth_for_af_packet(root: &str, peer: &str, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes what [`veth_for_af_packet`] made (the pair goes with its root end).
-fn remove_veth_for_af_packet(root: &str) {
+/// Removes what [`veth_for_socket_port`] made (the pair goes with its root end).
+fn remove_veth_for_socket_port(root: &str) {
     if let Err(e) = crate::cmd::ip(&["link", "del", root]) {
         eprintln!("testbed: removing veth {}: {:#}", root, e);
     }
@@ -562,6 +562,15 @@ fn testpmd_args(cfg: &toml::Table, ports: &[RackPort], file_prefix: &str) -> Res
     ));
     if let Some(b) = get_int(cfg, "workers.burst") {
         a.push(format!("--burst={}", b));
+    }
+    // Rings as large as the appliance's where the rack sizes them (testpmd has one
+    // --rxd / --txd for every port: the largest), so that both forward through the same
+    // rings; otherwise each keeps its own default.
+    for (key, flag) in [("rx_desc", "--rxd"), ("tx_desc", "--txd")] {
+        let ring = cfg.get("port").and_then(|v| v.as_array()).and_then(|ps| ps.iter().filter_map(|p| p.get(key).and_then(|v| v.as_integer())).max());
+        if let Some(d) = ring {
+            a.push(format!("{flag}={d}"));
+        }
     }
     Ok(a)
 }
@@ -668,10 +677,10 @@ impl RunningAppliance {
             }
         };
         guard::forget_child(self.pid);
-        // A TAP goes with its appliance; a net_af_packet port's veth pair is ours to remove
+        // A TAP goes with its appliance; a socket port's veth pair is ours to remove
         // (its placed end would stay on its bridge).
         for root in self.placements.iter().filter_map(|p| p.veth_root.as_deref()) {
-            remove_veth_for_af_packet(root);
+            remove_veth_for_socket_port(root);
         }
         // Let the output threads drain.
         std::thread::sleep(Duration::from_millis(100));
@@ -756,6 +765,18 @@ mod tests {
         assert_eq!(r["ports"][0]["name"], "west");
         assert_eq!(r["ports"][0]["tx_packets"], 7);
         assert_eq!(r["ports"][1]["rx_dropped"], 1);
+    }
+
+    #[test]
+    fn testpmd_takes_the_racks_rings_where_it_sizes_them() {
+        let ports = vec![RackPort { name: "a".into(), device: "net_af_xdp0".into(), args: "iface=x0".into(), tap_ifname: Some("x0".into()), socket: None }];
+        let sized: toml::Table = toml::from_str("[[port]]\nrx_desc = 2048\ntx_desc = 512\n[[port]]\nrx_desc = 1024\n").unwrap();
+        let a = testpmd_args(&sized, &ports, "p").unwrap();
+        assert!(a.contains(&"--rxd=2048".to_string()) && a.contains(&"--txd=512".to_string()), "{a:?}");
+        assert!(a.contains(&"net_af_xdp0,iface=x0".to_string()), "{a:?}");
+        let unsized_: toml::Table = toml::from_str("[[port]]\nname = \"a\"\n").unwrap();
+        let a = testpmd_args(&unsized_, &ports, "p").unwrap();
+        assert!(!a.iter().any(|x| x.starts_with("--rxd") || x.starts_with("--txd")), "testpmd keeps its defaults: {a:?}");
     }
 
     #[test]

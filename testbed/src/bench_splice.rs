@@ -19,7 +19,8 @@
 //!   these ports.
 //!
 //! `--wire mtu` runs these three on the same network made a wire of MTU-sized frames
-//! ([`mtu_sized_wire`]), so that no proxy gets the veths' 64 KB super-segments.
+//! ([`mtu_sized_wire`]), so that no proxy gets the veths' 64 KB super-segments; the
+//! appliance and testpmd read it through AF_XDP sockets (`--wire mtu-af-packet`: AF_PACKET).
 //!
 //! - `fastpath`: the splice fast path alone against io-forward on the same (nearly free)
 //!   ports, with synthetic spliced traffic both ways (`crate::bench_fastpath`).
@@ -78,29 +79,54 @@ impl SMode {
 
 /// The wire between the namespaces of `bench splice` (`--wire`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Wire {
     /// The appliance and testpmd on TAP ports; veths with the kernel's offloads.
     Tap,
-    /// MTU-sized frames for all three modes ([`mtu_sized_wire`]).
+    /// MTU-sized frames for all three modes, the appliance and testpmd on `net_af_xdp`
+    /// ports ([`mtu_sized_wire`]).
     Mtu,
+    /// The same wire with `net_af_packet` ports (the slower socket: kept to compare).
+    MtuAfPacket,
 }
 
-/// `--wire mtu`: the network of `splice-bench.toml` as a wire that carries MTU-sized
-/// frames, as a cable does: every link's offloads off (the clients', backends' and
-/// HAProxy's kernels send 1500-byte frames instead of 64 KB super-segments), and the
-/// appliance's two ports (testpmd's too, in io mode) net_af_packet devices on veths the
-/// testbed makes, instead of TAPs. Why: docs/testbed.md, "The wire experiment".
-pub fn mtu_sized_wire(topo: &mut Topology) {
+impl Wire {
+    /// Whether this is an MTU-sized wire (the namespace modes only).
+    pub fn mtu_sized(self) -> bool {
+        self != Wire::Tap
+    }
+}
+
+/// Descriptors per ring of an AF_XDP port on the MTU-sized wire (the appliance's and
+/// testpmd's alike). A veth hands the XDP socket a sender's whole window at once, where a
+/// cable would pace it: with 1024 an XDP socket's ring overflowed for 14 % of the
+/// backends' frames, with 2048 for about 4 % (more did not help: docs/testbed.md).
+pub const AF_XDP_RING: i64 = 2048;
+
+/// `--wire mtu` and `--wire mtu-af-packet`: the network of `splice-bench.toml` as a wire
+/// that carries MTU-sized frames, as a cable does: every link's offloads off (the
+/// clients', backends' and HAProxy's kernels send 1500-byte frames instead of 64 KB
+/// super-segments), and the appliance's two ports (testpmd's too, in io mode) AF_XDP (or
+/// AF_PACKET) devices on veths the testbed makes, instead of TAPs. Why: docs/testbed.md,
+/// "The wire experiment".
+pub fn mtu_sized_wire(topo: &mut Topology, wire: Wire) {
     for l in &mut topo.links {
         l.offloads = false;
     }
     // The appliance's rack (configs/splice-taps.toml) has exactly its placed ports, both
-    // TAPs: each becomes an AF_PACKET port (the testbed adds its `iface=`).
+    // TAPs: each becomes a socket port on a veth (the testbed adds its `iface=`).
     for a in &mut topo.appliances {
         for i in 0..a.ports.len() {
-            a.set.insert(format!("port.{i}.device"), toml::Value::String(format!("net_af_packet{i}")));
-            a.set.insert(format!("port.{i}.args"), toml::Value::String("qpairs=1,qdisc_bypass=1".into()));
+            let (device, args) = match wire {
+                Wire::MtuAfPacket => (format!("net_af_packet{i}"), "qpairs=1,qdisc_bypass=1"),
+                _ => (format!("net_af_xdp{i}"), "queue_count=1"),
+            };
+            a.set.insert(format!("port.{i}.device"), toml::Value::String(device));
+            a.set.insert(format!("port.{i}.args"), toml::Value::String(args.into()));
+            if wire != Wire::MtuAfPacket {
+                a.set.insert(format!("port.{i}.rx_desc"), toml::Value::Integer(AF_XDP_RING));
+                a.set.insert(format!("port.{i}.tx_desc"), toml::Value::Integer(AF_XDP_RING));
+            }
         }
     }
     topo.name = topo.name.take().map(|n| format!("{n}-mtu-wire"));
@@ -425,19 +451,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mtu_sized_wire_turns_offloads_off_and_the_ports_into_af_packet() {
+    fn the_mtu_sized_wire_turns_offloads_off_and_the_ports_into_sockets_on_veths() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/splice-bench.toml");
-        let mut topo = crate::topology::load(&path).unwrap();
-        assert!(topo.links.iter().all(|l| l.offloads), "the TAP wire keeps the kernel's offloads");
-        mtu_sized_wire(&mut topo);
-        assert!(!topo.links.is_empty() && topo.links.iter().all(|l| !l.offloads));
-        let sp1 = &topo.appliances[0];
-        assert_eq!(sp1.ports.len(), 2);
-        for i in 0..2 {
-            assert_eq!(sp1.set[&format!("port.{i}.device")].as_str(), Some(format!("net_af_packet{i}").as_str()));
-            assert_eq!(sp1.set[&format!("port.{i}.args")].as_str(), Some("qpairs=1,qdisc_bypass=1"));
+        for (wire, device, args, ring) in [(Wire::Mtu, "net_af_xdp", "queue_count=1", Some(AF_XDP_RING)), (Wire::MtuAfPacket, "net_af_packet", "qpairs=1,qdisc_bypass=1", None)] {
+            let mut topo = crate::topology::load(&path).unwrap();
+            assert!(topo.links.iter().all(|l| l.offloads), "the TAP wire keeps the kernel's offloads");
+            assert!(wire.mtu_sized() && !Wire::Tap.mtu_sized());
+            mtu_sized_wire(&mut topo, wire);
+            assert!(!topo.links.is_empty() && topo.links.iter().all(|l| !l.offloads));
+            let sp1 = &topo.appliances[0];
+            assert_eq!(sp1.ports.len(), 2);
+            for i in 0..2 {
+                assert_eq!(sp1.set[&format!("port.{i}.device")].as_str(), Some(format!("{device}{i}").as_str()));
+                assert_eq!(sp1.set[&format!("port.{i}.args")].as_str(), Some(args));
+                assert_eq!(sp1.set.get(&format!("port.{i}.rx_desc")).and_then(|v| v.as_integer()), ring);
+                assert_eq!(sp1.set.get(&format!("port.{i}.tx_desc")).and_then(|v| v.as_integer()), ring);
+            }
+            // The rest of the appliance's overrides stay.
+            assert!(sp1.set.contains_key("keys.syn_cookie_secret"));
         }
-        // The rest of the appliance's overrides stay.
-        assert!(sp1.set.contains_key("keys.syn_cookie_secret"));
+    }
+
+    #[test]
+    fn wires_are_named_as_the_command_line_spells_them() {
+        use clap::ValueEnum;
+        for (w, name) in [(Wire::Tap, "tap"), (Wire::Mtu, "mtu"), (Wire::MtuAfPacket, "mtu-af-packet")] {
+            assert_eq!(w.to_possible_value().unwrap().get_name(), name);
+            assert_eq!(serde_json::to_value(w).unwrap(), serde_json::json!(name));
+        }
     }
 }

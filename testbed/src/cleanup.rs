@@ -125,7 +125,7 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
             });
         }
     }
-    // The ingress drops that kept the root kernel off a net_af_packet port's veth (named
+    // The ingress drops that kept the root kernel off a net_af_packet or net_af_xdp port's veth (named
     // after the veth).
     for name in crate::network::ingress_drops() {
         let Some(id) = run_iface_of(&name) else { continue };
@@ -194,7 +194,7 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
 }
 
 /// The run id of a root-namespace interface the testbed names (a TAP, or a net_af_packet
-/// port's veth): the id and 1-2 base-36 digits.
+/// or net_af_xdp port's veth): the id and 1-2 base-36 digits.
 fn run_iface_of(name: &str) -> Option<&str> {
     let id = run_id_of(name)?;
     let rest = &name[7..];

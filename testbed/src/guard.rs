@@ -195,7 +195,7 @@ pub fn cleanup_all() {
             let _ = crate::cmd::ip(&["link", "del", "dev", ifname]);
         }
     }
-    // A net_af_packet port's veth has an ingress drop of its name (appliance.rs).
+    // A net_af_packet or net_af_xdp port's veth has an ingress drop of its name (appliance.rs).
     if !r.root_ifaces.is_empty() {
         for name in crate::network::ingress_drops().iter().filter(|n| r.root_ifaces.contains(n)) {
             let _ = crate::network::undo_drop_ingress(name);

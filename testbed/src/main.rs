@@ -109,8 +109,9 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         bursts: u32,
         /// bench splice: the wire between the namespaces: `tap` (the appliance and testpmd
-        /// on TAP ports, veths with the kernel's offloads) or `mtu` (net_af_packet ports on
-        /// veths, offloads off on every link: MTU-sized frames for all three modes)
+        /// on TAP ports, veths with the kernel's offloads), `mtu` (offloads off on every
+        /// link: MTU-sized frames for all three modes; net_af_xdp ports on veths) or
+        /// `mtu-af-packet` (the same with net_af_packet ports)
         #[arg(long, value_enum, default_value_t = bench_splice::Wire::Tap)]
         wire: bench_splice::Wire,
         /// Also write goodput per trial, medians and ratio as SVG to this file
@@ -134,7 +135,7 @@ enum Cmd {
 fn only_tap_wire(wire: bench_splice::Wire) -> Result<()> {
     match wire {
         bench_splice::Wire::Tap => Ok(()),
-        bench_splice::Wire::Mtu => Err(anyhow!("--wire mtu is an option of bench splice only")),
+        w => Err(anyhow!("--wire {} is an option of bench splice only", clap::ValueEnum::to_possible_value(&w).map(|v| v.get_name().to_string()).unwrap_or_default())),
     }
 }
 
@@ -393,16 +394,16 @@ fn real_main(cli: Cli) -> Result<i32> {
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
-            let mtu = wire == bench_splice::Wire::Mtu;
+            let mtu = wire.mtu_sized();
             let all = if mtu { "tapsplice,haproxy,io" } else { "tapsplice,haproxy,io,fastpath,fastpath-vhost" };
             let modes = bench_modes(modes.as_deref(), all, bench_splice::SMode::parse)?;
             if mtu && modes.iter().any(|m| matches!(m, bench_splice::SMode::Fastpath | bench_splice::SMode::FastpathVhost)) {
-                return Err(anyhow!("--wire mtu is the namespaces' wire: the fastpath modes run on their own ports (drop them from --modes)"));
+                return Err(anyhow!("an MTU-sized --wire is the namespaces' wire: the fastpath modes run on their own ports (drop them from --modes)"));
             }
             let seconds = repeat_and_seconds(repeat, seconds)?;
             let mut topo = topology::load(&find_topology("splice-bench")?)?;
             if mtu {
-                bench_splice::mtu_sized_wire(&mut topo);
+                bench_splice::mtu_sized_wire(&mut topo, wire);
             }
             let opts = options(&bins, None, &topo)?;
             run::require_root()?;

@@ -107,9 +107,10 @@ fn nft(ns: Option<&str>, rules: &str, path: &std::path::Path) -> Result<()> {
     .map(|_| ())
 }
 
-/// Keeps the root kernel off the frames arriving on `iface`, whose AF_PACKET reader (a
-/// net_af_packet port) must see them alone: an nftables netdev ingress chain named after
-/// the interface drops them all (packet sockets see a frame before that hook). The
+/// Keeps the root kernel off the frames arriving on `iface`, whose socket reader (a
+/// net_af_packet or net_af_xdp port) must see them alone: an nftables netdev ingress chain
+/// named after the interface drops them all (packet sockets see a frame before that hook;
+/// an XDP socket takes it before it, and this drops what its program passes on). The
 /// ruleset is written to `dir`.
 pub fn drop_ingress(iface: &str, dir: &std::path::Path) -> Result<()> {
     let rules = format!("table netdev {iface} {{\n  chain ingress {{\n    type filter hook ingress device \"{iface}\" priority 0; policy drop;\n  }}\n}}\n");

@@ -12,7 +12,7 @@ pub struct RackPort {
     pub device: String,
     pub args: String,
     /// For net_tap ports: the run's unique interface name (in the root namespace at first).
-    /// For net_af_packet ports: the same, the root end of a veth pair the testbed creates
+    /// For net_af_packet and net_af_xdp ports: the same, the root end of a veth pair the testbed creates
     /// before the appliance starts (its other end is what gets placed).
     pub tap_ifname: Option<String>,
     /// For net_vhost / net_virtio_user ports: the vhost-user socket path (after the
@@ -36,8 +36,10 @@ pub fn is_tap(device: &str) -> bool {
     device.starts_with("net_tap")
 }
 
-pub fn is_af_packet(device: &str) -> bool {
-    device.starts_with("net_af_packet")
+/// A port that reads a kernel interface through a socket (AF_PACKET or AF_XDP): the
+/// testbed gives it a veth pair, whose root end it reads and whose other end is placed.
+pub fn is_veth_port(device: &str) -> bool {
+    device.starts_with("net_af_packet") || device.starts_with("net_af_xdp")
 }
 
 /// The argument naming the vhost-user socket of a port's device, if it has one:
@@ -234,7 +236,7 @@ pub struct RunSettings<'a> {
 /// Rewrite the base config for one run. Returns the new config and its ports (with
 /// their TAP interface names and vhost-user socket paths).
 ///
-/// Every port's `args` gets its placeholders substituted; net_tap and net_af_packet ports get a run-unique
+/// Every port's `args` gets its placeholders substituted; net_tap, net_af_packet and net_af_xdp ports get a run-unique
 /// `iface=`; a vhost-user socket (net_vhost `iface=`, net_virtio_user `path=`) must be
 /// unique per run, i.e. contain the run id after substitution (`{run_dir}/vhost0.sock`).
 pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> {
@@ -285,7 +287,7 @@ pub fn for_run(base: &Table, s: &RunSettings) -> Result<(Table, Vec<RackPort>)> 
             }
             let changed = args != rp.args;
             rp.args = args;
-            if is_tap(&rp.device) || is_af_packet(&rp.device) {
+            if is_tap(&rp.device) || is_veth_port(&rp.device) {
                 let ifname = (s.tap_name)(k);
                 k += 1;
                 rp.args = set_kv(&rp.args, "iface", &ifname);

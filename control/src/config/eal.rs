@@ -84,6 +84,9 @@ pub enum VdevDriver {
     Bonding,
     /// AF_PACKET on a kernel interface (a veth end, say): `iface=` names it.
     AfPacket,
+    /// AF_XDP on a kernel interface: an XDP program steers the interface's frames into
+    /// the appliance's socket before the kernel's stack sees them; `iface=` names it.
+    AfXdp,
     Other,
 }
 
@@ -96,8 +99,20 @@ impl VdevDriver {
             VdevDriver::Vhost => "net_vhost",
             VdevDriver::Bonding => "net_bonding",
             VdevDriver::AfPacket => "net_af_packet",
+            VdevDriver::AfXdp => "net_af_xdp",
             VdevDriver::Other => "net_",
         }
+    }
+}
+
+/// The kernel interface a socket port (net_af_packet, net_af_xdp) reads: its `iface=`.
+/// `None` for every other device (a TAP's `iface=` is one the PMD creates).
+pub fn socket_port_iface<'a>(device: &str, args: &'a str) -> Option<&'a str> {
+    match classify_device(device) {
+        Ok(DeviceKind::Vdev { driver: VdevDriver::AfPacket | VdevDriver::AfXdp, .. }) => {
+            args.split(',').find_map(|kv| kv.strip_prefix("iface=")).filter(|i| !i.is_empty())
+        }
+        _ => None,
     }
 }
 
@@ -145,6 +160,7 @@ pub fn classify_device(dev: &str) -> Result<DeviceKind, String> {
             VdevDriver::Ring,
             VdevDriver::Tap,
             VdevDriver::AfPacket,
+            VdevDriver::AfXdp,
         ]
         .into_iter()
         .find(|d| dev.starts_with(d.prefix()))
@@ -390,6 +406,17 @@ mod tests {
             classify_device("net_af_packet1").unwrap(),
             DeviceKind::Vdev {
                 driver: VdevDriver::AfPacket,
+                ..
+            }
+        ));
+        assert_eq!(socket_port_iface("net_af_xdp0", "queue_count=1,iface=veth0"), Some("veth0"));
+        assert_eq!(socket_port_iface("net_af_packet1", "iface=v1,qpairs=1"), Some("v1"));
+        assert_eq!(socket_port_iface("net_tap0", "iface=tap0"), None, "the PMD makes a TAP's interface");
+        assert_eq!(socket_port_iface("net_af_xdp0", "queue_count=1"), None);
+        assert!(matches!(
+            classify_device("net_af_xdp0").unwrap(),
+            DeviceKind::Vdev {
+                driver: VdevDriver::AfXdp,
                 ..
             }
         ));

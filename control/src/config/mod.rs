@@ -29,7 +29,7 @@ mod types;
 mod validate;
 
 pub use diag::{ConfigError, ConfigErrors, Severity};
-pub use eal::{classify_device, is_pci_address, parse_lcores, DataplanePort, DeviceKind, VdevDriver, MAX_LCORE};
+pub use eal::{classify_device, is_pci_address, parse_lcores, socket_port_iface, DataplanePort, DeviceKind, VdevDriver, MAX_LCORE};
 pub use schema::*;
 pub use types::{Cidr, MacAddr, PortRange};
 

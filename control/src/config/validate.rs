@@ -468,7 +468,7 @@ impl<'a, 'p> V<'a, 'p> {
                             DeviceKind::Vdev { name, .. } => name.clone(),
                         };
                         devices.push((dk.clone(), canon));
-                        self.device_args(&ak, &kind, &p.args, &mut ifaces);
+                        self.device_args(&ak, &kind, &p.args, p.rx_queues, &mut ifaces);
                     }
                 }
             }
@@ -556,7 +556,7 @@ impl<'a, 'p> V<'a, 'p> {
         }
         self.unique("port or bond name", names);
         self.unique("device", devices);
-        self.unique("TAP interface name", ifaces);
+        self.unique("interface name (iface=)", ifaces);
         self.unique("address", addrs);
     }
 
@@ -565,6 +565,7 @@ impl<'a, 'p> V<'a, 'p> {
         key: &str,
         kind: &DeviceKind,
         args: &str,
+        rx_queues: u16,
         ifaces: &mut Vec<(String, String)>,
     ) {
         let pairs: Vec<(&str, &str)> = if args.is_empty() {
@@ -593,9 +594,29 @@ impl<'a, 'p> V<'a, 'p> {
         match kind {
             DeviceKind::Pci(_) => {}
             DeviceKind::Vdev { driver, name } => match driver {
-                VdevDriver::Tap | VdevDriver::AfPacket => {
-                    if *driver == VdevDriver::AfPacket && !has("iface") {
-                        self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"iface=veth0,qdisc_bypass=1\")"));
+                VdevDriver::Tap | VdevDriver::AfPacket | VdevDriver::AfXdp => {
+                    if *driver != VdevDriver::Tap && !has("iface") {
+                        let example = if *driver == VdevDriver::AfPacket { "iface=veth0,qdisc_bypass=1" } else { "iface=veth0" };
+                        self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"{example}\")"));
+                    }
+                    // A socket-backed port has as many queue pairs as its argument says
+                    // (one by default), and the appliance opens a TX queue per worker
+                    // and `rx_queues` RX queues on it: DPDK would refuse the port at
+                    // start with a line that names neither.
+                    let queue_key = match driver {
+                        VdevDriver::AfPacket => Some("qpairs"),
+                        VdevDriver::AfXdp => Some("queue_count"),
+                        _ => None,
+                    };
+                    if let Some(qk) = queue_key {
+                        let workers = self.cfg.worker_lcores().len();
+                        let need = usize::from(rx_queues).max(workers);
+                        match pairs.iter().find(|(k, _)| *k == qk).map(|(_, v)| v.parse::<usize>()) {
+                            Some(Err(_)) => self.err(key, format!("{qk}= must be a number of queue pairs")),
+                            Some(Ok(have)) if have < need => self.err(key, format!("{qk}={have} is fewer queue pairs than the port needs ({need}: one TX queue per worker lcore, and rx_queues)")),
+                            None if need > 1 => self.err(key, format!("{name} has one queue pair unless {qk}= says more; the port needs {need} (one TX queue per worker lcore, and rx_queues): add {qk}={need}")),
+                            _ => {}
+                        }
                     }
                     if let Some((_, ifc)) = pairs.iter().find(|(k, _)| *k == "iface") {
                         if ifc.is_empty()
@@ -630,7 +651,7 @@ impl<'a, 'p> V<'a, 'p> {
                 }
                 VdevDriver::Other => {
                     let dk = key.trim_end_matches(".args").to_owned() + ".device";
-                    self.warn(&dk, format!("vdev driver of \"{name}\" is not one tapsplice is tested with (net_tap, net_ring, net_virtio_user, net_vhost, net_af_packet, net_bonding); passed to DPDK unchanged"));
+                    self.warn(&dk, format!("vdev driver of \"{name}\" is not one tapsplice is tested with (net_tap, net_ring, net_virtio_user, net_vhost, net_af_packet, net_af_xdp, net_bonding); passed to DPDK unchanged"));
                 }
             },
         }
