@@ -19,6 +19,11 @@
 //! Where that fails, the driver's answer stands while the interface is still in the
 //! appliance's namespace; elsewhere the link is unknown and counted as up (with one
 //! warning), since a link taken for down makes the workers drop all the port's traffic.
+//!
+//! A socket port (`net_af_packet`, `net_af_xdp`) reads a kernel interface of the
+//! appliance's namespace, and its driver reports the link up from the start for good
+//! (DPDK 22.11's PMDs do not look). Its link is the interface's `IFF_UP | IFF_RUNNING`
+//! (carrier: a veth whose peer is down is not running); an interface that is gone is down.
 
 use dataplane::lcore_link::LinkStates;
 use std::ffi::CStr;
@@ -32,6 +37,8 @@ enum Source {
     Driver { dpdk_id: u16 },
     /// A TAP (or TUN) interface, read in whatever namespace it is in now.
     Tap { dpdk_id: u16, tap: TapLink },
+    /// The kernel interface a socket port reads, in our namespace.
+    Kernel { iface: String },
 }
 
 /// What the watch knows of one TAP interface.
@@ -55,6 +62,8 @@ const SOCKET_RETRY: Duration = Duration::from_secs(5);
 pub struct LinkWatch {
     ports: Vec<(String, Source)>,
     states: LinkStates,
+    /// A socket in the appliance's own namespace, for the socket ports' interfaces.
+    own: Option<OwnedFd>,
 }
 
 /// One port as the watch needs it.
@@ -64,6 +73,9 @@ pub struct WatchedPort {
     pub dpdk_id: u16,
     /// `Some(name)` for a `net_tap`/`net_tun` port: its kernel interface's name.
     pub tap_iface: Option<String>,
+    /// `Some(name)` for a socket port (`net_af_packet`, `net_af_xdp`): the kernel
+    /// interface it reads.
+    pub socket_iface: Option<String>,
 }
 
 impl LinkWatch {
@@ -73,17 +85,20 @@ impl LinkWatch {
         let sources = ports
             .iter()
             .map(|p| {
-                let source = match &p.tap_iface {
-                    Some(name) => {
+                let source = match (&p.tap_iface, &p.socket_iface) {
+                    (Some(name), _) => {
                         let fd = taps.iter().find(|(_, n)| n == name).map(|&(fd, _)| fd);
                         Source::Tap { dpdk_id: p.dpdk_id, tap: TapLink { name: name.clone(), fd, socket: None, retry_at: None, warned: false } }
                     }
-                    None => Source::Driver { dpdk_id: p.dpdk_id },
+                    (None, Some(iface)) => Source::Kernel { iface: iface.clone() },
+                    (None, None) => Source::Driver { dpdk_id: p.dpdk_id },
                 };
                 (p.name.clone(), source)
             })
             .collect();
-        let mut w = LinkWatch { ports: sources, states: LinkStates::new(ports.len()) };
+        // One socket of our namespace for every socket port's flags (none without any).
+        let own = if ports.iter().any(|p| p.tap_iface.is_none() && p.socket_iface.is_some()) { own_socket() } else { None };
+        let mut w = LinkWatch { ports: sources, states: LinkStates::new(ports.len()), own };
         w.poll();
         w
     }
@@ -99,6 +114,12 @@ impl LinkWatch {
         for (i, (port, p)) in self.ports.iter_mut().enumerate() {
             let up = match p {
                 Source::Driver { dpdk_id } => driver_link(*dpdk_id),
+                // Without a socket (none could be opened: never seen) the interface's
+                // presence is all there is to go by.
+                Source::Kernel { iface } => match &self.own {
+                    Some(sock) => iface_running(sock, iface).unwrap_or(false),
+                    None => in_our_namespace(iface),
+                },
                 Source::Tap { dpdk_id, tap } => match tap.link_up(now) {
                     Some(up) => up,
                     // Still in our namespace: the driver reads it right.
@@ -128,6 +149,40 @@ fn in_our_namespace(name: &str) -> bool {
     let Ok(c) = std::ffi::CString::new(name) else { return false };
     // SAFETY: a NUL-terminated name.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// A datagram socket of this process's namespace (for interface ioctls).
+fn own_socket() -> Option<OwnedFd> {
+    // SAFETY: plain socket creation; the descriptor is owned by the result.
+    let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: a descriptor the kernel just gave us.
+    (s >= 0).then(|| unsafe { OwnedFd::from_raw_fd(s) })
+}
+
+/// Whether interface `name` is up and running (`IFF_UP | IFF_RUNNING`), asked through
+/// `sock` (its namespace is the interface's); `None` when there is no such interface.
+fn iface_running(sock: &OwnedFd, name: &str) -> Option<bool> {
+    let mut r = ifreq();
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= r.ifr_name.len() || bytes.contains(&0) {
+        return None;
+    }
+    for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the flags of an ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut r as *mut libc::ifreq) } != 0 {
+        return None;
+    }
+    Some(flags_running(&r))
+}
+
+/// `IFF_UP` and `IFF_RUNNING` both set in the flags SIOCGIFFLAGS wrote into `r`.
+fn flags_running(r: &libc::ifreq) -> bool {
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    let flags = unsafe { r.ifr_ifru.ifru_flags };
+    let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    flags & want == want
 }
 
 /// An `ifreq` with every byte zero.
@@ -196,10 +251,7 @@ impl TapLink {
         if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut r as *mut libc::ifreq) } != 0 {
             return None;
         }
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        let flags = unsafe { r.ifr_ifru.ifru_flags };
-        let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        Some(flags & want == want)
+        Some(flags_running(&r))
     }
 }
 
@@ -237,6 +289,21 @@ mod tests {
         assert!(t.link_up(Instant::now()).is_none());
         t.fd = None;
         assert!(t.link_up(Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_kernel_interface_is_read_by_its_flags() {
+        let sock = own_socket().expect("a socket");
+        // Loopback is up and running wherever tests run; a made-up name is no interface.
+        assert_eq!(iface_running(&sock, "lo"), Some(true));
+        assert_eq!(iface_running(&sock, "tapsplice-none0"), None);
+        assert_eq!(iface_running(&sock, "a-name-far-too-long-for-linux"), None);
+        assert_eq!(iface_running(&sock, ""), None);
+        // The watch: a socket port on loopback is up, one on a missing interface down.
+        let ports = [("lo", true), ("tapsplice-none0", false)].map(|(i, _)| WatchedPort { name: i.into(), dpdk_id: u16::MAX, tap_iface: None, socket_iface: Some(i.into()) });
+        let w = LinkWatch::new(&ports);
+        assert!(w.states().is_up(0));
+        assert!(!w.states().is_up(1));
     }
 
     #[test]
