@@ -23,7 +23,10 @@
 //! A socket port (`net_af_packet`, `net_af_xdp`) reads a kernel interface of the
 //! appliance's namespace, and its driver reports the link up from the start for good
 //! (DPDK 22.11's PMDs do not look). Its link is the interface's `IFF_UP | IFF_RUNNING`
-//! (carrier: a veth whose peer is down is not running); an interface that is gone is down.
+//! (carrier: a veth whose peer is down is not running), found by the index it had at the
+//! start, as the PMD's socket is bound to it (a renamed interface is followed); an
+//! interface that is gone is down. Where the flags cannot be read otherwise, the link is
+//! unknown and counted as up, with one warning, as for a TAP.
 
 use dataplane::lcore_link::LinkStates;
 use std::ffi::CStr;
@@ -38,7 +41,7 @@ enum Source {
     /// A TAP (or TUN) interface, read in whatever namespace it is in now.
     Tap { dpdk_id: u16, tap: TapLink },
     /// The kernel interface a socket port reads, in our namespace.
-    Kernel { iface: String },
+    Kernel(KernelLink),
 }
 
 /// What the watch knows of one TAP interface.
@@ -52,6 +55,16 @@ struct TapLink {
     /// No new socket is tried before this after one could not be made.
     retry_at: Option<Instant>,
     /// The link could not be read (reported once).
+    warned: bool,
+}
+
+/// What the watch knows of a socket port's kernel interface.
+struct KernelLink {
+    /// Its name at the start (for the warning).
+    name: String,
+    /// Its index at the start (`None`: there was no such interface).
+    index: Option<u32>,
+    /// The flags could not be read (reported once).
     warned: bool,
 }
 
@@ -82,7 +95,7 @@ impl LinkWatch {
     /// A watch over `ports` (in configuration order), read once already.
     pub fn new(ports: &[WatchedPort]) -> LinkWatch {
         let taps = if ports.iter().any(|p| p.tap_iface.is_some()) { tun_descriptors() } else { Vec::new() };
-        let sources = ports
+        let sources: Vec<(String, Source)> = ports
             .iter()
             .map(|p| {
                 let source = match (&p.tap_iface, &p.socket_iface) {
@@ -90,14 +103,14 @@ impl LinkWatch {
                         let fd = taps.iter().find(|(_, n)| n == name).map(|&(fd, _)| fd);
                         Source::Tap { dpdk_id: p.dpdk_id, tap: TapLink { name: name.clone(), fd, socket: None, retry_at: None, warned: false } }
                     }
-                    (None, Some(iface)) => Source::Kernel { iface: iface.clone() },
+                    (None, Some(iface)) => Source::Kernel(KernelLink { name: iface.clone(), index: if_index(iface), warned: false }),
                     (None, None) => Source::Driver { dpdk_id: p.dpdk_id },
                 };
                 (p.name.clone(), source)
             })
             .collect();
         // One socket of our namespace for every socket port's flags (none without any).
-        let own = if ports.iter().any(|p| p.tap_iface.is_none() && p.socket_iface.is_some()) { own_socket() } else { None };
+        let own = if sources.iter().any(|(_, s)| matches!(s, Source::Kernel(_))) { new_socket() } else { None };
         let mut w = LinkWatch { ports: sources, states: LinkStates::new(ports.len()), own };
         w.poll();
         w
@@ -114,11 +127,15 @@ impl LinkWatch {
         for (i, (port, p)) in self.ports.iter_mut().enumerate() {
             let up = match p {
                 Source::Driver { dpdk_id } => driver_link(*dpdk_id),
-                // Without a socket (none could be opened: never seen) the interface's
-                // presence is all there is to go by.
-                Source::Kernel { iface } => match &self.own {
-                    Some(sock) => iface_running(sock, iface).unwrap_or(false),
-                    None => in_our_namespace(iface),
+                Source::Kernel(k) => match k.link_up(self.own.as_ref()) {
+                    Some(up) => up,
+                    None => {
+                        if !k.warned {
+                            k.warned = true;
+                            eprintln!("tapsplice: port {port}: the link of interface {} cannot be read; it is taken as up", k.name);
+                        }
+                        true
+                    }
                 },
                 Source::Tap { dpdk_id, tap } => match tap.link_up(now) {
                     Some(up) => up,
@@ -145,44 +162,59 @@ fn driver_link(dpdk_id: u16) -> bool {
     dataplane::port::ethdev::link_status(dpdk_id).0
 }
 
-fn in_our_namespace(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else { return false };
-    // SAFETY: a NUL-terminated name.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+/// Whether this process's network namespace has an interface called `name`.
+pub fn in_our_namespace(name: &str) -> bool {
+    if_index(name).is_some()
 }
 
-/// A datagram socket of this process's namespace (for interface ioctls).
-fn own_socket() -> Option<OwnedFd> {
+/// The index of interface `name` in our namespace.
+fn if_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+impl KernelLink {
+    /// `Some(false)` when the interface is gone, its flags when they can be read through
+    /// `sock`; `None` when not (no socket, or the ioctl failed otherwise).
+    fn link_up(&self, sock: Option<&OwnedFd>) -> Option<bool> {
+        let Some(index) = self.index else { return Some(false) };
+        let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: the buffer has IF_NAMESIZE bytes, as if_indextoname requires.
+        if unsafe { libc::if_indextoname(index, name.as_mut_ptr()) }.is_null() {
+            return Some(false);
+        }
+        let mut r = ifreq();
+        r.ifr_name[..name.len()].copy_from_slice(&name);
+        let up = up_and_running(sock?, &mut r);
+        // The interface went away between the two calls.
+        if up.is_none() && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENODEV) {
+            return Some(false);
+        }
+        up
+    }
+}
+
+/// A datagram socket of the calling thread's network namespace (for interface ioctls).
+fn new_socket() -> Option<OwnedFd> {
     // SAFETY: plain socket creation; the descriptor is owned by the result.
     let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     // SAFETY: a descriptor the kernel just gave us.
     (s >= 0).then(|| unsafe { OwnedFd::from_raw_fd(s) })
 }
 
-/// Whether interface `name` is up and running (`IFF_UP | IFF_RUNNING`), asked through
-/// `sock` (its namespace is the interface's); `None` when there is no such interface.
-fn iface_running(sock: &OwnedFd, name: &str) -> Option<bool> {
-    let mut r = ifreq();
-    let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() >= r.ifr_name.len() || bytes.contains(&0) {
-        return None;
-    }
-    for (d, &b) in r.ifr_name.iter_mut().zip(bytes) {
-        *d = b as libc::c_char;
-    }
+/// `IFF_UP` and `IFF_RUNNING` of the interface named in `r`, asked through `sock` (in the
+/// interface's namespace); `None` when SIOCGIFFLAGS fails (errno says why).
+fn up_and_running(sock: &OwnedFd, r: &mut libc::ifreq) -> Option<bool> {
     // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the flags of an ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut r as *mut libc::ifreq) } != 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, r as *mut libc::ifreq) } != 0 {
         return None;
     }
-    Some(flags_running(&r))
-}
-
-/// `IFF_UP` and `IFF_RUNNING` both set in the flags SIOCGIFFLAGS wrote into `r`.
-fn flags_running(r: &libc::ifreq) -> bool {
     // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
     let flags = unsafe { r.ifr_ifru.ifru_flags };
     let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    flags & want == want
+    Some(flags & want == want)
 }
 
 /// An `ifreq` with every byte zero.
@@ -247,11 +279,7 @@ impl TapLink {
         let (_, sock) = self.socket.as_ref()?;
         let mut r = ifreq();
         r.ifr_name = req.ifr_name;
-        // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of an ifreq.
-        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut r as *mut libc::ifreq) } != 0 {
-            return None;
-        }
-        Some(flags_running(&r))
+        up_and_running(sock, &mut r)
     }
 }
 
@@ -266,10 +294,7 @@ fn socket_in(ns: OwnedFd) -> Option<OwnedFd> {
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return None;
             }
-            // SAFETY: plain socket creation; the descriptor is owned by the result.
-            let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            // SAFETY: a descriptor the kernel just gave us.
-            (s >= 0).then(|| unsafe { OwnedFd::from_raw_fd(s) })
+            new_socket()
         })
         .ok()?
         .join()
@@ -292,18 +317,25 @@ mod tests {
     }
 
     #[test]
-    fn a_kernel_interface_is_read_by_its_flags() {
-        let sock = own_socket().expect("a socket");
-        // Loopback is up and running wherever tests run; a made-up name is no interface.
-        assert_eq!(iface_running(&sock, "lo"), Some(true));
-        assert_eq!(iface_running(&sock, "tapsplice-none0"), None);
-        assert_eq!(iface_running(&sock, "a-name-far-too-long-for-linux"), None);
-        assert_eq!(iface_running(&sock, ""), None);
-        // The watch: a socket port on loopback is up, one on a missing interface down.
-        let ports = [("lo", true), ("tapsplice-none0", false)].map(|(i, _)| WatchedPort { name: i.into(), dpdk_id: u16::MAX, tap_iface: None, socket_iface: Some(i.into()) });
-        let w = LinkWatch::new(&ports);
-        assert!(w.states().is_up(0));
-        assert!(!w.states().is_up(1));
+    fn a_kernel_interface_is_read_by_its_index_and_flags() {
+        let sock = new_socket().expect("a socket");
+        // Loopback of the test's namespace, whatever its state: the flags as the kernel
+        // has them; a name that was never an interface is down.
+        let lo = KernelLink { name: "lo".into(), index: if_index("lo"), warned: false };
+        let mut r = ifreq();
+        r.ifr_name[0] = b'l' as libc::c_char;
+        r.ifr_name[1] = b'o' as libc::c_char;
+        assert_eq!(lo.link_up(Some(&sock)), up_and_running(&sock, &mut r));
+        assert!(lo.link_up(Some(&sock)).is_some());
+        assert_eq!(lo.link_up(None), None, "no socket: unknown");
+        let none = KernelLink { name: "tapsplice-none0".into(), index: if_index("tapsplice-none0"), warned: false };
+        assert_eq!(none.link_up(Some(&sock)), Some(false));
+        // An index no interface has (any more): gone, so down.
+        let gone = KernelLink { name: "x".into(), index: Some(u32::MAX - 7), warned: false };
+        assert_eq!(gone.link_up(Some(&sock)), Some(false));
+        // The watch: a socket port on a missing interface is down.
+        let w = LinkWatch::new(&[WatchedPort { name: "p".into(), dpdk_id: u16::MAX, tap_iface: None, socket_iface: Some("tapsplice-none0".into()) }]);
+        assert!(!w.states().is_up(0));
     }
 
     #[test]

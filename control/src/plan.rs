@@ -92,12 +92,16 @@ impl PlanBond {
 }
 
 impl PlanPort {
-    /// Whether the port needs as many RX as TX queues: net_tap does, and a bond configures
-    /// its members with its own queue counts.
-    pub fn is_tap(&self) -> bool {
+    /// Whether the port needs as many RX as TX queues, each RX queue paired with the TX
+    /// queue of its number: net_tap does (one kernel queue each), and so do the socket
+    /// ports (an AF_XDP socket is one RX and one TX ring; AF_PACKET opens every queue
+    /// pair's socket in one fanout group, so each must be polled); a bond configures its
+    /// members with its own queue counts.
+    pub fn paired_queues(&self) -> bool {
+        let paired = |d: &str| d.starts_with("net_tap") || d.starts_with("net_af_xdp") || d.starts_with("net_af_packet");
         match &self.bond {
-            Some(b) => b.members.iter().any(|m| m.device.starts_with("net_tap")),
-            None => self.device.starts_with("net_tap"),
+            Some(b) => b.members.iter().any(|m| paired(&m.device)),
+            None => paired(&self.device),
         }
     }
 
@@ -272,7 +276,7 @@ mod tests {
         let b = bond.bond.as_ref().unwrap();
         assert_eq!(b.mode, BondMode::Lacp);
         assert_eq!(b.members.iter().map(|m| (m.name.as_str(), m.device.as_str())).collect::<Vec<_>>(), [("up0", "net_tap0"), ("up1", "net_tap1")]);
-        assert!(bond.is_tap(), "net_tap members: as many RX as TX queues");
+        assert!(bond.paired_queues(), "net_tap members: as many RX as TX queues");
         assert_eq!(bond.devices().len(), 2, "preflight checks the members");
         assert_eq!(bond.ipv4, vec![(Ipv4Addr::new(10, 0, 0, 2), 24)]);
         // The pool faces port 0 (proxies) now, the bond is port 1.

@@ -51,8 +51,9 @@ fn check_tun(port: &str) -> Result<(), String> {
 }
 
 fn check_kernel_iface(port: &str, dev: &str, iface: &str) -> Result<(), String> {
-    // Interface names are checked by the configuration (no '/', at most 15 characters).
-    if Path::new("/sys/class/net").join(iface).exists() {
+    // Asked of the kernel, not of /sys/class/net (which shows the namespace sysfs was
+    // mounted in, not necessarily ours).
+    if crate::links::in_our_namespace(iface) {
         return Ok(());
     }
     Err(format!("port '{port}' ({dev}) reads kernel interface '{iface}' (iface=), which does not exist in this network namespace; create it (a NIC's name, or one end of a veth pair) or fix iface="))

@@ -153,11 +153,12 @@ fn rate_line(prev: &LcoreCounters, now: &LcoreCounters, dt: Duration) -> String 
 }
 
 /// RX and TX queue counts for a port: every worker needs its own TX queue, and net_tap
-/// insists on as many RX as TX queues (the kernel spreads flows over all of them, so every
-/// RX queue configured is also polled); `tap` also for a bond over net_tap members.
-pub fn queue_counts(tap: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
+/// and the socket ports insist on as many RX as TX queues (the kernel spreads flows over
+/// all of them, so every RX queue configured is also polled); `paired` (see
+/// `PlanPort::paired_queues`) also for a bond over such members.
+pub fn queue_counts(paired: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
     let tx = workers.max(rx_queues).max(1);
-    if tap {
+    if paired {
         (tx, tx)
     } else {
         (rx_queues.max(1), tx)
@@ -165,8 +166,8 @@ pub fn queue_counts(tap: bool, rx_queues: u16, workers: u16) -> (u16, u16) {
 }
 
 /// Distributes every (port, RX queue) over the workers; a port is (its RX queues, whether
-/// it is a TAP port). A TAP port gives queue `q` to worker `q % workers`: RX queue `w` and
-/// TX queue `w` are one kernel queue, and the kernel steers a flow's frames to the queue
+/// its queues are paired: a TAP or socket port). Such a port gives queue `q` to worker
+/// `q % workers`: RX queue `w` and TX queue `w` are one kernel queue (or socket), and the kernel steers a flow's frames to the queue
 /// that last sent for it, so the worker that sends a flow's frames from its TX queue `w`
 /// must be the one that polls RX queue `w`. Other ports' queues are dealt round-robin
 /// across ports, so that the workers get equal shares of queues.
@@ -261,7 +262,7 @@ struct WorkerSetup<'a> {
 impl WorkerSetup<'_> {
     /// Each worker's RX queues: (port index, queue).
     fn rx_assignment(&self) -> Vec<Vec<(PortIndex, u16)>> {
-        let ports: Vec<(u16, bool)> = self.ports.iter().zip(&self.plan.ports).map(|(p, pp)| (p.rx_queues, pp.is_tap())).collect();
+        let ports: Vec<(u16, bool)> = self.ports.iter().zip(&self.plan.ports).map(|(p, pp)| (p.rx_queues, pp.paired_queues())).collect();
         assign_rx_queues(&ports, self.plan.workers.len())
     }
 
@@ -457,7 +458,7 @@ fn serve(
     let pool = Mempool::create("ts_pool", plan.mbufs, plan.mempool_cache, plan.data_room).map_err(|e| e.to_string())?;
     let workers = plan.workers.len() as u16;
     for p in &plan.ports {
-        let (rx_queues, tx_queues) = queue_counts(p.is_tap(), p.rx_queues, workers);
+        let (rx_queues, tx_queues) = queue_counts(p.paired_queues(), p.rx_queues, workers);
         let spec = PortSpec {
             name: p.name.clone(),
             device: p.device.clone(),

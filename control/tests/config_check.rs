@@ -849,11 +849,18 @@ fn af_xdp_ports_need_their_interface_and_a_queue_per_worker() {
     let lines = errs(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n", 1));
     has(&lines, "t.toml:15:8: port[1].args:", "add queue_count=2");
     let lines = errs(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=1\"\n", 1));
-    has(&lines, "t.toml:15:8: port[1].args:", "queue_count=1 is fewer queue pairs than the port needs (2");
+    has(&lines, "t.toml:15:8: port[1].args:", "queue_count=1 does not match the queue pairs the port is given (2");
     ok(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n", 1));
+    // More than the port is given would leave sockets unread.
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n"));
+    has(&lines, "t.toml:14:8: port[1].args:", "queue_count=2 does not match the queue pairs the port is given (1");
     // The same rule for AF_PACKET's qpairs=, and for RX queues.
     let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=1\"\nrx_queues = 2\n"));
-    has(&lines, "t.toml:14:8: port[1].args:", "qpairs=1 is fewer queue pairs than the port needs (2");
+    has(&lines, "t.toml:14:8: port[1].args:", "qpairs=1 does not match the queue pairs the port is given (2");
+    ok(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=2\"\nrx_queues = 2\n"));
+    // `.` and `..` are no interface names.
+    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=..\"\n"));
+    has(&lines, "t.toml:14:8: port[1].args:", "is not a valid Linux interface name");
     let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=x\"\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "queue_count= must be a number");
     // One kernel interface cannot back two ports.

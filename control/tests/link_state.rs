@@ -6,7 +6,6 @@
 //! is down the frames forwarded toward it are dropped as `link_down`, not failed in the
 //! driver as TX errors; when it comes back up (renamed meanwhile) the traffic flows again.
 //!
-//!
 //! The same for socket ports (`net_af_xdp`) on veths whose other ends are in the
 //! namespaces: DPDK's driver reports them up for good, the appliance reads the root end's
 //! `IFF_UP | IFF_RUNNING` (a veth whose peer is down has no carrier).

@@ -441,12 +441,15 @@ pub fn start(
     Ok(ra)
 }
 
-/// The veth pair of a socket port (net_af_packet, net_af_xdp): `root` stays in the root namespace for the PMD,
-/// `peer` is placed like a TAP. The root kernel must not act on the frames the PMD reads
-/// there: they are dropped at its ingress ([`crate::network::drop_ingress`]), and besides
-/// IPv6 is off, ARP is never answered and forwarding is off on it.
+/// The veth pair of a socket port (net_af_packet, net_af_xdp): `root` stays in the root
+/// namespace for the PMD, `peer` is placed like a TAP. The root kernel must not act on the
+/// frames the PMD reads there: they are dropped at its ingress
+/// ([`crate::network::drop_ingress`]), and besides IPv6 is off, ARP is never answered and
+/// forwarding is off on it. The peer has no offloads: a socket port passes a frame's bytes
+/// on as they are, so the kernel must finish checksums and segments before they cross.
 fn veth_for_socket_port(root: &str, peer: &str, run_dir: &Path) -> Result<()> {
     crate::cmd::ip(&["link", "add", root, "type", "veth", "peer", "name", peer])?;
+    crate::network::no_offloads(None, peer)?;
     for (key, value) in [
         (format!("net/ipv4/conf/{root}/forwarding"), "0"),
         (format!("net/ipv4/conf/{root}/arp_ignore"), "8"),

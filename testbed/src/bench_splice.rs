@@ -99,8 +99,9 @@ impl Wire {
 
 /// Descriptors per ring of an AF_XDP port on the MTU-sized wire (the appliance's and
 /// testpmd's alike). A veth hands the XDP socket a sender's whole window at once, where a
-/// cable would pace it: with 1024 an XDP socket's ring overflowed for 14 % of the
-/// backends' frames, with 2048 for about 4 % (more did not help: docs/testbed.md).
+/// cable would pace it: with the appliance's default 1024 its socket's ring overflowed for
+/// 14 % of the backends' frames, with 2048 for about 4 % (more did not help: the PMD
+/// fills its fill ring with 2048 buffers whatever the ring size; docs/testbed.md).
 pub const AF_XDP_RING: i64 = 2048;
 
 /// `--wire mtu` and `--wire mtu-af-packet`: the network of `splice-bench.toml` as a wire
@@ -110,6 +111,12 @@ pub const AF_XDP_RING: i64 = 2048;
 /// AF_PACKET) devices on veths the testbed makes, instead of TAPs. Why: docs/testbed.md,
 /// "The wire experiment".
 pub fn mtu_sized_wire(topo: &mut Topology, wire: Wire) {
+    let (device, args, ring) = match wire {
+        Wire::Mtu => ("net_af_xdp", "queue_count=1", Some(AF_XDP_RING)),
+        Wire::MtuAfPacket => ("net_af_packet", "qpairs=1,qdisc_bypass=1", None),
+        // The topology as it is.
+        Wire::Tap => return,
+    };
     for l in &mut topo.links {
         l.offloads = false;
     }
@@ -117,15 +124,12 @@ pub fn mtu_sized_wire(topo: &mut Topology, wire: Wire) {
     // TAPs: each becomes a socket port on a veth (the testbed adds its `iface=`).
     for a in &mut topo.appliances {
         for i in 0..a.ports.len() {
-            let (device, args) = match wire {
-                Wire::MtuAfPacket => (format!("net_af_packet{i}"), "qpairs=1,qdisc_bypass=1"),
-                _ => (format!("net_af_xdp{i}"), "queue_count=1"),
-            };
-            a.set.insert(format!("port.{i}.device"), toml::Value::String(device));
+            a.set.insert(format!("port.{i}.device"), toml::Value::String(format!("{device}{i}")));
             a.set.insert(format!("port.{i}.args"), toml::Value::String(args.into()));
-            if wire != Wire::MtuAfPacket {
-                a.set.insert(format!("port.{i}.rx_desc"), toml::Value::Integer(AF_XDP_RING));
-                a.set.insert(format!("port.{i}.tx_desc"), toml::Value::Integer(AF_XDP_RING));
+            if let Some(ring) = ring {
+                for key in ["rx_desc", "tx_desc"] {
+                    a.set.insert(format!("port.{i}.{key}"), toml::Value::Integer(ring));
+                }
             }
         }
     }
@@ -470,6 +474,15 @@ mod tests {
             // The rest of the appliance's overrides stay.
             assert!(sp1.set.contains_key("keys.syn_cookie_secret"));
         }
+    }
+
+    #[test]
+    fn the_tap_wire_leaves_the_topology_as_it_is() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/splice-bench.toml");
+        let mut topo = crate::topology::load(&path).unwrap();
+        let before = format!("{topo:?}");
+        mtu_sized_wire(&mut topo, Wire::Tap);
+        assert_eq!(format!("{topo:?}"), before);
     }
 
     #[test]

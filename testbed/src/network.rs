@@ -70,7 +70,7 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
             )
             .map_err(|e| anyhow!("link {}: {:#}", what, e))?;
             if !l.offloads {
-                no_offloads(ns, ifn).map_err(|e| anyhow!("link {}: {:#}", what, e))?;
+                no_offloads(Some(ns), ifn).map_err(|e| anyhow!("link {}: {:#}", what, e))?;
             }
         }
     }
@@ -83,13 +83,14 @@ pub fn build(topo: &Topology, run: &RunId) -> Result<()> {
     Ok(())
 }
 
-/// TSO, GSO and TX checksum offload off on `ifname` in namespace `ns` (ethtool).
-pub fn no_offloads(ns: &str, ifname: &str) -> Result<()> {
-    crate::cmd::run(
-        "ip",
-        &["netns", "exec", ns, "ethtool", "-K", ifname, "tso", "off", "gso", "off", "tx", "off"],
-        std::time::Duration::from_secs(10),
-    )
+/// TSO, GSO and TX checksum offload off on `ifname` in namespace `ns` (the root
+/// namespace for `None`) (ethtool): its kernel then finishes every frame sent through it.
+pub fn no_offloads(ns: Option<&str>, ifname: &str) -> Result<()> {
+    let ethtool = ["ethtool", "-K", ifname, "tso", "off", "gso", "off", "tx", "off"];
+    match ns {
+        Some(ns) => crate::cmd::run("ip", &[&["netns", "exec", ns][..], &ethtool].concat(), std::time::Duration::from_secs(10)),
+        None => crate::cmd::run(ethtool[0], &ethtool[1..], std::time::Duration::from_secs(10)),
+    }
     .map(|_| ())
     .map_err(|e| anyhow!("ethtool -K {} (scripts/setup.sh installs ethtool): {:#}", ifname, e))
 }

@@ -47,8 +47,9 @@ fn bench_splice_prints_its_ratios() {
 }
 
 /// `--wire mtu`: the same three ways through the network, on an MTU-sized wire (every
-/// link's offloads off; the appliance and testpmd on net_af_packet ports over veths the
-/// testbed makes and removes).
+/// link's offloads off; the appliance and testpmd on net_af_xdp ports over veths the
+/// testbed makes and removes); `--wire mtu-af-packet`: the appliance on net_af_packet
+/// ports there.
 #[test]
 fn bench_splice_on_an_mtu_sized_wire() {
     mtu_sized_wire("mtu", "tapsplice,haproxy,io", "net_af_xdp");

@@ -468,7 +468,9 @@ impl<'a, 'p> V<'a, 'p> {
                             DeviceKind::Vdev { name, .. } => name.clone(),
                         };
                         devices.push((dk.clone(), canon));
-                        self.device_args(&ak, &kind, &p.args, p.rx_queues, &mut ifaces);
+                        // A bond configures its members with its own queue counts.
+                        let rx_queues = cfg.bond.iter().find(|b| b.members.contains(&p.name)).map_or(p.rx_queues, |b| b.rx_queues);
+                        self.device_args(&ak, &kind, &p.args, rx_queues, &mut ifaces);
                     }
                 }
             }
@@ -599,10 +601,12 @@ impl<'a, 'p> V<'a, 'p> {
                         let example = if *driver == VdevDriver::AfPacket { "iface=veth0,qdisc_bypass=1" } else { "iface=veth0" };
                         self.err(key, format!("{name} needs args = \"iface=<kernel interface>\" (e.g. \"{example}\")"));
                     }
-                    // A socket-backed port has as many queue pairs as its argument says
-                    // (one by default), and the appliance opens a TX queue per worker
-                    // and `rx_queues` RX queues on it: DPDK would refuse the port at
-                    // start with a line that names neither.
+                    // A socket port has as many queue pairs as its argument says (one
+                    // by default), and the appliance configures max(workers, rx_queues)
+                    // pairs on it (a TX queue per worker, each RX queue polled): fewer
+                    // make DPDK refuse the port at start with a line that names neither,
+                    // more leave AF_PACKET sockets of the fanout group unread (their
+                    // share of the frames lost) or AF_XDP queues without a socket.
                     let queue_key = match driver {
                         VdevDriver::AfPacket => Some("qpairs"),
                         VdevDriver::AfXdp => Some("queue_count"),
@@ -613,13 +617,15 @@ impl<'a, 'p> V<'a, 'p> {
                         let need = usize::from(rx_queues).max(workers);
                         match pairs.iter().find(|(k, _)| *k == qk).map(|(_, v)| v.parse::<usize>()) {
                             Some(Err(_)) => self.err(key, format!("{qk}= must be a number of queue pairs")),
-                            Some(Ok(have)) if have < need => self.err(key, format!("{qk}={have} is fewer queue pairs than the port needs ({need}: one TX queue per worker lcore, and rx_queues)")),
-                            None if need > 1 => self.err(key, format!("{name} has one queue pair unless {qk}= says more; the port needs {need} (one TX queue per worker lcore, and rx_queues): add {qk}={need}")),
+                            Some(Ok(have)) if have != need => self.err(key, format!("{qk}={have} does not match the queue pairs the port is given ({need}: one per worker lcore, at least rx_queues); set {qk}={need}")),
+                            None if need > 1 => self.err(key, format!("{name} has one queue pair unless {qk}= says more; the port is given {need} (one per worker lcore, at least rx_queues): add {qk}={need}")),
                             _ => {}
                         }
                     }
                     if let Some((_, ifc)) = pairs.iter().find(|(k, _)| *k == "iface") {
                         if ifc.is_empty()
+                            || *ifc == "."
+                            || *ifc == ".."
                             || ifc.len() > 15
                             || !ifc
                                 .chars()
