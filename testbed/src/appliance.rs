@@ -438,7 +438,43 @@ pub fn start(
     for p in &ra.placements {
         place(run, p).map_err(|e| anyhow!("{}: placing port `{}`: {:#}", what, p.port.name, e))?;
     }
+    if kind == ApplianceKind::Tapsplice {
+        wait_links_up(&ra, Instant::now() + LINKS_UP_WAIT);
+    }
     Ok(ra)
+}
+
+/// How long a started tapsplice may take to see its placed ports' links up.
+const LINKS_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits until the appliance reads every placed port's link as up (`ctl ports`). It reads
+/// links every 50 ms and drops what it has for a port whose link it last read as down
+/// (`link_down`): a workload started at once could lose its first SYNs there, and each
+/// costs the client a 1 s retransmission (a bench of a few seconds then measures the
+/// wait). Past the bound it says which ports and goes on: a topology may place a port
+/// whose link is down on purpose.
+fn wait_links_up(ra: &RunningAppliance, until: Instant) {
+    let Ok(bin) = locate_tapsplice(ra.bin.as_deref()) else { return };
+    let placed: Vec<&str> = ra.placements.iter().map(|p| p.port.name.as_str()).collect();
+    loop {
+        // A port not listed yet (the first answers can come before the ports are) is not
+        // up either.
+        let down: Vec<String> = match crate::ctl::json(&bin, &ra.ctl_socket, "ports") {
+            Ok(v) => {
+                let up = |name: &str| v["ports"].as_array().is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["link"]["up"] == true));
+                placed.iter().filter(|n| !up(n)).map(|n| n.to_string()).collect()
+            }
+            Err(e) => vec![format!("(ctl ports: {e:#})")],
+        };
+        if down.is_empty() {
+            return;
+        }
+        if Instant::now() > until {
+            eprintln!("testbed: {}: links not seen up by the appliance within {} s: {}; going on", ra.name, LINKS_UP_WAIT.as_secs(), down.join(", "));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The veth pair of a socket port (net_af_packet, net_af_xdp): `root` stays in the root
