@@ -439,6 +439,11 @@ pub fn start(
         place(run, p).map_err(|e| anyhow!("{}: placing port `{}`: {:#}", what, p.port.name, e))?;
     }
     if kind == ApplianceKind::Tapsplice {
+        // What `ctl ports` says in the first moments can predate the placement: a TAP is
+        // up in the root namespace (DPDK brings it up), goes down as it moves and comes
+        // up again in its namespace, and the appliance reads links every 50 ms and
+        // publishes what `ctl` shows every 250 ms.
+        std::thread::sleep(LINK_READ_LAG);
         wait_links_up(&ra, Instant::now() + LINKS_UP_WAIT);
     }
     Ok(ra)
@@ -446,6 +451,10 @@ pub fn start(
 
 /// How long a started tapsplice may take to see its placed ports' links up.
 const LINKS_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// How old the link states `ctl ports` shows can be: the appliance's link poll (50 ms)
+/// and its report's publication (250 ms), with a margin.
+const LINK_READ_LAG: Duration = Duration::from_millis(350);
 
 /// Waits until the appliance reads every placed port's link as up (`ctl ports`). It reads
 /// links every 50 ms and drops what it has for a port whose link it last read as down
