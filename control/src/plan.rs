@@ -1,7 +1,7 @@
 //! From a validated rack configuration to what `run` does: EAL arguments, ports, workers
 //! and the role wiring. Pure, so it is unit-tested without DPDK.
 
-use crate::config::{is_pci_address, socket_port_iface, BondMode, DataplanePort, RackConfig, Role};
+use crate::config::{classify_device, is_pci_address, socket_port_iface, BondMode, DataplanePort, DeviceKind, RackConfig, Role, VdevDriver};
 use std::net::Ipv4Addr;
 
 /// Port index as roles see it (position in [`RackConfig::dataplane_ports`]: the ports that
@@ -98,7 +98,7 @@ impl PlanPort {
     /// pair's socket in one fanout group, so each must be polled); a bond configures its
     /// members with its own queue counts.
     pub fn paired_queues(&self) -> bool {
-        let paired = |d: &str| d.starts_with("net_tap") || d.starts_with("net_af_xdp") || d.starts_with("net_af_packet");
+        let paired = |d: &str| matches!(classify_device(d), Ok(DeviceKind::Vdev { driver: VdevDriver::Tap | VdevDriver::AfPacket | VdevDriver::AfXdp, .. }));
         match &self.bond {
             Some(b) => b.members.iter().any(|m| paired(&m.device)),
             None => paired(&self.device),

@@ -523,8 +523,8 @@ fn serve(
         .zip(&plan.ports)
         .map(|(p, pp)| {
             let tap = pp.bond.is_none() && (pp.device.starts_with("net_tap") || pp.device.starts_with("net_tun"));
-            let socket_iface = pp.kernel_iface.clone().filter(|_| pp.bond.is_none());
-            WatchedPort { name: pp.name.clone(), dpdk_id: p.id, tap_iface: tap.then(|| p.kernel_ifname()).flatten(), socket_iface }
+            // `kernel_iface` is a socket port's own (a bond has none).
+            WatchedPort { name: pp.name.clone(), dpdk_id: p.id, tap_iface: tap.then(|| p.kernel_ifname()).flatten(), socket_iface: pp.kernel_iface.clone() }
         })
         .collect();
     let link_watch = LinkWatch::new(&watched);

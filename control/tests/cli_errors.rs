@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tapsplice");
 
+/// `tapsplice run --config CFG` to its end.
+fn run_with(cfg: &Path) -> Output {
+    Command::new(BIN).args(["run", "--config"]).arg(cfg).output().unwrap()
+}
+
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "these tests start DPDK and mount namespaces: run them as root");
@@ -73,7 +78,7 @@ fn check_reports_type_errors_and_unknown_keys_with_location_and_exits_2() {
 fn run_with_an_invalid_config_refuses_to_start() {
     let dir = scratch("runbad");
     let cfg = forward_config(&dir, "rb", |t| t.replace("burst = 32", "burst = 0"));
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = run_with(&cfg);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out);
     assert!(err.contains("workers.burst"), "{err}");
@@ -142,7 +147,7 @@ fn first_port_as(dir: &Path, prefix: &str, device: &str, args: &str) -> PathBuf 
 fn a_pci_port_that_does_not_exist_is_named() {
     require_root();
     let cfg = first_port_as(&scratch("nopci"), "np", "0000:7f:1f.7", "");
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = run_with(&cfg);
     assert_one_clear_line(&out, "0000:7f:1f.7 does not exist");
 }
 
@@ -150,7 +155,7 @@ fn a_pci_port_that_does_not_exist_is_named() {
 fn an_af_xdp_port_on_a_missing_interface_is_named() {
     require_root();
     let cfg = first_port_as(&scratch("noxdpif"), "nx", "net_af_xdp0", "iface=tsnoxdp0");
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let out = run_with(&cfg);
     assert_one_clear_line(&out, "reads kernel interface 'tsnoxdp0' (iface=), which does not exist");
 }
 
@@ -179,7 +184,7 @@ fn a_second_instance_with_the_same_file_prefix_is_refused() {
             None => break,
         }
     }
-    let second = Command::new(BIN).args(["run", "--config"]).arg(&cfg).output().unwrap();
+    let second = run_with(&cfg);
     // SAFETY: plain kill(2) on our child.
     unsafe { libc::kill(first.id() as i32, libc::SIGINT) };
     let status = first.wait().unwrap();

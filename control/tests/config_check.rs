@@ -838,12 +838,19 @@ fn a_splice_service_drops_or_resets_syns_without_a_backend() {
     assert!(shown.iter().any(|w| w.contains("no_backend") && w.contains("ignored in mode \"balance\"")), "{shown:?}");
 }
 
+/// BASE with its second port (`net_tap1`) made `lines` (device, args, ...).
+fn second_port(lines: &str) -> String {
+    with("device = \"net_tap1\"\n", lines)
+}
+
 #[test]
-fn af_xdp_ports_need_their_interface_and_a_queue_per_worker() {
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\n"));
-    has(&lines, "t.toml:11:1: port[1].args:", "net_af_xdp0 needs args = \"iface=<kernel interface>\"");
-    let cfg = ok(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n"));
-    assert!(cfg.warnings.is_empty(), "a driver tapsplice is tested with: {:?}", cfg.warnings);
+fn socket_ports_need_their_interface_and_a_queue_pair_per_worker() {
+    for (driver, args) in [("net_af_packet0", "iface=veth0,qdisc_bypass=1"), ("net_af_xdp0", "iface=veth0")] {
+        let lines = errs(&second_port(&format!("device = \"{driver}\"\n")));
+        has(&lines, "t.toml:11:1: port[1].args:", &format!("{driver} needs args = \"iface=<kernel interface>\""));
+        let cfg = ok(&second_port(&format!("device = \"{driver}\"\nargs = \"{args}\"\n")));
+        assert!(cfg.warnings.is_empty(), "a driver tapsplice is tested with: {:?}", cfg.warnings);
+    }
     // Two workers need two TX queues: one queue pair by default is too few, and says so.
     let two_workers = with("file_prefix = \"t1\"\n", "file_prefix = \"t1\"\nlcores = \"0-2\"\n");
     let lines = errs(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n", 1));
@@ -852,26 +859,19 @@ fn af_xdp_ports_need_their_interface_and_a_queue_per_worker() {
     has(&lines, "t.toml:15:8: port[1].args:", "queue_count=1 does not match the queue pairs the port is given (2");
     ok(&two_workers.replacen("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n", 1));
     // More than the port is given would leave sockets unread.
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n"));
+    let lines = errs(&second_port("device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=2\"\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "queue_count=2 does not match the queue pairs the port is given (1");
     // The same rule for AF_PACKET's qpairs=, and for RX queues.
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=1\"\nrx_queues = 2\n"));
+    let lines = errs(&second_port("device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=1\"\nrx_queues = 2\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "qpairs=1 does not match the queue pairs the port is given (2");
-    ok(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=2\"\nrx_queues = 2\n"));
+    ok(&second_port("device = \"net_af_packet0\"\nargs = \"iface=veth0,qpairs=2\"\nrx_queues = 2\n"));
     // `.` and `..` are no interface names.
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=..\"\n"));
+    let lines = errs(&second_port("device = \"net_af_xdp0\"\nargs = \"iface=..\"\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "is not a valid Linux interface name");
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=x\"\n"));
+    let lines = errs(&second_port("device = \"net_af_xdp0\"\nargs = \"iface=veth0,queue_count=x\"\n"));
     has(&lines, "t.toml:14:8: port[1].args:", "queue_count= must be a number");
     // One kernel interface cannot back two ports.
     let lines = errs(&BASE.replacen("device = \"net_tap0\"\n", "device = \"net_af_xdp0\"\nargs = \"iface=veth0\"\n", 1).replacen("device = \"net_tap1\"\n", "device = \"net_af_packet1\"\nargs = \"iface=veth0\"\n", 1));
     assert!(lines.iter().any(|l| l.contains("interface name (iface=)")), "{lines:?}");
 }
 
-#[test]
-fn af_packet_ports_need_their_interface() {
-    let lines = errs(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"qpairs=1\"\n"));
-    has(&lines, "t.toml:14:8: port[1].args:", "needs args = \"iface=<kernel interface>\"");
-    let cfg = ok(&with("device = \"net_tap1\"\n", "device = \"net_af_packet0\"\nargs = \"iface=veth0,qdisc_bypass=1\"\n"));
-    assert!(cfg.warnings.is_empty(), "a driver tapsplice is tested with: {:?}", cfg.warnings);
-}

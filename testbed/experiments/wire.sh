@@ -4,6 +4,7 @@
 #   1. dpdk-testpmd io-forward on two net_tap ports,
 #   2. dpdk-testpmd io-forward on two net_af_packet ports over veths (a wire that carries
 #      MTU-sized frames: TSO, GSO and checksum offload off on every sender),
+#   2b. the same with net_af_xdp ports on the same veths,
 #   3. HAProxy (tcp, splice-auto, one thread) between two veths, with the kernel's
 #      offloads (64 KB GSO/GRO super-segments end to end),
 #   4. the same HAProxy on the MTU-sized wire of 2.
@@ -99,6 +100,12 @@ for v in ${P}va ${P}vb; do ip link set $v up; ethtool -K $v tso off gso off tx o
 testpmd --vdev net_af_packet0,iface=${P}va,qpairs=1,qdisc_bypass=1 --vdev net_af_packet1,iface=${P}vb,qpairs=1,qdisc_bypass=1
 forwarding
 report "io-forward, net_af_packet, MTU frames:" ${P}b ${P}a 10.9.0.2
+stop_testpmd
+
+# 2b. net_af_xdp on the same veths (its XDP program takes the frames before the kernel)
+testpmd --vdev net_af_xdp0,iface=${P}va,queue_count=1 --vdev net_af_xdp1,iface=${P}vb,queue_count=1
+forwarding
+report "io-forward, net_af_xdp, MTU frames:" ${P}b ${P}a 10.9.0.2
 stop_testpmd
 ip link del ${P}va; ip link del ${P}vb
 

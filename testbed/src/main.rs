@@ -396,13 +396,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             // The wire is the namespace modes' (tapsplice, haproxy, io); the fastpath modes
             // run on ports of their own whatever it is, so one run gives every ratio.
-            let mtu = wire.mtu_sized();
             let modes = bench_modes(modes.as_deref(), "tapsplice,haproxy,io,fastpath,fastpath-vhost", bench_splice::SMode::parse)?;
             let seconds = repeat_and_seconds(repeat, seconds)?;
             let mut topo = topology::load(&find_topology("splice-bench")?)?;
-            if mtu {
-                bench_splice::mtu_sized_wire(&mut topo, wire);
-            }
+            bench_splice::mtu_sized_wire(&mut topo, wire);
             let opts = options(&bins, None, &topo)?;
             run::require_root()?;
             let v = bench_splice::run(topo, opts, &bench_splice::Options { modes, repeat, seconds, wire })?;

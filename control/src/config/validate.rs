@@ -613,8 +613,8 @@ impl<'a, 'p> V<'a, 'p> {
                         _ => None,
                     };
                     if let Some(qk) = queue_key {
-                        let workers = self.cfg.worker_lcores().len();
-                        let need = usize::from(rx_queues).max(workers);
+                        let workers = u16::try_from(self.cfg.worker_lcores().len()).unwrap_or(u16::MAX);
+                        let need = usize::from(crate::run::queue_counts(true, rx_queues, workers).0);
                         match pairs.iter().find(|(k, _)| *k == qk).map(|(_, v)| v.parse::<usize>()) {
                             Some(Err(_)) => self.err(key, format!("{qk}= must be a number of queue pairs")),
                             Some(Ok(have)) if have != need => self.err(key, format!("{qk}={have} does not match the queue pairs the port is given ({need}: one per worker lcore, at least rx_queues); set {qk}={need}")),
