@@ -28,7 +28,7 @@ pub mod udp;
 
 pub use arp::Arp;
 pub use ethernet::{ethertype, Ethernet};
-pub use fast::{fast_v4, peek_tcp4_tuple, FastV4};
+pub use fast::{fast_v4, peek_tcp4_tuple, FastV4, FAST_V4_L3};
 pub use flow::FlowKey;
 pub use icmp::Icmp;
 pub use ipv4::Ipv4;

@@ -51,7 +51,7 @@ use super::{Ctx, PortIndex, Role, Verdict};
 use super::balance::{BalanceCounters, BalanceTables};
 use crate::packet::build::{tcp4, Tcp4Segment};
 use crate::packet::tcp::flags;
-use crate::packet::{ethertype, fast_v4, ip_proto, peek_tcp4_tuple, Ethernet, Tcp, TcpOption};
+use crate::packet::{ethertype, fast_v4, ip_proto, peek_tcp4_tuple, Ethernet, Tcp, TcpOption, FAST_V4_L3};
 use crate::splice::cookie::{self, CookieKeys, SynOptions, Tuple};
 use crate::balance::MemberEntry;
 use crate::splice::options::{write_syn_options, SynOffer, SYN_OPTIONS_MAX};
@@ -1389,7 +1389,20 @@ impl Role for Splice {
             // One lookup tells a spliced connection's segment (either leg) from the rest.
             let key = LegKey { remote: f.src, local: f.dst, remote_port: f.src_port, local_port: f.dst_port };
             let t = Tuple { client: f.src, client_port: f.src_port, vip: f.dst, vip_port: f.dst_port };
-            match self.table.find(&key) {
+            let found = self.table.find(&key);
+            if let Some((slot, leg)) = found {
+                // The common segment, either way: a splice past its set-up, and no SYN
+                // (which `from_client` and `from_backend` treat apart: a new connection
+                // on an old tuple, a retransmitted SYN-ACK). What they would do with it
+                // is `splice`, taken here without their other tests.
+                let setting_up = self.table.get(slot).is_none_or(|e| matches!(e.state, State::Routing | State::Connecting));
+                if !setting_up && frame[34 + 13] & flags::SYN == 0 {
+                    let ip_end = FAST_V4_L3 + usize::from(f.ip_len);
+                    let dir = if leg == Leg::Client { Direction::ToServer } else { Direction::ToClient };
+                    return self.splice(slot, frame, ip_end, dir, frame[34 + 13]);
+                }
+            }
+            match found {
                 Some((slot, Leg::Backend)) => return self.from_backend(slot, frame, ctx),
                 Some((slot, Leg::Client)) => {
                     if let Some(e) = self.table.get(slot) {

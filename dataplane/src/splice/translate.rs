@@ -65,38 +65,34 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
         return Err(DropReason::MalformedTcp);
     }
 
-    // Addresses: in the IPv4 header and in the TCP pseudo-header.
-    let mut ip_sum = Sum::of(u16::from_be_bytes([hdr[10], hdr[11]]));
-    let mut tcp_sum = Sum::of(u16::from_be_bytes([tcp[16], tcp[17]]));
-    for (at, new) in [(12, src.addr.octets()), (16, dst.addr.octets())] {
-        let old: [u8; 4] = hdr[at..at + 4].try_into().expect("4 bytes");
-        ip_sum.change(at, &old, &new);
-        tcp_sum.change(0, &old, &new);
-        hdr[at..at + 4].copy_from_slice(&new);
-    }
-    hdr[10..12].copy_from_slice(&ip_sum.finish().to_be_bytes());
+    // Addresses: in the IPv4 header and in the TCP pseudo-header. Both sums are kept in
+    // the frame's byte order (see `Native`), so the fields are read and written as words.
+    let addrs = Native::change(rd32(hdr, 12), ne32(src.addr.octets())) + Native::change(rd32(hdr, 16), ne32(dst.addr.octets()));
+    hdr[12..16].copy_from_slice(&src.addr.octets());
+    hdr[16..20].copy_from_slice(&dst.addr.octets());
+    let ip_sum = Native::of(rd16(hdr, 10)) + addrs;
+    hdr[10..12].copy_from_slice(&ip_sum.finish().to_ne_bytes());
 
-    let mut edit = Edit { tcp, sum: tcp_sum };
-    edit.set(0, src.port.to_be_bytes());
-    edit.set(2, dst.port.to_be_bytes());
+    let (sp, dp) = (src.port.to_be_bytes(), dst.port.to_be_bytes());
+    let ports = ne32([sp[0], sp[1], dp[0], dp[1]]);
+    let mut sum = Native::of(rd16(tcp, 16)) + addrs + Native::change(rd32(tcp, 0), ports);
+    wr32(tcp, 0, ports);
     match dir {
-        Direction::ToServer => {
-            let ack = edit.u32_at(8).wrapping_sub(o.delta);
-            edit.set(8, ack.to_be_bytes());
-        }
+        Direction::ToServer => sum = sum + set_be32(tcp, 8, |ack| ack.wrapping_sub(o.delta)),
         Direction::ToClient => {
-            let seq = edit.u32_at(4).wrapping_add(o.delta);
-            edit.set(4, seq.to_be_bytes());
+            sum = sum + set_be32(tcp, 4, |seq| seq.wrapping_add(o.delta));
             // SYN segments carry unscaled windows; the handshake is A's, never relayed.
-            let win = rescale(edit.u16_at(14), o.ws_server, o.ws_promised);
-            edit.set(14, win.to_be_bytes());
+            let old = rd16(tcp, 14);
+            let win = rescale(u16::from_be(old), o.ws_server, o.ws_promised).to_be();
+            sum = sum + Native::change16(old, win);
+            tcp[14..16].copy_from_slice(&win.to_ne_bytes());
         }
     }
 
     // Options: SACK edges and timestamps.
     let mut at = 20;
     while at < doff {
-        let kind = edit.tcp[at];
+        let kind = tcp[at];
         match kind {
             0 => break,
             1 => {
@@ -105,7 +101,7 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
             }
             _ => {}
         }
-        let Some(&len) = edit.tcp.get(at + 1) else { break };
+        let Some(&len) = tcp.get(at + 1) else { break };
         let len = usize::from(len);
         if len < 2 || at + len > doff {
             break;
@@ -114,32 +110,24 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
             // SACK edges live in the acknowledgement number's space: moved toward S only.
             (5, l) if (l - 2) % 8 == 0 && dir == Direction::ToServer => {
                 for edge in (at + 2..at + l).step_by(4) {
-                    let v = edit.u32_at(edge).wrapping_sub(o.delta);
-                    edit.set(edge, v.to_be_bytes());
+                    sum = sum + set_be32(tcp, edge, |v| v.wrapping_sub(o.delta));
                 }
             }
             (8, 10) => {
                 if let Some(d) = o.ts_delta {
-                    match dir {
+                    sum = sum + match dir {
                         // C echoes A's clock: S expects its own.
-                        Direction::ToServer => {
-                            let ecr = edit.u32_at(at + 6).wrapping_sub(d);
-                            edit.set(at + 6, ecr.to_be_bytes());
-                        }
+                        Direction::ToServer => set_be32(tcp, at + 6, |ecr| ecr.wrapping_sub(d)),
                         // S's clock shown to C as A's.
-                        Direction::ToClient => {
-                            let val = edit.u32_at(at + 2).wrapping_add(d);
-                            edit.set(at + 2, val.to_be_bytes());
-                        }
-                    }
+                        Direction::ToClient => set_be32(tcp, at + 2, |val| val.wrapping_add(d)),
+                    };
                 }
             }
             _ => {}
         }
         at += len;
     }
-    let sum = edit.sum.finish();
-    edit.tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+    tcp[16..18].copy_from_slice(&sum.finish().to_ne_bytes());
     Ok(())
 }
 
@@ -155,66 +143,92 @@ pub fn rescale(win: u16, from: u8, to: u8) -> u16 {
     u16::try_from(bytes / unit).unwrap_or(u16::MAX)
 }
 
-/// A TCP segment being rewritten and its checksum, kept up to date field by field.
-struct Edit<'a> {
-    tcp: &'a mut [u8],
-    sum: Sum,
+/// The 4 bytes at `at` as a word in memory order.
+#[inline(always)]
+fn rd32(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-impl Edit<'_> {
-    fn u16_at(&self, at: usize) -> u16 {
-        u16::from_be_bytes([self.tcp[at], self.tcp[at + 1]])
-    }
+/// The 2 bytes at `at` as a word in memory order.
+#[inline(always)]
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
 
-    fn u32_at(&self, at: usize) -> u32 {
-        u32::from_be_bytes([self.tcp[at], self.tcp[at + 1], self.tcp[at + 2], self.tcp[at + 3]])
-    }
+fn wr32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
 
-    /// Writes `new` at `at` and accounts for it in the checksum (no allocation: fields
-    /// are 2 or 4 bytes).
-    #[inline(always)]
-    fn set<const N: usize>(&mut self, at: usize, new: [u8; N]) {
-        let mut old = [0u8; N];
-        old.copy_from_slice(&self.tcp[at..at + N]);
-        self.sum.change(at, &old, &new);
-        self.tcp[at..at + N].copy_from_slice(&new);
+/// Four bytes as a word in memory order.
+#[inline(always)]
+fn ne32(b: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(b)
+}
+
+/// Replaces the big-endian number at `at` (at any offset into the segment) by `f` of it;
+/// what the change adds to the checksum.
+#[inline(always)]
+fn set_be32(tcp: &mut [u8], at: usize, f: impl FnOnce(u32) -> u32) -> Native {
+    let old = rd32(tcp, at);
+    let new = f(u32::from_be(old)).to_be();
+    wr32(tcp, at, new);
+    let c = Native::change(old, new);
+    // The checksum's words start at even offsets: a field at an odd one has its bytes in
+    // the other halves of those words, i.e. byte-swapped (RFC 1071, byte order
+    // independence), which is the same as swapping the halves of the folded sum.
+    if at % 2 == 1 {
+        Native(u64::from(c.fold().swap_bytes()))
+    } else {
+        c
     }
 }
 
-/// A checksum being updated incrementally (RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m')): the
-/// `~m + m'` terms of every changed field are summed unfolded and the result folded once.
+/// A one's-complement sum over the bytes as they lie in memory (RFC 1071 §2(B): the sum
+/// does not depend on byte order, so words read natively give the checksum as it is
+/// stored, with no swaps), unfolded: RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), with the
+/// `~m + m'` of every changed field added up and folded once at the end.
 #[derive(Clone, Copy)]
-struct Sum(u64);
+struct Native(u64);
 
-impl Sum {
-    /// Starts from the checksum field's current value HC.
+impl std::ops::Add for Native {
+    type Output = Native;
     #[inline(always)]
-    fn of(checksum: u16) -> Sum {
-        Sum(u64::from(!checksum))
+    fn add(self, o: Native) -> Native {
+        Native(self.0 + o.0)
+    }
+}
+
+impl Native {
+    /// Starts from the checksum field HC as stored. The 0xffff added (≡ 0 in one's
+    /// complement) keeps the sum above 0 whatever the frame holds, so it folds to
+    /// 1..=0xffff and [`finish`](Self::finish) never yields the 0xffff that no full
+    /// computation produces.
+    #[inline(always)]
+    fn of(stored: u16) -> Native {
+        Native(u64::from(!stored) + 0xffff)
     }
 
-    /// The bytes at offset `at` (relative to where the checksummed data starts) change
-    /// from `old` to `new`; summed over the 16-bit words the bytes fall in, so a field at
-    /// an odd offset moves its bytes into the other half of those words.
+    /// A 32-bit field (aligned to the checksum's 16-bit words) changes from `old` to
+    /// `new`: ~m + m', two words each (a 32-bit word folds to the sum of its halves).
     #[inline(always)]
-    fn change(&mut self, at: usize, old: &[u8], new: &[u8]) {
-        let words = |bytes: &[u8]| -> u64 {
-            let mut acc = 0u64;
-            for (i, &b) in bytes.iter().enumerate() {
-                let high = (at + i) % 2 == 0;
-                acc += if high { u64::from(b) << 8 } else { u64::from(b) };
-            }
-            acc
-        };
-        // ~m is 0xffff·k − m over k words; adding 0xffff·(old.len() + 1) (≡ 0 in one's
-        // complement) keeps every term non-negative.
-        self.0 += 0xffff * (old.len() as u64 + 1) - words(old) + words(new);
+    fn change(old: u32, new: u32) -> Native {
+        Native(u64::from(!old) + u64::from(new))
     }
 
-    /// HC'.
+    #[inline(always)]
+    fn change16(old: u16, new: u16) -> Native {
+        Native(u64::from(!old) + u64::from(new))
+    }
+
+    #[inline(always)]
+    fn fold(self) -> u16 {
+        checksum::fold(self.0)
+    }
+
+    /// HC' as stored.
     #[inline(always)]
     fn finish(self) -> u16 {
-        !checksum::fold(self.0)
+        !self.fold()
     }
 }
 
