@@ -529,6 +529,7 @@ fn serve(
         .collect();
     let link_watch = LinkWatch::new(&watched);
     let link_states = link_watch.states().clone();
+    services.set_links(link_states.clone());
     let announce = crate::garp::AnnounceSetup { list: crate::garp::announcements(&port_addrs, &vips), links: Arc::new(std::sync::Mutex::new(link_watch)) };
     let workers = WorkerSetup { plan, eal, stop, ports, pool, inband: &inband, announce, links: link_states.clone() };
     // `_links` keeps the command queues open for the run.

@@ -441,8 +441,8 @@ pub fn start(
     if kind == ApplianceKind::Tapsplice {
         // What `ctl ports` says in the first moments can predate the placement: a TAP is
         // up in the root namespace (DPDK brings it up), goes down as it moves and comes
-        // up again in its namespace, and the appliance reads links every 50 ms and
-        // publishes what `ctl` shows every 250 ms.
+        // up again in its namespace, and the appliance reads links every 50 ms (`ctl`
+        // shows what its workers last read).
         std::thread::sleep(LINK_READ_LAG);
         wait_links_up(&ra, Instant::now() + LINKS_UP_WAIT);
     }
@@ -452,9 +452,9 @@ pub fn start(
 /// How long a started tapsplice may take to see its placed ports' links up.
 const LINKS_UP_WAIT: Duration = Duration::from_secs(5);
 
-/// How old the link states `ctl ports` shows can be: the appliance's link poll (50 ms)
-/// and its report's publication (250 ms), with a margin.
-const LINK_READ_LAG: Duration = Duration::from_millis(350);
+/// How old the link states `ctl ports` shows can be: the appliance's link poll (50 ms),
+/// with a margin.
+const LINK_READ_LAG: Duration = Duration::from_millis(120);
 
 /// Waits until the appliance reads every placed port's link as up (`ctl ports`). It reads
 /// links every 50 ms and drops what it has for a port whose link it last read as down

@@ -4,6 +4,7 @@
 
 use super::proto::*;
 use crate::metrics::{self, MetricsSnapshot};
+use dataplane::lcore_link::LinkStates;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ pub type FenceFn = Arc<dyn Fn(&str) -> Result<Value, ErrorBody> + Send + Sync>;
 pub type SplicesFn = Arc<dyn Fn(&SplicesQuery) -> Result<SplicesResult, ErrorBody> + Send + Sync>;
 /// Set once the splice role's workers run (the ctl server starts before them).
 pub type SplicesSlot = Arc<std::sync::RwLock<Option<SplicesFn>>>;
+/// The ports' links as the workers read them (indexed like the snapshot's ports), set once
+/// the ports run; `status` and `ports` answer from it instead of the last snapshot's
+/// copy, which is up to a publishing period (250 ms) older.
+pub type LinksSlot = Arc<std::sync::RwLock<Option<LinkStates>>>;
 
 /// Where the standard handler gets its answers.
 #[derive(Clone)]
@@ -29,6 +34,19 @@ pub struct Sources {
     pub fence: Option<FenceFn>,
     /// Empty = no splice role (`splices` answers `not_implemented`).
     pub splices: SplicesSlot,
+    /// Empty = the snapshot's links.
+    pub links: LinksSlot,
+}
+
+/// The snapshot with each port's link as the workers see it now.
+fn with_live_links(sources: &Sources) -> MetricsSnapshot {
+    let mut s = (sources.snapshot)();
+    if let Some(links) = sources.links.read().ok().and_then(|g| g.clone()) {
+        for (i, p) in s.ports.iter_mut().enumerate() {
+            p.link_up = links.is_up(i);
+        }
+    }
+    s
 }
 
 /// The standard handler over `sources`.
@@ -44,8 +62,8 @@ pub fn answer(sources: &Sources, req: &Request) -> Response {
     };
     let id = req.id;
     match cmd {
-        Command::Status => Response::ok_with(id, &status_result(&(sources.snapshot)())),
-        Command::Ports => Response::ok_with(id, &ports_result(&(sources.snapshot)())),
+        Command::Status => Response::ok_with(id, &status_result(&with_live_links(sources))),
+        Command::Ports => Response::ok_with(id, &ports_result(&with_live_links(sources))),
         Command::Stats => Response::ok_with(id, &stats_result(&(sources.snapshot)())),
         Command::Histogram => Response::ok_with(id, &histogram_result(&(sources.snapshot)())),
         Command::Peers => Response::ok_with(id, &peers_result(&(sources.snapshot)())),
@@ -223,7 +241,7 @@ mod tests {
     }
 
     fn sources() -> Sources {
-        Sources { snapshot: Arc::new(snap), events: None, fence: None, splices: Default::default() }
+        Sources { snapshot: Arc::new(snap), events: None, fence: None, splices: Default::default(), links: Default::default() }
     }
 
     #[test]
@@ -233,6 +251,24 @@ mod tests {
         assert_eq!((s.totals.rx_packets, s.totals.tx_packets, s.totals.errors, s.totals.drops), (5, 4, 2, 3));
         assert_eq!(s.proto, 1);
         assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn status_and_ports_show_the_links_the_workers_read() {
+        let src = sources();
+        let links = LinkStates::new(2);
+        links.set(0, false);
+        let ports = |src: &Sources| -> Vec<bool> {
+            let r = answer(src, &Request::new(1, "ports", Map::new())).result.unwrap();
+            r["ports"].as_array().unwrap().iter().map(|p| p["link"]["up"].as_bool().unwrap()).collect()
+        };
+        assert_eq!(ports(&src), [true, false], "the snapshot's links until the ports run");
+        *src.links.write().unwrap() = Some(links.clone());
+        assert_eq!(ports(&src), [false, true], "the workers' cells");
+        links.set(0, true);
+        assert_eq!(ports(&src), [true, true], "read at every request");
+        let st = answer(&src, &Request::new(2, "status", Map::new())).result.unwrap();
+        assert_eq!(st["ports"]["up"], 2);
     }
 
     #[test]

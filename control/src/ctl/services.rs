@@ -8,7 +8,8 @@
 //! services.stop(); // or drop it: stops both, removes the socket file
 //! ```
 
-use super::handler::{self, EventsFn, FenceFn, Sources, SplicesFn, SplicesSlot};
+use super::handler::{self, EventsFn, FenceFn, LinksSlot, Sources, SplicesFn, SplicesSlot};
+use dataplane::lcore_link::LinkStates;
 use super::server;
 use crate::metrics::{self, MetricsSnapshot, SnapshotCell};
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub struct ControlServices {
     /// What both servers read; [`ControlServices::publish`] replaces it.
     pub cell: SnapshotCell,
     splices: SplicesSlot,
+    links: LinksSlot,
 }
 
 impl ControlServices {
@@ -50,8 +52,9 @@ impl ControlServices {
             metrics_addr: None,
             cell: cell.clone(),
             splices: SplicesSlot::default(),
+            links: LinksSlot::default(),
         };
-        let handler = handler::standard(Sources { snapshot: cell.source(), events, fence, splices: me.splices.clone() });
+        let handler = handler::standard(Sources { snapshot: cell.source(), events, fence, splices: me.splices.clone(), links: me.links.clone() });
         me.threads.push(server::spawn(socket, handler, stop.clone()).map_err(|e| format!("ctl: {e}"))?);
         if let Some(addr) = metrics {
             // On error `me` is dropped, which stops the ctl server again.
@@ -66,6 +69,14 @@ impl ControlServices {
     pub fn set_splices(&self, f: SplicesFn) {
         if let Ok(mut g) = self.splices.write() {
             *g = Some(f);
+        }
+    }
+
+    /// Where `ctl status` and `ctl ports` read the links, once the ports run (the
+    /// workers' own cells, so that ctl never shows a link the workers see otherwise).
+    pub fn set_links(&self, links: LinkStates) {
+        if let Ok(mut g) = self.links.write() {
+            *g = Some(links);
         }
     }
 
