@@ -74,16 +74,31 @@ mod tests {
 
     #[test]
     fn tcp_probe_sees_a_listener_and_its_absence() {
-        // An address of its own on loopback: the port it frees is not one that another
-        // test, running at the same time, can be given on 127.0.0.1.
         let l = TcpListener::bind("127.0.0.77:0").unwrap();
-        let address = l.local_addr().unwrap();
-        let p = Probe::Tcp { address };
+        let p = Probe::Tcp { address: l.local_addr().unwrap() };
         assert!(p.check(Duration::from_millis(500)).alive);
-        drop(l);
-        let r = p.check(Duration::from_millis(500));
+        // The absence on a port that is bound but not listening: it stays ours, so no
+        // other test running at the same time can be given it (a port freed by closing the
+        // listener could be, and the probe then saw that test's listener).
+        // SAFETY: plain socket calls on a descriptor this block creates; `held` owns it.
+        let (held, port) = {
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0);
+                let mut a: libc::sockaddr_in = std::mem::zeroed();
+                a.sin_family = libc::AF_INET as libc::sa_family_t;
+                a.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 77]);
+                let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                assert_eq!(libc::bind(fd, (&a as *const libc::sockaddr_in).cast(), len), 0);
+                let mut got = len;
+                assert_eq!(libc::getsockname(fd, (&mut a as *mut libc::sockaddr_in).cast(), &mut got), 0);
+                (<std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd), u16::from_be(a.sin_port))
+            }
+        };
+        let r = Probe::Tcp { address: ([127, 0, 0, 77], port).into() }.check(Duration::from_millis(500));
         assert!(!r.alive);
         assert!(r.detail.contains("tcp connect"), "{}", r.detail);
+        drop(held);
     }
 
     #[test]
