@@ -74,7 +74,7 @@ fn snapshot() -> MetricsSnapshot {
 
 /// The standard handler over [`snapshot`], plus `boom` (panics) and `echo` (returns args).
 fn test_handler() -> Handler {
-    let sources = Sources { snapshot: Arc::new(snapshot), events: None, fence: None, splices: Default::default() };
+    let sources = Sources { snapshot: Arc::new(snapshot), events: None, fence: None, splices: Default::default(), links: Default::default() };
     Arc::new(move |req: Request| match req.cmd.as_str() {
         "boom" => panic!("test handler exploded"),
         "echo" => Response::ok(req.id, Value::Object(req.args.clone())),

@@ -1,6 +1,7 @@
 //! The appliance's standard request handler: answers the read commands from the current
-//! [`MetricsSnapshot`] (the same one the metrics server exposes), events from an event
-//! source, and `fence` through a fencing callback.
+//! [`MetricsSnapshot`] (the same one the metrics server exposes; `status` and `ports` take
+//! the ports' links live from the workers' cells), events from an event source, and
+//! `fence` through a fencing callback.
 
 use super::proto::*;
 use crate::metrics::{self, MetricsSnapshot};

@@ -10,7 +10,8 @@
 //! timestamps move by the offset between A's clock and S's. Addresses and ports are
 //! rewritten for FullNAT or transparent mode. Every change updates the IPv4 and TCP
 //! checksums incrementally (RFC 1624, over the 16-bit words the changed bytes fall in,
-//! whatever their alignment, folded once per segment), so the cost does not grow with
+//! whatever their alignment, summed as words in the frame's byte order and folded once per
+//! segment; an option field at an odd offset is folded on its own), so the cost does not grow with
 //! the payload.
 
 use crate::packet::checksum;
@@ -208,8 +209,9 @@ impl Native {
         Native(u64::from(!stored) + 0xffff)
     }
 
-    /// A 32-bit field (aligned to the checksum's 16-bit words) changes from `old` to
-    /// `new`: ~m + m', two words each (a 32-bit word folds to the sum of its halves).
+    /// A 32-bit field changes from `old` to `new`: ~m + m', two words each (a 32-bit
+    /// word folds to the sum of its halves). For a field at an even offset; `set_be32`
+    /// swaps the folded change of one at an odd offset.
     #[inline(always)]
     fn change(old: u32, new: u32) -> Native {
         Native(u64::from(!old) + u64::from(new))
