@@ -68,14 +68,14 @@ pub fn rewrite(ip: &mut [u8], dir: Direction, src: Endpoint, dst: Endpoint, o: &
 
     // Addresses: in the IPv4 header and in the TCP pseudo-header. Both sums are kept in
     // the frame's byte order (see `Native`), so the fields are read and written as words.
-    let addrs = Native::change(rd32(hdr, 12), ne32(src.addr.octets())) + Native::change(rd32(hdr, 16), ne32(dst.addr.octets()));
+    let addrs = Native::change(rd32(hdr, 12), u32::from_ne_bytes(src.addr.octets())) + Native::change(rd32(hdr, 16), u32::from_ne_bytes(dst.addr.octets()));
     hdr[12..16].copy_from_slice(&src.addr.octets());
     hdr[16..20].copy_from_slice(&dst.addr.octets());
     let ip_sum = Native::of(rd16(hdr, 10)) + addrs;
     hdr[10..12].copy_from_slice(&ip_sum.finish().to_ne_bytes());
 
     let (sp, dp) = (src.port.to_be_bytes(), dst.port.to_be_bytes());
-    let ports = ne32([sp[0], sp[1], dp[0], dp[1]]);
+    let ports = u32::from_ne_bytes([sp[0], sp[1], dp[0], dp[1]]);
     let mut sum = Native::of(rd16(tcp, 16)) + addrs + Native::change(rd32(tcp, 0), ports);
     wr32(tcp, 0, ports);
     match dir {
@@ -158,12 +158,6 @@ fn rd16(b: &[u8], at: usize) -> u16 {
 
 fn wr32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// Four bytes as a word in memory order.
-#[inline(always)]
-fn ne32(b: [u8; 4]) -> u32 {
-    u32::from_ne_bytes(b)
 }
 
 /// Replaces the big-endian number at `at` (at any offset into the segment) by `f` of it;
