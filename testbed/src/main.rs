@@ -363,7 +363,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             })?;
             if json {
                 eprintln!(
-                    "testbed: bench balance medians: balance {} Mpps, forward {} Mpps, io {} Mpps, ratio balance/io {} (target {}), balance/forward {}",
+                    "testbed: bench balance (best trials): balance {} Mpps, forward {} Mpps, io {} Mpps, ratio balance/io {} (target {}), balance/forward {}",
                     v["balance_mpps"], v["forward_mpps"], v["io_mpps"], v["ratio"], v["target"], v["ratio_vs_forward"]
                 );
                 println!("{}", v);
