@@ -76,6 +76,22 @@ pub struct Options {
     pub seconds: f64,
     /// Bursts per generator port injected at the start (`start tx_first N`).
     pub bursts: u32,
+    /// Every process on 2 MiB hugepages (`--single-file-segments`, which vhost-user
+    /// needs to share them) instead of `--no-huge`.
+    pub hugepages: bool,
+}
+
+/// Free 2 MiB hugepages a run with [`Options::hugepages`] needs: the DUT's and the
+/// generator's 256 MiB each (the DUT of one trial is stopped before the next starts).
+pub const HUGEPAGES_NEEDED: u64 = 256;
+
+/// The EAL's memory arguments for dpdk-testpmd.
+fn testpmd_memory(hugepages: bool) -> &'static str {
+    if hugepages {
+        "--single-file-segments"
+    } else {
+        "--no-huge"
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +116,14 @@ fn loadavg() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
         .unwrap_or(0.0)
+}
+
+/// `HugePages_Free` of /proc/meminfo (0 when unreadable).
+fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("HugePages_Free:").and_then(|v| v.trim().parse().ok())))
+        .unwrap_or(0)
 }
 
 /// The last four lines, for an error message.
@@ -217,9 +241,12 @@ impl Proc {
 }
 
 /// The tapsplice rack config of the DUT in `mode`.
-fn rack(mode: BMode, dir: &Path, prefix: &str) -> String {
+fn rack(mode: BMode, dir: &Path, prefix: &str, hugepages: bool) -> String {
     let role = if mode == BMode::Balance { "balance" } else { "forward" };
-    let head = crate::bench::dut_rack_head(&format!("testbed bench balance: DUT ({mode:?})"), "bench", role, prefix);
+    let mut head = crate::bench::dut_rack_head(&format!("testbed bench balance: DUT ({mode:?})"), "bench", role, prefix);
+    if hugepages {
+        head = head.replace("hugepages = false", "hugepages = true\nextra_args = [\"--single-file-segments\"]");
+    }
     let mut s = format!(
         r#"{head}
 [[port]]
@@ -343,7 +370,7 @@ fn trial(
     let (cmd, ready) = match mode {
         BMode::Balance | BMode::Forward => {
             let cfg = dir.join(format!("dut-{}.toml", tag));
-            std::fs::write(&cfg, rack(mode, &dir, &dut_prefix))?;
+            std::fs::write(&cfg, rack(mode, &dir, &dut_prefix, o.hugepages))?;
             let mut c = Command::new(&o.tapsplice);
             c.arg("run")
                 .arg("--config")
@@ -359,7 +386,7 @@ fn trial(
                 "0,1",
                 "-m",
                 "256",
-                "--no-huge",
+                testpmd_memory(o.hugepages),
                 "--no-pci",
                 "--file-prefix",
                 &dut_prefix,
@@ -401,7 +428,7 @@ fn trial(
                 "0@0,1@0",
                 "-m",
                 "256",
-                "--no-huge",
+                testpmd_memory(o.hugepages),
                 "--no-pci",
                 "--file-prefix",
                 &gen_prefix,
@@ -506,6 +533,17 @@ pub fn run(o: &Options) -> Result<Value> {
     if crate::appliance::find_in_path("stdbuf").is_none() {
         bail!("`stdbuf` (coreutils) not found: the generator's interactive output needs it");
     }
+    if o.hugepages {
+        let free = free_hugepages();
+        if free < HUGEPAGES_NEEDED {
+            bail!(
+                "--hugepages needs {} free 2 MiB hugepages, {} are free (echo {} > /proc/sys/vm/nr_hugepages, and hugetlbfs mounted on /dev/hugepages)",
+                HUGEPAGES_NEEDED,
+                free,
+                HUGEPAGES_NEEDED * 2
+            );
+        }
+    }
     let load_before = loadavg();
     if load_before > 0.5 {
         eprintln!(
@@ -601,6 +639,7 @@ pub fn run(o: &Options) -> Result<Value> {
         "target_met": r_io.map(|r| r >= TARGET_RATIO),
         "seconds": o.seconds,
         "bursts": o.bursts,
+        "hugepages": o.hugepages,
         "loadavg_before": load_before,
         "repeat": o.repeat,
         "burst_cycles": rep.as_ref().and_then(|r| r.get("burst_cycles")).cloned(),
@@ -737,8 +776,8 @@ mod tests {
     #[test]
     fn rack_configs_differ_only_in_role() {
         let d = Path::new("/tmp/testbed-t000000");
-        let b = rack(BMode::Balance, d, "p");
-        let f = rack(BMode::Forward, d, "p");
+        let b = rack(BMode::Balance, d, "p", false);
+        let f = rack(BMode::Forward, d, "p", false);
         assert!(
             b.contains("roles = [\"balance\"]")
                 && b.contains("[[service]]")
@@ -754,5 +793,11 @@ mod tests {
             assert!(t.contains("idle_backoff = false"));
             t.parse::<toml::Table>().unwrap();
         }
+        // On hugepages, in one file segment (vhost-user shares it with the generator).
+        let h: toml::Table = rack(BMode::Balance, d, "p", true).parse().unwrap();
+        assert_eq!(h["eal"]["hugepages"].as_bool(), Some(true));
+        assert_eq!(h["eal"]["extra_args"].as_array().unwrap()[0].as_str(), Some("--single-file-segments"));
+        assert!(b.contains("hugepages = false"));
+        assert_eq!((testpmd_memory(true), testpmd_memory(false)), ("--single-file-segments", "--no-huge"));
     }
 }

@@ -108,6 +108,10 @@ enum Cmd {
         /// bench balance: bursts of 64 packets per generator port kept circulating
         #[arg(long, default_value_t = 64)]
         bursts: u32,
+        /// bench balance: run the DUT and the generator on 2 MiB hugepages (free ones
+        /// must be reserved) instead of --no-huge
+        #[arg(long)]
+        hugepages: bool,
         /// bench splice: the wire between the namespaces: `tap` (the appliance and testpmd
         /// on TAP ports, veths with the kernel's offloads), `mtu` (offloads off on every
         /// link: MTU-sized frames for all three modes; net_af_xdp ports on veths) or
@@ -337,6 +341,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             repeat,
             modes,
             bursts,
+            hugepages,
             bins,
             plot,
             wire,
@@ -360,6 +365,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 repeat,
                 seconds,
                 bursts,
+                hugepages,
             })?;
             if json {
                 eprintln!(
@@ -427,9 +433,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             bins,
             fault: _,
             bursts: _,
+            hugepages,
             wire,
         } => {
             only_tap_wire(wire)?;
+            if hugepages {
+                return Err(anyhow!("--hugepages is for bench balance only"));
+            }
             let modes = modes
                 .as_deref()
                 .unwrap_or("tapsplice,testpmd")
