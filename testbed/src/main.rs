@@ -97,7 +97,8 @@ enum Cmd {
         seconds: Option<f64>,
         #[arg(long, default_value_t = 4)]
         connections: u32,
-        /// Rounds (order alternates each round); medians are reported
+        /// Rounds (order alternates each round); medians are reported (bench balance:
+        /// each mode's best trial, the medians beside)
         #[arg(long, default_value_t = 3)]
         repeat: u32,
         /// Comma-separated: tapsplice, testpmd, direct (a plain veth, no appliance)
@@ -136,6 +137,14 @@ enum Cmd {
 }
 
 /// `--wire` is bench splice's: any other bench refuses another wire than the default.
+/// `--hugepages` is a `bench balance` option.
+fn only_balance_hugepages(hugepages: bool) -> Result<()> {
+    if hugepages {
+        return Err(anyhow!("--hugepages is for bench balance only"));
+    }
+    Ok(())
+}
+
 fn only_tap_wire(wire: bench_splice::Wire) -> Result<()> {
     match wire {
         bench_splice::Wire::Tap => Ok(()),
@@ -302,9 +311,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             bins,
             fault,
             wire,
+            hugepages,
             ..
         } if name == "detect" => {
             only_tap_wire(wire)?;
+            only_balance_hugepages(hugepages)?;
             run::require_root()?;
             let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
             let configs = find_configs_dir()?;
@@ -395,8 +406,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             bins,
             plot,
             wire,
+            hugepages,
             ..
         } if name == "splice" => {
+            only_balance_hugepages(hugepages)?;
             if plot.is_some() {
                 return Err(anyhow!("--plot is not supported by bench splice"));
             }
@@ -437,9 +450,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             wire,
         } => {
             only_tap_wire(wire)?;
-            if hugepages {
-                return Err(anyhow!("--hugepages is for bench balance only"));
-            }
+            only_balance_hugepages(hugepages)?;
             let modes = modes
                 .as_deref()
                 .unwrap_or("tapsplice,testpmd")

@@ -49,7 +49,7 @@ fn bench_balance_prints_the_ratio() {
     );
     // The 0.8 target is a benchmark figure (see the note in docs/status.md), not asserted
     // here: a shared 2-core machine cannot time anything reliably. What must hold is that
-    // every mode ran and moved traffic, and the ratio is what the medians say.
+    // every mode ran and moved traffic, and the ratio is what the best trials say.
     let (b, io) = (v["balance_mpps"].as_f64().unwrap(), v["io_mpps"].as_f64().unwrap());
     assert!(b > 0.0 && io > 0.0, "{}", v);
     // A trial's figure is its best second, a mode's its best trial, the ratio theirs.
