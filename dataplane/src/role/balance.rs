@@ -277,6 +277,41 @@ impl BalanceCounters {
     }
 }
 
+/// What a frame sent to one member becomes: its first 12 bytes (the member's MAC, then
+/// the egress port's), and the port it leaves by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rewrite {
+    macs: [u8; 12],
+    port: PortIndex,
+}
+
+impl Rewrite {
+    /// For every VIP's table, every member's rewrite (`None` for a member behind a port
+    /// the role does not have: its frames are dropped as `no_route`).
+    fn of(tables: &BalanceTables, port_macs: &[[u8; 6]]) -> Box<[Box<[Option<Rewrite>]>]> {
+        tables
+            .vips
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map(|t| {
+                        t.members()
+                            .iter()
+                            .map(|m| {
+                                let egress = port_macs.get(usize::from(m.port))?;
+                                let mut macs = [0u8; 12];
+                                macs[..6].copy_from_slice(&m.mac);
+                                macs[6..].copy_from_slice(egress);
+                                Some(Rewrite { macs, port: m.port })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
 /// One VIP's protocol and destination port range at its address: the rules of every VIP
 /// in one short array, scanned in VIP order (the first match wins), which is how a frame
 /// to a VIP address finds its VIP ([`Balance::match_vip`]).
@@ -332,8 +367,13 @@ pub struct Balance {
     /// Every VIP's protocol and port ranges, in matching order (see [`PortRule`]).
     port_rules: Box<[PortRule]>,
     tables: Arc<BalanceTables>,
-    /// The appliance's own addresses and MACs, by port index (the egress MAC too).
+    /// The appliance's own addresses and MACs, by port index.
     local: Vec<LocalAddrs>,
+    /// Each port's MAC (a VIP frame's new source).
+    port_macs: Box<[[u8; 6]]>,
+    /// Per VIP, per member of its table: the frame's new MACs and its egress port (see
+    /// [`Rewrite`]), remade with every table.
+    rewrites: Box<[Box<[Option<Rewrite>]>]>,
     /// On client-facing ports: the port's MAC and every VIP address (ARP, unbalanced echo).
     vip_local: Vec<Option<LocalAddrs>>,
     /// Other traffic; `None` = dropped as `not_vip`.
@@ -387,7 +427,9 @@ impl Balance {
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
         let port_rules = PortRule::of(&vips);
-        Ok(Balance { vips, vip_addrs, port_rules, tables, local, vip_local, forward, counters })
+        let port_macs: Box<[[u8; 6]]> = local.iter().map(|l| l.mac).collect();
+        let rewrites = Rewrite::of(&tables, &port_macs);
+        Ok(Balance { vips, vip_addrs, port_rules, tables, local, port_macs, rewrites, vip_local, forward, counters })
     }
 
     /// A handle on this lcore's per-member counters, for the control thread.
@@ -409,7 +451,6 @@ impl Balance {
     /// `l3`. The fast path: the IPv4 header and the L4 header are validated as
     /// `parse_frame` does, but no `Parsed` is built (copying it cost more than the rest of
     /// the work); the hash is taken from a `FlowKey` made of the fields read here.
-    #[inline(always)]
     fn balance_vip(&self, ingress: PortIndex, l3: usize, frame: &mut [u8]) -> Verdict {
         let (protocol, header_len, total_len, fragment, first_fragment, src, dst) = match Ipv4::parse_unverified(&frame[l3..]) {
             Ok(ip) => (
@@ -477,17 +518,19 @@ impl Balance {
             Some(Some(table)) => table.select_v4(frame, key),
             _ => None,
         };
-        let Some((index, member)) = chosen else {
+        let Some((index, _)) = chosen else {
             self.counters.count_no_member(vip);
             return Verdict::Drop(DropReason::NoMember);
         };
-        let (Some(egress), Some(l2)) = (self.local.get(usize::from(member.port)), frame.get_mut(0..12)) else {
+        // One read after the table's slot (not the member, then its port's MAC): the
+        // chain hash → slot → member → MAC was the role's longest wait in place.
+        let rewrite = self.rewrites.get(vip).and_then(|r| r.get(usize::from(index))).copied().flatten();
+        let (Some(rw), Some(l2)) = (rewrite, frame.get_mut(0..12)) else {
             return Verdict::Drop(DropReason::NoRoute);
         };
-        l2[0..6].copy_from_slice(&member.mac);
-        l2[6..12].copy_from_slice(&egress.mac);
+        l2.copy_from_slice(&rw.macs);
         self.counters.count_member(vip, index, frame.len());
-        Verdict::Tx(member.port)
+        Verdict::Tx(rw.port)
     }
 
     /// To a VIP address, but no VIP matches: an echo request is answered on client-facing
@@ -504,6 +547,7 @@ impl Balance {
     }
 
     /// Not for a VIP address: the appliance's own addresses, then forwarding or `not_vip`.
+    #[inline(never)]
     fn other(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
         forward_or_answer(self.forward.as_mut(), &self.local, ingress, frame, ctx)
     }
@@ -520,11 +564,14 @@ impl Role for Balance {
         "balance"
     }
 
-    #[inline]
+    /// Inlined into the lcore loop: the common VIP frame then costs no call (whose
+    /// prologue and spills were a tenth of the role's samples in place); everything else
+    /// is one call away, in `handle_rest`, so the loop's code stays small.
+    #[inline(always)]
     fn handle(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
         // The common frame (untagged IPv4 without options, whole TCP or UDP) in one pass;
         // a VIP frame the fast classifier does not take, or whose port no VIP covers, goes
-        // the general way below, which decides the same (see `packet::fast`).
+        // the general way (`handle_rest`), which decides the same (see `packet::fast`).
         if let Some(f) = fast_v4(frame) {
             if let Some(vip) = self.match_vip(f.dst, f.protocol, PortTest::Port(f.dst_port)) {
                 let key = FlowKey { src: IpAddr::V4(f.src), dst: IpAddr::V4(f.dst), protocol: f.protocol, src_port: f.src_port, dst_port: f.dst_port };
@@ -534,6 +581,23 @@ impl Role for Balance {
                 return self.other(ingress, frame, ctx);
             }
         }
+        self.handle_rest(ingress, frame, ctx)
+    }
+
+    /// The rewrites are made here, on the lcore, between bursts: a few small allocations
+    /// per table change (at most a few a second, after flap damping), which keeps the
+    /// tables the control thread builds free of the lcore's port MACs.
+    fn update(&mut self, tables: Arc<BalanceTables>) {
+        self.rewrites = Rewrite::of(&tables, &self.port_macs);
+        self.tables = tables;
+    }
+}
+
+impl Balance {
+    /// What the fast classifier did not take: other ethertypes and IPv4 frames with
+    /// options, fragments or other protocols.
+    #[inline(never)]
+    fn handle_rest(&mut self, ingress: PortIndex, frame: &mut [u8], ctx: &mut Ctx<'_>) -> Verdict {
         let (l3, et) = match Ethernet::parse(&*frame) {
             Ok(e) => (e.l3_offset(), e.ethertype()),
             Err(_) => return self.other(ingress, frame, ctx),
@@ -560,10 +624,6 @@ impl Role for Balance {
             _ => {}
         }
         self.other(ingress, frame, ctx)
-    }
-
-    fn update(&mut self, tables: Arc<BalanceTables>) {
-        self.tables = tables;
     }
 }
 
@@ -1066,6 +1126,31 @@ mod tests {
         t.vips[TCP_WEB] = None;
         b.update(Arc::new(t));
         assert_eq!(run(&mut b, 0, &mut flows[0].clone()), Verdict::Drop(DropReason::NoMember));
+    }
+
+    #[test]
+    fn an_update_rewrites_with_the_members_new_macs_and_ports() {
+        let mut b = balance(None);
+        let f = tcp(CLIENT, 4000, VIP_A, 80);
+        let (index, was) = pick(&tables(), TCP_WEB, &f);
+        assert_balanced(&mut b, &f, was);
+        // The chosen member answers ARP from another MAC, behind the other member port
+        // (same key and weight: the same slots are its).
+        let mut specs = members(TCP_WEB, &[1; 4]);
+        let moved = MemberEntry { mac: [0x02, 0xaa, 0, 0, 0, 9], port: if was.port == 1 { 2 } else { 1 } };
+        specs[usize::from(index)].entry = moved;
+        let with = |specs: &[MemberSpec]| {
+            let mut t = (*tables()).clone();
+            t.vips[TCP_WEB] = Some(SelectionTable::build(FlowHasher::new(HashPolicy::L34, 0x5eed), specs, None).unwrap());
+            Arc::new(t)
+        };
+        b.update(with(&specs));
+        assert_eq!(pick(b.tables(), TCP_WEB, &f), (index, moved));
+        assert_balanced(&mut b, &f, moved);
+        // Behind a port this role does not have: dropped as no_route, not sent.
+        specs[usize::from(index)].entry.port = 7;
+        b.update(with(&specs));
+        assert_eq!(run(&mut b, 0, &mut f.clone()), Verdict::Drop(DropReason::NoRoute));
     }
 
     #[test]
