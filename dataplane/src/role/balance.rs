@@ -83,7 +83,7 @@ use std::sync::Arc;
 use super::forward::{forward_or_answer, Forward};
 use super::local::{answer_local, LocalAddrs, LocalVerdict};
 use super::{Ctx, PortIndex, Role, Verdict};
-use crate::balance::SelectionTable;
+use crate::balance::{MemberEntry, SelectionTable};
 use crate::packet::icmp::quoted_v4;
 use crate::packet::{classify_l4, ethertype, fast_v4, ip_proto, parse_frame, Ethernet, FlowKey, Ipv4, Parsed, L4};
 use crate::stats::DropReason;
@@ -286,29 +286,39 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    /// For every VIP's table, every member's rewrite (`None` for a member behind a port
-    /// the role does not have: its frames are dropped as `no_route`).
+    /// A member's rewrite (`None` for a member behind a port the role does not have: its
+    /// frames are dropped as `no_route`).
+    fn of_member(m: &MemberEntry, port_macs: &[[u8; 6]]) -> Option<Rewrite> {
+        let egress = port_macs.get(usize::from(m.port))?;
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&m.mac);
+        macs[6..].copy_from_slice(egress);
+        Some(Rewrite { macs, port: m.port })
+    }
+
+    /// For every VIP's table, every member's rewrite.
     fn of(tables: &BalanceTables, port_macs: &[[u8; 6]]) -> Box<[Box<[Option<Rewrite>]>]> {
-        tables
-            .vips
-            .iter()
-            .map(|t| {
-                t.as_ref()
-                    .map(|t| {
-                        t.members()
-                            .iter()
-                            .map(|m| {
-                                let egress = port_macs.get(usize::from(m.port))?;
-                                let mut macs = [0u8; 12];
-                                macs[..6].copy_from_slice(&m.mac);
-                                macs[6..].copy_from_slice(egress);
-                                Some(Rewrite { macs, port: m.port })
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .collect()
+        let mut all = Box::default();
+        Self::refill(&mut all, tables, port_macs);
+        all
+    }
+
+    /// Makes `all` the rewrites of `tables`, writing over the lists whose length is
+    /// already right (no allocation then).
+    fn refill(all: &mut Box<[Box<[Option<Rewrite>]>]>, tables: &BalanceTables, port_macs: &[[u8; 6]]) {
+        if all.len() != tables.vips.len() {
+            *all = tables.vips.iter().map(|_| Box::default()).collect();
+        }
+        for (list, table) in all.iter_mut().zip(&tables.vips) {
+            let members = table.as_ref().map_or(&[][..], |t| t.members());
+            if list.len() == members.len() {
+                for (r, m) in list.iter_mut().zip(members) {
+                    *r = Self::of_member(m, port_macs);
+                }
+            } else {
+                *list = members.iter().map(|m| Self::of_member(m, port_macs)).collect();
+            }
+        }
     }
 }
 
@@ -584,11 +594,13 @@ impl Role for Balance {
         self.handle_rest(ingress, frame, ctx)
     }
 
-    /// The rewrites are made here, on the lcore, between bursts: a few small allocations
-    /// per table change (at most a few a second, after flap damping), which keeps the
-    /// tables the control thread builds free of the lcore's port MACs.
+    /// The rewrites are remade here, on the lcore, between bursts (which keeps the
+    /// tables the control thread builds free of the lcore's port MACs), in place: a
+    /// table holds every configured member (dead ones at weight 0), so a VIP's count
+    /// only changes when it loses or regains its table, and only then is its list
+    /// allocated (and the old one freed) here.
     fn update(&mut self, tables: Arc<BalanceTables>) {
-        self.rewrites = Rewrite::of(&tables, &self.port_macs);
+        Rewrite::refill(&mut self.rewrites, &tables, &self.port_macs);
         self.tables = tables;
     }
 }
@@ -1147,10 +1159,26 @@ mod tests {
         b.update(with(&specs));
         assert_eq!(pick(b.tables(), TCP_WEB, &f), (index, moved));
         assert_balanced(&mut b, &f, moved);
-        // Behind a port this role does not have: dropped as no_route, not sent.
+        // Behind a port this role does not have: dropped as no_route, untouched and not
+        // counted as sent to the member.
         specs[usize::from(index)].entry.port = 7;
         b.update(with(&specs));
-        assert_eq!(run(&mut b, 0, &mut f.clone()), Verdict::Drop(DropReason::NoRoute));
+        let before = b.counters().snapshot();
+        let mut g = f.clone();
+        assert_eq!(run(&mut b, 0, &mut g), Verdict::Drop(DropReason::NoRoute));
+        assert_eq!(g, f);
+        assert_eq!(b.counters().snapshot(), before);
+        // And back behind a port: rewritten in place (same member count), sent again.
+        specs[usize::from(index)].entry = moved;
+        b.update(with(&specs));
+        assert_balanced(&mut b, &f, moved);
+        // The VIP loses its table, then regains it (its list is remade at each).
+        let mut none = (*tables()).clone();
+        none.vips[TCP_WEB] = None;
+        b.update(Arc::new(none));
+        assert_eq!(run(&mut b, 0, &mut f.clone()), Verdict::Drop(DropReason::NoMember));
+        b.update(tables());
+        assert_balanced(&mut b, &f, was);
     }
 
     #[test]
