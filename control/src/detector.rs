@@ -393,6 +393,14 @@ impl Detector {
             self.stats.unknown_peer += 1;
             return out;
         };
+        // A silence past the bound that no tick saw (the control thread was held up for
+        // longer than the bound: a starved CPU) is still a failure, decided before this
+        // heartbeat counts; otherwise the peer's restart or recovery would hide it. (Past,
+        // not at: a heartbeat exactly one bound after the last shows the peer alive then.)
+        let v = &self.peers[ix].view;
+        if v.last_heard.is_some_and(|l| now.saturating_duration_since(l) > mul(v.interval, v.missed)) {
+            self.step(ix, now, &mut out);
+        }
         let alpha = self.cfg.weight_smoothing;
         let alpha = if alpha.is_finite() && alpha > 0.0 {
             alpha.min(1.0)
@@ -883,7 +891,8 @@ mod tests {
         let mut c = cfg();
         c.flap_window = ms(100);
         c.flap_max_transitions = 2;
-        let mut d = Detector::new(c, vec![spec("a", 3)], t0);
+        // K = 10: the 60 ms between heartbeats stay within the bound.
+        let mut d = Detector::new(c, vec![spec("a", 10)], t0);
         let mut a = Src::new("a");
         send(&mut d, &mut a, t0);
         let mut t = t0;
@@ -907,6 +916,37 @@ mod tests {
             send(&mut d, &mut a, t0 + ms(n));
             assert_ne!(d.state("a"), Some(PeerState::HeldDown));
         }
+    }
+
+    #[test]
+    fn a_silence_no_tick_saw_is_still_a_failure() {
+        // The control thread was held up for 100 ms (ten intervals, bound three): no tick
+        // ran while the peer was silent, and the next thing it sees is the peer's restart.
+        let t0 = Instant::now();
+        let mut d = Detector::new(cfg(), vec![spec("a", 3)], t0);
+        let mut a = Src::new("a");
+        send(&mut d, &mut a, t0);
+        send(&mut d, &mut a, t0 + ms(10));
+        a.inc = 2;
+        a.seq = 0;
+        let ev = send(&mut d, &mut a, t0 + ms(110));
+        assert_eq!(tos(&ev), vec![(PeerState::Up, PeerState::Down), (PeerState::Down, PeerState::Down)]);
+        assert_eq!(ev[0].reason, Reason::Missed { intervals: 3, silent: ms(100) });
+        assert_eq!(ev[1].reason, Reason::Restarted { previous: 1, current: 2 });
+        assert_eq!(d.state("a"), Some(PeerState::Down));
+        // It comes back as any failed peer does: after three heartbeats on time.
+        send(&mut d, &mut a, t0 + ms(120));
+        let ev = send(&mut d, &mut a, t0 + ms(130));
+        assert_eq!(tos(&ev), vec![(PeerState::Down, PeerState::Up)]);
+        // The same incarnation after a gap: down, and not yet up.
+        let ev = send(&mut d, &mut a, t0 + ms(200));
+        assert_eq!(tos(&ev), vec![(PeerState::Up, PeerState::Down)]);
+        // A gap within the bound changes nothing.
+        let mut d = Detector::new(cfg(), vec![spec("b", 3)], t0);
+        let mut b = Src::new("b");
+        send(&mut d, &mut b, t0);
+        assert!(send(&mut d, &mut b, t0 + ms(29)).is_empty());
+        assert_eq!(d.state("b"), Some(PeerState::Up));
     }
 
     #[test]
