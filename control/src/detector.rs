@@ -256,6 +256,10 @@ impl PeerView {
     pub fn age(&self, now: Instant) -> Option<Duration> {
         self.last_heard.map(|l| now.saturating_duration_since(l))
     }
+    /// The silence after which the peer is `Down`: K intervals.
+    fn silence_bound(&self) -> Duration {
+        mul(self.interval, self.missed)
+    }
     /// `Up` and not draining: may be given new work.
     pub fn is_usable(&self) -> bool {
         self.state == PeerState::Up && !self.draining
@@ -398,7 +402,7 @@ impl Detector {
         // heartbeat counts; otherwise the peer's restart or recovery would hide it. (Past,
         // not at: a heartbeat exactly one bound after the last shows the peer alive then.)
         let v = &self.peers[ix].view;
-        if v.last_heard.is_some_and(|l| now.saturating_duration_since(l) > mul(v.interval, v.missed)) {
+        if v.age(now).is_some_and(|silent| silent > v.silence_bound()) {
             self.step(ix, now, &mut out);
         }
         let alpha = self.cfg.weight_smoothing;
@@ -517,8 +521,8 @@ impl Detector {
     fn step(&mut self, ix: usize, now: Instant, out: &mut Vec<Event>) {
         let m = self.cfg.recovery_heartbeats.max(1);
         let p = &self.peers[ix].view;
-        let silent = p.last_heard.map(|l| now.saturating_duration_since(l));
-        let limit = mul(p.interval, p.missed);
+        let silent = p.age(now);
+        let limit = p.silence_bound();
         match p.state {
             PeerState::Up | PeerState::AppDown => {
                 if let Some(s) = silent.filter(|s| *s >= limit) {

@@ -520,7 +520,7 @@ fn sample_count(seconds: f64) -> u32 {
 /// moves between regimes 1.5–1.8× apart from one second to the next (docs/testbed.md,
 /// "bench balance"); the host's interference only ever slows a trial down, so its best
 /// second is the closest to what the DUT can do, as the least time is for a timed run.
-pub(crate) fn best(samples: &[f64]) -> f64 {
+fn best(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(0.0, f64::max)
 }
 
@@ -613,10 +613,6 @@ pub fn run(o: &Options) -> Result<Value> {
     // least disturbed).
     let top = |m: BMode| rates(m).into_iter().reduce(f64::max);
     let (bal, fwd, io) = (top(BMode::Balance), top(BMode::Forward), top(BMode::Io));
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(round3(a / b)),
-        _ => None,
-    };
     let r_io = ratio(bal, io);
     let passed = trials.iter().all(|t| t.passed) && !guard::interrupted();
     if !passed {
@@ -655,19 +651,21 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// `a / b` to three decimals, when both are there and `b` is positive.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(round3(a / b)),
+        _ => None,
+    }
+}
+
 /// For each round in which both `a` and `b` moved traffic, `a`'s rate over `b`'s (in round
 /// order, three decimals).
-pub(crate) fn round_ratios(trials: &[Trial], a: BMode, b: BMode) -> Vec<f64> {
+fn round_ratios(trials: &[Trial], a: BMode, b: BMode) -> Vec<f64> {
     let rate = |round: u32, m: BMode| trials.iter().find(|t| t.round == round && t.mode == m && t.passed).map(|t| t.mpps);
     let mut rounds: Vec<u32> = trials.iter().map(|t| t.round).collect();
     rounds.dedup();
-    rounds
-        .into_iter()
-        .filter_map(|r| match (rate(r, a), rate(r, b)) {
-            (Some(x), Some(y)) if y > 0.0 => Some(round3(x / y)),
-            _ => None,
-        })
-        .collect()
+    rounds.into_iter().filter_map(|r| ratio(rate(r, a), rate(r, b))).collect()
 }
 
 pub fn print_human(v: &Value) {

@@ -288,24 +288,24 @@ struct Rewrite {
 impl Rewrite {
     /// A member's rewrite (`None` for a member behind a port the role does not have: its
     /// frames are dropped as `no_route`).
-    fn of_member(m: &MemberEntry, port_macs: &[[u8; 6]]) -> Option<Rewrite> {
-        let egress = port_macs.get(usize::from(m.port))?;
+    fn of_member(m: &MemberEntry, local: &[LocalAddrs]) -> Option<Rewrite> {
+        let egress = local.get(usize::from(m.port))?;
         let mut macs = [0u8; 12];
         macs[..6].copy_from_slice(&m.mac);
-        macs[6..].copy_from_slice(egress);
+        macs[6..].copy_from_slice(&egress.mac);
         Some(Rewrite { macs, port: m.port })
     }
 
     /// For every VIP's table, every member's rewrite.
-    fn of(tables: &BalanceTables, port_macs: &[[u8; 6]]) -> Box<[Box<[Option<Rewrite>]>]> {
+    fn of(tables: &BalanceTables, local: &[LocalAddrs]) -> Box<[Box<[Option<Rewrite>]>]> {
         let mut all = Box::default();
-        Self::refill(&mut all, tables, port_macs);
+        Self::refill(&mut all, tables, local);
         all
     }
 
     /// Makes `all` the rewrites of `tables`, writing over the lists whose length is
     /// already right (no allocation then).
-    fn refill(all: &mut Box<[Box<[Option<Rewrite>]>]>, tables: &BalanceTables, port_macs: &[[u8; 6]]) {
+    fn refill(all: &mut Box<[Box<[Option<Rewrite>]>]>, tables: &BalanceTables, local: &[LocalAddrs]) {
         if all.len() != tables.vips.len() {
             *all = tables.vips.iter().map(|_| Box::default()).collect();
         }
@@ -313,10 +313,10 @@ impl Rewrite {
             let members = table.as_ref().map_or(&[][..], |t| t.members());
             if list.len() == members.len() {
                 for (r, m) in list.iter_mut().zip(members) {
-                    *r = Self::of_member(m, port_macs);
+                    *r = Self::of_member(m, local);
                 }
             } else {
-                *list = members.iter().map(|m| Self::of_member(m, port_macs)).collect();
+                *list = members.iter().map(|m| Self::of_member(m, local)).collect();
             }
         }
     }
@@ -377,10 +377,8 @@ pub struct Balance {
     /// Every VIP's protocol and port ranges, in matching order (see [`PortRule`]).
     port_rules: Box<[PortRule]>,
     tables: Arc<BalanceTables>,
-    /// The appliance's own addresses and MACs, by port index.
+    /// The appliance's own addresses and MACs, by port index (the rewrites' egress MACs).
     local: Vec<LocalAddrs>,
-    /// Each port's MAC (a VIP frame's new source).
-    port_macs: Box<[[u8; 6]]>,
     /// Per VIP, per member of its table: the frame's new MACs and its egress port (see
     /// [`Rewrite`]), remade with every table.
     rewrites: Box<[Box<[Option<Rewrite>]>]>,
@@ -437,9 +435,8 @@ impl Balance {
         let forward = forward_pairs.map(|pairs| Forward::new(pairs, local.clone()));
         let counters = BalanceCounters::new(&vips);
         let port_rules = PortRule::of(&vips);
-        let port_macs: Box<[[u8; 6]]> = local.iter().map(|l| l.mac).collect();
-        let rewrites = Rewrite::of(&tables, &port_macs);
-        Ok(Balance { vips, vip_addrs, port_rules, tables, local, port_macs, rewrites, vip_local, forward, counters })
+        let rewrites = Rewrite::of(&tables, &local);
+        Ok(Balance { vips, vip_addrs, port_rules, tables, local, rewrites, vip_local, forward, counters })
     }
 
     /// A handle on this lcore's per-member counters, for the control thread.
@@ -600,7 +597,7 @@ impl Role for Balance {
     /// only changes when it loses or regains its table, and only then is its list
     /// allocated (and the old one freed) here.
     fn update(&mut self, tables: Arc<BalanceTables>) {
-        Rewrite::refill(&mut self.rewrites, &tables, &self.port_macs);
+        Rewrite::refill(&mut self.rewrites, &tables, &self.local);
         self.tables = tables;
     }
 }
