@@ -22,6 +22,8 @@ pub mod preflight;
 pub mod punts;
 pub mod report;
 #[cfg(feature = "dpdk")]
+pub mod tap_signals;
+#[cfg(feature = "dpdk")]
 pub mod run;
 pub mod splicer;
 pub mod supervisor;
