@@ -14,6 +14,7 @@ pub mod fencing;
 pub mod garp;
 pub mod heartbeat;
 pub mod links;
+pub mod loop_watch;
 pub mod membership;
 pub mod metrics;
 pub mod neighbours;

@@ -61,6 +61,8 @@ pub struct MetricsSnapshot {
     /// Splice setup-time histogram (µs): bucket i counts setups under 2^i µs and at least
     /// 2^(i−1) (see `dataplane::role::splice::SETUP_BUCKETS`); empty without the role.
     pub splice_setup_us: Vec<u64>,
+    /// How punctually the control thread's loop ran (`loop_watch`).
+    pub control_loop: crate::loop_watch::LoopStats,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -403,6 +405,32 @@ impl Collector for SnapshotCollector {
         {
             let me = enc.encode_descriptor("tapsplice_uptime_seconds", "Seconds since the appliance started.", None, Gauge)?;
             ConstGauge::new(s.uptime_s).encode(me)?;
+        }
+        {
+            let c = &s.control_loop;
+            let me = enc.encode_descriptor("tapsplice_control_loop_iterations", "Iterations of the control thread's loop.", None, Counter)?;
+            ConstCounter::new(c.iterations).encode(me)?;
+            let me = enc.encode_descriptor(
+                "tapsplice_control_loop_late",
+                "Control loop iterations more than two periods after the previous one.",
+                None,
+                Counter,
+            )?;
+            ConstCounter::new(c.late).encode(me)?;
+            let me = enc.encode_descriptor(
+                "tapsplice_control_loop_stalls",
+                "Control loop iterations more than ten periods (and 250 ms) after the previous one; each is also a control_stall event.",
+                None,
+                Counter,
+            )?;
+            ConstCounter::new(c.stalls).encode(me)?;
+            let me = enc.encode_descriptor(
+                "tapsplice_control_loop_max_gap_seconds",
+                "Largest gap between two control loop iterations since the start.",
+                None,
+                Gauge,
+            )?;
+            ConstGauge::new(c.max_gap_ms / 1e3).encode(me)?;
         }
 
         // Ports.
@@ -1115,6 +1143,7 @@ mod tests {
             splice: Default::default(),
             splice_services: Default::default(),
             splice_setup_us: None,
+            control_loop: Default::default(),
         };
         let mut h = new_cycle_histogram();
         for v in [100u64, 100, 300, 5000] {

@@ -124,6 +124,8 @@ pub struct Report {
     /// Splice role: setup times (client's handshake ACK → backend's SYN-ACK).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub splice_setup_us: Option<crate::splicer::SetupSummary>,
+    /// How punctually the control thread's loop ran (`loop_watch`).
+    pub control_loop: crate::loop_watch::LoopStats,
 }
 
 impl Report {
@@ -131,6 +133,12 @@ impl Report {
     pub fn to_text(&self, hist: Option<&Histogram<u64>>) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "node {} role {} uptime {:.1}s", self.node, self.role, self.uptime_s);
+        let c = &self.control_loop;
+        let _ = writeln!(
+            s,
+            "control loop: {} rounds every {:.0} ms, largest gap {:.0} ms, {} late, {} stalls",
+            c.iterations, c.period_ms, c.max_gap_ms, c.late, c.stalls
+        );
         let _ = writeln!(
             s,
             "{:<10} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",

@@ -7,6 +7,7 @@ use crate::plan::RunPlan;
 use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
 use crate::events::EventLog;
+use crate::loop_watch::LoopWatch;
 use crate::metrics::MetricsSnapshot;
 use crate::supervisor::Supervisor;
 use crate::preflight;
@@ -93,6 +94,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &Bond
         splice: Default::default(),
         splice_services: Default::default(),
         splice_setup_us: None,
+        control_loop: Default::default(),
     };
     (report, hist)
 }
@@ -577,14 +579,28 @@ fn serve(
     let log = supervisor.log();
     // The detector needs a tick at least every half heartbeat interval.
     let period = supervisor.poll_period();
+    let mut watch = LoopWatch::new(period);
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(period);
+        if let Some(gap) = watch.tick(Instant::now()) {
+            log.push(
+                "control_stall",
+                None,
+                format!(
+                    "warning: the control thread ran {:.0} ms after its previous round (period {:.0} ms): peers' silences, table updates and fencing were judged that late",
+                    gap.as_secs_f64() * 1e3,
+                    period.as_secs_f64() * 1e3
+                ),
+                false,
+            );
+        }
         supervisor.poll(Instant::now());
         bond_watch.tick(plan, ports, &log);
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
             let (report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
             supervisor.fill(&mut snap, Instant::now());
+            snap.control_loop = watch.stats();
             services.publish(snap);
             published = Some(Instant::now());
         }
@@ -602,6 +618,7 @@ fn serve(
     let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
     (report.splice, report.splice_services) = supervisor.splice_counters();
     report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
+    report.control_loop = watch.stats();
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {

@@ -36,6 +36,7 @@ fn snapshot() -> MetricsSnapshot {
         role: "forward".into(),
         version: "0.1.0".into(),
         uptime_s: 42.5,
+        control_loop: tapsplice::loop_watch::LoopStats { period_ms: 25.0, iterations: 1700, late: 3, stalls: 1, max_gap_ms: 4200.0 },
         ports: vec![
             PortMetrics {
                 name: "wan".into(),
@@ -282,6 +283,10 @@ fn check_exposition(body: &str) {
     for (name, ty) in [
         ("tapsplice_node", "info"),
         ("tapsplice_uptime_seconds", "gauge"),
+        ("tapsplice_control_loop_iterations", "counter"),
+        ("tapsplice_control_loop_late", "counter"),
+        ("tapsplice_control_loop_stalls", "counter"),
+        ("tapsplice_control_loop_max_gap_seconds", "gauge"),
         ("tapsplice_port_info", "gauge"),
         ("tapsplice_port_up", "gauge"),
         ("tapsplice_port_speed_mbps", "gauge"),
@@ -334,6 +339,10 @@ fn check_exposition(body: &str) {
     let node = find(s, "tapsplice_node_info", &[("node", "fw1"), ("role", "forward"), ("version", "0.1.0")]);
     assert!(node.is_some(), "node info");
     assert_eq!(value(s, "tapsplice_uptime_seconds", &[]), 42.5);
+    assert_eq!(value(s, "tapsplice_control_loop_iterations_total", &[]), 1700.0);
+    assert_eq!(value(s, "tapsplice_control_loop_late_total", &[]), 3.0);
+    assert_eq!(value(s, "tapsplice_control_loop_stalls_total", &[]), 1.0);
+    assert_eq!(value(s, "tapsplice_control_loop_max_gap_seconds", &[]), 4.2);
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "wan")]), 1.0);
     assert!(find(s, "tapsplice_port_info", &[("port", "wan"), ("device", "net_tap0"), ("mac", "02:00:00:00:0a:01")]).is_some(), "port info");
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "lan")]), 0.0);

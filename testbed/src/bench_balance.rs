@@ -318,7 +318,7 @@ pool = "p"
 }
 
 /// Parse `show port stats all`: (port, Rx-pps) pairs, in order.
-fn parse_rx_pps(lines: &[String]) -> Vec<(u32, u64)> {
+pub(crate) fn parse_rx_pps(lines: &[String]) -> Vec<(u32, u64)> {
     let mut out = Vec::new();
     let mut port = None;
     for l in lines {
@@ -512,7 +512,7 @@ fn trial(
 }
 
 /// One-second samples per trial: `seconds` rounded up, at least one.
-fn sample_count(seconds: f64) -> u32 {
+pub(crate) fn sample_count(seconds: f64) -> u32 {
     (seconds.ceil() as u32).max(1)
 }
 

@@ -176,6 +176,10 @@ at_s = 2.0
         "m2's peer events: {:?}",
         m2
     );
+    // The control loop's punctuality is in the appliance's report (ctl status, metrics).
+    let lp = &v["appliances"]["lb1"]["report"]["control_loop"];
+    assert!(lp["iterations"].as_u64().is_some_and(|n| n > 20), "{lp}");
+    assert!(lp["max_gap_ms"].as_f64().unwrap() >= lp["period_ms"].as_f64().unwrap(), "{lp}");
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
 }

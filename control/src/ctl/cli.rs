@@ -389,7 +389,16 @@ pub fn render_status(r: &StatusResult) -> String {
         ("missed", fmt_count(t.rx_missed)),
         ("errors", fmt_count(t.errors)),
         ("drops", fmt_count(t.drops)),
+        ("control", render_loop(&r.control_loop)),
     ])
+}
+
+/// The control loop's punctuality: the largest gap and how many were late or stalls.
+fn render_loop(c: &crate::loop_watch::LoopStats) -> String {
+    format!(
+        "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls (see events)",
+        c.period_ms, c.max_gap_ms, fmt_count(c.late), fmt_count(c.stalls)
+    )
 }
 
 pub const PORTS_COLUMNS: [&str; 13] =

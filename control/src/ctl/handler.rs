@@ -126,6 +126,7 @@ pub fn status_result(s: &MetricsSnapshot) -> StatusResult {
         lcores: s.lcores.len(),
         peers: s.peers.len(),
         totals: t,
+        control_loop: s.control_loop,
     }
 }
 

@@ -390,6 +390,8 @@ pub struct StatusResult {
     pub lcores: usize,
     pub peers: usize,
     pub totals: Totals,
+    /// How punctually the control thread's loop ran.
+    pub control_loop: crate::loop_watch::LoopStats,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
