@@ -120,6 +120,74 @@ fn main() {
         let (fw, sp) = splice_role(conns, rounds / 20);
         println!("role_cost: splice role, {conns} connections: forward {fw:.2} ns/frame, splice {sp:.2} ns/frame ({:.2} x forward)", sp / fw);
     }
+
+    // The splice table alone at a production size, its slots and index on transparent
+    // huge pages against the same table on small pages (the baseline, same run).
+    table_lookups(1 << 20, 1 << 21);
+}
+
+/// Lookups (find, then the entry read) of `conns` connections' keys in random order, in a
+/// table on huge pages and in one on small pages, alternately; medians of 5. The tables
+/// (128 MiB of slots, 64 MiB of index each) are far past the TLB's reach on 4 KiB pages.
+fn table_lookups(conns: usize, lookups: usize) {
+    use dataplane::hugemem::Pages;
+    use dataplane::splice::synthetic::{entry, Layout};
+    use dataplane::splice::table::{LegKey, SpliceTable};
+    use dataplane::splice::translate::Endpoint;
+    let layout = Layout::example(Ipv4Addr::new(10, 1, 0, 1));
+    let build = |pages| {
+        let mut t = SpliceTable::with_seed_on(conns, 0x7ab1e, pages);
+        for i in 0..conns {
+            let mut e = entry(&layout, 0, 0);
+            // Distinct keys for both legs at any size (the synthetic clients repeat
+            // beyond 65 536).
+            e.client = Endpoint { addr: Ipv4Addr::from(0x0a00_0000 + i as u32), port: 1024 + (i % 50_000) as u16 };
+            e.nat = Endpoint { addr: Ipv4Addr::from(0x0c00_0000 + i as u32), port: 20_000 + (i % 40_000) as u16 };
+            e.delta = i as u32;
+            t.insert(e).expect("room for every connection");
+        }
+        t
+    };
+    let huge = build(Pages::Huge);
+    let small = build(Pages::Small);
+    let anon_huge_mib = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("AnonHugePages:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .map_or(0, |kb| kb / 1024);
+    // Random order (xorshift), client and backend legs mixed.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let keys: Vec<LegKey> = (0..lookups)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x >> 1) as usize % conns;
+            let e = huge.get(i as u32).expect("slot i holds connection i");
+            if x & 1 == 0 { e.client_key() } else { e.backend_key() }
+        })
+        .collect();
+    let pass = |t: &SpliceTable| {
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for k in &keys {
+            let (slot, _) = t.find(black_box(k)).expect("every key is in the table");
+            sum = sum.wrapping_add(u64::from(t.get(slot).expect("entry").delta));
+        }
+        black_box(sum);
+        start.elapsed().as_nanos() as f64 / keys.len() as f64
+    };
+    let (mut h, mut s) = (Vec::new(), Vec::new());
+    pass(&huge);
+    pass(&small);
+    for _ in 0..5 {
+        h.push(pass(&huge));
+        s.push(pass(&small));
+    }
+    let (h, s) = (median(h), median(s));
+    println!(
+        "role_cost: splice table lookup, {conns} connections, random order: huge pages {h:.2} ns, small pages {s:.2} ns (small/huge {:.2}; AnonHugePages {anon_huge_mib} MiB)",
+        s / h
+    );
 }
 
 /// Medians of 7 (forward, splice) ns per frame over the synthetic traffic of `conns`

@@ -22,6 +22,7 @@
 //! the value) was a third of the splice fast path's cost (`docs/splice.md`, "Fast path").
 
 use super::table::LegKey;
+use crate::hugemem::{HugeSlice, Pages};
 
 const CELLS: usize = 7;
 
@@ -63,7 +64,8 @@ impl Bucket {
 
 /// See the module docs.
 pub struct LegIndex {
-    buckets: Vec<Bucket>,
+    /// On transparent huge pages (`hugemem`): a cold lookup then misses no TLB entry.
+    buckets: HugeSlice<Bucket>,
     mask: usize,
     seed: [u64; 3],
     len: usize,
@@ -72,6 +74,11 @@ pub struct LegIndex {
 impl LegIndex {
     /// An index with room for `keys` keys at no more than half load, hashed with `seed`.
     pub fn new(keys: usize, seed: u64) -> LegIndex {
+        LegIndex::new_on(keys, seed, Pages::Huge)
+    }
+
+    /// As [`LegIndex::new`], its buckets on the pages asked for.
+    pub fn new_on(keys: usize, seed: u64, pages: Pages) -> LegIndex {
         let buckets = (keys.max(1) * 2).div_ceil(CELLS).next_power_of_two();
         // Three words from one seed (splitmix64 steps), the multiplier words odd and with
         // high bits set so that no input makes a product trivially zero.
@@ -84,7 +91,7 @@ impl LegIndex {
             z ^ (z >> 31)
         };
         let seed = [next(), next() | 1 << 63 | 1, next() | 1 << 63 | 1];
-        LegIndex { buckets: vec![Bucket::default(); buckets], mask: buckets - 1, seed, len: 0 }
+        LegIndex { buckets: HugeSlice::filled_on(Bucket::default(), buckets, pages), mask: buckets - 1, seed, len: 0 }
     }
 
     /// Keys held.

@@ -20,6 +20,7 @@
 use std::net::Ipv4Addr;
 
 use super::index::LegIndex;
+use crate::hugemem::{HugeSlice, Pages};
 use super::translate::{Endpoint, Offsets};
 use crate::role::PortIndex;
 
@@ -172,7 +173,8 @@ const EMPTY: Slot = Slot { entry: None, traffic: Traffic { to_server: 0, to_clie
 
 /// The table; see the module docs.
 pub struct SpliceTable {
-    slots: Vec<Slot>,
+    /// On transparent huge pages (`hugemem`), like the index.
+    slots: HugeSlice<Slot>,
     free: Vec<u32>,
     index: LegIndex,
     hand: usize,
@@ -188,11 +190,17 @@ impl SpliceTable {
 
     /// [`SpliceTable::new`] with a given index seed (tests).
     pub fn with_seed(capacity: usize, seed: u64) -> SpliceTable {
+        SpliceTable::with_seed_on(capacity, seed, Pages::Huge)
+    }
+
+    /// [`SpliceTable::with_seed`] with its slots and index on the pages asked for
+    /// (`role_cost` measures huge against small pages).
+    pub fn with_seed_on(capacity: usize, seed: u64, pages: Pages) -> SpliceTable {
         let capacity = capacity.clamp(1, BACKEND_LEG as usize);
         SpliceTable {
-            slots: vec![EMPTY; capacity],
+            slots: HugeSlice::filled_on(EMPTY, capacity, pages),
             free: (0..capacity as u32).rev().collect(),
-            index: LegIndex::new(2 * capacity, seed),
+            index: LegIndex::new_on(2 * capacity, seed, pages),
             hand: 0,
         }
     }
