@@ -45,7 +45,7 @@ impl LoopWatch {
     }
 
     /// The gap that counts as a stall: ten periods, and at least 250 ms (well past any
-    /// scheduling noise, and past every detector's shortest bound of 3 × 10 ms).
+    /// scheduling noise, and past the detector bound of the rack defaults, 3 × 10 ms).
     pub fn stall_after(period: Duration) -> Duration {
         (period * 10).max(Duration::from_millis(250))
     }

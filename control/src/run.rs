@@ -201,7 +201,7 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     // First, before any thread exists: every thread but one inherits net_tap's RX
     // signals blocked (`tap_signals`).
-    let tap_signals = crate::tap_signals::route_to_own_thread(stop.clone())?;
+    let tap_signals = crate::tap_signals::route_to_own_thread()?;
     {
         let stop = stop.clone();
         // The first signal stops cleanly; a second one exits at once, in case a driver
@@ -241,7 +241,8 @@ pub fn run(plan: &RunPlan, opts: &RunOptions) -> Result<(), String> {
         p.shutdown();
     }
     eal.cleanup();
-    let _ = tap_signals.join();
+    // The ports are closed: no TAP queue signals any more.
+    drop(tap_signals);
     let report = result?;
     if let Some(path) = &opts.report_json {
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -54,12 +54,46 @@ fn mask(how: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The thread that takes net_tap's signals; it runs until this is dropped (after the ports
+/// are closed: a TAP queue signals until its descriptor is), which also joins it.
+pub struct TapSignals {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for TapSignals {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Blocks net_tap's possible signals in the calling thread and starts the one thread that
-/// takes them; it ends when `stop` is set. Call it first thing, before any thread is
-/// spawned: a thread spawned earlier keeps them unblocked and is interrupted by them.
-pub fn route_to_own_thread(stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, String> {
+/// takes them. Call it first thing, before any thread is spawned: a thread spawned earlier
+/// keeps them unblocked and is interrupted by them. The thread keeps the process's CPU
+/// set (it is started before EAL pins the main thread), so the kernel runs it on any CPU
+/// the workers leave idle.
+///
+/// SIGIO is also set to be ignored when nothing handles it: when a real-time signal's
+/// queue is full, the kernel sends plain SIGIO instead, whose default action would end
+/// the appliance (an older net_tap that uses SIGIO itself installs its handler over this).
+pub fn route_to_own_thread() -> Result<TapSignals, String> {
+    // SAFETY: reads and, if it is the default, replaces SIGIO's disposition; no handler
+    // of ours runs.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGIO, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_DFL {
+            let mut ign: libc::sigaction = std::mem::zeroed();
+            ign.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGIO, &ign, std::ptr::null_mut());
+        }
+    }
     mask(libc::SIG_BLOCK).map_err(|e| format!("cannot block the TAP signals in the control thread: {e}"))?;
-    std::thread::Builder::new()
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
         .name(THREAD_NAME.into())
         .spawn(move || {
             if let Err(e) = mask(libc::SIG_UNBLOCK) {
@@ -70,11 +104,12 @@ pub fn route_to_own_thread(stop: Arc<AtomicBool>) -> Result<JoinHandle<()>, Stri
             }
             // The handlers run while this thread sleeps; a signal ends a sleep early and
             // `sleep` goes back to sleep for the rest.
-            while !stop.load(Ordering::Relaxed) {
+            while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
-        .map_err(|e| format!("cannot start {THREAD_NAME}: {e}"))
+        .map_err(|e| format!("cannot start {THREAD_NAME}: {e}"))?;
+    Ok(TapSignals { stop, thread: Some(thread) })
 }
 
 #[cfg(test)]
@@ -105,8 +140,7 @@ mod tests {
         // In a thread of its own, so that the test harness's thread keeps its mask.
         std::thread::spawn(move || {
             assert_eq!(blocked(&gettid()) & all, 0);
-            let stop = Arc::new(AtomicBool::new(false));
-            let h = route_to_own_thread(stop.clone()).unwrap();
+            let h = route_to_own_thread().unwrap();
             assert_eq!(blocked(&gettid()) & all, all);
             let later = std::thread::spawn(|| blocked(&gettid())).join().unwrap();
             assert_eq!(later & all, all, "threads spawned later inherit the block");
@@ -121,11 +155,25 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
             assert_eq!(mask & all, 0, "SigBlk {mask:x}");
-            stop.store(true, Ordering::Relaxed);
-            h.join().unwrap();
+            // SIGIO (a full real-time queue's fallback) no longer ends the process.
+            // SAFETY: reads the disposition only.
+            let ignored = unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGIO, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+            };
+            assert!(ignored, "SIGIO is ignored");
+            drop(h);
+            assert!(find_thread_now(THREAD_NAME).is_none(), "dropping the guard ends the thread");
         })
         .join()
         .unwrap();
+    }
+
+    fn find_thread_now(name: &str) -> Option<String> {
+        std::fs::read_dir("/proc/self/task").ok()?.flatten().find_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            (comm.trim() == name).then(|| t.file_name().to_string_lossy().into_owned())
+        })
     }
 
     fn find_thread(name: &str) -> Option<String> {

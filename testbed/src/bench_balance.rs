@@ -474,14 +474,7 @@ fn trial(
             gen.send(&format!("start tx_first {}", o.bursts))?;
             gen.wait_for("packet forwarding - ports=", Duration::from_secs(10))?;
             std::thread::sleep(Duration::from_secs(1));
-            show_stats(&mut gen)?;
-            // One sample a second (the generator's Rx-pps since the last `show`, over the
-            // interval it timed itself).
-            let mut samples = Vec::new();
-            for _ in 0..sample_count(o.seconds) {
-                std::thread::sleep(Duration::from_secs(1));
-                samples.push(round3(show_stats(&mut gen)? as f64 / 1e6));
-            }
+            let samples = samples_each_second(&mut gen, o.seconds, show_stats)?;
             let _ = gen.send("stop");
             let _ = gen.wait_for("Done.", Duration::from_secs(10));
             let _ = gen.send("quit");
@@ -512,15 +505,28 @@ fn trial(
 }
 
 /// One-second samples per trial: `seconds` rounded up, at least one.
-pub(crate) fn sample_count(seconds: f64) -> u32 {
+fn sample_count(seconds: f64) -> u32 {
     (seconds.ceil() as u32).max(1)
+}
+
+/// One rate a second for `seconds` (rounded up), in Mpps: `read` gives the generator's
+/// packets per second since its previous call, over the interval testpmd timed itself
+/// (a first call starts the count).
+pub(crate) fn samples_each_second(gen: &mut Proc, seconds: f64, mut read: impl FnMut(&mut Proc) -> Result<u64>) -> Result<Vec<f64>> {
+    read(gen)?;
+    let mut samples = Vec::new();
+    for _ in 0..sample_count(seconds) {
+        std::thread::sleep(Duration::from_secs(1));
+        samples.push(round3(read(gen)? as f64 / 1e6));
+    }
+    Ok(samples)
 }
 
 /// A trial's figure: its best one-second rate. On a shared host the rate of every mode
 /// moves between regimes 1.5–1.8× apart from one second to the next (docs/testbed.md,
 /// "bench balance"); the host's interference only ever slows a trial down, so its best
 /// second is the closest to what the DUT can do, as the least time is for a timed run.
-fn best(samples: &[f64]) -> f64 {
+pub(crate) fn best(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(0.0, f64::max)
 }
 

@@ -26,7 +26,7 @@
 //! DUT's rate sits in one of two regimes 1.5-1.8x apart for seconds to whole trials
 //! (docs/testbed.md, "`testbed bench balance`"), which interference only ever slows down.
 
-use crate::bench_balance::{parse_rx_pps, sample_count, show_stats, Proc};
+use crate::bench_balance::{best, parse_rx_pps, samples_each_second, show_stats, Proc};
 use crate::guard;
 use crate::runid::RunId;
 use anyhow::{anyhow, bail, Context, Result};
@@ -262,18 +262,12 @@ fn generator_rx_pps(gen: &mut Proc) -> Result<u64> {
 
 /// One-second samples of the generator's receive rate over `window`, in Mpps.
 fn generator_samples(gen: &mut Proc, window: Duration) -> Result<Vec<f64>> {
-    generator_rx_pps(gen)?;
-    let mut out = Vec::new();
-    for _ in 0..sample_count(window.as_secs_f64()) {
-        std::thread::sleep(Duration::from_secs(1));
-        out.push((generator_rx_pps(gen)? as f64 / 1e3).round() / 1e3);
-    }
-    Ok(out)
+    samples_each_second(gen, window.as_secs_f64(), generator_rx_pps)
 }
 
 /// The best one-second sample, in packets per second.
 fn best_pps(samples: &[f64]) -> f64 {
-    samples.iter().copied().fold(0.0, f64::max) * 1e6
+    best(samples) * 1e6
 }
 
 /// Packets per second of the appliance running `dut` on `ports` (vhost: the best second at

@@ -179,7 +179,9 @@ at_s = 2.0
     // The control loop's punctuality is in the appliance's report (ctl status, metrics).
     let lp = &v["appliances"]["lb1"]["report"]["control_loop"];
     assert!(lp["iterations"].as_u64().is_some_and(|n| n > 20), "{lp}");
-    assert!(lp["max_gap_ms"].as_f64().unwrap() >= lp["period_ms"].as_f64().unwrap(), "{lp}");
+    // Before net_tap's signals were kept off the control thread, its rounds came up to
+    // 4.2 s apart in this test; 2 s leaves room for a loaded machine.
+    assert!(lp["max_gap_ms"].as_f64().is_some_and(|g| g < 2000.0), "{lp}");
     assert!(out.status.success(), "{}", dump(&out));
     assert_cleaned(v["run_id"].as_str().unwrap());
 }

@@ -395,6 +395,10 @@ pub fn render_status(r: &StatusResult) -> String {
 
 /// The control loop's punctuality: the largest gap and how many were late or stalls.
 fn render_loop(c: &crate::loop_watch::LoopStats) -> String {
+    if c.period_ms <= 0.0 {
+        // An appliance that has not published yet, or one that predates the field.
+        return "loop not reported".to_string();
+    }
     format!(
         "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls (see events)",
         c.period_ms, c.max_gap_ms, fmt_count(c.late), fmt_count(c.stalls)
