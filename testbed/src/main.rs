@@ -359,8 +359,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             ..
         } if name == "balance" => {
             only_tap_wire(wire)?;
-            if plot.is_some() {
-                return Err(anyhow!("--plot is not supported by bench balance"));
+            if let Some(p) = &plot {
+                plot::check_path(p)?;
             }
             run::require_root()?;
             let tapsplice = appliance::locate_tapsplice(bins.tapsplice.as_deref())?;
@@ -378,6 +378,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                 bursts,
                 hugepages,
             })?;
+            if let Some(p) = &plot {
+                plot::write(p, &plot::bench_balance_svg(&v))?;
+            }
             if json {
                 eprintln!(
                     "testbed: bench balance (best trials): balance {} Mpps, forward {} Mpps, io {} Mpps, ratio balance/io {} (target {}), balance/forward {}",

@@ -734,6 +734,73 @@ pub fn bench_svg(v: &Value) -> String {
     })
 }
 
+/// The SVG of `testbed bench balance`'s result: every trial's one-second rates at the
+/// generator as bars (a trial's figure is its best second), dashed lines at each mode's
+/// best trial, and the balance DUT's per-burst time. The bars show what the figures are
+/// made of: on a shared host a trial can sit in a slow regime for seconds.
+pub fn bench_balance_svg(v: &Value) -> String {
+    let modes = [("balance", TAPSPLICE), ("forward", DIRECT), ("io", TESTPMD)];
+    let color = |m: &str| modes.iter().find(|(n, _)| *n == m).map_or(PALETTE[3], |(_, c)| *c);
+    let f = |k: &str| v.get(k).and_then(Value::as_f64);
+    let figures: Vec<String> = modes.iter().filter_map(|(m, _)| f(&format!("{m}_mpps")).map(|x| format!("{m} {x:.2} Mpps"))).collect();
+    let title = format!(
+        "bench balance: ratio {} (best balance / best io-forward; target {})\nbest trials: {}",
+        f("ratio").map_or("-".to_string(), |r| format!("{r:.3}")),
+        f("target").map_or("-".to_string(), fmt_plain),
+        if figures.is_empty() { "-".to_string() } else { figures.join(", ") },
+    );
+    let subtitle = format!(
+        "run {} — {} round(s) of {} s, order alternating, {} — ratio of medians {} — {}",
+        v["run_id"].as_str().unwrap_or("?"),
+        v["repeat"],
+        v["seconds"],
+        if v["hugepages"] == true { "hugepages" } else { "--no-huge" },
+        f("ratio_of_medians").map_or("-".to_string(), |r| format!("{r:.3}")),
+        if v["passed"].as_bool().unwrap_or(false) { "PASS" } else { "FAIL" }
+    );
+    let groups: Vec<Group> = v["trials"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let m = t["mode"].as_str().unwrap_or("?");
+            let round = t["round"].as_u64().unwrap_or(0) + 1;
+            let samples: Vec<f64> = t["samples"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+            let bars = if samples.is_empty() {
+                vec![Bar { value: 0.0, color: color(m), label: "FAILED".into(), tip: format!("round {round} {m}: {}", t["error"].as_str().unwrap_or("no samples")) }]
+            } else {
+                samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| Bar { value: x, color: color(m), label: String::new(), tip: format!("round {round} {m}, second {}: {x:.3} Mpps", i + 1) })
+                    .collect()
+            };
+            Group { label: format!("{round} {m}"), bars }
+        })
+        .collect();
+    let lines = modes
+        .iter()
+        .filter_map(|(m, c)| f(&format!("{m}_mpps")).map(|x| HLine { value: x, color: c, label: format!("best {m} {x:.2}") }))
+        .collect();
+    let mut charts = vec![Chart {
+        title: "the generator's receive rate, each second of each trial (dashed: each mode's best trial)".into(),
+        x_label: "trial (round, mode)".into(),
+        y_label: "Mpps".into(),
+        scale: Scale::Linear,
+        groups,
+        lines,
+        legend: modes.iter().map(|(m, c)| (m.to_string(), *c)).collect(),
+        tick_fmt: fmt_plain,
+    }];
+    if let Some(bc) = v.get("burst_cycles").filter(|b| b.is_object()) {
+        let rep = serde_json::json!({ "burst_cycles": bc, "tsc_hz": v.get("tsc_hz") });
+        if let Some(c) = burst_chart("tapsplice balance: per-burst processing time, best balance trial", &rep, TAPSPLICE) {
+            charts.push(c);
+        }
+    }
+    render(&Page { title, subtitle, charts })
+}
+
 /// What a run's plot shows, taken from its report.
 #[derive(Debug, Clone)]
 pub struct RunPlot {
@@ -1052,6 +1119,38 @@ pub mod tests {
             !svg.contains("direct"),
             "no direct trials, no direct legend"
         );
+    }
+
+    #[test]
+    fn bench_balance_plot_has_every_second_and_the_best_trials() {
+        let t = |mode: &str, round: u64, samples: &[f64]| json!({"mode": mode, "round": round, "samples": samples, "passed": true});
+        let v = json!({
+            "bench": "balance", "run_id": "t0b1", "passed": true, "repeat": 2, "seconds": 3.0, "hugepages": false,
+            "balance_mpps": 13.48, "forward_mpps": 15.09, "io_mpps": 16.43, "ratio": 0.821, "ratio_of_medians": 0.851, "target": 0.8,
+            "burst_cycles": {"count": 100, "p50": 2000, "p90": 4000, "p99": 30000, "p99.9": 200000, "max": 2000000},
+            "tsc_hz": 2000000000u64,
+            "trials": [t("balance", 0, &[13.0, 13.48, 9.1]), t("forward", 0, &[15.09, 15.0, 14.9]), t("io", 0, &[16.43, 10.2, 16.0]),
+                       t("io", 1, &[16.1, 16.2, 16.3]), t("forward", 1, &[9.3, 9.2, 9.1]),
+                       json!({"mode": "balance", "round": 1, "samples": [], "passed": false, "error": "DUT died"})]
+        });
+        let svg = bench_balance_svg(&v);
+        let names = assert_sane(&svg);
+        // Frame + legend swatches (3) + 5 trials × 3 seconds + 1 failed bar + 5 burst bars.
+        assert_eq!(names.iter().filter(|n| *n == "rect").count(), 1 + 3 + 15 + 1 + 5);
+        for s in [
+            "bench balance: ratio 0.821 (best balance / best io-forward; target 0.8)",
+            "best trials: balance 13.48 Mpps, forward 15.09 Mpps, io 16.43 Mpps",
+            "ratio of medians 0.851",
+            "--no-huge",
+            ">best io 16.43<",
+            "round 1 io, second 2: 10.200 Mpps",
+            "round 2 balance: DUT died",
+            "1 balance",
+            "2 io",
+            "per-burst processing time",
+        ] {
+            assert!(svg.contains(s), "missing {:?} in\n{}", s, svg);
+        }
     }
 
     #[test]

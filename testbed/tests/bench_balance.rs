@@ -11,11 +11,14 @@ use std::time::Duration;
 fn bench_balance_prints_the_ratio() {
     require_root();
     let bin = tapsplice();
+    let svg = std::env::temp_dir().join(format!("bench-balance-{}.svg", std::process::id()));
     let out = run(
         &[
             "bench",
             "balance",
             "--json",
+            "--plot",
+            svg.to_str().unwrap(),
             "--repeat",
             "3",
             "--seconds",
@@ -74,5 +77,10 @@ fn bench_balance_prints_the_ratio() {
     assert!(bm <= b && iom <= io, "a median above the best: {}", v);
     assert!((v["ratio_of_medians"].as_f64().unwrap() - bm / iom).abs() < 0.001, "{}", v);
     assert_eq!(v["target_met"], ratio >= 0.8, "{}", v);
+    // The plot: every second of every trial as a bar, with its tooltip.
+    let plot = std::fs::read_to_string(&svg).unwrap_or_else(|e| panic!("--plot {}: {e}", svg.display()));
+    let _ = std::fs::remove_file(&svg);
+    assert!(plot.contains(&format!("bench balance: ratio {ratio:.3}")), "{plot}");
+    assert_eq!(plot.matches(", second ").count(), 9 * 3, "{plot}");
     assert_cleaned(v["run_id"].as_str().unwrap());
 }
