@@ -732,7 +732,7 @@ impl RunningAppliance {
         }
         // Let the output threads drain.
         std::thread::sleep(Duration::from_millis(100));
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.file_prefix));
+        guard::remove_dpdk_files(&self.file_prefix);
         let exit = status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "unknown".into());

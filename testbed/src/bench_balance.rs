@@ -484,8 +484,8 @@ fn trial(
         r
     })();
     let tail = dut.stop(Duration::from_secs(15));
-    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", dut_prefix));
-    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", gen_prefix));
+    guard::remove_dpdk_files(&dut_prefix);
+    guard::remove_dpdk_files(&gen_prefix);
     let samples = r?;
     let rep = match mode {
         BMode::Io => {

@@ -99,8 +99,9 @@ pub fn cleanup(dry_run: bool) -> Vec<String> {
                     },
                 );
             }
-            act(format!("DPDK runtime dir {}", dir.display()), &mut || {
-                Ok(std::fs::remove_dir_all(&dir)?)
+            act(format!("DPDK runtime dir {} and its hugepage files", dir.display()), &mut || {
+                crate::guard::remove_dpdk_files(&name);
+                Ok(())
             });
         }
     }

@@ -169,6 +169,28 @@ fn reaped_or_gone(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
 }
 
+/// Removes what DPDK processes of file prefix `prefix` leave behind: the runtime directory
+/// `/var/run/dpdk/PREFIX` and their hugepage files (`PREFIXmap_N`, kept for secondary
+/// processes after the primary exits) in every hugetlbfs mount. Without the latter a
+/// run of hugepage trials (`bench balance --hugepages`) exhausts the reserved pages after
+/// the first few processes.
+pub fn remove_dpdk_files(prefix: &str) {
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", prefix));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for dir in mounts.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 2 && f[2] == "hugetlbfs").then(|| f[1].to_string())
+    }) {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with("map_")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Remove everything registered. Idempotent; never panics.
 pub fn cleanup_all() {
     let res = {
@@ -180,7 +202,7 @@ pub fn cleanup_all() {
         stop_pid(*pid, Duration::from_secs(5));
     }
     for p in &r.dpdk_prefixes {
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", p));
+        remove_dpdk_files(p);
     }
     for s in &r.sockets {
         remove_socket(s);
