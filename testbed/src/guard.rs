@@ -181,12 +181,17 @@ pub fn remove_dpdk_files(prefix: &str) {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.len() > 2 && f[2] == "hugetlbfs").then(|| f[1].to_string())
     }) {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with("map_")) {
-                let _ = std::fs::remove_file(e.path());
-            }
+        remove_hugepage_files_in(std::path::Path::new(&dir), prefix);
+    }
+}
+
+/// Removes `PREFIXmap_N` files in `dir` (a hugetlbfs mount); other files stay.
+fn remove_hugepage_files_in(dir: &std::path::Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with("map_")) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -268,4 +273,23 @@ impl Drop for RunGuard {
 /// Ask every loop to stop, as a first Ctrl-C does (used by the run's watchdog).
 pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_prefix_s_hugepage_files_are_removed() {
+        let dir = std::env::temp_dir().join(format!("tb-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["tb1234567-dutio4map_0", "tb1234567-dutio4map_1", "tb1234567-dutio40map_0", "tb1234567-genio4map_0", "other"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        remove_hugepage_files_in(&dir, "tb1234567-dutio4");
+        let mut left: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["other", "tb1234567-dutio40map_0", "tb1234567-genio4map_0"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
