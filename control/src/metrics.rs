@@ -63,6 +63,10 @@ pub struct MetricsSnapshot {
     pub splice_setup_us: Vec<u64>,
     /// How punctually the control thread's loop ran (`loop_watch`).
     pub control_loop: crate::loop_watch::LoopStats,
+    /// How old this snapshot is when read, ms (set by [`SnapshotCell`] at each read: the
+    /// control thread publishes every 250 ms, so a larger age is a control thread that is
+    /// not running — a stall still in progress, which `control_loop` can only count later).
+    pub snapshot_age_ms: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -323,24 +327,38 @@ impl PortMetrics {
     }
 }
 
-/// Where the control thread publishes the latest snapshot and the servers read it.
-#[derive(Clone, Default)]
-pub struct SnapshotCell(Arc<RwLock<Arc<MetricsSnapshot>>>);
+/// Where the control thread publishes the latest snapshot and the servers read it, with
+/// the time it was published.
+#[derive(Clone)]
+pub struct SnapshotCell(Arc<RwLock<(Arc<MetricsSnapshot>, Instant)>>);
+
+impl Default for SnapshotCell {
+    fn default() -> SnapshotCell {
+        SnapshotCell::new(MetricsSnapshot::default())
+    }
+}
 
 impl SnapshotCell {
     pub fn new(initial: MetricsSnapshot) -> SnapshotCell {
-        SnapshotCell(Arc::new(RwLock::new(Arc::new(initial))))
+        SnapshotCell(Arc::new(RwLock::new((Arc::new(initial), Instant::now()))))
     }
     pub fn publish(&self, s: MetricsSnapshot) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(s), Instant::now());
     }
-    pub fn get(&self) -> Arc<MetricsSnapshot> {
+    /// The latest snapshot and when it was published.
+    pub fn get(&self) -> (Arc<MetricsSnapshot>, Instant) {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-    /// A source for [`spawn`] and for the ctl handler.
+    /// A source for [`spawn`] and for the ctl handler: the latest snapshot, its
+    /// `snapshot_age_ms` set now.
     pub fn source(&self) -> Source {
         let me = self.clone();
-        Arc::new(move || (*me.get()).clone())
+        Arc::new(move || {
+            let (s, at) = me.get();
+            let mut s = (*s).clone();
+            s.snapshot_age_ms = at.elapsed().as_secs_f64() * 1e3;
+            s
+        })
     }
 }
 
@@ -431,6 +449,20 @@ impl Collector for SnapshotCollector {
                 Gauge,
             )?;
             ConstGauge::new(c.max_gap_ms / 1e3).encode(me)?;
+            let me = enc.encode_descriptor(
+                "tapsplice_control_loop_period_seconds",
+                "The control loop's sleep between rounds (late: a gap over two periods).",
+                None,
+                Gauge,
+            )?;
+            ConstGauge::new(c.period_ms / 1e3).encode(me)?;
+            let me = enc.encode_descriptor(
+                "tapsplice_snapshot_age_seconds",
+                "Age of the snapshot this scrape reads; the control thread publishes every 0.25 s, so more is a control thread not running now.",
+                None,
+                Gauge,
+            )?;
+            ConstGauge::new(s.snapshot_age_ms / 1e3).encode(me)?;
         }
 
         // Ports.

@@ -42,6 +42,7 @@ fn snapshot() -> MetricsSnapshot {
         version: "0.1.0".into(),
         uptime_s: 7384.0,
         control_loop: tapsplice::loop_watch::LoopStats { period_ms: 25.0, iterations: 295_000, late: 3, stalls: 1, max_gap_ms: 4200.0 },
+        snapshot_age_ms: 4500.0,
         ports: vec![
             PortMetrics {
                 name: "wan".into(),
@@ -496,7 +497,10 @@ fn renderers_have_the_expected_columns() {
     let keys: Vec<&str> = status.lines().map(|l| l.split_whitespace().next().unwrap()).collect();
     assert_eq!(keys, ["node", "role", "version", "uptime", "ports", "lcores", "peers", "rx", "tx", "missed", "errors", "drops", "control"]);
     assert!(status.contains("uptime   2h03m04s"), "{status}");
-    assert!(status.contains("control  loop every 25 ms, largest gap 4200 ms, 3 late (> 2 periods), 1 stalls (see events)"), "{status}");
+    assert!(
+        status.contains("control  loop every 25 ms, largest gap 4200 ms, 3 late (> 2 periods), 1 stalls (see events); NOT RUNNING for 4.5 s (snapshot age)"),
+        "{status}"
+    );
     assert!(status.contains("drops    12,345"), "{status}");
 
     let ports = cli::render_ports(&handler::ports_result(&snap));

@@ -287,6 +287,8 @@ fn check_exposition(body: &str) {
         ("tapsplice_control_loop_late", "counter"),
         ("tapsplice_control_loop_stalls", "counter"),
         ("tapsplice_control_loop_max_gap_seconds", "gauge"),
+        ("tapsplice_control_loop_period_seconds", "gauge"),
+        ("tapsplice_snapshot_age_seconds", "gauge"),
         ("tapsplice_port_info", "gauge"),
         ("tapsplice_port_up", "gauge"),
         ("tapsplice_port_speed_mbps", "gauge"),
@@ -343,6 +345,7 @@ fn check_exposition(body: &str) {
     assert_eq!(value(s, "tapsplice_control_loop_late_total", &[]), 3.0);
     assert_eq!(value(s, "tapsplice_control_loop_stalls_total", &[]), 1.0);
     assert_eq!(value(s, "tapsplice_control_loop_max_gap_seconds", &[]), 4.2);
+    assert_eq!(value(s, "tapsplice_control_loop_period_seconds", &[]), 0.025);
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "wan")]), 1.0);
     assert!(find(s, "tapsplice_port_info", &[("port", "wan"), ("device", "net_tap0"), ("mac", "02:00:00:00:0a:01")]).is_some(), "port info");
     assert_eq!(value(s, "tapsplice_port_up", &[("port", "lan")]), 0.0);
@@ -568,6 +571,16 @@ fn each_scrape_sees_the_latest_published_snapshot_and_stop_closes_the_port() {
     let (_, _, body) = get(srv.addr, "/metrics");
     assert!(body.contains("tapsplice_port_rx_packets_total{port=\"wan\"} 5000\n"), "{body}");
     assert!(body.contains("tapsplice_uptime_seconds 43.5\n"));
+    // The snapshot's age is taken at each read: fresh just after a publish, growing
+    // while nothing is published (a stalled control thread).
+    let (_, samples) = parse_exposition(&body);
+    let fresh = value(&samples, "tapsplice_snapshot_age_seconds", &[]);
+    assert!((0.0..1.0).contains(&fresh), "{fresh}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, _, body) = get(srv.addr, "/metrics");
+    let (_, samples) = parse_exposition(&body);
+    let later = value(&samples, "tapsplice_snapshot_age_seconds", &[]);
+    assert!(later >= fresh + 0.29, "{fresh} then {later}");
     let addr = srv.addr;
     let t0 = Instant::now();
     srv.stop();

@@ -217,7 +217,7 @@ mod tests {
     fn an_element_aligned_beyond_a_page_is_refused() {
         #[derive(Clone, Copy)]
         #[repr(align(8192))]
-        struct Big(u8);
+        struct Big(#[allow(dead_code)] u8);
         let _ = HugeSlice::filled(Big(0), 4);
     }
 

@@ -389,18 +389,20 @@ pub fn render_status(r: &StatusResult) -> String {
         ("missed", fmt_count(t.rx_missed)),
         ("errors", fmt_count(t.errors)),
         ("drops", fmt_count(t.drops)),
-        ("control", render_loop(&r.control_loop)),
+        ("control", render_loop(&r.control_loop, r.snapshot_age_ms)),
     ])
 }
 
-/// The control loop's punctuality: the largest gap and how many were late or stalls.
-fn render_loop(c: &crate::loop_watch::LoopStats) -> String {
+/// The control loop's punctuality: the largest gap, how many were late or stalls, and how
+/// old the figures are (a control thread stalled now shows there first).
+fn render_loop(c: &crate::loop_watch::LoopStats, age_ms: f64) -> String {
     if c.period_ms <= 0.0 {
         // An appliance that has not published yet, or one that predates the field.
         return "loop not reported".to_string();
     }
+    let age = if age_ms > 1000.0 { format!("; NOT RUNNING for {:.1} s (snapshot age)", age_ms / 1e3) } else { format!("; snapshot {age_ms:.0} ms old") };
     format!(
-        "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls (see events)",
+        "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls (see events){age}",
         c.period_ms, c.max_gap_ms, fmt_count(c.late), fmt_count(c.stalls)
     )
 }

@@ -127,6 +127,7 @@ pub fn status_result(s: &MetricsSnapshot) -> StatusResult {
         peers: s.peers.len(),
         totals: t,
         control_loop: s.control_loop,
+        snapshot_age_ms: s.snapshot_age_ms,
     }
 }
 

@@ -392,6 +392,9 @@ pub struct StatusResult {
     pub totals: Totals,
     /// How punctually the control thread's loop ran.
     pub control_loop: crate::loop_watch::LoopStats,
+    /// How old the snapshot this answer reads is, ms (published every 250 ms; more is a
+    /// control thread not running now).
+    pub snapshot_age_ms: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
