@@ -27,6 +27,17 @@ pub struct LoopStats {
     pub max_gap_ms: f64,
 }
 
+impl LoopStats {
+    /// One line for people: `loop every 25 ms, largest gap 28 ms, 0 late (> 2 periods),
+    /// 0 stalls` (`ctl status`, the report).
+    pub fn describe(&self) -> String {
+        format!(
+            "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls",
+            self.period_ms, self.max_gap_ms, self.late, self.stalls
+        )
+    }
+}
+
 pub struct LoopWatch {
     period: Duration,
     stall_after: Duration,
@@ -97,6 +108,7 @@ mod tests {
         assert_eq!((s.iterations, s.late, s.stalls), (6, 3, 1));
         assert!((s.max_gap_ms - 4200.0).abs() < 1e-6, "{}", s.max_gap_ms);
         assert!((s.period_ms - 25.0).abs() < 1e-9);
+        assert_eq!(s.describe(), "loop every 25 ms, largest gap 4200 ms, 3 late (> 2 periods), 1 stalls");
     }
 
     #[test]

@@ -300,6 +300,7 @@ impl MetricsSnapshot {
             ports,
             lcores,
             burst_latency,
+            control_loop: report.control_loop,
             ..Default::default()
         }
     }
@@ -410,6 +411,11 @@ where
     Ok(())
 }
 
+/// A family of one sample without labels.
+fn single<M: EncodeMetric>(enc: &mut DescriptorEncoder, name: &str, help: &str, ty: MetricType, metric: M) -> Result<(), std::fmt::Error> {
+    metric.encode(enc.encode_descriptor(name, help, None, ty)?)
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
@@ -420,50 +426,44 @@ impl Collector for SnapshotCollector {
             let mut me = enc.encode_descriptor("tapsplice_node", "This appliance: node id, role and version.", None, MetricType::Info)?;
             me.encode_info(&[("node", Esc(&s.node)), ("role", Esc(&s.role)), ("version", Esc(&s.version))])?;
         }
-        {
-            let me = enc.encode_descriptor("tapsplice_uptime_seconds", "Seconds since the appliance started.", None, Gauge)?;
-            ConstGauge::new(s.uptime_s).encode(me)?;
-        }
-        {
-            let c = &s.control_loop;
-            let me = enc.encode_descriptor("tapsplice_control_loop_iterations", "Iterations of the control thread's loop.", None, Counter)?;
-            ConstCounter::new(c.iterations).encode(me)?;
-            let me = enc.encode_descriptor(
-                "tapsplice_control_loop_late",
-                "Control loop iterations more than two periods after the previous one.",
-                None,
-                Counter,
-            )?;
-            ConstCounter::new(c.late).encode(me)?;
-            let me = enc.encode_descriptor(
-                "tapsplice_control_loop_stalls",
-                "Control loop iterations more than ten periods (and 250 ms) after the previous one; each is also a control_stall event.",
-                None,
-                Counter,
-            )?;
-            ConstCounter::new(c.stalls).encode(me)?;
-            let me = enc.encode_descriptor(
-                "tapsplice_control_loop_max_gap_seconds",
-                "Largest gap between two control loop iterations since the start.",
-                None,
-                Gauge,
-            )?;
-            ConstGauge::new(c.max_gap_ms / 1e3).encode(me)?;
-            let me = enc.encode_descriptor(
-                "tapsplice_control_loop_period_seconds",
-                "The control loop's sleep between rounds (late: a gap over two periods).",
-                None,
-                Gauge,
-            )?;
-            ConstGauge::new(c.period_ms / 1e3).encode(me)?;
-            let me = enc.encode_descriptor(
-                "tapsplice_snapshot_age_seconds",
-                "Age of the snapshot this scrape reads; the control thread publishes every 0.25 s, so more is a control thread not running now.",
-                None,
-                Gauge,
-            )?;
-            ConstGauge::new(s.snapshot_age_ms / 1e3).encode(me)?;
-        }
+        single(&mut enc, "tapsplice_uptime_seconds", "Seconds since the appliance started.", Gauge, ConstGauge::new(s.uptime_s))?;
+        let c = &s.control_loop;
+        single(&mut enc, "tapsplice_control_loop_iterations", "Iterations of the control thread's loop.", Counter, ConstCounter::new(c.iterations))?;
+        single(
+            &mut enc,
+            "tapsplice_control_loop_late",
+            "Control loop iterations more than two periods after the previous one.",
+            Counter,
+            ConstCounter::new(c.late),
+        )?;
+        single(
+            &mut enc,
+            "tapsplice_control_loop_stalls",
+            "Control loop iterations more than ten periods (and 250 ms) after the previous one; each is also a control_stall event.",
+            Counter,
+            ConstCounter::new(c.stalls),
+        )?;
+        single(
+            &mut enc,
+            "tapsplice_control_loop_max_gap_seconds",
+            "Largest gap between two control loop iterations since the start.",
+            Gauge,
+            ConstGauge::new(c.max_gap_ms / 1e3),
+        )?;
+        single(
+            &mut enc,
+            "tapsplice_control_loop_period_seconds",
+            "The control loop's sleep between rounds (late: a gap over two periods).",
+            Gauge,
+            ConstGauge::new(c.period_ms / 1e3),
+        )?;
+        single(
+            &mut enc,
+            "tapsplice_snapshot_age_seconds",
+            "Age of the snapshot this scrape reads; the control thread publishes every 0.25 s, so more is a control thread not running now.",
+            Gauge,
+            ConstGauge::new(s.snapshot_age_ms / 1e3),
+        )?;
 
         // Ports.
         fn port(p: &PortMetrics) -> [(&'static str, Esc<'_>); 1] {
@@ -684,10 +684,7 @@ impl Collector for SnapshotCollector {
             Counter,
             s.peers.iter().map(|p| (peer(p), ConstCounter::new(p.heartbeats_missed))),
         )?;
-        {
-            let me = enc.encode_descriptor("tapsplice_heartbeats_sent", "Heartbeats this appliance sent.", None, Counter)?;
-            ConstCounter::new(s.heartbeats.sent).encode(me)?;
-        }
+        single(&mut enc, "tapsplice_heartbeats_sent", "Heartbeats this appliance sent.", Counter, ConstCounter::new(s.heartbeats.sent))?;
         family(
             &mut enc,
             "tapsplice_heartbeats_rejected",

@@ -133,12 +133,7 @@ impl Report {
     pub fn to_text(&self, hist: Option<&Histogram<u64>>) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "node {} role {} uptime {:.1}s", self.node, self.role, self.uptime_s);
-        let c = &self.control_loop;
-        let _ = writeln!(
-            s,
-            "control loop: {} rounds every {:.0} ms, largest gap {:.0} ms, {} late, {} stalls",
-            c.iterations, c.period_ms, c.max_gap_ms, c.late, c.stalls
-        );
+        let _ = writeln!(s, "control {} ({} rounds)", self.control_loop.describe(), self.control_loop.iterations);
         let _ = writeln!(
             s,
             "{:<10} {:>12} {:>12} {:>14} {:>14} {:>9} {:>9} {:>9}",

@@ -7,7 +7,7 @@ use crate::plan::RunPlan;
 use crate::ctl::handler::EventsFn;
 use crate::ctl::ControlServices;
 use crate::events::EventLog;
-use crate::loop_watch::LoopWatch;
+use crate::loop_watch::{LoopStats, LoopWatch};
 use crate::metrics::MetricsSnapshot;
 use crate::supervisor::Supervisor;
 use crate::preflight;
@@ -51,7 +51,18 @@ pub struct RunOptions {
 
 /// The appliance's statistics now: ports (read from the drivers), lcores and the merged
 /// per-burst histogram (from what the workers last published).
-fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &BondWatch, slots: &[Slot], started: Instant, tsc_hz: u64) -> (Report, Histogram<u64>) {
+/// The report of the run so far; `control_loop` is the control loop's punctuality.
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    plan: &RunPlan,
+    ports: &[Port],
+    links: &LinkStates,
+    bonds: &BondWatch,
+    slots: &[Slot],
+    started: Instant,
+    tsc_hz: u64,
+    control_loop: LoopStats,
+) -> (Report, Histogram<u64>) {
     let (_, lcores, hist) = collect(slots);
     let port_reports: Vec<PortReport> = ports
         .iter()
@@ -77,7 +88,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &Bond
                 tx_errors: s.tx_errors,
                 rx_nombuf: s.rx_nombuf,
                 rx_queue_packets: s.rx_queue_packets,
-                bond: pp.bond.as_ref().map(|b| bond_info(b, p, watch.failovers(i))),
+                bond: pp.bond.as_ref().map(|b| bond_info(b, p, bonds.failovers(i))),
             }
         })
         .collect();
@@ -94,7 +105,7 @@ fn build_report(plan: &RunPlan, ports: &[Port], links: &LinkStates, watch: &Bond
         splice: Default::default(),
         splice_services: Default::default(),
         splice_setup_us: None,
-        control_loop: Default::default(),
+        control_loop,
     };
     (report, hist)
 }
@@ -598,10 +609,9 @@ fn serve(
         supervisor.poll(Instant::now());
         bond_watch.tick(plan, ports, &log);
         if published.is_none_or(|t| t.elapsed() >= Duration::from_millis(250)) {
-            let (report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
+            let (report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz, watch.stats());
             let mut snap = MetricsSnapshot::from_report(&report, Some(&hist));
             supervisor.fill(&mut snap, Instant::now());
-            snap.control_loop = watch.stats();
             services.publish(snap);
             published = Some(Instant::now());
         }
@@ -616,10 +626,9 @@ fn serve(
     eprintln!("tapsplice: stopping");
     let failed: Vec<u32> = plan.workers.iter().copied().filter(|&l| lcore::wait(l) != 0).collect();
 
-    let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz);
+    let (mut report, hist) = build_report(plan, ports, &link_states, &bond_watch, &slots, started, eal.tsc_hz, watch.stats());
     (report.splice, report.splice_services) = supervisor.splice_counters();
     report.splice_setup_us = supervisor.splice_setup().map(|b| crate::splicer::SetupSummary::of(&b));
-    report.control_loop = watch.stats();
     print!("{}", report.to_text(Some(&hist)));
     let _ = std::io::stdout().flush();
     if !failed.is_empty() {

@@ -92,6 +92,19 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// `x` to three decimals (figures in the benches' JSON).
+pub(crate) fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `a / b` to three decimals, when both are there and `b` is positive.
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(round3(a / b)),
+        _ => None,
+    }
+}
+
 const DIRECT_A: &str = "benchda";
 const DIRECT_B: &str = "benchdb";
 

@@ -33,6 +33,7 @@
 //! `ratio_vs_forward` = best balance / best forward; the medians, their ratio and each
 //! round's balance / io are reported beside them.
 
+use crate::bench::{ratio, round3};
 use crate::guard::{self, RunGuard};
 use crate::runid::RunId;
 use anyhow::{anyhow, bail, Context, Result};
@@ -651,18 +652,6 @@ pub fn run(o: &Options) -> Result<Value> {
         "tsc_hz": rep.as_ref().and_then(|r| r.get("tsc_hz")).cloned(),
         "trials": trials,
     }))
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// `a / b` to three decimals, when both are there and `b` is positive.
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(round3(a / b)),
-        _ => None,
-    }
 }
 
 /// For each round in which both `a` and `b` moved traffic, `a`'s rate over `b`'s (in round

@@ -300,11 +300,12 @@ fn appliance_pps(run: &RunId, tapsplice: &Path, testpmd: &Path, dut: Dut, ports:
         }
         std::thread::sleep(Duration::from_secs(1));
         let (a, t0) = (tx_packets(tapsplice, &sock)?, Instant::now());
+        // vhost: every second at the generator; pcap/null: the window through ctl stats.
         let samples = match gen.as_mut() {
-            Some(g) => generator_samples(g, window)?,
+            Some(g) => Some(generator_samples(g, window)?),
             None => {
                 std::thread::sleep(window);
-                Vec::new()
+                None
             }
         };
         let (b, t1) = (tx_packets(tapsplice, &sock)?, Instant::now());
@@ -314,11 +315,10 @@ fn appliance_pps(run: &RunId, tapsplice: &Path, testpmd: &Path, dut: Dut, ports:
             // each way: the rate is the splice's, not that of frames it passed on.
             bail!("the DUT did not splice what it sent: {sent} frames sent, {to_server} segments spliced toward the backend, {to_client} toward the client");
         }
-        if samples.is_empty() {
-            Ok((sent as f64 / t1.duration_since(t0).as_secs_f64(), samples))
-        } else {
-            Ok((best_pps(&samples), samples))
-        }
+        Ok(match samples {
+            Some(s) => (best_pps(&s), s),
+            None => (sent as f64 / t1.duration_since(t0).as_secs_f64(), Vec::new()),
+        })
     })();
     if let Some(g) = gen {
         let _ = g.stop(Duration::from_secs(10));

@@ -30,6 +30,7 @@
 //!   `fastpath_vhost_vs_ioforward`: best trial against best trial, each trial its best
 //!   second at the generator (`fastpath_vhost_vs_ioforward_of_medians` beside it).
 
+use crate::bench::{ratio, round3};
 use crate::run::{Options as RunOptions, Testbed};
 use crate::topology::{ApplianceKind, Topology, WorkloadKind};
 use crate::workload::{Spec, WorkloadResult};
@@ -353,13 +354,9 @@ pub fn run(topo: Topology, opts: RunOptions, o: &Options) -> Result<Value> {
 
 fn summary(o: &Options, trials: &[Trial]) -> Value {
     // Medians to a thousandth (the mean of two middle values would print float noise).
-    let med = |mode: SMode, f: fn(&Trial) -> f64| crate::bench::median(trials.iter().filter(|t| t.mode == mode).map(f).collect()).map(|m| (m * 1000.0).round() / 1000.0);
+    let med = |mode: SMode, f: fn(&Trial) -> f64| crate::bench::median(trials.iter().filter(|t| t.mode == mode).map(f).collect()).map(round3);
     let g = |m| med(m, |t| t.goodput_mbps);
     let c = |m| med(m, |t| t.conn_per_s);
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some((a / b * 1000.0).round() / 1000.0),
-        _ => None,
-    };
     // The appliance's histograms from the tapsplice trial whose goodput is closest to the
     // median.
     let tg = g(SMode::Tapsplice);

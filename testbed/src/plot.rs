@@ -560,6 +560,12 @@ fn mode_color(m: &str) -> &'static str {
     }
 }
 
+/// A bench result's `burst_cycles` (with its `tsc_hz`) as [`burst_chart`] draws them.
+fn bench_burst_chart(v: &Value, title: &str) -> Option<Chart> {
+    let bc = v.get("burst_cycles").filter(|b| b.is_object())?;
+    burst_chart(title, &serde_json::json!({ "burst_cycles": bc, "tsc_hz": v.get("tsc_hz") }), TAPSPLICE)
+}
+
 /// Quantile bars of a tapsplice report's per-burst processing time (ns when the report
 /// has `burst_ns` or `tsc_hz`, else cycles), or None without a summary.
 fn burst_chart(title: &str, report: &Value, color: &'static str) -> Option<Chart> {
@@ -717,16 +723,7 @@ pub fn bench_svg(v: &Value) -> String {
         legend: modes.iter().map(|m| (m.clone(), mode_color(m))).collect(),
         tick_fmt: fmt_plain,
     }];
-    if let Some(bc) = v.get("burst_cycles").filter(|b| b.is_object()) {
-        let rep = serde_json::json!({ "burst_cycles": bc, "tsc_hz": v.get("tsc_hz") });
-        if let Some(c) = burst_chart(
-            "tapsplice: per-burst processing time, trial closest to the median",
-            &rep,
-            TAPSPLICE,
-        ) {
-            charts.push(c);
-        }
-    }
+    charts.extend(bench_burst_chart(v, "tapsplice: per-burst processing time, trial closest to the median"));
     render(&Page {
         title,
         subtitle,
@@ -792,12 +789,7 @@ pub fn bench_balance_svg(v: &Value) -> String {
         legend: modes.iter().map(|(m, c)| (m.to_string(), *c)).collect(),
         tick_fmt: fmt_plain,
     }];
-    if let Some(bc) = v.get("burst_cycles").filter(|b| b.is_object()) {
-        let rep = serde_json::json!({ "burst_cycles": bc, "tsc_hz": v.get("tsc_hz") });
-        if let Some(c) = burst_chart("tapsplice balance: per-burst processing time, best balance trial", &rep, TAPSPLICE) {
-            charts.push(c);
-        }
-    }
+    charts.extend(bench_burst_chart(v, "tapsplice balance: per-burst processing time, best balance trial"));
     render(&Page { title, subtitle, charts })
 }
 

@@ -401,10 +401,7 @@ fn render_loop(c: &crate::loop_watch::LoopStats, age_ms: f64) -> String {
         return "loop not reported".to_string();
     }
     let age = if age_ms > 1000.0 { format!("; NOT RUNNING for {:.1} s (snapshot age)", age_ms / 1e3) } else { format!("; snapshot {age_ms:.0} ms old") };
-    format!(
-        "loop every {:.0} ms, largest gap {:.0} ms, {} late (> 2 periods), {} stalls (see events){age}",
-        c.period_ms, c.max_gap_ms, fmt_count(c.late), fmt_count(c.stalls)
-    )
+    format!("{} (see events){age}", c.describe())
 }
 
 pub const PORTS_COLUMNS: [&str; 13] =
